@@ -1,0 +1,36 @@
+# One entry point for set-up, tests and the demo. `make setup` builds .venv with torch and
+# torchvision pinned (constraints.txt) so they install from local disk, not a multi-GB download.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+EXTRAS ?= runtime,train,export,dev
+
+.PHONY: setup test test-all lint demo clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	touch $@
+
+# pytest exits 5 when it collected no tests: that is a failure here, not a pass.
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest ran no tests: failing"; exit 1; fi; exit $$rc
+
+# Everything, including slow real-data checks (not run by CI).
+test-all: setup
+	$(BIN)/python -m pytest -m "" ; rc=$$?; [ $$rc -ne 5 ] && exit $$rc || exit 1
+
+lint: setup
+	$(BIN)/ruff check .
+
+demo: setup
+	$(BIN)/wbc-edge demo $(DEMO_ARGS)
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache

@@ -1,0 +1,94 @@
+"""The ``wbc-edge`` command: one typer app joining every part's command group.
+
+Each part registers its commands from its own ``cli`` module. Those modules import only typer at
+module level (heavy packages load inside the commands), so ``wbc-edge --help`` and a
+runtime-only install work without torch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import click
+import typer
+
+from wbc_edge.console import console
+from wbc_edge.errors import UserError
+
+app = typer.Typer(
+    name="wbc-edge",
+    help="White-blood-cell classification on the edge: data, training, distillation, export, "
+    "streaming inference and benchmarks.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback when a command fails.")
+    ] = False,
+) -> None:
+    """wbc-edge: white-blood-cell classification on the edge."""
+
+
+def _register() -> None:
+    from wbc_edge.benchmarks.cli import register as register_bench
+    from wbc_edge.data.cli import app as data_app
+    from wbc_edge.export.cli import register as register_export
+    from wbc_edge.kd.cli import register as register_kd
+    from wbc_edge.runtime.cli import register as register_runtime
+
+    app.add_typer(data_app, name="data", help="Check, split, import and synthesise image data.")
+    register_kd(app)
+    register_export(app)
+    register_runtime(app)
+    register_bench(app)
+
+
+_register()
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on ``argv`` and return the exit code instead of exiting.
+
+    User errors print one line; other failures print one line too and point at ``--debug``,
+    which (anywhere on the line, or WBC_EDGE_DEBUG=1) re-raises with the traceback.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("WBC_EDGE_DEBUG") == "1"
+    args = [a for a in args if a != "--debug"]
+    try:
+        result = app(args=args, prog_name="wbc-edge", standalone_mode=False)
+    except UserError as exc:
+        if debug:
+            raise
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        console.print("aborted")
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        console.print(
+            f"[bold red]error:[/] {type(exc).__name__}: {exc} "
+            "(rerun with --debug for the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,1 @@
+"""Torch-free data tooling shared by every part: scanning class folders, manifests, phantoms."""
