@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from typer.testing import CliRunner
-from wbc_edge.runtime.card import ModelCard, read_sidecar, write_sidecar
-from wbc_edge.runtime.preprocess import PreprocessSpec, normalize, resize_rgb
 
 from wbc_edge import cli
 from wbc_edge.data.manifest import (
@@ -17,6 +15,8 @@ from wbc_edge.data.manifest import (
     write_manifest,
 )
 from wbc_edge.errors import UserError
+from wbc_edge.runtime.card import ModelCard, read_sidecar, write_sidecar
+from wbc_edge.runtime.preprocess import PreprocessSpec, normalize, resize_rgb
 
 
 def test_help_lists_command_groups():
