@@ -9,6 +9,82 @@ import typer
 
 app = typer.Typer(no_args_is_help=True)
 
+MAX_LISTED = 200  # problems printed; --json holds them all
+
+
+@app.command("check")
+def check_cmd(
+    root: Annotated[Path, typer.Argument(help="ImageFolder tree: one sub-folder per class.")],
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit with status 1 when any problem is found.")
+    ] = False,
+    min_size: Annotated[
+        int | None, typer.Option(help="Smallest usable image side in pixels. [32]")
+    ] = None,
+    near_dup_threshold: Annotated[
+        int | None,
+        typer.Option(
+            help="Max Hamming distance (of 256 pHash bits) for a near-duplicate; -1 skips the "
+            "perceptual hash. [24]"
+        ),
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the full report as JSON here.")
+    ] = None,
+) -> None:
+    """Decode every image; report broken, tiny, odd-mode, duplicate and near-duplicate files."""
+    import json
+
+    from wbc_edge.console import console
+    from wbc_edge.data.check import DEFAULT_MIN_SIZE, DEFAULT_NEAR_DUP_THRESHOLD, check_tree
+    from wbc_edge.errors import require_dir
+
+    require_dir(root, "image folder", "pass a folder with one sub-folder per class")
+    report = check_tree(
+        root,
+        DEFAULT_MIN_SIZE if min_size is None else min_size,
+        DEFAULT_NEAR_DUP_THRESHOLD if near_dup_threshold is None else near_dup_threshold,
+    )
+    _print_check(report, console)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        console.print(f"wrote the report to {json_out}", highlight=False)
+    if strict and not report.ok:
+        raise typer.Exit(code=1)
+
+
+def _print_check(report, console) -> None:  # noqa: ANN001 - rich types stay out of module scope
+    from rich.table import Table
+
+    from wbc_edge.data.check import KINDS
+
+    table = Table(title=f"data check: {report.root}")
+    table.add_column("class")
+    table.add_column("files", justify="right")
+    for k in KINDS:
+        table.add_column(k.replace("_", " "), justify="right")
+    by_class = report.by_class()
+    for c, n in report.files.items():
+        table.add_row(c, str(n), *(str(by_class[c][k] or "") for k in KINDS))
+    kinds = report.kinds()
+    table.add_row(
+        "all", str(sum(report.files.values())), *(str(kinds[k]) for k in KINDS), style="bold"
+    )
+    console.print(table)
+    for p in report.problems[:MAX_LISTED]:
+        console.print(f"{p.kind:>14}  {p.label}/{p.path.name}: {p.detail}", highlight=False)
+    if len(report.problems) > MAX_LISTED:
+        console.print(f"... and {len(report.problems) - MAX_LISTED} more (see --json)")
+    if report.ok:
+        console.print("[green]no problems found[/]")
+    else:
+        console.print(
+            f"[yellow]{len(report.problems)} problem(s)[/]: "
+            + ", ".join(f"{kinds[k]} {k}" for k in KINDS if kinds[k]),
+            highlight=False,
+        )
+
 
 @app.command("split")
 def split_cmd(
