@@ -1,9 +1,221 @@
-"""CLI commands of this part; register() adds them to the top-level app."""
+"""Training commands: ``train-teacher``, ``distill``, ``evaluate``, ``ablation``.
+
+Only typer and the standard library load here; torch comes in inside each command.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+DataOpt = Annotated[
+    Path, typer.Option("--data", help="Split manifest CSV (`wbc-edge data split`).")
+]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/<name>).")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="YAML file of options; command-line options win.")
+]
+ResumeOpt = Annotated[
+    Path | None,
+    typer.Option("--resume", help="Continue the run in this folder from its last saved epoch."),
+]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Training epochs.")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Images per step.")]
+LrOpt = Annotated[float | None, typer.Option("--lr", help="Peak learning rate (AdamW).")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (data order, init).")]
+CacheOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir", help="Decoded-image and teacher cache (default ~/.cache/wbc-edge)."
+    ),
+]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")]
+ChannelsLastOpt = Annotated[
+    bool | None,
+    typer.Option("--channels-last/--no-channels-last", help="NHWC memory format."),
+]
+
+
+def _run(config: Path | None, resume: Path | None, **options: Any) -> None:
+    from wbc_edge.kd.trainer import TrainConfig, train
+
+    if resume is not None:
+        from wbc_edge.errors import require_file
+
+        saved = require_file(resume / "config.yaml", "run config", "is it a wbc-edge run folder?")
+        cfg = TrainConfig.from_sources(str(saved), **{**options, "out": str(resume)})
+        train(cfg, resume=True)
+        return
+    if options.get("out") is None:
+        name = options.get("model") or "run"
+        options["out"] = str(Path("runs") / f"{name}-{options.get('method') or 'teacher'}")
+    cfg = TrainConfig.from_sources(str(config) if config else None, **options)
+    train(cfg)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this part's commands to ``app`` (filled in by the part's issue)."""
+    @app.command("train-teacher")
+    def train_teacher(
+        data: DataOpt = None,  # type: ignore[assignment]
+        model: Annotated[
+            str | None, typer.Option("--model", help="timm EfficientNet name.")
+        ] = None,
+        weights: Annotated[
+            str | None,
+            typer.Option("--weights", help="imagenet (offline), a checkpoint PATH, or none."),
+        ] = None,
+        size: Annotated[int | None, typer.Option("--size", help="Input size in pixels.")] = None,
+        epochs: EpochsOpt = None,
+        batch_size: BatchOpt = None,
+        lr: LrOpt = None,
+        seed: SeedOpt = None,
+        out: OutOpt = None,
+        config: ConfigOpt = None,
+        resume: ResumeOpt = None,
+        cache_dir: CacheOpt = None,
+        threads: ThreadsOpt = None,
+        channels_last: ChannelsLastOpt = None,
+    ) -> None:
+        """Fine-tune an EfficientNet teacher on a split manifest (best epoch on val kept)."""
+        if data is None and config is None and resume is None:
+            raise typer.BadParameter("give --data (or --config / --resume)")
+        _run(
+            config,
+            resume,
+            data=str(data) if data else None,
+            kind="teacher",
+            model=model or (None if (config or resume) else "tf_efficientnet_lite0"),
+            weights=weights,
+            size=size,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr if lr is not None else (None if (config or resume) else 1e-3),
+            seed=seed,
+            out=str(out) if out else None,
+            cache_dir=str(cache_dir) if cache_dir else None,
+            threads=threads,
+            channels_last=channels_last,
+            method="ce",
+        )
+
+    @app.command("distill")
+    def distill(
+        data: DataOpt = None,  # type: ignore[assignment]
+        teacher: Annotated[
+            Path | None, typer.Option("--teacher", help="Trained teacher checkpoint (.pt).")
+        ] = None,
+        method: Annotated[
+            str | None, typer.Option("--method", help="ce, kd, dkd, at, fusion or mlffakd.")
+        ] = None,
+        student: Annotated[
+            str | None, typer.Option("--student", help="Student name (tinyresnet_xs, ...).")
+        ] = None,
+        epochs: EpochsOpt = None,
+        batch_size: BatchOpt = None,
+        lr: LrOpt = None,
+        seed: SeedOpt = None,
+        out: OutOpt = None,
+        config: ConfigOpt = None,
+        resume: ResumeOpt = None,
+        cache_dir: CacheOpt = None,
+        threads: ThreadsOpt = None,
+        channels_last: ChannelsLastOpt = None,
+        no_teacher_cache: Annotated[
+            bool, typer.Option("--no-teacher-cache", help="Run the teacher live every step.")
+        ] = False,
+    ) -> None:
+        """Distil a student from a frozen teacher (or train it alone with --method ce)."""
+        if data is None and config is None and resume is None:
+            raise typer.BadParameter("give --data (or --config / --resume)")
+        fresh = config is None and resume is None
+        _run(
+            config,
+            resume,
+            data=str(data) if data else None,
+            kind="distill",
+            model=student or ("tinyresnet_xs" if fresh else None),
+            teacher=str(teacher) if teacher else None,
+            method=method or ("mlffakd" if fresh else None),
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            out=str(out) if out else None,
+            cache_dir=str(cache_dir) if cache_dir else None,
+            threads=threads,
+            channels_last=channels_last,
+            teacher_cache=False if no_teacher_cache else None,
+        )
+
+    @app.command("evaluate")
+    def evaluate(
+        model: Annotated[
+            Path, typer.Option("--model", help="Any model artifact (.pt, .onnx, .engine).")
+        ],
+        data: Annotated[
+            Path, typer.Option("--data", help="Split manifest CSV, or a folder of class folders.")
+        ],
+        split: Annotated[
+            str, typer.Option("--split", help="Manifest split to score (ignored for a folder).")
+        ] = "test",
+        out: Annotated[
+            Path | None, typer.Option("--out", help="Write metrics.json, report.md, PNG here.")
+        ] = None,
+        batch_size: BatchOpt = None,
+    ) -> None:
+        """Accuracy, macro P/R/F1, per-class report, confusion matrix and ECE of a model."""
+        from wbc_edge.console import console
+        from wbc_edge.kd.evaluate import evaluate as run_evaluate
+
+        result = run_evaluate(model, data, split, out, batch_size or 32)
+        console.print(
+            f"{model.name}: accuracy {100 * result['accuracy']:.2f}%  macro-F1 "
+            f"{100 * result['macro_f1']:.2f}%  ECE {result['ece']:.4f}  "
+            f"({result['num_images']} images)" + (f" -> {out}" if out else ""),
+            highlight=False,
+        )
+
+    @app.command("ablation")
+    def ablation(
+        data: DataOpt,
+        teacher: Annotated[Path, typer.Option("--teacher", help="Trained teacher checkpoint.")],
+        methods: Annotated[
+            str, typer.Option("--methods", help="Comma-separated distillation methods.")
+        ] = "ce,kd,dkd,at,fusion,mlffakd",
+        seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds.")] = "0,1,2",
+        student: Annotated[str, typer.Option("--student", help="Student name.")] = "tinyresnet_xs",
+        epochs: EpochsOpt = None,
+        batch_size: BatchOpt = None,
+        lr: LrOpt = None,
+        out: Annotated[
+            Path, typer.Option("--out", help="Results prefix: writes OUT.md and OUT.json.")
+        ] = Path("benchmarks/results/kd-ablation"),
+        runs_dir: Annotated[
+            Path, typer.Option("--runs-dir", help="Where the individual runs go.")
+        ] = Path("runs/ablation"),
+        parallel: Annotated[
+            int, typer.Option("--parallel", help="Runs side by side (threads split between).")
+        ] = 1,
+        cache_dir: CacheOpt = None,
+        threads: ThreadsOpt = None,
+    ) -> None:
+        """Train every method x seed, reusing one teacher cache; write a mean +- std table."""
+        from wbc_edge.kd.ablation import run_ablation
+
+        run_ablation(
+            data=data,
+            teacher=teacher,
+            methods=[m.strip() for m in methods.split(",") if m.strip()],
+            seeds=[int(s) for s in seeds.split(",") if s.strip()],
+            student=student,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            out=out,
+            runs_dir=runs_dir,
+            parallel=parallel,
+            cache_dir=cache_dir,
+            threads=threads,
+        )

@@ -1,0 +1,102 @@
+"""Checkpoints: a model's weights plus its card, loadable with ``torch.load(weights_only=True)``.
+
+A checkpoint is ``{"card": ModelCard.to_dict(), "state_dict": ..., "epoch": int, ...}`` with
+only tensors, numbers, strings, lists and dicts inside, so loading it never runs pickled code.
+Only the trained network's weights are saved: a distiller's connectors and fusion modules live
+in the separate resume file (``resume.pt``) of the run folder, never in the model checkpoint.
+
+The architecture is rebuilt from ``card.architecture``: a registered student name
+(:data:`wbc_edge.kd.students.STUDENTS`) or a timm EfficientNet name for a teacher.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from wbc_edge.errors import UserError, require_file
+from wbc_edge.runtime.card import ModelCard
+
+
+def save_checkpoint(
+    path: str | Path, model: nn.Module, card: ModelCard, epoch: int = 0, **extra: Any
+) -> Path:
+    """Write weights + card atomically (a crash mid-write leaves the previous file intact)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    payload = {"card": card.to_dict(), "state_dict": state, "epoch": int(epoch), **extra}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint dict, loaded safely; UserError when it is not a wbc-edge checkpoint."""
+    path = require_file(
+        path, "checkpoint", "pass a .pt written by `wbc-edge train-teacher/distill`"
+    )
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle and zip errors have many types
+        raise UserError(f"{path} is not a loadable checkpoint ({exc})") from exc
+    if not isinstance(payload, dict) or "card" not in payload or "state_dict" not in payload:
+        raise UserError(
+            f"{path} is not a wbc-edge checkpoint (no card/state_dict): train it with wbc-edge"
+        )
+    return payload
+
+
+def build_model(card: ModelCard) -> nn.Module:
+    """An untrained network of the card's architecture and class count."""
+    from wbc_edge.kd.students import STUDENTS, create_student
+
+    if card.architecture in STUDENTS:
+        return create_student(card.architecture, card.num_classes)
+    from wbc_edge.kd.teacher import create_teacher
+
+    return create_teacher(card.architecture, num_classes=card.num_classes, weights=None)
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, ModelCard]:
+    """Rebuild the model a checkpoint describes, with its weights, in eval mode."""
+    payload = read_checkpoint(path)
+    card = ModelCard.from_dict(payload["card"])
+    model = build_model(card)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise UserError(
+            f"{path}: weights do not fit architecture {card.architecture!r} ({exc})"
+        ) from exc
+    return model.eval(), card
+
+
+class TorchCheckpointBackend:
+    """A :class:`wbc_edge.runtime.backends.Backend` over a checkpoint, for ``evaluate`` when
+    the runtime's own loader is not available."""
+
+    name = "torch"
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        self.model, self.card = load_model(path)
+        if threads:
+            torch.set_num_threads(threads)
+
+    @torch.no_grad()
+    def predict(self, batch: Any) -> Any:
+        logits = self.model(torch.as_tensor(batch, dtype=torch.float32))
+        return torch.softmax(logits.float(), dim=1).numpy()
+
+    def close(self) -> None:
+        self.model = None
+
+    def __enter__(self) -> TorchCheckpointBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

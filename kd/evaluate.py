@@ -1,0 +1,208 @@
+"""Score any model artifact on a split manifest or a class-folder tree.
+
+The model is opened through the runtime's backend loader (``.pt``, ``.onnx``, INT8 ``.onnx``,
+``.engine``), so a number measured here is the number the deployed artifact gives: images go
+through the card's own preprocessing spec, not the training pipeline. Without the runtime
+loader a ``.pt`` is opened directly from its checkpoint.
+
+Outputs (``--out DIR``): ``metrics.json`` (summary, per class, confusion matrix),
+``report.md`` (the same as tables), ``confusion.png``, ``predictions.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wbc_edge.errors import UserError
+from wbc_edge.metrics import ClassificationReport, classification_report
+
+
+@dataclass
+class Sample:
+    path: Path
+    label: str
+
+
+def predict_loader(model: Any, loader: Any, device: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities and targets of a torch model over a ``BatchLoader``."""
+    import torch
+
+    model.eval()
+    probs, ys = [], []
+    with torch.no_grad():
+        for batch in loader:
+            logits = model(batch.images.to(device))
+            probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
+            ys.append(batch.targets.numpy())
+    return np.concatenate(probs), np.concatenate(ys)
+
+
+def open_backend(model_path: str | Path) -> Any:
+    """The runtime's backend for any artifact; a checkpoint reader when that is unavailable."""
+    try:
+        from wbc_edge.runtime.backends import load_backend
+    except ImportError:
+        load_backend = None
+    if load_backend is not None:
+        return load_backend(model_path)
+    if Path(model_path).suffix.lower() not in (".pt", ".pth"):
+        raise UserError(f"{model_path}: this install can only evaluate .pt checkpoints")
+    from wbc_edge.kd.checkpoint import TorchCheckpointBackend
+
+    return TorchCheckpointBackend(model_path)
+
+
+def load_samples(data: str | Path, split: str | None = "test") -> list[Sample]:
+    """Labelled images from a split manifest (one split) or every image of a class-folder tree."""
+    data = Path(data)
+    if data.is_dir():
+        from wbc_edge.data.scan import scan_class_folders
+
+        return [Sample(f.path, f.label) for f in scan_class_folders(data)]
+    if not data.is_file():
+        raise UserError(
+            f"data not found: {data}; pass a split manifest (.csv) or a folder of class folders"
+        )
+    from wbc_edge.data.manifest import read_manifest
+
+    return [Sample(r.path, r.label) for r in read_manifest(data, split)]
+
+
+def evaluate(
+    model_path: str | Path,
+    data: str | Path,
+    split: str | None = "test",
+    out: str | Path | None = None,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Predict every sample, compute the shared metrics, and write the report files to ``out``."""
+    from wbc_edge.console import progress
+    from wbc_edge.runtime.preprocess import read_image
+
+    samples = load_samples(data, split)
+    t0 = time.time()
+    with open_backend(model_path) as backend:
+        card = backend.card
+        index = {name: i for i, name in enumerate(card.class_names)}
+        unknown = sorted({s.label for s in samples} - set(index))
+        if unknown:
+            raise UserError(
+                f"{data} has classes the model does not know: {', '.join(unknown)} "
+                f"(the model knows {', '.join(card.class_names)})"
+            )
+        spec = card.preprocess_spec()
+        probs = []
+        with progress(transient=True) as p:
+            task = p.add_task(f"evaluating {Path(model_path).name}", total=len(samples), status="")
+            for start in range(0, len(samples), batch_size):
+                chunk = samples[start : start + batch_size]
+                images = []
+                for s in chunk:
+                    try:
+                        images.append(read_image(str(s.path)))
+                    except (ValueError, OSError) as exc:
+                        raise UserError(f"{exc}: fix or remove it from {data}") from exc
+                probs.append(np.asarray(backend.predict(spec(images)), np.float64))
+                p.advance(task, len(chunk))
+        backend_name = backend.name
+    probs_all = np.concatenate(probs) if probs else np.zeros((0, card.num_classes))
+    y = np.array([index[s.label] for s in samples], np.int64)
+    report = classification_report(probs_all, y, card.class_names)
+    result = {
+        "model": str(model_path),
+        "backend": backend_name,
+        "architecture": card.architecture,
+        "data": str(data),
+        "split": split if Path(data).is_file() else None,
+        "num_images": len(samples),
+        "input_size": card.input_size,
+        **report.summary(),
+        "per_class": report.per_class,
+        "class_names": card.class_names,
+        "confusion": report.confusion.tolist(),
+        "seconds": round(time.time() - t0, 2),
+    }
+    if out is not None:
+        write_report(Path(out), result, report, samples, probs_all, card.class_names)
+    return result
+
+
+def write_report(
+    out: Path,
+    result: dict[str, Any],
+    report: ClassificationReport,
+    samples: list[Sample],
+    probs: np.ndarray,
+    names: list[str],
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    (out / "report.md").write_text(markdown(result))
+    plot_confusion(report.confusion, names, out / "confusion.png", title=Path(result["model"]).name)
+    with open(out / "predictions.csv", "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["path", "label", "predicted", "confidence"])
+        for s, p in zip(samples, probs, strict=True):
+            w.writerow([s.path, s.label, names[int(p.argmax())], f"{p.max():.4f}"])
+
+
+def markdown(result: dict[str, Any]) -> str:
+    pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
+    lines = [
+        f"# Evaluation of `{Path(result['model']).name}`",
+        "",
+        f"- data: `{result['data']}`" + (f" (split {result['split']})" if result["split"] else ""),
+        f"- images: {result['num_images']}, input {result['input_size']} px, "
+        f"backend {result['backend']}, architecture {result['architecture']}",
+        "",
+        "| accuracy | macro precision | macro recall | macro F1 | ECE |",
+        "|---|---|---|---|---|",
+        f"| {pct(result['accuracy'])}% | {pct(result['macro_precision'])}% | "
+        f"{pct(result['macro_recall'])}% | {pct(result['macro_f1'])}% | {result['ece']:.4f} |",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "|---|---|---|---|---|",
+    ]
+    for name, c in result["per_class"].items():
+        lines.append(
+            f"| {name} | {pct(c['precision'])} | {pct(c['recall'])} | {pct(c['f1'])} | "
+            f"{c['support']} |"
+        )
+    names = result["class_names"]
+    lines += ["", "Confusion matrix (rows: true class, columns: predicted)", ""]
+    lines.append("| | " + " | ".join(n[:6] for n in names) + " |")
+    lines.append("|---" * (len(names) + 1) + "|")
+    for name, row in zip(names, result["confusion"], strict=True):
+        lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_confusion(cm: np.ndarray, names: list[str], path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(names), 0.8 + 0.6 * len(names)))
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    top = cm.max() if cm.size else 0
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            if cm[i, j]:
+                color = "white" if cm[i, j] > top / 2 else "black"
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", color=color, fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

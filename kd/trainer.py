@@ -1,0 +1,622 @@
+"""One training loop for the teacher and for every distillation method.
+
+The loop knows nothing about methods: it builds a distiller (``"ce"`` for teacher training),
+calls ``forward_train`` and sums the returned loss dict (mdistiller's design). Around it:
+
+* AdamW, linear warm-up then cosine decay (set per step, so the schedule state is one number),
+  label smoothing (passed to the distiller), AMP on CUDA only;
+* determinism: every epoch's shuffling, augmentation and dropout draw from generators seeded
+  by (seed, epoch), so ``--resume`` repeats exactly what an uninterrupted run would have done;
+* a run folder: ``config.yaml`` (resolved options), ``metrics.csv``, ``curves.png``,
+  ``train.log``, ``best.pt`` (best validation epoch), ``last.pt`` and ``resume.pt`` (optimizer,
+  connectors, step); after training ``best.pt`` is scored on the test split and its card gets
+  ``test_accuracy`` / ``test_macro_f1``;
+* DDP when started by ``torchrun`` (``WORLD_SIZE`` > 1): each rank trains on its share, rank 0
+  validates and writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import inspect
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from wbc_edge.console import console, progress
+from wbc_edge.data.manifest import class_names as manifest_classes
+from wbc_edge.data.manifest import fingerprint, read_manifest
+from wbc_edge.errors import UserError, require_file
+from wbc_edge.kd.checkpoint import load_model, save_checkpoint
+from wbc_edge.kd.data import BatchLoader, Jitter, decode_cached, rows_key
+from wbc_edge.runtime.card import ModelCard
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run; the CLI, a YAML file and the API all fill this."""
+
+    data: str = ""
+    out: str = ""
+    kind: str = "distill"  # "teacher" or "distill"
+    model: str = ""  # teacher: timm EfficientNet name; distill: student name
+    weights: str | None = "imagenet"  # teacher initialisation (imagenet | PATH | none)
+    teacher: str | None = None  # distill: trained teacher checkpoint
+    method: str = "ce"
+    method_options: dict[str, Any] = field(default_factory=dict)
+    size: int | None = None  # teacher: 128 by default; distill: the teacher's input size
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    seed: int = 0
+    jitter: bool = True
+    channels_last: bool = False
+    teacher_cache: bool = True
+    cache_dir: str | None = None
+    threads: int | None = None
+    amp: bool = True
+    device: str = "auto"
+
+    @classmethod
+    def from_sources(cls, config_file: str | None, **overrides: Any) -> TrainConfig:
+        """Defaults < YAML file < explicit (non-None) overrides."""
+        values: dict[str, Any] = {}
+        if config_file:
+            path = require_file(config_file, "config file")
+            try:
+                loaded = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise UserError(f"{path} is not valid YAML ({exc})") from exc
+            if not isinstance(loaded, dict):
+                raise UserError(f"{path} must be a mapping of option: value")
+            values.update(loaded)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserError(f"unknown option(s) {unknown}: known are {sorted(known)}")
+        return cls(**values)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
+
+
+# --- distributed helpers -----------------------------------------------------------------------
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_kind: str) -> Dist:
+    """Join the process group when torchrun started us; a plain run stays single-process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def _barrier(d: Dist) -> None:
+    if d.world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+class _TrainStep(nn.Module):
+    """DDP synchronises gradients through ``forward``; this routes it to ``forward_train``."""
+
+    def __init__(self, distiller: nn.Module) -> None:
+        super().__init__()
+        self.distiller = distiller
+
+    def forward(self, images, targets, teacher_out=None):  # noqa: ANN001
+        return self.distiller.forward_train(images, targets, teacher_out)
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+class RunLog:
+    """Lines to train.log and the console (rank 0 only)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+
+    def __call__(self, msg: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(f"{stamp} {msg}\n")
+            console.print(msg, highlight=False, soft_wrap=True)
+
+
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    """Linear warm-up to ``base`` then cosine decay to 1% of it."""
+    if warmup and step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def _device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+class Supervised(nn.Module):
+    """Plain label-smoothed cross-entropy training in the distiller interface.
+
+    Teacher fine-tuning uses this rather than the ``"ce"`` distiller so the teacher can be
+    trained without any of the distillation code.
+    """
+
+    needs_teacher = False
+    needs_teacher_features = False
+
+    def __init__(self, model: nn.Module, label_smoothing: float = 0.1) -> None:
+        super().__init__()
+        self.student = model
+        self.teacher = None
+        self.label_smoothing = label_smoothing
+
+    def forward_train(self, images, targets, teacher_out=None):  # noqa: ANN001, ANN201
+        logits = self.student(images)
+        return logits, {
+            "ce": F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
+        }
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.student(images)
+
+    def get_learnable_parameters(self) -> list[nn.Parameter]:
+        return list(self.student.parameters())
+
+    def get_extra_parameters(self) -> int:
+        return 0
+
+
+def _distiller_kwargs(method: str, options: dict[str, Any], label_smoothing: float) -> dict:
+    """Pass label smoothing to a method that takes it (CE-based ones do)."""
+    from wbc_edge.kd.distillers import DISTILLERS
+
+    opts = dict(options)
+    cls = DISTILLERS[method]
+    params = inspect.signature(cls.__init__).parameters
+    if "label_smoothing" in params:
+        opts.setdefault("label_smoothing", label_smoothing)
+    return opts
+
+
+def build_for_config(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, ModelCard | None]:
+    """The distiller of a run and (for distillation) the teacher's card."""
+    if cfg.kind == "teacher":
+        from wbc_edge.kd.teacher import create_teacher
+
+        weights = None if str(cfg.weights).lower() in ("none", "random") else cfg.weights
+        model = create_teacher(cfg.model, num_classes=num_classes, weights=weights)
+        return Supervised(model, cfg.label_smoothing), None
+    from wbc_edge.kd.distillers import DISTILLERS, build_distiller
+    from wbc_edge.kd.students import STUDENTS, create_student
+
+    if cfg.method not in DISTILLERS:
+        raise UserError(f"unknown method {cfg.method!r}: use one of {', '.join(DISTILLERS)}")
+    if cfg.model not in STUDENTS:
+        raise UserError(f"unknown student {cfg.model!r}: use one of {', '.join(STUDENTS)}")
+    opts = _distiller_kwargs(cfg.method, cfg.method_options, cfg.label_smoothing)
+    student = create_student(cfg.model, num_classes)
+    teacher_model, teacher_card = None, None
+    if cfg.teacher:
+        teacher_model, teacher_card = load_model(cfg.teacher)
+        if teacher_card.num_classes != num_classes:
+            raise UserError(
+                f"teacher {cfg.teacher} knows {teacher_card.num_classes} classes, the data has "
+                f"{num_classes}: train a teacher on this manifest"
+            )
+    elif cfg.method != "ce":
+        raise UserError(f"method {cfg.method!r} needs --teacher TEACHER.pt")
+    return build_distiller(cfg.method, student, teacher_model, **opts), teacher_card
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
+    """Run (or resume) one training run; returns the summary written to ``summary.json``."""
+    from wbc_edge.kd.evaluate import predict_loader
+
+    t_start = time.time()
+    device = _device(cfg)
+    dist_info = init_distributed(device.type)
+    if device.type == "cuda" and dist_info.world_size > 1:
+        device = torch.device("cuda", dist_info.local_rank)
+        torch.cuda.set_device(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    if dist_info.main:
+        if not resume and (out / "last.pt").exists():
+            raise UserError(
+                f"{out} already holds a run: continue it with --resume {out}, or pick a new --out"
+            )
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(cfg.to_yaml())
+    log = RunLog(out / "train.log" if dist_info.main else None)
+
+    rows = read_manifest(cfg.data)
+    names = manifest_classes(rows)
+    by_split = {s: [r for r in rows if r.split == s] for s in ("train", "val", "test")}
+    if not by_split["train"] or not by_split["val"]:
+        raise UserError(f"{cfg.data} needs train and val rows: make it with `wbc-edge data split`")
+    label_of = {n: i for i, n in enumerate(names)}
+
+    torch.manual_seed(cfg.seed)
+    distiller, teacher_card = build_for_config(cfg, len(names))
+    if cfg.kind == "teacher":
+        from wbc_edge.kd.teacher import teacher_preprocess
+
+        mean, std = teacher_preprocess(cfg.model)
+        size = cfg.size or 128
+    else:
+        if teacher_card is not None:
+            mean, std = teacher_card.mean, teacher_card.std
+            size = cfg.size or teacher_card.input_size
+            if size != teacher_card.input_size:
+                raise UserError(
+                    f"--size {size} differs from the teacher's input size "
+                    f"{teacher_card.input_size}: leave --size out"
+                )
+        else:
+            mean, std, size = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), cfg.size or 128
+    card = ModelCard(
+        architecture=cfg.model,
+        class_names=names,
+        input_size=size,
+        mean=mean,
+        std=std,
+        data_fingerprint=fingerprint(rows),
+        extra={"method": cfg.method, "seed": cfg.seed, "epochs": cfg.epochs},
+    )
+    if teacher_card is not None:
+        card.extra["teacher"] = teacher_card.architecture
+        card.extra["teacher_test_accuracy"] = teacher_card.metrics.get("test_accuracy")
+
+    arrays = {
+        s: decode_cached(by_split[s], size, cfg.cache_dir)
+        for s in ("train", "val", "test")
+        if by_split[s]
+    }
+    targets = {s: [label_of[r.label] for r in by_split[s]] for s in arrays}
+
+    distiller.to(device)
+    if cfg.channels_last:
+        distiller.to(memory_format=torch.channels_last)
+    student = distiller.student
+    n_student = sum(p.numel() for p in student.parameters())
+    n_extra = int(distiller.get_extra_parameters())
+    log(
+        f"run {out.name}: {cfg.kind} {cfg.model} method={cfg.method} seed={cfg.seed} "
+        f"size={size} epochs={cfg.epochs} device={device} threads={torch.get_num_threads()}"
+    )
+    log(
+        f"trained model parameters: {n_student:,}; connector/fusion parameters (training only): "
+        f"{n_extra:,}"
+    )
+
+    cache = None
+    if cfg.kind == "distill" and distiller.needs_teacher and cfg.teacher_cache and cfg.teacher:
+        cache = _teacher_cache(cfg, distiller, arrays["train"], by_split["train"], size, mean, std)
+        log(f"teacher cache: {cache.folder}")
+
+    train_loader = BatchLoader(
+        arrays["train"],
+        targets["train"],
+        cfg.batch_size,
+        mean,
+        std,
+        augment=True,
+        jitter=Jitter() if cfg.jitter else Jitter(0, 0, 0, 0, 0, 0),
+        seed=cfg.seed,
+        rank=dist_info.rank,
+        world_size=dist_info.world_size,
+        channels_last=cfg.channels_last,
+        drop_last=len(arrays["train"]) > cfg.batch_size,
+    )
+    eval_bs = max(cfg.batch_size, 128)
+
+    def loader(split: str) -> BatchLoader:
+        return BatchLoader(
+            arrays[split],
+            targets[split],
+            eval_bs,
+            mean,
+            std,
+            augment=False,
+            channels_last=cfg.channels_last,
+        )
+
+    params = [p for p in distiller.get_learnable_parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+    )
+    steps_per_epoch = len(train_loader)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start_epoch, step, best = 0, 0, {"val_accuracy": -1.0, "val_loss": float("inf"), "epoch": -1}
+    history: list[dict[str, float]] = []
+    if resume:
+        start_epoch, step, best, history = _load_resume(out, distiller, optimizer, scaler)
+        log(f"resumed at epoch {start_epoch} (step {step})")
+
+    step_module: nn.Module = _TrainStep(distiller)
+    if dist_info.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        step_module = DDP(step_module, device_ids=[device.index] if device.type == "cuda" else None)
+
+    for epoch in range(start_epoch, cfg.epochs):
+        t_epoch = time.time()
+        torch.manual_seed(cfg.seed * 1_000 + epoch)  # dropout / drop-path of this epoch
+        train_loader.set_epoch(epoch)
+        distiller.train()
+        sums = {"loss": 0.0, "correct": 0.0, "n": 0.0}
+        parts: dict[str, float] = {}
+        with progress(transient=True) as p:
+            task = p.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, status="")
+            for batch in train_loader:
+                lr = lr_at(step, total_steps, warmup, cfg.lr)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr
+                x, y = batch.images.to(device), batch.targets.to(device)
+                t_out = None
+                if cache is not None:
+                    from wbc_edge.kd.distillers import TeacherOut
+
+                    t_logits, t_feats = cache.lookup(
+                        batch.index, batch.k, distiller.needs_teacher_features
+                    )
+                    t_out = TeacherOut(t_logits.to(device), [f.to(device) for f in t_feats])
+                with torch.autocast(device.type, enabled=use_amp):
+                    logits, losses = step_module(x, y, t_out)
+                    loss = sum(losses.values())
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                n = len(y)
+                sums["loss"] += float(loss.detach()) * n
+                sums["correct"] += float((logits.argmax(1) == y).sum())
+                sums["n"] += n
+                for k, v in losses.items():
+                    parts[k] = parts.get(k, 0.0) + float(v.detach()) * n
+                p.update(
+                    task,
+                    advance=1,
+                    status=(
+                        f"loss {sums['loss'] / sums['n']:.3f} "
+                        f"acc {100 * sums['correct'] / sums['n']:.1f}%"
+                    ),
+                )
+        row: dict[str, float] = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": sums["loss"] / max(sums["n"], 1),
+            "train_accuracy": sums["correct"] / max(sums["n"], 1),
+            **{f"train_{k}": v / max(sums["n"], 1) for k, v in parts.items()},
+        }
+        if dist_info.main:
+            probs, y_val = predict_loader(student, loader("val"), device)
+            row["val_loss"] = float(
+                F.nll_loss(
+                    torch.log(torch.from_numpy(probs).clamp_min(1e-12)), torch.from_numpy(y_val)
+                )
+            )
+            from wbc_edge.metrics import classification_report
+
+            rep = classification_report(probs, y_val, names)
+            row["val_accuracy"], row["val_macro_f1"] = rep.accuracy, rep.macro_f1
+            row["epoch_seconds"] = time.time() - t_epoch
+            history.append(row)
+            improved = (row["val_accuracy"], -row["val_loss"]) > (
+                best["val_accuracy"],
+                -best["val_loss"],
+            )
+            card.metrics.update(val_accuracy=rep.accuracy, val_macro_f1=rep.macro_f1)
+            if improved:
+                best = {
+                    "val_accuracy": rep.accuracy,
+                    "val_loss": row["val_loss"],
+                    "epoch": epoch + 1,
+                }
+                save_checkpoint(out / "best.pt", student, card, epoch + 1)
+            save_checkpoint(out / "last.pt", student, card, epoch + 1)
+            _save_resume(out, distiller, optimizer, scaler, epoch + 1, step, best, history)
+            _write_metrics(out, history)
+            log(
+                f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
+                f"acc {100 * row['train_accuracy']:.2f}% | val loss {row['val_loss']:.4f} "
+                f"acc {100 * rep.accuracy:.2f}% F1 {100 * rep.macro_f1:.2f}% | "
+                f"{row['epoch_seconds']:.0f}s{' *' if improved else ''}"
+            )
+        _barrier(dist_info)
+
+    summary: dict[str, Any] = {}
+    if dist_info.main:
+        _plot_curves(out, history)
+        summary = _finish(
+            out,
+            cfg,
+            names,
+            arrays,
+            targets,
+            loader,
+            device,
+            best,
+            n_student,
+            n_extra,
+            time.time() - t_start,
+            log,
+        )
+    _barrier(dist_info)
+    return summary
+
+
+def _teacher_cache(cfg, distiller, images, rows, size, mean, std):  # noqa: ANN001, ANN202
+    from wbc_edge.kd.data import DEFAULT_CACHE_DIR
+    from wbc_edge.kd.teacher_cache import (
+        build_teacher_cache,
+        cache_key,
+        file_digest,
+        output_signature,
+    )
+
+    sig = output_signature(distiller, size) + [list(mean), list(std)]
+    key = cache_key(file_digest(cfg.teacher), rows_key(rows), size, sig)
+    root = Path(cfg.cache_dir) if cfg.cache_dir else DEFAULT_CACHE_DIR
+    return build_teacher_cache(distiller, images, mean, std, root / f"teacher-{key}")
+
+
+def _finish(out, cfg, names, arrays, targets, loader, device, best, n_student, n_extra, wall, log):  # noqa: ANN001, ANN202
+    """Score best.pt on the test split, store the numbers in its card, write summary.json."""
+    import json
+
+    from wbc_edge.kd.evaluate import predict_loader
+    from wbc_edge.metrics import classification_report
+
+    summary: dict[str, Any] = {
+        "run": out.name,
+        "kind": cfg.kind,
+        "model": cfg.model,
+        "method": cfg.method,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "best_epoch": best["epoch"],
+        "best_val_accuracy": best["val_accuracy"],
+        "student_parameters": n_student,
+        "extra_parameters": n_extra,
+        "wall_seconds": round(wall, 1),
+        "threads": torch.get_num_threads(),
+    }
+    best_path = out / "best.pt"
+    if "test" in arrays and best_path.exists():
+        from wbc_edge.kd.checkpoint import read_checkpoint
+
+        payload = read_checkpoint(best_path)
+        model, card = load_model(best_path)
+        model.to(device)
+        probs, y = predict_loader(model, loader("test"), device)
+        rep = classification_report(probs, y, names)
+        card.metrics.update(
+            test_accuracy=rep.accuracy, test_macro_f1=rep.macro_f1, test_ece=rep.ece
+        )
+        save_checkpoint(best_path, model, card, payload["epoch"])
+        summary.update(test_accuracy=rep.accuracy, test_macro_f1=rep.macro_f1, test_ece=rep.ece)
+        log(
+            f"best epoch {best['epoch']}: test accuracy {100 * rep.accuracy:.2f}% "
+            f"macro-F1 {100 * rep.macro_f1:.2f}% ECE {rep.ece:.4f}"
+        )
+    log(f"wall time {wall:.0f}s")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _learnable_state(distiller: nn.Module) -> dict[str, torch.Tensor]:
+    """Student + connectors (not the frozen teacher, which is reloaded from its file)."""
+    return {
+        k: v.detach().cpu()
+        for k, v in distiller.state_dict().items()
+        if not k.startswith("teacher.")
+    }
+
+
+def _save_resume(out, distiller, optimizer, scaler, epoch, step, best, history) -> None:  # noqa: ANN001
+    payload = {
+        "epoch": epoch,
+        "step": step,
+        "best": best,
+        "history": history,
+        "distiller": _learnable_state(distiller),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+    }
+    tmp = out / "resume.pt.tmp"
+    torch.save(payload, tmp)
+    tmp.replace(out / "resume.pt")
+
+
+def _load_resume(out, distiller, optimizer, scaler):  # noqa: ANN001, ANN202
+    path = out / "resume.pt"
+    if not path.is_file():
+        raise UserError(f"{out} has no resume.pt: it is not a wbc-edge run folder")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    distiller.load_state_dict(payload["distiller"], strict=False)
+    optimizer.load_state_dict(payload["optimizer"])
+    scaler.load_state_dict(payload["scaler"])
+    return payload["epoch"], payload["step"], payload["best"], payload["history"]
+
+
+def _write_metrics(out: Path, history: list[dict[str, float]]) -> None:
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    with open(out / "metrics.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys, lineterminator="\n")
+        w.writeheader()
+        w.writerows(history)
+
+
+def _plot_curves(out: Path, history: list[dict[str, float]]) -> None:
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(ep, [h["train_loss"] for h in history], label="train (sum of losses)")
+    a.plot(ep, [h["val_loss"] for h in history], label="val (cross-entropy)")
+    a.set_xlabel("epoch")
+    a.set_ylabel("loss")
+    a.legend()
+    b.plot(ep, [100 * h["train_accuracy"] for h in history], label="train")
+    b.plot(ep, [100 * h["val_accuracy"] for h in history], label="val")
+    b.set_xlabel("epoch")
+    b.set_ylabel("accuracy (%)")
+    b.legend()
+    fig.suptitle(out.name)
+    fig.tight_layout()
+    fig.savefig(out / "curves.png", dpi=100)
+    plt.close(fig)
