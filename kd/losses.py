@@ -1,0 +1,136 @@
+"""Distillation losses as pure functions (mdistiller style): tensors in, a scalar out.
+
+Every function computes in float32 whatever the inputs are, because a cached teacher arrives as
+float16 and autocast may hand over half-precision student outputs; KL terms lose their small
+probabilities in half precision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def ce_loss(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy with label smoothing (Szegedy et al. 2016)."""
+    return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 4.0) -> Tensor:
+    """Hinton et al. 2015: T^2 * KL(softmax(t/T) || softmax(s/T)), summed over classes, mean
+    over the batch. The T^2 keeps gradient magnitudes comparable across temperatures."""
+    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=1)
+    log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(1)
+    return kl.mean() * temperature**2
+
+
+def dkd_parts(
+    student_logits: Tensor, teacher_logits: Tensor, targets: Tensor, temperature: float = 4.0
+) -> tuple[Tensor, Tensor]:
+    """Per-sample (TCKD, NCKD) of Decoupled KD (Zhao et al. 2022), both scaled by T^2.
+
+    TCKD compares the binary (target, rest) probabilities; NCKD compares the distributions over
+    the non-target classes alone. They satisfy KD = TCKD + (1 - p_target_teacher) * NCKD, which
+    is why KD under-weights NCKD exactly when the teacher is confident. Non-target classes are
+    selected exactly (not masked with -1000 as in the reference code).
+    """
+    s = student_logits.float() / temperature
+    t = teacher_logits.float() / temperature
+    n, c = s.shape
+    gt = F.one_hot(targets, c).bool()
+
+    def binary_log_probs(z: Tensor) -> Tensor:
+        log_all = torch.logsumexp(z, dim=1)
+        log_gt = z[gt] - log_all
+        log_rest = torch.logsumexp(z[~gt].view(n, c - 1), dim=1) - log_all
+        return torch.stack([log_gt, log_rest], dim=1)
+
+    log_b_s, log_b_t = binary_log_probs(s), binary_log_probs(t)
+    tckd = (log_b_t.exp() * (log_b_t - log_b_s)).sum(1)
+    log_q_s = F.log_softmax(s[~gt].view(n, c - 1), dim=1)
+    log_q_t = F.log_softmax(t[~gt].view(n, c - 1), dim=1)
+    nckd = (log_q_t.exp() * (log_q_t - log_q_s)).sum(1)
+    return tckd * temperature**2, nckd * temperature**2
+
+
+def dkd_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    targets: Tensor,
+    alpha: float = 1.0,
+    beta: float = 8.0,
+    temperature: float = 4.0,
+) -> Tensor:
+    """alpha * TCKD + beta * NCKD, each averaged over the batch (defaults: DKD's CIFAR recipe)."""
+    tckd, nckd = dkd_parts(student_logits, teacher_logits, targets, temperature)
+    return alpha * tckd.mean() + beta * nckd.mean()
+
+
+def attention_map(feature: Tensor, p: float = 2.0, size: tuple[int, int] | None = None) -> Tensor:
+    """Spatial attention of Zagoruyko & Komodakis 2017: channel mean of |F|^p, flattened and
+    L2-normalised per sample, shape (N, H*W). ``size`` average-pools the map first, so maps of
+    two networks at different resolutions can be compared."""
+    am = feature.float().abs().pow(p).mean(1, keepdim=True)
+    if size is not None and tuple(am.shape[-2:]) != tuple(size):
+        am = F.adaptive_avg_pool2d(am, size)
+    return F.normalize(am.flatten(1), dim=1)
+
+
+def at_loss(
+    student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor], p: float = 2.0
+) -> Tensor:
+    """Attention transfer summed over stage pairs: mean squared difference of attention maps.
+
+    Channel counts may differ (the map averages channels away); when spatial sizes differ the
+    larger map is pooled to the smaller.
+    """
+    if len(student_feats) != len(teacher_feats):
+        raise ValueError(f"{len(student_feats)} student vs {len(teacher_feats)} teacher stages")
+    total = student_feats[0].new_zeros((), dtype=torch.float32)
+    for fs, ft in zip(student_feats, teacher_feats, strict=True):
+        size = _smaller_size(fs, ft)
+        total = total + (attention_map(fs, p, size) - attention_map(ft, p, size)).pow(2).mean()
+    return total
+
+
+def hcl_loss(
+    student_feats: Sequence[Tensor],
+    teacher_feats: Sequence[Tensor],
+    levels: Sequence[int] = (4, 2, 1),
+) -> Tensor:
+    """Hierarchical context loss of ReviewKD (Chen et al. 2021), summed over stage pairs.
+
+    Per pair: MSE of the full maps plus MSE of their average-pooled pyramids (levels 4, 2, 1,
+    skipping levels not smaller than the map), weights halving per level, normalised by the sum
+    of the weights. Channels must match (the fusion connectors project to teacher channels);
+    when spatial sizes differ the larger map is pooled to the smaller.
+    """
+    total = student_feats[0].new_zeros((), dtype=torch.float32)
+    for fs, ft in zip(student_feats, teacher_feats, strict=True):
+        if fs.shape[1] != ft.shape[1]:
+            raise ValueError(f"hcl_loss: {fs.shape[1]} vs {ft.shape[1]} channels; project first")
+        size = _smaller_size(fs, ft)
+        fs, ft = _pool_to(fs.float(), size), _pool_to(ft.float(), size)
+        loss, weight, weights = F.mse_loss(fs, ft), 1.0, 1.0
+        for level in levels:
+            if level >= size[0]:
+                continue
+            weight /= 2.0
+            loss = loss + weight * F.mse_loss(
+                F.adaptive_avg_pool2d(fs, level), F.adaptive_avg_pool2d(ft, level)
+            )
+            weights += weight
+        total = total + loss / weights
+    return total
+
+
+def _smaller_size(a: Tensor, b: Tensor) -> tuple[int, int]:
+    return min(a.shape[-2], b.shape[-2]), min(a.shape[-1], b.shape[-1])
+
+
+def _pool_to(x: Tensor, size: tuple[int, int]) -> Tensor:
+    return x if tuple(x.shape[-2:]) == size else F.adaptive_avg_pool2d(x, size)
