@@ -13,6 +13,7 @@ Only the chosen backend's packages are imported; the ONNX and TensorRT paths nev
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -26,6 +27,7 @@ from wbc_edge.runtime.card import ModelCard
 class Backend(Protocol):
     card: ModelCard
     name: str  # "onnxruntime", "tensorrt", "torch"
+    last_inference_s: float  # seconds the last predict() spent in the model itself
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """float32 NCHW -> (N, num_classes) probabilities."""
@@ -55,3 +57,81 @@ def backend_kind(path: str | Path) -> str:
             f"{path}: unknown model type {suffix!r}; expected one of {', '.join(sorted(SUFFIXES))}"
         )
     return SUFFIXES[suffix]
+
+
+class BackendBase:
+    """Lifecycle, input checks and timing shared by every backend.
+
+    Subclasses set ``card`` and ``name`` and implement ``_infer`` (float32 NCHW -> probabilities)
+    and ``close``; ``predict`` times ``_infer`` so callers can tell model time from pipeline time.
+    """
+
+    card: ModelCard
+    name: str
+
+    def __init__(self) -> None:
+        self.last_inference_s = 0.0
+        self.total_inference_s = 0.0
+        self.images = 0
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        size = self.card.input_size
+        if batch.ndim != 4 or batch.shape[1:] != (3, size, size):
+            raise ValueError(
+                f"{self.name}: expected a float32 batch (N, 3, {size}, {size}), got {batch.shape}"
+            )
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        start = time.perf_counter()
+        probs = self._infer(batch) if len(batch) else np.zeros((0, self.card.num_classes))
+        self.last_inference_s = time.perf_counter() - start
+        self.total_inference_s += self.last_inference_s
+        self.images += len(batch)
+        if probs.shape != (len(batch), self.card.num_classes):
+            raise ValueError(
+                f"{self.name}: model returned shape {probs.shape}, but its card lists "
+                f"{self.card.num_classes} classes"
+            )
+        return probs.astype(np.float32, copy=False)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the model; safe to call twice."""
+
+    def __enter__(self) -> BackendBase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32, stable for large logits."""
+    z = logits.astype(np.float32, copy=False)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def load_backend(path: str | Path, device: str = "auto") -> Backend:
+    """Open a model file with the backend its type calls for.
+
+    ``device`` is ``"auto"`` (use an accelerator when one is present), ``"cpu"`` or ``"cuda"``;
+    TensorRT engines always run on the GPU. Only the chosen backend's packages are imported.
+    """
+    from wbc_edge.errors import require_file
+
+    kind = backend_kind(path)
+    require_file(path, "model file", "pass --model with an .onnx, .engine or .pt file")
+    if kind == "onnxruntime":
+        from wbc_edge.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(path, device=device)
+    if kind == "tensorrt":
+        from wbc_edge.runtime.backends.tensorrt import TensorRTBackend
+
+        return TensorRTBackend(path)
+    from wbc_edge.runtime.backends.torch_backend import TorchBackend
+
+    return TorchBackend(path, device=device)

@@ -1,0 +1,78 @@
+"""ONNX Runtime backend: CPU everywhere, CUDA or TensorRT execution providers when present.
+
+The card comes from the file's metadata, so an ``.onnx`` file is all a deployment needs. An
+export with a fixed batch dimension still accepts any batch: it is run in chunks of that size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from wbc_edge.errors import UserError
+from wbc_edge.optional import require
+from wbc_edge.runtime.backends import BackendBase, softmax
+from wbc_edge.runtime.card import read_onnx_card
+
+# Most capable first; onnxruntime falls back along the list when one cannot start.
+_GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def choose_providers(available: list[str], device: str) -> list[str]:
+    """Execution providers for ``device`` ("auto", "cpu" or "cuda") among those installed."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"unknown device {device!r}: use auto, cpu or cuda")
+    gpu = [p for p in _GPU_PROVIDERS if p in available]
+    if device == "cuda" and not gpu:
+        raise UserError(
+            "--device cuda: this onnxruntime has no CUDA provider "
+            f"(it has {', '.join(available)}); install onnxruntime-gpu or use --device cpu"
+        )
+    return ([] if device == "cpu" else gpu) + ["CPUExecutionProvider"]
+
+
+class OnnxRuntimeBackend(BackendBase):
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, device: str = "auto", threads: int = 0) -> None:
+        super().__init__()
+        ort = require("onnxruntime")
+        self.path = Path(path)
+        self.card = read_onnx_card(self.path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: one per physical core
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = choose_providers(ort.get_available_providers(), device)
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise UserError(f"{self.path}: onnxruntime cannot load it ({exc})") from exc
+        self.providers = self.session.get_providers()
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        fixed = first.shape[0]
+        self.fixed_batch = fixed if isinstance(fixed, int) and fixed > 0 else None
+        outputs = [o.name for o in self.session.get_outputs()]
+        # "probs" is the softmax head our exporter adds; anything else is treated as logits.
+        self.output_name = "probs" if "probs" in outputs else outputs[0]
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        out = self.session.run([self.output_name], {self.input_name: batch})[0]
+        return out if self.output_name == "probs" else softmax(out)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        step = self.fixed_batch
+        if step is None or len(batch) == step:
+            return self._run(batch)
+        parts = []
+        for i in range(0, len(batch), step):
+            chunk = batch[i : i + step]
+            n = len(chunk)
+            if n < step:  # pad the last chunk to the fixed size, keep only real rows
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - n, axis=0)])
+            parts.append(self._run(chunk)[:n])
+        return np.concatenate(parts)
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]

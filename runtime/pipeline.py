@@ -1,0 +1,373 @@
+"""The streaming pipeline: capture -> prepare -> infer -> output, each stage its own thread.
+
+Stages talk through bounded queues, so memory stays flat however fast the source is. What
+happens when inference falls behind depends on the source: a live camera's queue drops the
+*oldest* frame (the newest view of the slide matters, and the camera cannot wait), a folder's
+queue blocks the reader instead (every file must be classified). Inference gathers the
+prepared cells of several frames into one batch for throughput.
+
+:meth:`Pipeline.stop` (Ctrl-C) stops capture only: frames already in the queues are still
+classified and written, then every stage ends in order. A failure in any stage aborts the rest
+and is raised again from :meth:`Pipeline.run`.
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from wbc_edge.runtime.backends import Backend
+from wbc_edge.runtime.sinks import CellRecord, RunOutput, now_iso
+from wbc_edge.runtime.sources import EndOfStream, Frame, Source
+
+_END = object()  # passed down the queues after the last item
+
+
+class DropOldestQueue:
+    """A bounded queue whose ``put`` never blocks: when full, the oldest item is discarded.
+
+    ``put_end`` always gets in (it displaces an item if it must), so the consumer sees the end.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        self.maxsize = maxsize
+        self.dropped = 0
+        self._items: collections.deque[Any] = collections.deque()
+        self._cond = threading.Condition()
+
+    def put(self, item: Any, timeout: float | None = None) -> None:
+        with self._cond:
+            if len(self._items) >= self.maxsize:
+                self._items.popleft()
+                self.dropped += 1
+            self._items.append(item)
+            self._cond.notify()
+
+    def get(self, timeout: float | None = None) -> Any:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._items, timeout):
+                raise queue.Empty
+            return self._items.popleft()
+
+    def get_nowait(self) -> Any:
+        return self.get(timeout=0)
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
+class BlockingQueue(queue.Queue):
+    """A bounded queue whose ``put`` waits for room (nothing may be lost); ``dropped`` is 0."""
+
+    dropped = 0
+
+
+@dataclass
+class Item:
+    """A frame on its way through the pipeline, with its cells once found and classified."""
+
+    frame: Frame
+    boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
+    crops: list[np.ndarray] = field(default_factory=list)
+    batch: np.ndarray | None = None
+    probs: np.ndarray | None = None
+    records: list[CellRecord] = field(default_factory=list)
+    done: float = 0.0
+
+    @property
+    def latency_s(self) -> float:
+        return self.done - self.frame.captured
+
+
+@dataclass
+class PipelineConfig:
+    mode: str = "crops"  # "crops": each image is one cell; "smear": find the cells first
+    batch: int = 16
+    threshold: float = 0.5  # cells below this probability are flagged uncertain (for review)
+    margin: float = 0.15  # smear: crop margin as a fraction of the cell's box side
+    queue_size: int = 32
+    max_items: int = 0  # stop after this many frames or files (0: no limit)
+
+
+@dataclass
+class Stats:
+    """Counters the live view and the summary read while the pipeline runs."""
+
+    started: float = field(default_factory=time.perf_counter)
+    items: int = 0
+    cells: int = 0
+    errors: int = 0
+    dropped: int = 0
+    latencies: collections.deque[float] = field(
+        default_factory=lambda: collections.deque(maxlen=2000)
+    )
+    recent: collections.deque[tuple[float, int, int]] = field(
+        default_factory=lambda: collections.deque(maxlen=200)
+    )  # (time, items, cells) samples for rates over the last seconds
+
+    def rates(self, window_s: float = 5.0) -> tuple[float, float]:
+        """Items/s and cells/s over the last ``window_s`` seconds."""
+        now = time.perf_counter()
+        old = [s for s in self.recent if now - s[0] <= window_s]
+        if len(old) < 2:
+            elapsed = now - self.started
+            return (self.items / elapsed, self.cells / elapsed) if elapsed > 0 else (0.0, 0.0)
+        t0, i0, c0 = old[0]
+        dt = max(now - t0, 1e-6)
+        return (self.items - i0) / dt, (self.cells - c0) / dt
+
+    def latency_ms(self, q: float) -> float:
+        return float(np.percentile(self.latencies, q) * 1000) if self.latencies else 0.0
+
+
+Observer = Callable[[Item], None]
+
+
+class Pipeline:
+    """Runs ``source`` through ``backend`` into ``output``; observers see every finished item."""
+
+    def __init__(
+        self,
+        source: Source,
+        backend: Backend,
+        output: RunOutput,
+        config: PipelineConfig | None = None,
+        observers: list[Observer] | None = None,
+    ) -> None:
+        self.source, self.backend, self.output = source, backend, output
+        self.config = config or PipelineConfig()
+        self.observers = list(observers or [])
+        self.stats = Stats()
+        self.spec = backend.card.preprocess_spec()
+        self.class_names = backend.card.class_names
+        size = self.config.queue_size
+        self.frames = DropOldestQueue(size) if source.live else BlockingQueue(size)
+        self.prepared: queue.Queue[Any] = queue.Queue(max(2, size // 4))
+        self.results: queue.Queue[Any] = queue.Queue(max(2, size // 4))
+        self._stop = threading.Event()
+        self._abort = threading.Event()
+        self._failure: BaseException | None = None
+        self._threads: list[threading.Thread] = []
+        self._finder: Any = None
+
+    # -- control ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.config.mode == "smear":
+            from wbc_edge.runtime import finder
+
+            self._finder = finder
+        stages = [
+            ("capture", self._capture),
+            ("prepare", self._prepare),
+            ("infer", self._infer),
+            ("output", self._output),
+        ]
+        for name, target in stages:
+            t = threading.Thread(target=self._guard, args=(target,), name=f"wbc-{name}")
+            t.daemon = True
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        """Stop capturing; what is already captured is still classified and written."""
+        self._stop.set()
+
+    def abort(self) -> None:
+        """Stop at once, leaving queued frames unprocessed (written results stay intact)."""
+        self._stop.set()
+        self._abort.set()
+
+    @property
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for every stage to end; True when they have."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for t in self._threads:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            t.join(remaining)
+        return not self.running
+
+    def run(self) -> Stats:
+        """Start, wait for the end of the stream (Ctrl-C drains), raise a stage's failure."""
+        self.start()
+        try:
+            while not self.wait(0.2):
+                pass
+        except KeyboardInterrupt:
+            self.stop()
+            self.wait()
+        return self.finish()
+
+    def finish(self) -> Stats:
+        """After the stages ended: final counters, or the exception that ended a stage."""
+        self.stats.dropped = self.frames.dropped
+        if self._failure is not None:
+            raise self._failure
+        return self.stats
+
+    # -- stages -------------------------------------------------------------------------------
+
+    def _guard(self, stage: Callable[[], None]) -> None:
+        try:
+            stage()
+        except BaseException as exc:  # handed to the main thread by finish()
+            if self._failure is None:
+                self._failure = exc
+            self._abort.set()
+            self._stop.set()
+
+    def _put(self, q: Any, item: Any) -> bool:
+        """Put, waiting for room but giving up when the pipeline aborts."""
+        while not self._abort.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: Any) -> Any:
+        while not self._abort.is_set():
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return _END
+
+    def _capture(self) -> None:
+        count = 0
+        try:
+            while not self._stop.is_set():
+                if self.config.max_items and count >= self.config.max_items:
+                    break
+                try:
+                    frame = self.source.capture(timeout=0.2)
+                except EndOfStream:
+                    break
+                if frame is None:
+                    continue
+                count += 1
+                if not self._put(self.frames, frame):
+                    return
+        finally:
+            if isinstance(self.frames, DropOldestQueue):
+                self.frames.put(_END)  # never blocks, and the consumer is still reading
+            else:
+                self._put(self.frames, _END)
+
+    def _prepare(self) -> None:
+        while (frame := self._get(self.frames)) is not _END:
+            item = Item(frame)
+            if frame.image is not None:
+                try:
+                    self._find_and_crop(item)
+                except Exception as exc:  # one bad frame must not end a long run
+                    frame.error = f"{frame.key}: cannot prepare ({type(exc).__name__}: {exc})"
+                    item.boxes, item.crops, item.batch = [], [], None
+            if not self._put(self.prepared, item):
+                return
+        self._put(self.prepared, _END)
+
+    def _find_and_crop(self, item: Item) -> None:
+        image = item.frame.image
+        if self.config.mode == "smear":
+            boxes = self._finder.find_cells(image)
+            item.crops = [self._finder.crop_cell(image, b, self.config.margin) for b in boxes]
+            item.boxes = [(*b.p1, *b.p2) for b in boxes]
+        else:
+            h, w = image.shape[:2]
+            item.crops, item.boxes = [image], [(0, 0, w, h)]
+        item.batch = self.spec(item.crops)
+
+    def _infer(self) -> None:
+        end = False
+        while not end:
+            first = self._get(self.prepared)
+            if first is _END:
+                break
+            group, cells = [first], _cells(first)
+            # Top the batch up with whatever is already waiting; never wait for more.
+            while cells < self.config.batch:
+                try:
+                    nxt = self.prepared.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _END:
+                    end = True
+                    break
+                group.append(nxt)
+                cells += _cells(nxt)
+            batches = [it.batch for it in group if _cells(it)]
+            if batches:
+                probs = self.backend.predict(np.concatenate(batches))
+                start = 0
+                for it in group:
+                    n = _cells(it)
+                    if n:
+                        it.probs, start = probs[start : start + n], start + n
+            for it in group:
+                if not self._put(self.results, it):
+                    return
+        self._put(self.results, _END)
+
+    def _output(self) -> None:
+        while (item := self._get(self.results)) is not _END:
+            frame = item.frame
+            if frame.error:
+                self.output.write_error(frame.key, frame.source, frame.error)
+                self.stats.errors += 1
+            else:
+                item.records = self._records(item)
+                self.output.write_item(frame.key, item.records)
+            item.done = time.perf_counter()
+            self.stats.items += 1
+            self.stats.cells += len(item.records)
+            if not frame.error:
+                self.stats.latencies.append(item.latency_s)
+            self.stats.recent.append((item.done, self.stats.items, self.stats.cells))
+            self.stats.dropped = self.frames.dropped
+            for observe in self.observers:
+                observe(item)
+            item.crops, item.batch, frame.image = [], None, None  # free the pixels now
+
+    def _records(self, item: Item) -> list[CellRecord]:
+        if item.probs is None:
+            return []
+        stamp = now_iso()
+        names = self.class_names
+        records = []
+        for i, (box, p) in enumerate(zip(item.boxes, item.probs, strict=True)):
+            order = np.argsort(p)[::-1][:3]
+            best = float(p[order[0]])
+            records.append(
+                CellRecord(
+                    time=stamp,
+                    source=item.frame.source,
+                    frame=item.frame.index,
+                    file=item.frame.file,
+                    cell=i,
+                    box=tuple(int(v) for v in box),  # type: ignore[arg-type]
+                    label=names[order[0]],
+                    prob=best,
+                    top3=[(names[j], float(p[j])) for j in order],
+                    uncertain=best < self.config.threshold,
+                    key=item.frame.key,
+                )
+            )
+        return records
+
+
+def _cells(item: Item) -> int:
+    return 0 if item.batch is None else len(item.batch)

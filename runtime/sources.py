@@ -1,0 +1,441 @@
+"""Frame sources behind one URI scheme (the jetson-utils ``videoSource`` idea).
+
+:func:`open_source` normalises what the user typed and picks the implementation:
+
+==========================  ==========================================================
+``0`` (``--camera 0``)      camera by index (OpenCV)
+``v4l2:///dev/video0``      V4L2 device; a bare ``/dev/video0`` means the same
+``csi://0``                 Jetson CSI camera through an ``nvarguscamerasrc`` pipeline
+``... ! ... ! appsink``     any GStreamer pipeline (contains ``!``)
+``rtsp://host/path``        network stream
+``clip.mp4``                video file, read to the end
+``cell.jpg``                one image
+``"imgs/*.png"``            a glob, sorted
+``folder/``                 every file below it once, sorted (recursively)
+``folder/`` + ``watch``     new files as they arrive, each once, after it stops growing
+==========================  ==========================================================
+
+``capture(timeout)`` says what happened: a :class:`Frame` (whose ``error`` is set when a file
+could not be decoded, so the caller logs it and goes on), ``None`` for a timeout, or
+:class:`EndOfStream`. A lost live camera is reopened with exponential back-off; while it is
+down ``capture`` returns ``None``. File sources take the set of items already done (from the
+results of an earlier run) and never yield them again.
+"""
+
+from __future__ import annotations
+
+import glob
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from wbc_edge.errors import UserError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".h264"}
+# Files a writer is still producing under a temporary name; they appear later under the real one.
+PARTIAL_SUFFIXES = {".part", ".tmp", ".crdownload", ".partial", ".swp"}
+LIVE_KINDS = {"camera", "v4l2", "csi", "gstreamer", "rtsp"}
+
+
+class EndOfStream(Exception):
+    """The source has no more frames (end of a file or folder, or a camera given up on)."""
+
+
+@dataclass
+class Frame:
+    """One captured image; ``key`` identifies it in the results (file path or source#index)."""
+
+    source: str
+    index: int
+    key: str
+    image: np.ndarray | None
+    file: str = ""
+    error: str = ""
+    captured: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class SourceOptions:
+    """Everything that decides how a source behaves; printed when it opens."""
+
+    uri: str
+    kind: str = ""
+    resource: str = ""
+    live: bool = False  # drop the oldest frames when behind; reconnect when lost
+    width: int = 0
+    height: int = 0
+    fps: float = 0.0
+    poll_s: float = 0.5  # watch: how often the folder is listed
+    settle_s: float = 1.0  # watch: a file must keep its size this long before it is read
+    reconnect: bool = True
+    max_backoff_s: float = 16.0
+    reconnect_tries: int = 0  # 0: keep trying for ever (a lab camera that was unplugged)
+
+    def describe(self) -> str:
+        parts = [f"source {self.uri!r}", f"kind={self.kind}", f"live={self.live}"]
+        if self.resource and self.resource != self.uri:
+            parts.append(f"resource={self.resource!r}")
+        if self.kind == "watch":
+            parts += [f"poll={self.poll_s}s", f"settle={self.settle_s}s"]
+        if self.width or self.height:
+            parts.append(f"size={self.width}x{self.height}")
+        if self.fps:
+            parts.append(f"fps={self.fps:g}")
+        if self.live:
+            limit = self.reconnect_tries or "unlimited"
+            parts.append(
+                f"reconnect={self.reconnect} (tries {limit}, back-off <= {self.max_backoff_s}s)"
+            )
+        return ", ".join(parts)
+
+
+def csi_pipeline(sensor: int, width: int = 1280, height: int = 720, fps: float = 30) -> str:
+    """GStreamer pipeline for a Jetson CSI camera, ending in BGR frames for OpenCV."""
+    rate = int(fps or 30)
+    return (
+        f"nvarguscamerasrc sensor-id={sensor} ! "
+        f"video/x-raw(memory:NVMM), width={width}, height={height}, framerate={rate}/1, "
+        "format=NV12 ! nvvidconv ! video/x-raw, format=BGRx ! videoconvert ! "
+        "video/x-raw, format=BGR ! appsink drop=true max-buffers=1"
+    )
+
+
+def parse_uri(uri: str, watch: bool = False) -> SourceOptions:
+    """Normalise a source string into its kind and the resource to open (no I/O beyond stat)."""
+    text = uri.strip()
+    if not text:
+        raise UserError("empty source: pass a folder, file, glob, camera index or stream URI")
+    if text.isdigit():
+        return SourceOptions(uri, "camera", text, live=True)
+    if text.startswith("v4l2://"):
+        return SourceOptions(uri, "v4l2", text[len("v4l2://") :], live=True)
+    if text.startswith("/dev/video"):
+        return SourceOptions(uri, "v4l2", text, live=True)
+    if text.startswith("csi://"):
+        sensor = text[len("csi://") :]
+        if not sensor.isdigit():
+            raise UserError(f"{uri}: a CSI camera is csi://N with a sensor number, e.g. csi://0")
+        return SourceOptions(uri, "csi", sensor, live=True)
+    if "!" in text:
+        return SourceOptions(uri, "gstreamer", text, live=True)
+    if text.startswith(("rtsp://", "rtsps://", "http://", "https://")):
+        return SourceOptions(uri, "rtsp", text, live=True)
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    if any(ch in text for ch in "*?["):
+        return SourceOptions(uri, "glob", text)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return SourceOptions(uri, "watch" if watch else "folder", str(path))
+    if watch:
+        raise UserError(f"--watch needs a folder, but {uri} is not one")
+    if not path.is_file():
+        raise UserError(
+            f"source not found: {uri} (expected a folder, image, video, glob, camera index, "
+            "v4l2:///dev/videoN, csi://N, rtsp://... or a GStreamer pipeline)"
+        )
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return SourceOptions(uri, "video", str(path))
+    return SourceOptions(uri, "image", str(path))
+
+
+def open_source(
+    uri: str,
+    watch: bool = False,
+    done: Iterable[str] = (),
+    realtime: bool = False,
+    **options: float | int | bool,
+) -> Source:
+    """The source for ``uri``; ``done`` holds keys to skip (resume); ``realtime`` makes a video
+    file behave like a camera (paced at its frame rate, oldest frames dropped when behind)."""
+    opts = parse_uri(uri, watch)
+    for name, value in options.items():
+        if not hasattr(opts, name):
+            raise TypeError(f"unknown source option {name}")
+        setattr(opts, name, value)
+    if opts.kind in ("folder", "glob", "image"):
+        return FileSource(opts, list_files(opts), set(done))
+    if opts.kind == "watch":
+        return WatchSource(opts, set(done))
+    if realtime and opts.kind == "video":
+        opts.live = True
+    return VideoSource(opts)
+
+
+def list_files(opts: SourceOptions) -> list[Path]:
+    """The files a folder, glob or image source reads, in sorted order."""
+    if opts.kind == "image":
+        return [Path(opts.resource)]
+    if opts.kind == "glob":
+        paths = [Path(p) for p in glob.glob(opts.resource, recursive=True)]
+        files = sorted(p for p in paths if p.is_file())
+        if not files:
+            raise UserError(f"no files match {opts.uri}")
+        return files
+    return sorted(p for p in Path(opts.resource).rglob("*") if _candidate(p) and p.is_file())
+
+
+def _candidate(path: Path) -> bool:
+    """Skip hidden files and names writers use while a file is incomplete."""
+    return not path.name.startswith(".") and path.suffix.lower() not in PARTIAL_SUFFIXES
+
+
+def file_key(path: str | Path) -> str:
+    """How a file is named in the results: its absolute path, so resume matches it exactly."""
+    return str(Path(path).absolute())
+
+
+def looks_complete(data: bytes, suffix: str) -> bool:
+    """False for a JPEG or PNG that is cut short (still being written, or truncated on disk).
+
+    Decoders accept a truncated JPEG and fill the missing rows with grey, so the end marker is
+    the only reliable sign that the whole file is there.
+    """
+    suffix = suffix.lower()
+    if suffix in (".jpg", ".jpeg"):
+        return b"\xff\xd9" in data[-1024:]
+    if suffix == ".png":
+        return b"IEND" in data[-16:]
+    return True
+
+
+def decode(data: bytes, name: str, suffix: str = "") -> np.ndarray:
+    """Bytes of an image file -> BGR uint8; ValueError saying why when it cannot."""
+    import cv2
+
+    if not data:
+        raise ValueError(f"{name}: empty file")
+    if not looks_complete(data, suffix):
+        raise ValueError(f"{name}: truncated image (no end marker)")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"{name}: not a readable image")
+    return image
+
+
+def read_frame(opts: SourceOptions, index: int, path: Path) -> Frame:
+    key = file_key(path)
+    try:
+        image, error = decode(path.read_bytes(), str(path), path.suffix), ""
+    except (OSError, ValueError) as exc:
+        image, error = None, str(exc)
+    return Frame(opts.uri, index, key, image, file=key, error=error)
+
+
+class Source:
+    """Base of every source: options, a frame counter and the context-manager lifecycle."""
+
+    def __init__(self, opts: SourceOptions) -> None:
+        self.options = opts
+        self.index = 0
+
+    @property
+    def live(self) -> bool:
+        return self.options.live
+
+    def capture(self, timeout: float = 1.0) -> Frame | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the device or file handles."""
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FileSource(Source):
+    """A fixed, sorted list of files (folder, glob or one image), read once."""
+
+    def __init__(self, opts: SourceOptions, files: list[Path], done: set[str]) -> None:
+        super().__init__(opts)
+        self.files = files
+        self.skipped = sum(file_key(p) in done for p in files)
+        self._todo = iter([(i, p) for i, p in enumerate(files) if file_key(p) not in done])
+
+    def __len__(self) -> int:
+        return len(self.files) - self.skipped
+
+    def capture(self, timeout: float = 1.0) -> Frame | None:
+        try:
+            index, path = next(self._todo)
+        except StopIteration:
+            raise EndOfStream from None
+        self.index = index
+        return read_frame(self.options, index, path)
+
+
+class WatchSource(Source):
+    """New files in a folder, each read once, after its size and mtime stop changing.
+
+    A file is ready when two listings at least ``settle_s`` apart saw the same size and mtime;
+    a JPEG/PNG that still lacks its end marker then waits for more data, and is logged as
+    truncated only if it stays that way for ``20 x settle_s``.
+    """
+
+    def __init__(self, opts: SourceOptions, done: set[str]) -> None:
+        super().__init__(opts)
+        self.root = Path(opts.resource)
+        self.seen = set(done)
+        self._watching: dict[str, tuple[int, float, float]] = {}  # key -> size, mtime, since
+        self._ready: list[Path] = []
+        self._next_poll = 0.0
+
+    def _poll(self) -> None:
+        now = time.monotonic()
+        ready = []
+        for path in sorted(self.root.rglob("*")):
+            key = file_key(path)
+            if key in self.seen or not _candidate(path):
+                continue
+            try:
+                st = path.stat()
+            except OSError:  # deleted or renamed between listing and stat
+                continue
+            if not path.is_file():
+                continue
+            previous = self._watching.get(key)
+            if previous is None or previous[:2] != (st.st_size, st.st_mtime):
+                self._watching[key] = (st.st_size, st.st_mtime, now)
+            elif st.st_size > 0 and now - previous[2] >= self.options.settle_s:
+                ready.append(path)
+        for path in ready:
+            self.seen.add(file_key(path))
+        self._ready.extend(ready)
+
+    def _read(self, path: Path) -> Frame | None:
+        key = file_key(path)
+        frame = read_frame(self.options, self.index, path)
+        if "truncated" in frame.error:
+            since = self._watching.get(key, (0, 0.0, time.monotonic()))[2]
+            if time.monotonic() - since < 20 * self.options.settle_s:
+                self.seen.discard(key)  # not finished yet: look again on a later poll
+                return None
+        self._watching.pop(key, None)
+        self.index += 1
+        return frame
+
+    def capture(self, timeout: float = 1.0) -> Frame | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            while self._ready:
+                frame = self._read(self._ready.pop(0))
+                if frame is not None:
+                    return frame
+            now = time.monotonic()
+            if now >= self._next_poll:
+                self._next_poll = now + self.options.poll_s
+                self._poll()
+                continue
+            if now >= deadline:
+                return None
+            time.sleep(min(self._next_poll, deadline) - now)
+
+
+class VideoSource(Source):
+    """Cameras, streams, GStreamer pipelines and video files through OpenCV's VideoCapture."""
+
+    def __init__(self, opts: SourceOptions) -> None:
+        super().__init__(opts)
+        self._cap = None
+        self._tries = 0
+        self._retry_at = 0.0
+        self._pace_next = 0.0
+        self._open(first=True)
+
+    def _open(self, first: bool = False) -> bool:
+        import cv2
+
+        o = self.options
+        if o.kind == "camera":
+            cap = cv2.VideoCapture(int(o.resource))
+        elif o.kind == "v4l2":
+            cap = cv2.VideoCapture(o.resource, cv2.CAP_V4L2)
+        elif o.kind == "csi":
+            cap = cv2.VideoCapture(
+                csi_pipeline(int(o.resource), o.width or 1280, o.height or 720, o.fps or 30),
+                cv2.CAP_GSTREAMER,
+            )
+        elif o.kind == "gstreamer":
+            cap = cv2.VideoCapture(o.resource, cv2.CAP_GSTREAMER)
+        else:  # rtsp and video files
+            cap = cv2.VideoCapture(o.resource)
+        if cap.isOpened() and o.kind in ("camera", "v4l2"):
+            if o.width and o.height:
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, o.width)
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, o.height)
+            if o.fps:
+                cap.set(cv2.CAP_PROP_FPS, o.fps)
+        if not cap.isOpened():
+            cap.release()
+            if first:  # a typo or a missing device should fail now, not retry for ever
+                hint = ""
+                if o.kind in ("csi", "gstreamer") and not _opencv_has_gstreamer():
+                    hint = " (this OpenCV build has no GStreamer support)"
+                raise UserError(f"{o.uri}: OpenCV cannot open this {o.kind} source{hint}")
+            return False
+        if o.kind == "video" and o.live and not o.fps:
+            o.fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+        self._cap = cap
+        return True
+
+    def _lost(self) -> None:
+        """Drop the device and schedule a reopen (or end the stream when not reconnecting)."""
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+        o = self.options
+        if not (o.live and o.reconnect):
+            raise EndOfStream
+        self._tries += 1
+        if o.reconnect_tries and self._tries > o.reconnect_tries:
+            raise EndOfStream
+        self._retry_at = time.monotonic() + min(o.max_backoff_s, 0.25 * 2 ** (self._tries - 1))
+
+    def capture(self, timeout: float = 1.0) -> Frame | None:
+        if self._cap is None:
+            wait = self._retry_at - time.monotonic()
+            if wait > timeout:
+                time.sleep(timeout)
+                return None
+            time.sleep(max(wait, 0.0))
+            if not self._open():
+                self._lost()
+                return None
+        if self.options.kind == "video" and self.options.live:
+            self._pace()
+        ok, image = self._cap.read()
+        if not ok or image is None:
+            self._lost()
+            return None
+        self._tries = 0
+        index = self.index
+        self.index += 1
+        return Frame(self.options.uri, index, f"{self.options.uri}#{index}", image)
+
+    def _pace(self) -> None:
+        """A video file standing in for a camera delivers frames at its own frame rate."""
+        now = time.monotonic()
+        if self._pace_next > now:
+            time.sleep(self._pace_next - now)
+        self._pace_next = max(now, self._pace_next) + 1.0 / self.options.fps
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+def _opencv_has_gstreamer() -> bool:
+    import cv2
+
+    return any(
+        "GStreamer" in line and "YES" in line for line in cv2.getBuildInformation().splitlines()
+    )
