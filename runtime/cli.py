@@ -212,4 +212,7 @@ def run(
 
 def register(app: typer.Typer) -> None:
     """Add ``run`` to the top-level app."""
+    from wbc_edge.runtime.finder_cli import register as register_finder
+
     app.command("run")(run)
+    register_finder(app)

@@ -1,0 +1,267 @@
+"""How well the smear-field finder finds the white cells someone boxed by hand.
+
+A folder in Pascal-VOC layout (``JPEGImages/*.jpg`` + ``Annotations/*.xml``, as BCCD and the
+synthetic fields of :mod:`wbc_edge.data.synth` are) is run through :func:`find_cells`; found boxes
+are matched greedily to the hand-drawn ``WBC`` boxes by IoU, the usual detection protocol, so the
+numbers compare with the ones people quote for BCCD. Files are split in two halves by sorted name:
+the finder's few parameters were set by looking at the first half only, so the second half is the
+honest check that they were not tuned to the set.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wbc_edge.errors import UserError, require_dir
+from wbc_edge.runtime.finder import Box, FinderParams, find_cells
+
+WBC_NAMES = ("WBC",)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+
+
+@dataclass
+class FieldResult:
+    """One field: what was there, what was found, and which pairs matched."""
+
+    image: str
+    truth: list[Box]
+    found: list[Box]
+    matches: list[tuple[int, int, float]]  # (truth index, found index, IoU)
+    seconds: float
+
+    @property
+    def missed(self) -> list[Box]:
+        hit = {t for t, _, _ in self.matches}
+        return [b for i, b in enumerate(self.truth) if i not in hit]
+
+    @property
+    def false(self) -> list[Box]:
+        hit = {f for _, f, _ in self.matches}
+        return [b for i, b in enumerate(self.found) if i not in hit]
+
+
+@dataclass
+class Score:
+    """Detection counts and the rates they give; zero denominators give 1.0 (nothing to miss)."""
+
+    fields: int = 0
+    truth: int = 0
+    found: int = 0
+    matched: int = 0
+    iou_sum: float = 0.0
+    seconds: float = 0.0
+
+    def add(self, r: FieldResult) -> None:
+        self.fields += 1
+        self.truth += len(r.truth)
+        self.found += len(r.found)
+        self.matched += len(r.matches)
+        self.iou_sum += sum(m[2] for m in r.matches)
+        self.seconds += r.seconds
+
+    def as_dict(self) -> dict:
+        return {
+            "fields": self.fields,
+            "wbc_boxes": self.truth,
+            "found": self.found,
+            "matched": self.matched,
+            "recall": self.matched / self.truth if self.truth else 1.0,
+            "precision": self.matched / self.found if self.found else 1.0,
+            "mean_iou": self.iou_sum / self.matched if self.matched else 0.0,
+            "ms_per_field": 1000 * self.seconds / self.fields if self.fields else 0.0,
+        }
+
+
+def read_voc_boxes(xml_path: str | Path, names: tuple[str, ...] = WBC_NAMES) -> list[Box]:
+    """Boxes of the given object names from one Pascal-VOC file (score 1.0)."""
+    try:
+        root = ET.parse(xml_path).getroot()
+    except ET.ParseError as exc:
+        raise UserError(f"{xml_path}: not a Pascal-VOC XML file ({exc}); fix or remove it") from exc
+    boxes = []
+    for obj in root.iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        bb = obj.find("bndbox")
+        if name not in names or bb is None:
+            continue
+        x1, y1, x2, y2 = (float(bb.findtext(k) or "nan") for k in ("xmin", "ymin", "xmax", "ymax"))
+        boxes.append(Box(x1, y1, x2, y2, 1.0))
+    return boxes
+
+
+def match(truth: list[Box], found: list[Box], iou: float = 0.5) -> list[tuple[int, int, float]]:
+    """Greedy one-to-one matching: highest-IoU pairs first, each box used once, IoU >= ``iou``."""
+    pairs = [(t.iou(f), ti, fi) for ti, t in enumerate(truth) for fi, f in enumerate(found)]
+    pairs.sort(reverse=True)
+    used_t: set[int] = set()
+    used_f: set[int] = set()
+    out = []
+    for v, ti, fi in pairs:
+        if v < iou:
+            break
+        if ti in used_t or fi in used_f:
+            continue
+        used_t.add(ti)
+        used_f.add(fi)
+        out.append((ti, fi, v))
+    return out
+
+
+def voc_fields(data: str | Path) -> list[tuple[Path, Path]]:
+    """(image, annotation) pairs of a VOC folder, sorted by name; images without XML are skipped."""
+    root = require_dir(data, "smear-field folder")
+    images = root / "JPEGImages"
+    notes = root / "Annotations"
+    if not images.is_dir() or not notes.is_dir():
+        raise UserError(
+            f"{root}: expected Pascal-VOC layout with JPEGImages/ and Annotations/ inside "
+            "(for synthetic fields point at the fields/ folder)"
+        )
+    pairs = []
+    for img in sorted(images.iterdir()):
+        xml = notes / (img.stem + ".xml")
+        if (
+            img.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+            and xml.is_file()
+        ):
+            pairs.append((img, xml))
+    if not pairs:
+        raise UserError(f"{root}: no image in JPEGImages/ has an XML file in Annotations/")
+    return pairs
+
+
+def evaluate_field(
+    image_path: Path, xml_path: Path, params: FinderParams, iou: float = 0.5
+) -> FieldResult:
+    from wbc_edge.runtime.preprocess import read_image
+
+    try:
+        image = read_image(str(image_path))
+    except ValueError as exc:
+        raise UserError(f"{exc}; remove it from JPEGImages/") from exc
+    truth = read_voc_boxes(xml_path)
+    t0 = time.perf_counter()
+    found = find_cells(image, params)
+    dt = time.perf_counter() - t0
+    return FieldResult(image_path.name, truth, found, match(truth, found, iou), dt)
+
+
+def evaluate(
+    data: str | Path,
+    params: FinderParams | None = None,
+    iou: float = 0.5,
+    limit: int | None = None,
+    show_progress: bool = False,
+) -> tuple[dict, list[FieldResult]]:
+    """Run the finder over a VOC folder; returns the summary (all, first half, second half)
+    and the per-field results (for overlays and the list of misses)."""
+    params = params or FinderParams()
+    pairs = voc_fields(data)
+    if limit is not None:
+        pairs = pairs[:limit]
+    results: list[FieldResult] = []
+    if show_progress:
+        from wbc_edge.console import progress
+
+        with progress() as p:
+            task = p.add_task("finding cells", total=len(pairs), status="")
+            for img, xml in pairs:
+                results.append(evaluate_field(img, xml, params, iou))
+                p.update(task, advance=1, status=img.name)
+    else:
+        results = [evaluate_field(img, xml, params, iou) for img, xml in pairs]
+    half = (len(results) + 1) // 2
+    summary = {"iou_threshold": iou, "params": asdict(params)}
+    for name, part in (
+        ("all", results),
+        ("first_half", results[:half]),
+        ("second_half", results[half:]),
+    ):
+        s = Score()
+        for r in part:
+            s.add(r)
+        summary[name] = s.as_dict()
+        if part:
+            summary[name]["files"] = f"{part[0].image} .. {part[-1].image}"
+    summary["missed"] = [
+        {"image": r.image, "box": [round(v) for v in b.to_list()]}
+        for r in results
+        for b in r.missed
+    ]
+    summary["false"] = [
+        {"image": r.image, "box": [round(v) for v in b.to_list()], "score": round(b.score, 2)}
+        for r in results
+        for b in r.false
+    ]
+    return summary, results
+
+
+def machine_description() -> str:
+    """CPU model and core count: the context a time per field needs (the finder uses no GPU)."""
+    cpu = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} CPU cores, no GPU"
+
+
+def to_markdown(summary: dict, title: str) -> str:
+    """The summary as a results page: the table per half, then every miss and false find."""
+    lines = [f"# {title}", ""]
+    for key in ("command", "data", "date", "machine"):
+        if key in summary:
+            lines.append(
+                f"- {key.capitalize()}: `{summary[key]}`"
+                if key == "command"
+                else f"- {key.capitalize()}: {summary[key]}"
+            )
+    lines += [f"- IoU threshold: {summary['iou_threshold']} (greedy one-to-one matching)", ""]
+    lines += [
+        "| part | files | fields | WBC boxes | found | matched | recall | precision | mean IoU "
+        "| ms/field |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in ("first_half", "second_half", "all"):
+        s = summary[name]
+        lines.append(
+            f"| {name.replace('_', ' ')} | {s.get('files', '')} | {s['fields']} | {s['wbc_boxes']} "
+            f"| {s['found']} | {s['matched']} | {s['recall']:.3f} | {s['precision']:.3f} "
+            f"| {s['mean_iou']:.3f} | {s['ms_per_field']:.1f} |"
+        )
+    lines += ["", "Parameters (`FinderParams`, lengths in red-cell diameters):", ""]
+    lines += [f"- `{k}` = {v}" for k, v in summary["params"].items()]
+    lines += ["", f"Missed WBC boxes ({len(summary['missed'])}):", ""]
+    lines += [f"- {m['image']} {m['box']}" for m in summary["missed"]] or ["- none"]
+    lines += ["", f"Found boxes matching no WBC box ({len(summary['false'])}):", ""]
+    lines += [f"- {f['image']} {f['box']} score {f['score']}" for f in summary["false"]] or [
+        "- none"
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def draw_overlay(image: np.ndarray, r: FieldResult) -> np.ndarray:
+    """Truth in green, found in blue (matched) or red (false), missed truth thick yellow."""
+    import cv2
+
+    out = image.copy()
+    matched_f = {f for _, f, _ in r.matches}
+    for b in r.truth:
+        cv2.rectangle(out, b.p1, b.p2, (0, 200, 0), 2)
+    for b in r.missed:
+        cv2.rectangle(out, b.p1, b.p2, (0, 220, 255), 4)
+    for i, b in enumerate(r.found):
+        color = (255, 80, 0) if i in matched_f else (0, 0, 255)
+        cv2.rectangle(out, b.p1, b.p2, color, 2)
+        cv2.putText(out, f"{b.score:.2f}", (b.p1[0] + 3, b.p1[1] + 15), 0, 0.5, color, 1)
+    return out
