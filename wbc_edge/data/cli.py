@@ -159,3 +159,43 @@ def _print_split(result, console) -> None:  # noqa: ANN001 - rich types stay out
             "each of those is its own group",
             highlight=False,
         )
+
+
+@app.command("import-pbc")
+def import_pbc_cmd(
+    pbc_dir: Annotated[
+        Path, typer.Argument(help="The unpacked PBC download (holding PBC_dataset_normal_DIB/).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="New folder for the 9-class tree.")],
+    link: Annotated[
+        bool, typer.Option("--link", help="Hard-link instead of copying (same file system).")
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Write into a non-empty --out, replacing same-named files."),
+    ] = False,
+) -> None:
+    """PBC's 8 folders -> the 9 pbc9 classes (promyelocytes split out of ig by PMY_)."""
+    from rich.table import Table
+
+    from wbc_edge.console import console
+    from wbc_edge.data.import_pbc import import_pbc
+
+    result = import_pbc(pbc_dir, out, link=link, force=force)
+    table = Table(title=f"imported into {out}")
+    table.add_column("class")
+    table.add_column("images", justify="right")
+    for c in sorted(result.counts):
+        table.add_row(c, str(result.counts[c]))
+    table.add_row("all", str(sum(result.counts.values())), style="bold")
+    console.print(table)
+    if result.unplaced:
+        names = ", ".join(p.name for p in result.unplaced[:5])
+        console.print(
+            f"[yellow]warning:[/] {len(result.unplaced)} file(s) in ig have no known prefix "
+            f"(PMY_, MY_, MMY_, IG_) and were not imported: {names}"
+            + (" ..." if len(result.unplaced) > 5 else ""),
+            highlight=False,
+        )
+    if result.ignored:
+        console.print(f"skipped {len(result.ignored)} non-image file(s)", highlight=False)
