@@ -199,3 +199,8 @@ def import_pbc_cmd(
         )
     if result.ignored:
         console.print(f"skipped {len(result.ignored)} non-image file(s)", highlight=False)
+
+
+from wbc_edge.data.synth_cli import synth  # noqa: E402
+
+app.command("synth")(synth)
