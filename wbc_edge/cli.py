@@ -13,6 +13,7 @@ from typing import Annotated
 
 import click
 import typer
+from rich.markup import escape
 
 from wbc_edge.console import console
 from wbc_edge.errors import UserError
@@ -67,7 +68,7 @@ def run(argv: list[str] | None = None) -> int:
     except UserError as exc:
         if debug:
             raise
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
@@ -81,7 +82,7 @@ def run(argv: list[str] | None = None) -> int:
         if debug:
             raise
         console.print(
-            f"[bold red]error:[/] {type(exc).__name__}: {exc} "
+            f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))} "
             "(rerun with --debug for the traceback)",
             highlight=False,
             soft_wrap=True,
