@@ -1,9 +1,266 @@
-"""CLI commands of this part; register() adds them to the top-level app."""
+"""``wbc-edge export onnx|int8|int8-sweep|triton`` and ``wbc-edge build-engine``.
+
+Only typer and the standard library are imported here; torch, onnx and onnxruntime load inside
+the commands that need them (``export int8``, ``triton`` and ``build-engine`` never need torch).
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
 
+if TYPE_CHECKING:
+    from wbc_edge.data.manifest import ManifestRow
+    from wbc_edge.export.int8 import Int8Report
 
-def register(app: typer.Typer) -> None:
-    """Add this part's commands to ``app`` (filled in by the part's issue)."""
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("onnx")
+def onnx_cmd(
+    model: Annotated[Path, typer.Option(help="Checkpoint (.pt) written by train-teacher/distill.")],
+    out: Annotated[
+        Path | None, typer.Option(help="ONNX file to write (default: beside the checkpoint).")
+    ] = None,
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default: 17).")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Split manifest: check parity on its real images (else random ones)."),
+    ] = None,
+    split: Annotated[str, typer.Option(help="Manifest split whose images check parity.")] = "val",
+    num: Annotated[int, typer.Option(help="Images in the parity check.")] = 32,
+) -> None:
+    """Export a checkpoint to ONNX (card inside, softmax in the graph), verified against PyTorch."""
+    from wbc_edge.console import console
+    from wbc_edge.export.onnx_export import (
+        DEFAULT_OPSET,
+        export_onnx,
+        load_checkpoint,
+        sample_inputs,
+    )
+
+    net, card = load_checkpoint(model)
+    rows = _rows(data, split) if data else None
+    sample, source = sample_inputs(card, rows, num)
+    out = out or model.with_suffix(".onnx")
+    report = export_onnx(net, card, out, opset or DEFAULT_OPSET, sample, source)
+    console.print(f"wrote {out}: {report.line()}", highlight=False)
+
+
+@app.command("int8")
+def int8_cmd(
+    onnx: Annotated[Path, typer.Option(help="FP32 ONNX from `export onnx`.")],
+    calib: Annotated[Path, typer.Option(help="Split manifest with the calibration images.")],
+    split: Annotated[str, typer.Option(help="Split to calibrate on.")] = "train",
+    num: Annotated[int, typer.Option(help="Calibration images (classes interleaved).")] = 512,
+    method: Annotated[str, typer.Option(help="entropy, percentile or minmax.")] = "entropy",
+    target: Annotated[
+        str, typer.Option(help="tensorrt (symmetric Q/DQ for TensorRT) or cpu (ONNX Runtime).")
+    ] = "tensorrt",
+    out: Annotated[
+        Path | None, typer.Option(help="INT8 ONNX (default: <onnx>.int8-<target>.onnx).")
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option(help="TensorRT calibration cache to write (default: <onnx>.calib.cache)."),
+    ] = None,
+    eval_split: Annotated[
+        str, typer.Option(help="Split on which FP32 and INT8 are compared.")
+    ] = "val",
+    report: Annotated[Path | None, typer.Option(help="Also write the comparison as JSON.")] = None,
+) -> None:
+    """Quantize to INT8 (Q/DQ) calibrated on WBC images; compare with FP32 on a held-out split."""
+    from wbc_edge.console import console
+    from wbc_edge.export.int8 import quantize_int8
+
+    calib_rows = _rows(calib, split)
+    eval_rows = _rows(calib, eval_split, required=False)
+    if not eval_rows:
+        console.print(f"[yellow]warning:[/] {calib} has no {eval_split!r} rows: no comparison")
+    result = quantize_int8(
+        onnx, calib_rows, eval_rows, out, target, method, num, cache, eval_split=eval_split
+    )
+    _print_int8(result)
+    if report:
+        report.write_text(json.dumps(result.to_dict(), indent=2))
+
+
+@app.command("int8-sweep")
+def int8_sweep_cmd(
+    onnx: Annotated[Path, typer.Option(help="FP32 ONNX from `export onnx`.")],
+    calib: Annotated[Path, typer.Option(help="Split manifest (train: calibration, test: eval).")],
+    out_dir: Annotated[Path, typer.Option(help="Folder for the quantized variants.")],
+    results: Annotated[
+        Path | None, typer.Option(help="Write <results>.json and <results>.md with the table.")
+    ] = None,
+    num: Annotated[int, typer.Option(help="Calibration images.")] = 512,
+    eval_split: Annotated[str, typer.Option(help="Split the variants are evaluated on.")] = "test",
+    batch: Annotated[int, typer.Option(help="Batch size of the latency measurement.")] = 1,
+    rounds: Annotated[int, typer.Option(help="Interleaved latency rounds.")] = 5,
+) -> None:
+    """Measure which ONNX Runtime INT8 settings are fast and accurate on this CPU."""
+    import datetime
+    import platform
+    import sys
+
+    from wbc_edge.console import console
+    from wbc_edge.export.int8 import sweep_cpu
+
+    rows = sweep_cpu(
+        onnx,
+        _rows(calib, "train"),
+        _rows(calib, eval_split),
+        out_dir,
+        num=num,
+        batch=batch,
+        rounds=rounds,
+    )
+    table = _table(
+        ["setting", "accuracy", "macro-F1", "agree FP32", "size KB", f"ms/batch{batch}"],
+        [
+            [
+                r["setting"],
+                f"{r['accuracy']:.4f}",
+                f"{r['macro_f1']:.4f}",
+                f"{r['agreement_with_fp32']:.4f}",
+                f"{r['bytes'] / 1024:.0f}",
+                f"{r['latency_ms']:.3f}",
+            ]
+            for r in rows
+        ],
+    )
+    console.print(table, highlight=False)
+    if results:
+        meta = {
+            "command": "wbc-edge " + " ".join(sys.argv[1:]),
+            "machine": f"{platform.processor() or platform.machine()}, 1 intra-op thread",
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "onnx": str(onnx),
+            "eval_split": eval_split,
+            "rows": rows,
+        }
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+        results.with_suffix(".md").write_text(
+            f"# INT8 settings on this CPU\n\n`{meta['command']}`\n\n{meta['date']}, "
+            f"{meta['machine']}\n\n{table}\n"
+        )
+
+
+@app.command("triton")
+def triton_cmd(
+    model: Annotated[Path, typer.Option(help="ONNX file or TensorRT engine (with its sidecar).")],
+    out: Annotated[Path, typer.Option(help="Model repository folder.")],
+    name: Annotated[
+        str | None, typer.Option(help="Model name in the repository (default: file stem).")
+    ] = None,
+    max_batch: Annotated[int, typer.Option(help="Triton max_batch_size.")] = 32,
+) -> None:
+    """Write a Triton Inference Server model repository (config.pbtxt, labels, model)."""
+    from wbc_edge.console import console
+    from wbc_edge.export.triton import write_repository
+
+    folder = write_repository(model, out, name, max_batch)
+    console.print(f"wrote {folder} (config.pbtxt, labels.txt, 1/)", highlight=False)
+
+
+def build_engine_cmd(
+    onnx: Annotated[Path, typer.Option(help="ONNX (FP32, or Q/DQ INT8 from `export int8`).")],
+    precision: Annotated[
+        str | None,
+        typer.Option(help="fp32, fp16 or int8 (default: int8 for a Q/DQ ONNX, else fp16)."),
+    ] = None,
+    calib: Annotated[
+        Path | None,
+        typer.Option(help="Split manifest: implicit INT8 calibration images (TensorRT < 11)."),
+    ] = None,
+    calib_split: Annotated[str, typer.Option(help="Split of --calib to use.")] = "train",
+    num: Annotated[int, typer.Option(help="Calibration images from --calib.")] = 512,
+    calib_cache: Annotated[
+        Path | None, typer.Option(help="TensorRT calibration cache from `export int8`.")
+    ] = None,
+    dla: Annotated[
+        int | None, typer.Option(help="DLA core (Orin/Xavier), with GPU fallback.")
+    ] = None,
+    batch: Annotated[
+        str | None, typer.Option(help="Optimisation profile MIN,OPT,MAX (default: 1,8,32).")
+    ] = None,
+    workspace: Annotated[int, typer.Option(help="Builder workspace in MB.")] = 1024,
+    out: Annotated[
+        Path | None, typer.Option(help="Engine file (default: <onnx>.<precision>.engine).")
+    ] = None,
+    timing_cache: Annotated[
+        Path | None, typer.Option(help="Timing cache file, read and updated (faster rebuilds).")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Rebuild even when the engine is up to date.")
+    ] = False,
+) -> None:
+    """Build a TensorRT engine on this device (FP32/FP16/INT8, DLA); prints the trtexec line."""
+    from wbc_edge.export.int8 import select_calibration_rows
+    from wbc_edge.export.tensorrt_build import build_engine, parse_batch
+
+    rows = select_calibration_rows(_rows(calib, calib_split), num) if calib else None
+    build_engine(
+        onnx,
+        out,
+        precision,
+        rows,
+        calib_cache,
+        parse_batch(batch),
+        workspace,
+        dla,
+        timing_cache,
+        force,
+        echo=typer.echo,
+    )
+
+
+def register(app_: typer.Typer) -> None:
+    """Add ``export`` and ``build-engine`` to the top-level app."""
+    app_.add_typer(
+        app, name="export", help="Export to ONNX, INT8 (Q/DQ) and Triton model repositories."
+    )
+    app_.command("build-engine")(build_engine_cmd)
+
+
+def _rows(manifest: Path, split: str, required: bool = True) -> list[ManifestRow]:
+    from wbc_edge.data.manifest import read_manifest
+    from wbc_edge.errors import UserError
+
+    try:
+        return read_manifest(manifest, split)
+    except UserError:
+        if required or not manifest.is_file():
+            raise
+        return []
+
+
+def _print_int8(r: Int8Report) -> None:
+    from wbc_edge.console import console
+
+    rows = [
+        ["FP32", r.onnx, f"{r.fp32_bytes / 1024:.0f}"],
+        ["INT8", r.out, f"{r.int8_bytes / 1024:.0f}"],
+    ]
+    if r.fp32:
+        rows[0] += [f"{r.fp32['accuracy']:.4f}", f"{r.fp32['macro_f1']:.4f}"]
+        rows[1] += [f"{r.int8['accuracy']:.4f}", f"{r.int8['macro_f1']:.4f}"]
+    console.print(_table(["model", "file", "KB", "accuracy", "macro-F1"], rows), highlight=False)
+    if r.fp32:
+        console.print(
+            f"top-1 agreement {r.agreement:.4f} on {r.num_eval} {r.eval_split} images; "
+            f"accuracy change {-r.accuracy_drop_points:+.2f} points",
+            highlight=False,
+        )
+    console.print(f"TensorRT calibration cache: {r.calibration_cache}", highlight=False)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table: readable in the terminal and pasteable into results files."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -54,6 +54,7 @@ METHODS = {
 }
 MIN_CALIBRATION_IMAGES = 300  # below this, rare classes barely reach the activation histograms
 CALIB_CHUNK = 64  # images per calibrator pass: bounds the intermediate outputs held in memory
+CALIB_BATCH = 16
 WEIGHTED_OPS = ("Conv", "Gemm", "MatMul")
 
 
@@ -238,11 +239,12 @@ def calibrate(
         )
         with progress() as p:
             task = p.add_task(f"calibrate ({method})", total=len(paths), status="")
-            for start in range(0, len(paths), CALIB_CHUNK):
+            for chunk, batch_size in calibration_chunks(len(paths)):
                 reader = ImageReader(
-                    paths[start : start + CALIB_CHUNK],
+                    [paths[i] for i in chunk],
                     spec,
                     input_name,
+                    batch_size,
                     on_batch=lambda n: p.advance(task, n),
                 )
                 with _quiet_ort_logging():
@@ -252,6 +254,22 @@ def calibrate(
                 ranges = calibrator.compute_data()
         del calibrator
     return ranges
+
+
+def calibration_chunks(n: int) -> list[tuple[range, int]]:
+    """(image indices, batch size) of each calibrator pass.
+
+    Every batch within one pass has the same size (ONNX Runtime stacks a pass's outputs into
+    one array), and a pass holds at most CALIB_CHUNK images; the remainder gets its own pass.
+    """
+    full = n - n % CALIB_BATCH
+    chunks = [
+        (range(start, min(start + CALIB_CHUNK, full)), CALIB_BATCH)
+        for start in range(0, full, CALIB_CHUNK)
+    ]
+    if n % CALIB_BATCH:
+        chunks.append((range(full, n), n - full))
+    return chunks
 
 
 def cache_scales(ranges: Any) -> dict[str, float]:

@@ -193,6 +193,26 @@ def compare(
     )
 
 
+def onnx_io(onnx_path: str | Path) -> dict[str, Any]:
+    """Names, shapes ("batch" for the dynamic axis) and types of an ONNX model's inputs/outputs,
+    kept in the engine's sidecar so Triton and the runtime need not reopen the ONNX."""
+    onnx = require("onnx")
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    inits = {i.name for i in proto.graph.initializer}
+
+    def describe(v: Any) -> dict[str, Any]:
+        t = v.type.tensor_type
+        dims = [
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or -1) for d in t.shape.dim
+        ]
+        return {"name": v.name, "shape": dims, "dtype": onnx.TensorProto.DataType.Name(t.elem_type)}
+
+    return {
+        "inputs": [describe(v) for v in proto.graph.input if v.name not in inits],
+        "outputs": [describe(v) for v in proto.graph.output],
+    }
+
+
 def load_checkpoint(path: str | Path) -> tuple[Any, ModelCard]:
     """Model and card of a wbc-edge checkpoint (kd owns the format)."""
     from wbc_edge.kd.checkpoint import load_model
