@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:  # the commands import these lazily
+    from rich.console import Console
+
+    from wbc_edge.data.check import CheckReport
+    from wbc_edge.data.split import SplitResult
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -54,7 +60,7 @@ def check_cmd(
         raise typer.Exit(code=1)
 
 
-def _print_check(report, console) -> None:  # noqa: ANN001 - rich types stay out of module scope
+def _print_check(report: CheckReport, console: Console) -> None:
     from rich.table import Table
 
     from wbc_edge.data.check import KINDS
@@ -118,7 +124,7 @@ def split_cmd(
     console.print(f"wrote {len(result.rows)} rows to {out}", highlight=False)
 
 
-def _print_split(result, console) -> None:  # noqa: ANN001 - rich types stay out of module scope
+def _print_split(result: SplitResult, console: Console) -> None:
     from rich.table import Table
 
     from wbc_edge.data.manifest import SPLITS
