@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from wbc_edge.kd.data import dihedral, normalize_tensor
+from wbc_edge.kd.features import stage_features
 
 
 def file_digest(path: str | Path, limit: int = 1 << 26) -> str:
@@ -75,14 +76,18 @@ def cache_key(teacher_digest: str, data_key: str, size: int, signature: Sequence
 
 @torch.no_grad()
 def build_teacher_cache(
-    distiller: torch.nn.Module,
+    teacher: torch.nn.Module,
     images: np.ndarray,
     mean: Sequence[float],
     std: Sequence[float],
     folder: str | Path,
     batch_size: int = 64,
 ) -> TeacherCache:
-    """Run ``distiller.teacher_outputs`` on every image under all 8 dihedral transforms.
+    """Run the teacher on every image under all 8 dihedral transforms.
+
+    Stores the logits and all stage outputs as :func:`wbc_edge.kd.features.stage_features`
+    returns them (what ``Distiller.teacher_outputs`` gives a feature method), so logit-only
+    and feature methods share one cache.
 
     Reuses ``folder`` when it is complete (``meta.json`` is written last, so an interrupted
     build is redone rather than trusted).
@@ -101,11 +106,10 @@ def build_teacher_cache(
     with progress(transient=True) as p:
         task = p.add_task(f"teacher cache ({n} images x 8 views)", total=n * 8, status="")
         for start in range(0, n, batch_size):
-            raw = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size]))
+            raw = torch.from_numpy(np.array(images[start : start + batch_size]))
             x0 = normalize_tensor(raw, mean, std)
             for k in range(8):
-                out = distiller.teacher_outputs(dihedral(x0, k).contiguous())
-                logits, feats = out[0], list(out[1])
+                logits, feats = stage_features(teacher, dihedral(x0, k).contiguous())
                 if logits_mm is None:
                     logits_mm = np.lib.format.open_memmap(
                         tmp / "logits.npy", "w+", np.float16, (n, 8, *logits.shape[1:])
@@ -133,8 +137,8 @@ def build_teacher_cache(
     return TeacherCache(folder)
 
 
-def output_signature(distiller: torch.nn.Module, size: int) -> list:
-    """Shapes of the teacher outputs this distiller asks for (part of the cache key)."""
+def output_signature(teacher: torch.nn.Module, size: int) -> list:
+    """Shapes of the teacher's logits and stage outputs (part of the cache key)."""
     with torch.no_grad():
-        out = distiller.teacher_outputs(torch.zeros(1, 3, size, size))
-    return [list(out[0].shape[1:])] + [list(f.shape[1:]) for f in out[1]]
+        logits, feats = stage_features(teacher.eval(), torch.zeros(1, 3, size, size))
+    return [list(logits.shape[1:])] + [list(f.shape[1:]) for f in feats]

@@ -389,6 +389,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         torch.manual_seed(cfg.seed * 1_000 + epoch)  # dropout / drop-path of this epoch
         train_loader.set_epoch(epoch)
         distiller.train()
+        if hasattr(distiller, "set_epoch"):  # loss warm-ups of DKD / fusion
+            distiller.set_epoch(epoch)
         sums = {"loss": 0.0, "correct": 0.0, "n": 0.0}
         parts: dict[str, float] = {}
         with progress(transient=True) as p:
@@ -501,10 +503,10 @@ def _teacher_cache(cfg, distiller, images, rows, size, mean, std):  # noqa: ANN0
         output_signature,
     )
 
-    sig = output_signature(distiller, size) + [list(mean), list(std)]
+    sig = output_signature(distiller.teacher, size) + [list(mean), list(std)]
     key = cache_key(file_digest(cfg.teacher), rows_key(rows), size, sig)
     root = Path(cfg.cache_dir) if cfg.cache_dir else DEFAULT_CACHE_DIR
-    return build_teacher_cache(distiller, images, mean, std, root / f"teacher-{key}")
+    return build_teacher_cache(distiller.teacher, images, mean, std, root / f"teacher-{key}")
 
 
 def _finish(out, cfg, names, arrays, targets, loader, device, best, n_student, n_extra, wall, log):  # noqa: ANN001, ANN202

@@ -1,0 +1,273 @@
+"""The distillation ablation: every method x seed, one table of mean +- std.
+
+Each run is a ``wbc-edge distill`` subprocess with its own run folder, so a crash or an
+interruption loses one run at most: a rerun skips finished runs (``summary.json``) and resumes
+unfinished ones. The teacher cache is built once, before any run starts, and every run reads it.
+``parallel`` > 1 runs that many side by side and splits the CPU threads between them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from wbc_edge.console import console
+from wbc_edge.errors import UserError, require_file
+
+
+def machine_description() -> str:
+    """CPU model, core count and GPU presence: the context every measured number needs."""
+    cpu = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    except ImportError:
+        gpu = "no GPU"
+    return f"{cpu}, {os.cpu_count()} CPU cores (shared), {gpu}"
+
+
+def prebuild_teacher_cache(
+    data: Path, teacher: Path, methods: list[str], student: str, cache_dir: Path | None
+) -> None:
+    """Build the teacher cache each method will ask for, once, before the runs start."""
+    from wbc_edge.data.manifest import class_names, read_manifest
+    from wbc_edge.kd.data import decode_cached
+    from wbc_edge.kd.trainer import TrainConfig, _teacher_cache, build_for_config
+
+    rows = read_manifest(data)
+    train_rows = [r for r in rows if r.split == "train"]
+    done: set[str] = set()
+    for method in methods:
+        cfg = TrainConfig(
+            data=str(data),
+            model=student,
+            teacher=str(teacher),
+            method=method,
+            cache_dir=str(cache_dir) if cache_dir else None,
+        )
+        distiller, card = build_for_config(cfg, len(class_names(rows)))
+        if not distiller.needs_teacher:
+            continue
+        images = decode_cached(train_rows, card.input_size, cache_dir)
+        cache = _teacher_cache(
+            cfg, distiller, images, train_rows, card.input_size, card.mean, card.std
+        )
+        if str(cache.folder) not in done:
+            console.print(f"teacher cache for {method}: {cache.folder}", highlight=False)
+            done.add(str(cache.folder))
+
+
+def run_ablation(
+    data: Path,
+    teacher: Path,
+    methods: list[str],
+    seeds: list[int],
+    student: str = "tinyresnet_xs",
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    out: Path = Path("benchmarks/results/kd-ablation"),
+    runs_dir: Path = Path("runs/ablation"),
+    parallel: int = 1,
+    cache_dir: Path | None = None,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Train all runs, then write ``out``.md and ``out``.json; returns the JSON payload."""
+    from wbc_edge.kd.distillers import DISTILLERS
+
+    require_file(data, "manifest", "make one with `wbc-edge data split`")
+    require_file(teacher, "teacher checkpoint", "train one with `wbc-edge train-teacher`")
+    unknown = [m for m in methods if m not in DISTILLERS]
+    if unknown:
+        raise UserError(f"unknown method(s) {unknown}: use {', '.join(DISTILLERS)}")
+    if not seeds or parallel < 1:
+        raise UserError("give at least one seed and --parallel >= 1")
+    command = "wbc-edge " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
+    t0 = time.time()
+    prebuild_teacher_cache(data, teacher, methods, student, cache_dir)
+    cache_seconds = time.time() - t0
+
+    total_threads = threads or os.cpu_count() or 1
+    per_run = max(1, total_threads // parallel)
+    jobs = []
+    for method in methods:
+        for seed in seeds:
+            run = runs_dir / f"{student}-{method}-s{seed}"
+            if (run / "summary.json").is_file():
+                continue
+            argv = [sys.executable, "-c", "from wbc_edge.cli import main; main()", "distill"]
+            if (run / "resume.pt").is_file():
+                argv += ["--resume", str(run)]
+            else:
+                argv += [
+                    "--data",
+                    str(data),
+                    "--teacher",
+                    str(teacher),
+                    "--method",
+                    method,
+                    "--student",
+                    student,
+                    "--seed",
+                    str(seed),
+                    "--out",
+                    str(run),
+                ]
+                argv += ["--epochs", str(epochs)] if epochs else []
+                argv += ["--batch-size", str(batch_size)] if batch_size else []
+                argv += ["--lr", str(lr)] if lr else []
+                argv += ["--cache-dir", str(cache_dir)] if cache_dir else []
+            argv += ["--threads", str(per_run)]
+            jobs.append((run, argv))
+    console.print(
+        f"ablation: {len(jobs)} runs to do ({parallel} at a time, {per_run} threads each)",
+        highlight=False,
+    )
+    _run_jobs(jobs, parallel)
+
+    payload = collect(runs_dir, methods, seeds, student)
+    payload.update(
+        command=command,
+        machine=machine_description(),
+        date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        teacher=_teacher_summary(teacher),
+        teacher_cache_seconds=round(cache_seconds, 1),
+        parallel=parallel,
+        threads_per_run=per_run,
+        total_wall_seconds=round(time.time() - t0, 1),
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(payload, indent=2))
+    out.with_suffix(".md").write_text(markdown(payload))
+    console.print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
+    return payload
+
+
+def _run_jobs(jobs: list[tuple[Path, list[str]]], parallel: int) -> None:
+    running: list[tuple[Path, subprocess.Popen]] = []
+    failed = []
+    queue = list(jobs)
+    while queue or running:
+        while queue and len(running) < parallel:
+            run, argv = queue.pop(0)
+            run.mkdir(parents=True, exist_ok=True)
+            log = open(run / "stdout.log", "a")  # noqa: SIM115 (closed with the process)
+            console.print(f"start {run.name}", highlight=False)
+            running.append((run, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)))
+        time.sleep(1.0)
+        for item in list(running):
+            run, proc = item
+            if proc.poll() is not None:
+                running.remove(item)
+                status = "done" if proc.returncode == 0 else f"FAILED ({proc.returncode})"
+                if proc.returncode:
+                    failed.append(run.name)
+                console.print(f"{status} {run.name}", highlight=False)
+    if failed:
+        raise UserError(
+            f"{len(failed)} run(s) failed ({', '.join(failed)}): see their stdout.log, then "
+            "rerun the same command (finished runs are kept)"
+        )
+
+
+def _teacher_summary(teacher: Path) -> dict[str, Any]:
+    from wbc_edge.kd.checkpoint import read_checkpoint
+
+    card = read_checkpoint(teacher)["card"]
+    return {"path": str(teacher), "architecture": card["architecture"], **card["metrics"]}
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    if not values:
+        return float("nan"), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def collect(runs_dir: Path, methods: list[str], seeds: list[int], student: str) -> dict[str, Any]:
+    """Read every run's summary.json into per-run rows and per-method mean +- std."""
+    runs, table = [], {}
+    for method in methods:
+        rows = []
+        for seed in seeds:
+            path = runs_dir / f"{student}-{method}-s{seed}" / "summary.json"
+            if path.is_file():
+                rows.append(json.loads(path.read_text()))
+        runs += rows
+        acc = _mean_std([r["test_accuracy"] for r in rows])
+        f1 = _mean_std([r["test_macro_f1"] for r in rows])
+        table[method] = {
+            "runs": len(rows),
+            "accuracy_mean": acc[0],
+            "accuracy_std": acc[1],
+            "macro_f1_mean": f1[0],
+            "macro_f1_std": f1[1],
+            "student_parameters": rows[0]["student_parameters"] if rows else None,
+            "extra_parameters": rows[0]["extra_parameters"] if rows else None,
+            "epochs": rows[0]["epochs"] if rows else None,
+            "wall_seconds_mean": statistics.fmean(r["wall_seconds"] for r in rows)
+            if rows
+            else None,
+        }
+    return {"student": student, "seeds": seeds, "methods": table, "runs": runs}
+
+
+def markdown(p: dict[str, Any]) -> str:
+    t = p["teacher"]
+    lines = [
+        f"# Distillation ablation: {p['student']} on pbc9",
+        "",
+        f"- date: {p['date']}",
+        f"- machine: {p['machine']}",
+        f"- command: `{p['command']}`",
+        f"- teacher: {t['architecture']} (`{t['path']}`), test accuracy "
+        f"{100 * t.get('test_accuracy', float('nan')):.2f}%, macro-F1 "
+        f"{100 * t.get('test_macro_f1', float('nan')):.2f}%",
+        f"- seeds: {', '.join(str(s) for s in p['seeds'])}; {p['parallel']} run(s) side by side, "
+        f"{p['threads_per_run']} thread(s) each; teacher cache build {p['teacher_cache_seconds']}s"
+        f"; total wall time {p['total_wall_seconds'] / 60:.1f} min",
+        "- accuracy and macro-F1 on the test split (best-validation epoch), mean +- sample std "
+        "over seeds",
+        "",
+        "| method | runs | epochs | test accuracy (%) | test macro-F1 (%) | student params | "
+        "training-only params | wall time / run (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for method, m in p["methods"].items():
+        if not m["runs"]:
+            lines.append(f"| {method} | 0 | | not run | | | | |")
+            continue
+        lines.append(
+            f"| {method} | {m['runs']} | {m['epochs']} | {100 * m['accuracy_mean']:.2f} +- "
+            f"{100 * m['accuracy_std']:.2f} | {100 * m['macro_f1_mean']:.2f} +- "
+            f"{100 * m['macro_f1_std']:.2f} | {m['student_parameters']:,} | "
+            f"{m['extra_parameters']:,} | {m['wall_seconds_mean']:.0f} |"
+        )
+    lines += [
+        "",
+        "Per run:",
+        "",
+        "| run | test accuracy (%) | macro-F1 (%) | best epoch | wall (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in p["runs"]:
+        lines.append(
+            f"| {r['run']} | {100 * r['test_accuracy']:.2f} | {100 * r['test_macro_f1']:.2f} | "
+            f"{r['best_epoch']} | {r['wall_seconds']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"

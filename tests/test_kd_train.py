@@ -1,0 +1,344 @@
+"""Training path of kd: data pipeline, teacher cache, trainer, checkpoints, resume, CLI errors.
+
+Everything runs on tiny phantoms (3 colour classes, 32 px) so the file stays well under a minute.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wbc_edge.data.manifest import ManifestRow, read_manifest, write_manifest
+from wbc_edge.data.scan import sha256_file
+from wbc_edge.kd import trainer as trainer_mod
+from wbc_edge.kd.checkpoint import load_model, read_checkpoint, save_checkpoint
+from wbc_edge.kd.data import (
+    BatchLoader,
+    Jitter,
+    decode_cached,
+    dihedral,
+    jitter_batch,
+    normalize_tensor,
+)
+from wbc_edge.kd.distillers import build_distiller
+from wbc_edge.kd.features import stage_features
+from wbc_edge.kd.students import create_student
+from wbc_edge.kd.teacher import create_teacher
+from wbc_edge.kd.teacher_cache import build_teacher_cache
+from wbc_edge.kd.trainer import TrainConfig, init_distributed, train
+from wbc_edge.runtime.card import ModelCard
+from wbc_edge.runtime.preprocess import normalize, read_image, resize_rgb
+
+COLOURS = [(200, 60, 60), (60, 200, 60), (60, 60, 200)]  # BGR means of the 3 phantom classes
+
+
+def make_phantoms(root: Path, per_class: int = 10, size: int = 40) -> Path:
+    """Class folders of noisy single-colour images and an 60/20/20 split manifest."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for c, colour in enumerate(COLOURS):
+        for i in range(per_class):
+            img = np.clip(rng.normal(colour, 25, (size, size + 4, 3)), 0, 255).astype(np.uint8)
+            path = root / "cells" / f"class{c}" / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), img)
+            split = "train" if i < per_class * 0.6 else "val" if i < per_class * 0.8 else "test"
+            rows.append(ManifestRow(path, f"class{c}", split, sha256_file(path)))
+    return write_manifest(rows, root / "split.csv")
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.set_num_threads(1)
+    return make_phantoms(tmp_path_factory.mktemp("kd"))
+
+
+@pytest.fixture(scope="module")
+def teacher_ckpt(phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised Lite0 teacher saved as a checkpoint with its card."""
+    torch.manual_seed(0)
+    model = create_teacher("tf_efficientnet_lite0", num_classes=3, weights=None)
+    card = ModelCard("tf_efficientnet_lite0", ["class0", "class1", "class2"], input_size=32)
+    return save_checkpoint(tmp_path_factory.mktemp("teacher") / "teacher.pt", model, card)
+
+
+def tiny_cfg(phantoms: Path, out: Path, **kw) -> TrainConfig:
+    values = dict(
+        data=str(phantoms),
+        out=str(out),
+        kind="distill",
+        model="tinyresnet_xs",
+        method="ce",
+        size=32,
+        epochs=2,
+        batch_size=6,
+        lr=3e-3,
+        warmup_epochs=0.5,
+        threads=1,
+        cache_dir=str(out.parent / "cache"),
+    )
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+# --- data pipeline ---------------------------------------------------------------------------
+
+
+def test_torch_normalisation_equals_runtime_numpy() -> None:
+    rng = np.random.default_rng(1)
+    batch = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    ours = normalize_tensor(torch.from_numpy(batch), mean, std).numpy()
+    np.testing.assert_allclose(ours, normalize(batch, mean, std), rtol=1e-6, atol=1e-6)
+
+
+def test_dihedral_gives_eight_distinct_views_and_identity() -> None:
+    x = torch.arange(9.0).view(1, 1, 3, 3)
+    views = [dihedral(x, k) for k in range(8)]
+    assert torch.equal(views[0], x)
+    assert len({tuple(v.flatten().tolist()) for v in views}) == 8
+
+
+def test_decode_cache_matches_runtime_preprocessing(phantoms: Path, tmp_path: Path) -> None:
+    rows = read_manifest(phantoms, "val")
+    arr = decode_cached(rows, 32, tmp_path)
+    assert isinstance(arr, np.memmap)  # served from the cache file
+    assert len(list(tmp_path.glob("decoded-*.npy"))) == 1
+    np.testing.assert_array_equal(arr[1], resize_rgb(read_image(str(rows[1].path)), 32))
+    again = decode_cached(rows, 32, tmp_path)
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(arr))
+
+
+def test_jitter_is_mild_and_off_means_off() -> None:
+    gen = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(0.2, 0.8, 16)
+    x = (ramp.view(1, 1, 1, 16) * ramp.view(1, 1, 16, 1)).expand(4, 3, 16, 16) + 0.0
+    x = x * torch.tensor([1.0, 0.8, 0.6]).view(1, 3, 1, 1)  # a smooth, coloured image
+    y = jitter_batch(x, Jitter(), gen)
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    assert 0 < (y - x).abs().mean() < 0.1
+    assert torch.equal(jitter_batch(x, Jitter(0, 0, 0, 0, 0, 0), gen), x)
+
+
+def test_loader_shards_cover_the_epoch_and_order_depends_on_epoch() -> None:
+    images = np.zeros((10, 8, 8, 3), np.uint8)
+    args = dict(
+        images=images,
+        targets=list(range(10)),
+        batch_size=4,
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
+        seed=3,
+    )
+    seen = [
+        int(i) for r in (0, 1) for b in BatchLoader(**args, rank=r, world_size=2) for i in b.index
+    ]
+    assert sorted(set(seen)) == list(range(10)) and len(seen) == 10
+    one = BatchLoader(**args)
+    first = torch.cat([b.index for b in one])
+    one.set_epoch(1)
+    assert not torch.equal(first, torch.cat([b.index for b in one]))
+    one.set_epoch(0)
+    assert torch.equal(first, torch.cat([b.index for b in one]))
+
+
+# --- distillation and the teacher cache ------------------------------------------------------
+
+
+def test_two_steps_of_distillation_lower_the_loss() -> None:
+    torch.manual_seed(0)
+    teacher = create_teacher("tf_efficientnet_lite0", num_classes=3, weights=None)
+    d = build_distiller("mlffakd", create_student("tinyresnet_xs", 3), teacher)
+    d.train()
+    d.set_epoch(5)  # past the loss warm-up
+    x, y = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2])
+    t_out = d.teacher_outputs(x)
+    opt = torch.optim.AdamW(d.get_learnable_parameters(), lr=1e-3)
+    totals = []
+    for _ in range(3):
+        _, losses = d.forward_train(x, y, t_out)
+        loss = sum(losses.values())
+        totals.append(float(loss.detach()))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert totals[2] < totals[0]
+
+
+def test_teacher_cache_equals_live_teacher(
+    phantoms: Path, teacher_ckpt: Path, tmp_path: Path
+) -> None:
+    teacher, card = load_model(teacher_ckpt)
+    images = decode_cached(read_manifest(phantoms, "train"), 32, tmp_path)
+    cache = build_teacher_cache(teacher, images, card.mean, card.std, tmp_path / "t")
+    index, k = torch.tensor([4, 0, 7]), torch.tensor([5, 0, 3])
+    logits, feats = cache.lookup(index, k)
+    live = torch.cat(
+        [
+            dihedral(
+                normalize_tensor(
+                    torch.from_numpy(images[int(i)][None].copy()), card.mean, card.std
+                ),
+                int(kk),
+            )
+            for i, kk in zip(index, k, strict=True)
+        ]
+    )
+    with torch.no_grad():
+        live_logits, live_feats = stage_features(teacher, live)
+    torch.testing.assert_close(logits, live_logits, rtol=1e-2, atol=1e-2)
+    assert len(feats) == len(live_feats) == 4
+    for a, b in zip(feats, live_feats, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-2)
+    # The distillation losses agree too, cached or live.
+    torch.manual_seed(0)
+    d = build_distiller("mlffakd", create_student("tinyresnet_xs", 3), teacher).eval()
+    y = torch.tensor([0, 1, 2])
+    from wbc_edge.kd.distillers import TeacherOut
+
+    _, cached = d.forward_train(live, y, TeacherOut(logits, feats))
+    _, direct = d.forward_train(live, y)
+    for name in direct:
+        torch.testing.assert_close(cached[name], direct[name], rtol=2e-2, atol=1e-3)
+
+
+# --- trainer, checkpoints, resume ---------------------------------------------------------------
+
+
+def test_distill_run_writes_folder_and_saves_student_only(
+    phantoms: Path, teacher_ckpt: Path, tmp_path: Path
+) -> None:
+    cfg = tiny_cfg(phantoms, tmp_path / "run", method="mlffakd", teacher=str(teacher_ckpt))
+    summary = train(cfg)
+    out = tmp_path / "run"
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "curves.png",
+        "train.log",
+        "best.pt",
+        "last.pt",
+        "resume.pt",
+        "summary.json",
+    ):
+        assert (out / name).is_file(), name
+    assert len((out / "metrics.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+    log = (out / "train.log").read_text()
+    assert f"connector/fusion parameters (training only): {summary['extra_parameters']:,}" in log
+    assert summary["extra_parameters"] > 0
+    assert list((cache := tmp_path / "cache").glob("teacher-*")), f"no teacher cache in {cache}"
+
+    payload = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
+    student_keys = set(create_student("tinyresnet_xs", 3).state_dict())
+    assert set(payload["state_dict"]) == student_keys  # no connector or fusion weights
+    model, card = load_model(out / "best.pt")
+    assert card.class_names == ["class0", "class1", "class2"] and card.input_size == 32
+    assert card.architecture == "tinyresnet_xs" and card.data_fingerprint
+    assert card.metrics["test_accuracy"] == summary["test_accuracy"]
+    assert ModelCard.from_dict(read_checkpoint(out / "best.pt")["card"]) == card
+
+
+def test_resume_repeats_the_uninterrupted_run(
+    phantoms: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = tiny_cfg(phantoms, tmp_path / "whole", epochs=3)
+    train(whole)
+
+    real_save = trainer_mod._save_resume
+
+    def save_then_crash(out, distiller, optimizer, scaler, epoch, *args):  # noqa: ANN001
+        real_save(out, distiller, optimizer, scaler, epoch, *args)
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    cut = tiny_cfg(phantoms, tmp_path / "cut", epochs=3)
+    monkeypatch.setattr(trainer_mod, "_save_resume", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(cut)
+    monkeypatch.setattr(trainer_mod, "_save_resume", real_save)
+    assert read_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 2
+    train(cut, resume=True)
+    assert "resumed at epoch 2" in (tmp_path / "cut" / "train.log").read_text()
+
+    a = read_checkpoint(tmp_path / "whole" / "last.pt")
+    b = read_checkpoint(tmp_path / "cut" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 3
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, b["state_dict"][key]), key
+
+
+def test_existing_run_folder_is_not_overwritten(phantoms: Path, tmp_path: Path) -> None:
+    cfg = tiny_cfg(phantoms, tmp_path / "r", epochs=1)
+    train(cfg)
+    from wbc_edge.errors import UserError
+
+    with pytest.raises(UserError, match="--resume"):
+        train(cfg)
+
+
+def test_single_process_without_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    d = init_distributed("cpu")
+    assert (d.rank, d.world_size, d.main) == (0, 1, True)
+    assert not torch.distributed.is_initialized()
+
+
+def test_yaml_config_is_overridden_by_cli_values(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 7\nlr: 0.01\nmethod: kd\n")
+    cfg = TrainConfig.from_sources(str(path), lr=0.5, epochs=None)
+    assert (cfg.epochs, cfg.lr, cfg.method) == (7, 0.5, "kd")
+    path.write_text("epoch: 7\n")
+    from wbc_edge.errors import UserError
+
+    with pytest.raises(UserError, match="unknown option"):
+        TrainConfig.from_sources(str(path))
+
+
+# --- CLI ------------------------------------------------------------------------------------
+
+
+def test_cli_missing_manifest_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from wbc_edge.cli import run
+
+    missing = tmp_path / "nope.csv"
+    code = run(["distill", "--data", str(missing), "--method", "ce", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "manifest not found" in err and "nope.csv" in err
+
+
+def test_cli_train_teacher_runs_end_to_end(phantoms: Path, tmp_path: Path) -> None:
+    from wbc_edge.cli import run
+
+    out = tmp_path / "t"
+    code = run(
+        [
+            "train-teacher",
+            "--data",
+            str(phantoms),
+            "--weights",
+            "none",
+            "--size",
+            "32",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "6",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
+    assert code == 0
+    _, card = load_model(out / "best.pt")
+    assert card.architecture == "tf_efficientnet_lite0" and "test_accuracy" in card.metrics
+    assert card.mean == (0.5, 0.5, 0.5)
