@@ -151,8 +151,9 @@ class Pipeline:
         self.class_names = backend.card.class_names
         size = self.config.queue_size
         self.frames = DropOldestQueue(size) if source.live else BlockingQueue(size)
-        self.prepared: queue.Queue[Any] = queue.Queue(max(2, size // 4))
-        self.results: queue.Queue[Any] = queue.Queue(max(2, size // 4))
+        # Room for two batches of one-cell frames: one being inferred, the next one filling.
+        self.prepared: queue.Queue[Any] = queue.Queue(2 * self.config.batch)
+        self.results: queue.Queue[Any] = queue.Queue(2 * self.config.batch)
         self._stop = threading.Event()
         self._abort = threading.Event()
         self._failure: BaseException | None = None

@@ -1,0 +1,312 @@
+"""`wbc-edge run` end to end: records, resume after a stop or a kill, errors, smear mode,
+drop-oldest for cameras, draining on stop, and no torch in the runtime."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from runtime_models import BLUE, CLASSES, GREEN, RED, make_onnx, solid, write_images
+
+from wbc_edge import cli
+from wbc_edge.runtime.backends import load_backend
+from wbc_edge.runtime.pipeline import DropOldestQueue, Pipeline, PipelineConfig
+from wbc_edge.runtime.sinks import RunOutput, read_records
+from wbc_edge.runtime.sources import EndOfStream, Frame, Source, SourceOptions, open_source
+
+REPO = Path(__file__).resolve().parents[1]
+COLOURS = [RED, GREEN, BLUE]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return make_onnx(tmp_path_factory.mktemp("model") / "colour.onnx")
+
+
+def csv_rows(out: Path) -> list[dict]:
+    with (out / "cells.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_each_once(out: Path, images: list[Path]) -> None:
+    """Every image has exactly one record, in JSONL and CSV alike, with the colour's class."""
+    records = read_records(out / "cells.jsonl")
+    files = [r.file for r in records]
+    assert sorted(files) == sorted(str(p.absolute()) for p in images)
+    assert [r["file"] for r in csv_rows(out)] == files
+    for r in records:
+        index = int(Path(r.file).stem.split("_")[1])
+        assert r.label == CLASSES[index % 3]
+
+
+def test_folder_run_writes_one_record_per_image(tmp_path, model, capsys):
+    images = write_images(tmp_path / "in", COLOURS * 7)
+    out = tmp_path / "out"
+    code = cli.run(["run", str(tmp_path / "in"), "-m", str(model), "--out", str(out), "--no-live"])
+    assert code == 0
+    assert_each_once(out, images)
+    record = json.loads((out / "cells.jsonl").read_text().splitlines()[0])
+    assert set(record) >= {"time", "source", "frame", "file", "box", "class", "prob", "top3"}
+    assert record["box"] == [0, 0, 40, 40] and len(record["top3"]) == 3
+    assert record["uncertain"] is False
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["cells"] == 21 and summary["errors"] == 0
+    assert summary["differential"]["counts"] == {c: 7 for c in CLASSES}
+    assert summary["differential"]["flagged"]  # Promyelocyte is immature: 33% > 5%
+    assert "IMMATURE" in capsys.readouterr().err
+
+
+def test_stopped_after_k_files_and_restarted_neither_repeats_nor_skips(tmp_path, model):
+    images = write_images(tmp_path / "in", COLOURS * 5)
+    out = tmp_path / "out"
+    args = ["run", str(tmp_path / "in"), "-m", str(model), "--out", str(out), "--no-live"]
+    assert cli.run([*args, "--limit", "4", "--batch", "3"]) == 0
+    assert len(read_records(out / "cells.jsonl")) == 4
+    assert cli.run([*args, "--limit", "5"]) == 0
+    assert len(read_records(out / "cells.jsonl")) == 9
+    assert cli.run(args) == 0
+    assert_each_once(out, images)
+    assert cli.run(args) == 0  # nothing left: nothing added
+    assert_each_once(out, images)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["items"] == 0 and summary["differential"]["counted"] == 15
+
+
+def test_killed_mid_run_and_restarted_neither_repeats_nor_skips(tmp_path):
+    # A slower model (128 px, 30 convolutions) and batch 1 so the kill lands mid-run.
+    slow = make_onnx(tmp_path / "slow.onnx", size=128, extra_nodes=30)
+    images = write_images(tmp_path / "in", COLOURS * 80)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-c", "from wbc_edge.cli import main; main()", "run"]
+    cmd += [str(tmp_path / "in"), "-m", str(slow), "--out", str(out), "--no-live", "--batch", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    jsonl = out / "cells.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if jsonl.is_file() and jsonl.read_text().count("\n") >= 20:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(read_records(jsonl))
+    assert 20 <= done_before < len(images), "the kill must land mid-run for this test to mean much"
+    assert (
+        cli.run(["run", str(tmp_path / "in"), "-m", str(slow), "--out", str(out), "--no-live"]) == 0
+    )
+    assert_each_once(out, images)
+
+
+def test_torn_lines_are_cut_and_csv_levelled_on_reopen(tmp_path, model):
+    images = write_images(tmp_path / "in", COLOURS * 2)
+    out = tmp_path / "out"
+    args = ["run", str(tmp_path / "in"), "-m", str(model), "--out", str(out), "--no-live"]
+    assert cli.run([*args, "--limit", "4"]) == 0
+    jsonl, csv_path = out / "cells.jsonl", out / "cells.csv"
+    lines = jsonl.read_text().splitlines(keepends=True)
+    # As if killed while writing record 4 (torn) and before its CSV row and done mark.
+    jsonl.write_text("".join(lines[:3]) + lines[3][:25])
+    rows = csv_path.read_text().splitlines(keepends=True)
+    csv_path.write_text("".join(rows[:3]))  # header + 2 rows: one row behind the JSONL
+    (out / "done.txt").write_text("".join(r.key + "\n" for r in read_records(jsonl)[:2]))
+    with RunOutput(out) as output:
+        assert len(output.done()) == 3
+        assert jsonl.read_text().endswith("\n") and len(csv_rows(out)) == 3
+    assert cli.run(args) == 0
+    assert_each_once(out, images)
+
+
+def test_corrupt_and_non_image_files_are_logged_and_the_stream_goes_on(tmp_path, model):
+    images = write_images(tmp_path / "in", COLOURS * 2)
+    good = images[0].read_bytes()
+    (tmp_path / "in" / "img_0002.jpg").write_bytes(good[:100])  # truncated in place
+    (tmp_path / "in" / "readme.txt").write_text("not an image")
+    (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40 + b"IEND....")
+    out = tmp_path / "out"
+    args = ["run", str(tmp_path / "in"), "-m", str(model), "--out", str(out), "--no-live"]
+    assert cli.run(args) == 0
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert sorted(Path(e["key"]).name for e in errors) == [
+        "broken.png",
+        "img_0002.jpg",
+        "readme.txt",
+    ]
+    assert all(e["error"] for e in errors)
+    assert_each_once(out, [p for p in images if p.name != "img_0002.jpg"])
+    assert cli.run(args) == 0  # errors are not retried on resume
+    assert len((out / "errors.jsonl").read_text().splitlines()) == 3
+
+
+def paint_field(centres: list[tuple[int, int]], seed: int) -> np.ndarray:
+    """A smear-like field: pale background, pink red cells, purple white-cell nuclei."""
+    rng = np.random.default_rng(seed)
+    image = np.full((480, 640, 3), (215, 205, 220), np.uint8)
+    for _ in range(14):
+        centre = (int(rng.integers(40, 600)), int(rng.integers(40, 440)))
+        cv2.circle(image, centre, 45, (170, 150, 215), -1)
+    for x, y in centres:
+        cv2.circle(image, (x, y), 60, (220, 190, 200), -1)
+        cv2.circle(image, (x, y), 38, (170, 60, 120), -1)
+    return image
+
+
+def test_smear_mode_classifies_each_white_cell_found(tmp_path, model):
+    fields = {
+        "f0.png": [(120, 120), (400, 300), (560, 100)],
+        "f1.png": [(320, 240)],
+        "f2.png": [],
+    }
+    (tmp_path / "in").mkdir()
+    for i, (name, centres) in enumerate(fields.items()):
+        cv2.imwrite(str(tmp_path / "in" / name), paint_field(centres, i))
+    out, ann = tmp_path / "out", tmp_path / "ann"
+    args = ["run", str(tmp_path / "in"), "-m", str(model), "--smear", "--out", str(out)]
+    assert cli.run([*args, "--no-live", "--annotate", str(ann)]) == 0
+    records = read_records(out / "cells.jsonl")
+    for name, centres in fields.items():
+        boxes = [r.box for r in records if Path(r.file).name == name]
+        assert len(boxes) == len(centres), name
+        for x, y in centres:
+            assert any(x1 < x < x2 and y1 < y < y2 for x1, y1, x2, y2 in boxes)
+    assert sorted(r.cell for r in records if r.file.endswith("f0.png")) == [0, 1, 2]
+    # The empty field is done too (a restart does not look at it again).
+    assert len((out / "done.txt").read_text().splitlines()) == 3
+    assert len(list(ann.glob("*.jpg"))) == 3
+
+
+def test_low_confidence_cells_go_to_review_not_the_count(tmp_path, model):
+    grey = (128, 128, 128)
+    write_images(tmp_path / "in", [RED, grey, grey, GREEN])
+    out = tmp_path / "out"
+    args = ["run", str(tmp_path / "in"), "-m", str(model), "--out", str(out), "--no-live"]
+    assert cli.run([*args, "--min-confidence", "0.6"]) == 0
+    records = read_records(out / "cells.jsonl")
+    assert [r.uncertain for r in records] == [False, True, True, False]
+    diff = json.loads((out / "summary.json").read_text())["differential"]
+    assert diff["counted"] == 2 and diff["review"] == 2
+    assert diff["percent"] == {"Neutrophil": 50.0, "Lymphocyte": 50.0, "Promyelocyte": 0.0}
+    assert not diff["flagged"]
+
+
+def test_onnx_run_never_imports_torch(tmp_path, model):
+    write_images(tmp_path / "in", COLOURS)
+    code = f"""
+import sys
+from wbc_edge.cli import run
+assert run(["run", {str(tmp_path / "in")!r}, "-m", {str(model)!r}, "--out",
+            {str(tmp_path / "out")!r}, "--no-live", "--report", {str(tmp_path / "r.html")!r}]) == 0
+# The CLI registers every part's commands, so kd/export's thin cli modules load; nothing else.
+cli_only = {"wbc_edge.kd", "wbc_edge.kd.cli", "wbc_edge.export", "wbc_edge.export.cli"}
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "timm", "torchvision")
+               or (m.startswith(("wbc_edge.kd", "wbc_edge.export")) and m not in cli_only))
+print("HEAVY", heavy)
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout
+    assert len(read_records(tmp_path / "out" / "cells.jsonl")) == 3
+
+
+def test_drop_oldest_queue_keeps_the_newest():
+    q = DropOldestQueue(3)
+    for i in range(5):
+        q.put(i)
+    assert q.dropped == 2 and q.qsize() == 3
+    assert [q.get_nowait() for _ in range(3)] == [2, 3, 4]
+    with pytest.raises(Exception):  # noqa: B017 - queue.Empty
+        q.get(timeout=0.01)
+
+
+class FakeCamera(Source):
+    """A camera delivering numbered frames at a fixed rate, however slow the consumer."""
+
+    def __init__(self, n: int, fps: float) -> None:
+        super().__init__(SourceOptions("fake", "camera", "fake", live=True))
+        self.n, self.period = n, 1.0 / fps
+
+    def capture(self, timeout: float = 1.0) -> Frame | None:
+        if self.index >= self.n:
+            raise EndOfStream
+        time.sleep(self.period)
+        self.index += 1
+        return Frame("fake", self.index - 1, f"fake#{self.index - 1}", solid(RED))
+
+
+class SlowBackend:
+    """Wraps a backend, sleeping per batch, and remembers batch sizes."""
+
+    def __init__(self, inner, delay: float) -> None:
+        self.inner, self.delay, self.sizes = inner, delay, []
+        self.card, self.name = inner.card, "slow"
+        self.total_inference_s, self.images, self.last_inference_s = 0.0, 0, 0.0
+
+    def predict(self, batch):
+        self.sizes.append(len(batch))
+        time.sleep(self.delay)
+        return self.inner.predict(batch)
+
+    def close(self):
+        self.inner.close()
+
+
+def test_live_camera_drops_oldest_frames_when_inference_lags(tmp_path, model):
+    backend = SlowBackend(load_backend(model), delay=0.05)
+    camera = FakeCamera(n=60, fps=400)
+    with RunOutput(tmp_path / "out") as output:
+        config = PipelineConfig(batch=1, queue_size=2)
+        stats = Pipeline(camera, backend, output, config).run()
+    indices = [r.frame for r in read_records(tmp_path / "out" / "cells.jsonl")]
+    assert stats.dropped > 20 and stats.items + stats.dropped >= 58
+    assert indices == sorted(indices) and indices[-1] >= 57  # the newest frames survive
+
+
+def test_folder_blocks_instead_of_dropping_and_batches_fill(tmp_path, model):
+    write_images(tmp_path / "in", COLOURS * 10)
+    backend = SlowBackend(load_backend(model), delay=0.02)
+    with RunOutput(tmp_path / "out") as output:
+        config = PipelineConfig(batch=8, queue_size=16)
+        stats = Pipeline(open_source(str(tmp_path / "in")), backend, output, config).run()
+    assert stats.dropped == 0 and stats.items == 30
+    assert max(backend.sizes) == 8 and sum(backend.sizes) == 30
+
+
+def test_stop_drains_queued_frames_before_ending(tmp_path, model):
+    backend = SlowBackend(load_backend(model), delay=0.02)
+    write_images(tmp_path / "in", COLOURS * 20)
+    with RunOutput(tmp_path / "out") as output:
+        pipeline = Pipeline(
+            open_source(str(tmp_path / "in")), backend, output, PipelineConfig(batch=2)
+        )
+        pipeline.start()
+        time.sleep(0.15)
+        pipeline.stop()  # what Ctrl-C does
+        assert pipeline.wait(10)
+        stats = pipeline.finish()
+    captured = pipeline.source.index + 1
+    assert 0 < stats.items < 60
+    assert stats.items == captured  # every captured frame was classified and written
+    assert len(read_records(tmp_path / "out" / "cells.jsonl")) == stats.items
+
+
+def test_a_failing_stage_ends_the_run_with_its_error(tmp_path, model):
+    class Broken(SlowBackend):
+        def predict(self, batch):
+            raise RuntimeError("device lost")
+
+    write_images(tmp_path / "in", COLOURS)
+    with RunOutput(tmp_path / "out") as output:
+        pipeline = Pipeline(
+            open_source(str(tmp_path / "in")), Broken(load_backend(model), 0), output
+        )
+        with pytest.raises(RuntimeError, match="device lost"):
+            pipeline.run()
+    assert not pipeline.running

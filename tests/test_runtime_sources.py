@@ -1,0 +1,223 @@
+"""Sources: URI normalisation, folders read once, watch mode, video as a camera, reconnection."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from runtime_models import BLUE, GREEN, RED, solid, write_images
+
+from wbc_edge.errors import UserError
+from wbc_edge.runtime.sources import (
+    EndOfStream,
+    file_key,
+    open_source,
+    parse_uri,
+)
+
+
+def drain(source, timeout: float = 0.2, max_none: int = 1) -> list:
+    frames, nones = [], 0
+    while True:
+        try:
+            frame = source.capture(timeout)
+        except EndOfStream:
+            return frames
+        if frame is None:
+            nones += 1
+            if nones >= max_none:
+                return frames
+        else:
+            frames.append(frame)
+
+
+@pytest.mark.parametrize(
+    ("uri", "kind", "resource", "live"),
+    [
+        ("0", "camera", "0", True),
+        ("v4l2:///dev/video1", "v4l2", "/dev/video1", True),
+        ("/dev/video0", "v4l2", "/dev/video0", True),
+        ("csi://0", "csi", "0", True),
+        ("videotestsrc ! videoconvert ! appsink", "gstreamer", None, True),
+        ("rtsp://cam.local:8554/slide", "rtsp", "rtsp://cam.local:8554/slide", True),
+        ("imgs/*.jpg", "glob", "imgs/*.jpg", False),
+    ],
+)
+def test_parse_uri_normalises_like_jetson_utils(uri, kind, resource, live):
+    opts = parse_uri(uri)
+    assert (opts.kind, opts.live) == (kind, live)
+    assert opts.resource == (resource if resource is not None else uri)
+    assert opts.kind in opts.describe()
+
+
+def test_parse_uri_files_and_errors(tmp_path):
+    (tmp_path / "clip.mp4").write_bytes(b"x")
+    (tmp_path / "a.png").write_bytes(b"x")
+    assert parse_uri(str(tmp_path)).kind == "folder"
+    assert parse_uri(str(tmp_path), watch=True).kind == "watch"
+    assert parse_uri(f"file://{tmp_path}/clip.mp4").kind == "video"
+    assert parse_uri(str(tmp_path / "a.png")).kind == "image"
+    with pytest.raises(UserError, match="not found"):
+        parse_uri(str(tmp_path / "missing"))
+    with pytest.raises(UserError, match="needs a folder"):
+        parse_uri(str(tmp_path / "a.png"), watch=True)
+    with pytest.raises(UserError, match="csi://N"):
+        parse_uri("csi://front")
+
+
+def test_folder_is_read_once_sorted_recursive_and_skips_done(tmp_path):
+    write_images(tmp_path / "b", [RED, GREEN])
+    write_images(tmp_path / "a", [BLUE])
+    (tmp_path / ".hidden.jpg").write_bytes(b"junk")
+    (tmp_path / "upload.jpg.part").write_bytes(b"junk")
+    frames = drain(open_source(str(tmp_path)))
+    names = [Path(f.file).relative_to(tmp_path).as_posix() for f in frames]
+    assert names == ["a/img_0000.jpg", "b/img_0000.jpg", "b/img_0001.jpg"]
+    assert all(f.image is not None and not f.error for f in frames)
+    assert [f.index for f in frames] == [0, 1, 2]
+    source = open_source(str(tmp_path), done={frames[1].key})
+    assert [f.key for f in drain(source)] == [frames[0].key, frames[2].key]
+    assert source.skipped == 1 and len(source) == 2
+
+
+def test_corrupt_truncated_and_non_image_files_become_error_frames(tmp_path):
+    good = write_images(tmp_path, [RED])[0]
+    data = good.read_bytes()
+    (tmp_path / "img_0001.jpg").write_bytes(data[: len(data) // 2])  # cut short
+    (tmp_path / "img_0002.jpg").write_bytes(b"\xff\xd8garbage\xff\xd9")
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "empty.png").write_bytes(b"")
+    frames = {Path(f.file).name: f for f in drain(open_source(str(tmp_path)))}
+    assert frames["img_0000.jpg"].image is not None
+    assert "truncated" in frames["img_0001.jpg"].error
+    assert "not a readable image" in frames["img_0002.jpg"].error
+    assert "not a readable image" in frames["notes.txt"].error
+    assert "empty" in frames["empty.png"].error
+    assert all(f.image is None for n, f in frames.items() if n != "img_0000.jpg")
+
+
+def test_glob_and_single_image(tmp_path):
+    paths = write_images(tmp_path, [RED, GREEN, BLUE])
+    (tmp_path / "x.png").write_bytes(cv2.imencode(".png", solid(RED))[1].tobytes())
+    assert len(drain(open_source(str(tmp_path / "*.jpg")))) == 3
+    assert [f.file for f in drain(open_source(str(paths[1])))] == [file_key(paths[1])]
+    with pytest.raises(UserError, match="no files match"):
+        open_source(str(tmp_path / "*.bmp"))
+
+
+def _write_slowly(path: Path, data: bytes, pieces: int, pause: float) -> None:
+    step = len(data) // pieces + 1
+    with path.open("wb") as f:
+        for i in range(0, len(data), step):
+            f.write(data[i : i + step])
+            f.flush()
+            time.sleep(pause)
+
+
+def test_watch_picks_up_files_written_slowly_only_once(tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    ok, buf = cv2.imencode(".jpg", solid(GREEN, 64))
+    data = buf.tobytes()
+    source = open_source(str(inbox), watch=True, poll_s=0.05, settle_s=0.3)
+    assert source.capture(0.2) is None  # nothing yet: a timeout, not the end
+    writers = [
+        threading.Thread(target=_write_slowly, args=(inbox / f"w{i}.jpg", data, 6, 0.08))
+        for i in range(2)
+    ]
+    for w in writers:
+        w.start()
+    frames = []
+    deadline = time.monotonic() + 6
+    while time.monotonic() < deadline and len(frames) < 2:
+        frame = source.capture(0.2)
+        if frame is not None:
+            frames.append(frame)
+    for w in writers:
+        w.join()
+    assert sorted(Path(f.file).name for f in frames) == ["w0.jpg", "w1.jpg"]
+    assert all(f.image is not None and f.image.shape == (64, 64, 3) for f in frames)
+    # Touching a done file again, or waiting longer, never yields it a second time.
+    (inbox / "w0.jpg").write_bytes(data)
+    assert drain(source, timeout=0.5, max_none=2) == []
+
+
+def test_watch_waits_for_a_jpeg_whose_writer_pauses_longer_than_settle(tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    data = cv2.imencode(".jpg", solid(RED, 64))[1].tobytes()
+    source = open_source(str(inbox), watch=True, poll_s=0.05, settle_s=0.1)
+    (inbox / "slow.jpg").write_bytes(data[:200])
+    assert drain(source, timeout=0.5, max_none=2) == []  # looks settled, but has no end marker
+    with (inbox / "slow.jpg").open("ab") as f:
+        f.write(data[200:])
+    frames = drain(source, timeout=0.5, max_none=3)
+    assert len(frames) == 1 and frames[0].image is not None and not frames[0].error
+
+
+def test_watch_skips_files_done_before_a_restart(tmp_path):
+    paths = write_images(tmp_path, [RED, GREEN, BLUE])
+    source = open_source(str(tmp_path), watch=True, done={file_key(paths[0])}, settle_s=0.05)
+    source.options.poll_s = 0.05
+    got = [Path(f.file).name for f in drain(source, timeout=0.3, max_none=2)]
+    assert got == ["img_0001.jpg", "img_0002.jpg"]
+
+
+def _write_video(path: Path, n: int, fps: float = 20.0) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (64, 48))
+    assert writer.isOpened()
+    for i in range(n):
+        frame = np.zeros((48, 64, 3), np.uint8)
+        frame[:, : 4 * (i + 1)] = 200  # frame i has a bar 4*(i+1) px wide
+        writer.write(frame)
+    writer.release()
+
+
+def test_video_file_plays_to_its_end(tmp_path):
+    video = tmp_path / "clip.avi"
+    _write_video(video, 8)
+    source = open_source(str(video))
+    assert not source.live
+    frames = drain(source)
+    assert [f.index for f in frames] == list(range(8))
+    assert frames[0].image.shape == (48, 64, 3)
+    assert frames[0].key == f"{video}#0"
+
+
+def test_video_as_camera_is_paced_and_reconnects_after_loss(tmp_path):
+    video = tmp_path / "clip.avi"
+    _write_video(video, 5, fps=50)
+    source = open_source(str(video), realtime=True, max_backoff_s=0.1, reconnect_tries=3)
+    assert source.live and source.options.fps == 50
+    start = time.monotonic()
+    first = [source.capture(1.0) for _ in range(5)]
+    assert all(f is not None for f in first)
+    assert time.monotonic() - start >= 4 / 50 * 0.9  # paced at the file's frame rate
+    hidden = video.with_suffix(".bak")
+    video.rename(hidden)  # the camera is unplugged
+    assert source.capture(0.05) is None  # end of the file: lost, not finished
+    assert source.capture(0.05) is None  # reopening fails while the file is gone
+    hidden.rename(video)  # plugged back in
+    again = None
+    for _ in range(20):
+        again = source.capture(0.2)
+        if again is not None:
+            break
+    assert again is not None and again.index == 5  # frame numbers keep counting
+    video.unlink()
+    for _ in range(10):  # gone for good: gives up after reconnect_tries
+        try:
+            source.capture(0.2)
+        except EndOfStream:
+            break
+    else:
+        pytest.fail("a lost camera with reconnect_tries=3 never ended the stream")
+
+
+def test_missing_camera_fails_at_once_with_a_user_error():
+    with pytest.raises(UserError, match="cannot open"):
+        open_source("/dev/video99")
