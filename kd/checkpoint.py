@@ -74,29 +74,3 @@ def load_model(path: str | Path) -> tuple[nn.Module, ModelCard]:
             f"{path}: weights do not fit architecture {card.architecture!r} ({exc})"
         ) from exc
     return model.eval(), card
-
-
-class TorchCheckpointBackend:
-    """A :class:`wbc_edge.runtime.backends.Backend` over a checkpoint, for ``evaluate`` when
-    the runtime's own loader is not available."""
-
-    name = "torch"
-
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        self.model, self.card = load_model(path)
-        if threads:
-            torch.set_num_threads(threads)
-
-    @torch.no_grad()
-    def predict(self, batch: Any) -> Any:
-        logits = self.model(torch.as_tensor(batch, dtype=torch.float32))
-        return torch.softmax(logits.float(), dim=1).numpy()
-
-    def close(self) -> None:
-        self.model = None
-
-    def __enter__(self) -> TorchCheckpointBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

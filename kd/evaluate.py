@@ -2,8 +2,7 @@
 
 The model is opened through the runtime's backend loader (``.pt``, ``.onnx``, INT8 ``.onnx``,
 ``.engine``), so a number measured here is the number the deployed artifact gives: images go
-through the card's own preprocessing spec, not the training pipeline. Without the runtime
-loader a ``.pt`` is opened directly from its checkpoint.
+through the card's own preprocessing spec, not the training pipeline.
 
 Outputs (``--out DIR``): ``metrics.json`` (summary, per class, confusion matrix),
 ``report.md`` (the same as tables), ``confusion.png``, ``predictions.csv``.
@@ -44,21 +43,6 @@ def predict_loader(model: Any, loader: Any, device: Any) -> tuple[np.ndarray, np
     return np.concatenate(probs), np.concatenate(ys)
 
 
-def open_backend(model_path: str | Path) -> Any:
-    """The runtime's backend for any artifact; a checkpoint reader when that is unavailable."""
-    try:
-        from wbc_edge.runtime.backends import load_backend
-    except ImportError:
-        load_backend = None
-    if load_backend is not None:
-        return load_backend(model_path)
-    if Path(model_path).suffix.lower() not in (".pt", ".pth"):
-        raise UserError(f"{model_path}: this install can only evaluate .pt checkpoints")
-    from wbc_edge.kd.checkpoint import TorchCheckpointBackend
-
-    return TorchCheckpointBackend(model_path)
-
-
 def load_samples(data: str | Path, split: str | None = "test") -> list[Sample]:
     """Labelled images from a split manifest (one split) or every image of a class-folder tree."""
     data = Path(data)
@@ -88,7 +72,9 @@ def evaluate(
 
     samples = load_samples(data, split)
     t0 = time.time()
-    with open_backend(model_path) as backend:
+    from wbc_edge.runtime.backends import load_backend
+
+    with load_backend(model_path) as backend:
         card = backend.card
         index = {name: i for i, name in enumerate(card.class_names)}
         unknown = sorted({s.label for s in samples} - set(index))
