@@ -161,7 +161,8 @@ def test_fusion_maps_student_to_teacher_shapes() -> None:
     fusion = ReviewFusion([8, 16, 32, 64], [6, 10, 28, 80], mid_chs=16)
     fused = fusion(student, [tuple(f.shape[-2:]) for f in teacher])
     assert [f.shape for f in fused] == [f.shape for f in teacher]
-    assert min(f.detach().min().item() for f in fused) < 0  # no closing ReLU: negative targets reachable
+    # No closing ReLU: negative teacher values are reachable.
+    assert min(f.detach().min().item() for f in fused) < 0
     loss = hcl_loss(fused, teacher)
     loss.backward()
     assert torch.isfinite(loss)
