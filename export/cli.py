@@ -47,7 +47,7 @@ def onnx_cmd(
     sample, source = sample_inputs(card, rows, num)
     out = out or model.with_suffix(".onnx")
     report = export_onnx(net, card, out, opset or DEFAULT_OPSET, sample, source)
-    console.print(f"wrote {out}: {report.line()}", highlight=False)
+    console.print(f"wrote {out}: {report.line()}", highlight=False, soft_wrap=True)
 
 
 @app.command("int8")
@@ -132,7 +132,7 @@ def int8_sweep_cmd(
             for r in rows
         ],
     )
-    console.print(table, highlight=False)
+    console.print(table, highlight=False, soft_wrap=True)
     if results:
         meta = {
             "command": "wbc-edge " + " ".join(sys.argv[1:]),
@@ -164,7 +164,7 @@ def triton_cmd(
     from wbc_edge.export.triton import write_repository
 
     folder = write_repository(model, out, name, max_batch)
-    console.print(f"wrote {folder} (config.pbtxt, labels.txt, 1/)", highlight=False)
+    console.print(f"wrote {folder} (config.pbtxt, labels.txt, 1/)", highlight=False, soft_wrap=True)
 
 
 def build_engine_cmd(
@@ -249,14 +249,21 @@ def _print_int8(r: Int8Report) -> None:
     if r.fp32:
         rows[0] += [f"{r.fp32['accuracy']:.4f}", f"{r.fp32['macro_f1']:.4f}"]
         rows[1] += [f"{r.int8['accuracy']:.4f}", f"{r.int8['macro_f1']:.4f}"]
-    console.print(_table(["model", "file", "KB", "accuracy", "macro-F1"], rows), highlight=False)
+    console.print(
+        _table(["model", "file", "KB", "accuracy", "macro-F1"], rows),
+        highlight=False,
+        soft_wrap=True,
+    )
     if r.fp32:
         console.print(
             f"top-1 agreement {r.agreement:.4f} on {r.num_eval} {r.eval_split} images; "
             f"accuracy change {-r.accuracy_drop_points:+.2f} points",
             highlight=False,
+            soft_wrap=True,
         )
-    console.print(f"TensorRT calibration cache: {r.calibration_cache}", highlight=False)
+    console.print(
+        f"TensorRT calibration cache: {r.calibration_cache}", highlight=False, soft_wrap=True
+    )
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
