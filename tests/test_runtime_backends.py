@@ -1,0 +1,322 @@
+"""Backends: one contract (card, predict -> probabilities, timing, lifecycle) for every kind.
+
+TensorRT cannot run on this CPU machine, so its buffer and API logic is exercised against
+small stand-ins for ``tensorrt`` and ``pycuda.driver`` that implement both the 8.5/8.6 binding
+API and the 10.x tensor API with a numpy "engine"; the real thing runs under the tensorrt mark.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from runtime_models import BLUE, CLASSES, GREEN, RED, make_onnx, solid
+
+from wbc_edge.errors import UserError
+from wbc_edge.runtime.backends import Backend, backend_kind, load_backend, softmax
+from wbc_edge.runtime.backends.onnxruntime import choose_providers
+from wbc_edge.runtime.backends.tensorrt import io_api
+from wbc_edge.runtime.card import ModelCard, write_sidecar
+
+
+def colour_batch(size: int = 32) -> np.ndarray:
+    spec = ModelCard("x", CLASSES, input_size=size).preprocess_spec()
+    return spec([solid(c, seed=i) for i, c in enumerate([RED, GREEN, BLUE, GREEN, RED])])
+
+
+EXPECTED = [0, 1, 2, 1, 0]
+
+
+def check_contract(backend: Backend, size: int = 32) -> np.ndarray:
+    assert isinstance(backend, Backend)
+    probs = backend.predict(colour_batch(size))
+    assert probs.shape == (5, backend.card.num_classes) and probs.dtype == np.float32
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert backend.last_inference_s > 0
+    with pytest.raises(ValueError, match="expected a float32 batch"):
+        backend.predict(np.zeros((1, 3, size + 1, size + 1), np.float32))
+    return probs
+
+
+@pytest.mark.parametrize("probs_output", [True, False])
+@pytest.mark.parametrize("fixed_batch", [None, 2])
+def test_onnxruntime_backend(tmp_path, probs_output, fixed_batch):
+    path = make_onnx(tmp_path / "m.onnx", probs_output=probs_output, fixed_batch=fixed_batch)
+    with load_backend(path, device="cpu") as backend:
+        assert backend.name == "onnxruntime" and backend.card.class_names == CLASSES
+        assert backend.output_name == ("probs" if probs_output else "logits")
+        probs = check_contract(backend)
+        assert probs.argmax(1).tolist() == EXPECTED
+        assert backend.images == 5
+
+
+def test_onnx_without_card_or_unreadable_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="carries no wbc-edge model card"):
+        load_backend(make_onnx(tmp_path / "bare.onnx", card=False))
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(UserError, match="not a readable ONNX model"):
+        load_backend(tmp_path / "junk.onnx")
+    with pytest.raises(UserError, match="model file not found"):
+        load_backend(tmp_path / "missing.onnx")
+    with pytest.raises(UserError, match="unknown model type"):
+        backend_kind("model.tflite")
+
+
+def test_provider_choice():
+    avail = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(avail, "auto") == avail
+    assert choose_providers(avail, "cpu") == ["CPUExecutionProvider"]
+    assert choose_providers(["CPUExecutionProvider"], "auto") == ["CPUExecutionProvider"]
+    with pytest.raises(UserError, match="no CUDA provider"):
+        choose_providers(["CPUExecutionProvider"], "cuda")
+
+
+def test_softmax_is_stable():
+    p = softmax(np.array([[1000.0, 0.0], [0.0, 0.0]]))
+    assert np.allclose(p, [[1, 0], [0.5, 0.5]])
+
+
+def test_torch_checkpoint_backend_matches_its_onnx_export(tmp_path):
+    torch = pytest.importorskip("torch", reason="the torch backend needs the train extra")
+    from wbc_edge.export.onnx_export import export_onnx
+    from wbc_edge.kd.checkpoint import save_checkpoint
+    from wbc_edge.kd.students import create_student
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    card = ModelCard("tinyresnet_xs", CLASSES, input_size=32)
+    model = create_student("tinyresnet_xs", num_classes=3).eval()
+    ckpt = save_checkpoint(tmp_path / "s.pt", model, card)
+    export_onnx(model, card, tmp_path / "s.onnx")
+    with load_backend(ckpt, device="cpu") as pt, load_backend(tmp_path / "s.onnx") as ox:
+        assert pt.name == "torch" and pt.card == card
+        a, b = check_contract(pt), check_contract(ox)
+    assert np.abs(a - b).max() < 1e-4
+
+
+# -- TensorRT against stand-ins ------------------------------------------------------------
+
+
+class _Memory:
+    """Device memory: addresses index a registry, as real device pointers would."""
+
+    registry: dict[int, bytearray] = {}
+
+    def __init__(self, nbytes: int) -> None:
+        self.address = 0x1000 * (len(self.registry) + 1)
+        self.registry[self.address] = bytearray(nbytes)
+
+    def __int__(self) -> int:
+        return self.address
+
+    def free(self) -> None:
+        self.registry.pop(self.address)
+
+
+def _fake_pycuda(log: list) -> types.ModuleType:
+    cuda = types.ModuleType("pycuda.driver")
+
+    class Context:
+        def push(self):
+            log.append("push")
+
+        def pop(self):
+            log.append("pop")
+
+        def detach(self):
+            log.append("detach")
+
+    class Device:
+        def __init__(self, i):
+            pass
+
+        def retain_primary_context(self):
+            return Context()
+
+    class Stream:
+        handle = 7
+
+        def synchronize(self):
+            log.append("sync")
+
+    def htod(dev, host, stream):
+        assert stream.handle == 7
+        _Memory.registry[int(dev)][: host.nbytes] = host.tobytes()
+        log.append(("htod", host.shape[0]))
+
+    def dtoh(host, dev, stream):
+        data = bytes(_Memory.registry[int(dev)][: host.nbytes])
+        host[...] = np.frombuffer(data, host.dtype).reshape(host.shape)
+        log.append(("dtoh", host.shape[0]))
+
+    cuda.init = lambda: None
+    cuda.Device, cuda.Stream = Device, Stream
+    cuda.pagelocked_empty = lambda shape, dtype: np.zeros(shape, dtype)
+    cuda.mem_alloc = _Memory
+    cuda.memcpy_htod_async, cuda.memcpy_dtoh_async = htod, dtoh
+    return cuda
+
+
+def _fake_tensorrt(version: str, spec: dict) -> types.ModuleType:
+    """An engine computing logits = gain * channel means (the colour model), max batch 4."""
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
+    trt.nptype = lambda dtype: dtype
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            pass
+
+    size, n, max_batch = spec["size"], len(spec["classes"]), spec["max_batch"]
+    batch_dim = -1 if spec["dynamic"] else max_batch
+    names = ["input", spec["output"]]
+    shapes = {"input": (batch_dim, 3, size, size), spec["output"]: (batch_dim, n)}
+
+    class Context:
+        def __init__(self):
+            self.shape = None if spec["dynamic"] else shapes["input"]
+            self.addresses = {}
+
+        def _set(self, shape):
+            assert spec["dynamic"] or shape[0] == max_batch, "static engines take max batch"
+            assert 1 <= shape[0] <= max_batch
+            self.shape = tuple(shape)
+
+        def _out_shape(self):
+            return (self.shape[0], n)
+
+        def _run(self):
+            x = np.frombuffer(bytes(_Memory.registry[self.addresses["input"]]), np.float32)
+            x = x[: int(np.prod(self.shape))].reshape(self.shape)
+            logits = 4.0 * x.mean(axis=(2, 3))[:, :n]
+            out = softmax(logits) if spec["output"] == "probs" else logits
+            _Memory.registry[self.addresses[spec["output"]]][: out.nbytes] = out.tobytes()
+            return True
+
+        # TensorRT 10
+        def set_input_shape(self, name, shape):
+            self._set(shape)
+
+        def get_tensor_shape(self, name):
+            return self._out_shape()
+
+        def set_tensor_address(self, name, address):
+            self.addresses[name] = address
+
+        def execute_async_v3(self, stream_handle):
+            return self._run()
+
+        # TensorRT 8.5 / 8.6
+        def set_binding_shape(self, index, shape):
+            self._set(shape)
+
+        def get_binding_shape(self, index):
+            return self._out_shape()
+
+        def execute_async_v2(self, bindings, stream_handle):
+            self.addresses = dict(zip(names, bindings, strict=True))
+            return self._run()
+
+    class Engine:
+        def create_execution_context(self):
+            return Context()
+
+    engine = Engine()
+    if version.startswith("10"):
+        engine.num_io_tensors = 2
+        engine.get_tensor_name = names.__getitem__
+        engine.get_tensor_mode = lambda nm: "in" if nm == "input" else "out"
+        engine.get_tensor_shape = shapes.__getitem__
+        engine.get_tensor_dtype = lambda nm: np.float32
+        engine.get_tensor_profile_shape = lambda nm, p: [
+            (1, 3, size, size),
+            (max_batch, 3, size, size),
+            (max_batch, 3, size, size),
+        ]
+    else:
+        engine.num_bindings = 2
+        engine.get_binding_name = names.__getitem__
+        engine.binding_is_input = lambda i: i == 0
+        engine.get_binding_shape = lambda i: shapes[names[i]]
+        engine.get_binding_dtype = lambda i: np.float32
+        engine.get_profile_shape = lambda p, i: [
+            (1, 3, size, size),
+            (max_batch, 3, size, size),
+            (max_batch, 3, size, size),
+        ]
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            return engine if data == b"ENGINE" else None
+
+    trt.Logger, trt.Runtime = Logger, Runtime
+    return trt
+
+
+@pytest.mark.parametrize("version", ["8.5.2.2", "8.6.1", "10.3.0"])
+@pytest.mark.parametrize("dynamic", [True, False])
+@pytest.mark.parametrize("output", ["probs", "logits"])
+def test_tensorrt_backend_both_io_apis(tmp_path, monkeypatch, version, dynamic, output):
+    spec = {"size": 32, "classes": CLASSES, "max_batch": 4, "dynamic": dynamic, "output": output}
+    log: list = []
+    pycuda = types.ModuleType("pycuda")
+    pycuda.driver = _fake_pycuda(log)
+    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", pycuda.driver)
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(version, spec))
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"ENGINE")
+    write_sidecar(engine, ModelCard("colour", CLASSES, input_size=32), tensorrt=version)
+    backend = load_backend(engine)
+    assert backend.name == "tensorrt" and backend.max_batch == 4
+    probs = check_contract(backend)  # 5 images: two chunks for a max batch of 4
+    assert probs.argmax(1).tolist() == EXPECTED
+    copies = [e[1] for e in log if isinstance(e, tuple) and e[0] == "htod"]
+    assert copies == ([4, 1] if dynamic else [4, 4])  # dynamic engines copy only real rows
+    assert log.count("push") == log.count("pop")  # every call leaves the context as found
+    backend.close()
+    assert "detach" in log and not _Memory.registry
+
+
+def test_tensorrt_version_gate_and_stale_engines(tmp_path, monkeypatch):
+    assert io_api("10.3.0") == "tensor" and io_api("8.6.1") == "bindings"
+    assert io_api("8.5.2.2") == "bindings"
+    with pytest.raises(UserError, match="TensorRT 8.4.1 is too old"):
+        io_api("8.4.1")
+    spec = {"size": 32, "classes": CLASSES, "max_batch": 4, "dynamic": True, "output": "probs"}
+    pycuda = types.ModuleType("pycuda")
+    pycuda.driver = _fake_pycuda([])
+    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", pycuda.driver)
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt("10.3.0", spec))
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"ENGINE")
+    with pytest.raises(UserError, match="no sidecar card"):
+        load_backend(engine)
+    write_sidecar(engine, ModelCard("colour", CLASSES, input_size=32), tensorrt="8.6.1")
+    with pytest.raises(UserError, match="built with TensorRT 8.6.1 but 10.3.0"):
+        load_backend(engine)
+    write_sidecar(engine, ModelCard("colour", CLASSES, input_size=32), tensorrt="10.3.1")
+    engine.write_bytes(b"OTHER GPU")
+    with pytest.raises(UserError, match="cannot deserialize"):
+        load_backend(engine)
+    assert json.loads(Path(f"{engine}.json").read_text())["tensorrt"] == "10.3.1"
+
+
+def test_tensorrt_missing_is_one_line_naming_the_extra(tmp_path, monkeypatch):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"ENGINE")
+    write_sidecar(engine, ModelCard("colour", CLASSES, input_size=32))
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails
+    with pytest.raises(UserError, match=r"wbc-edge\[jetson\]"):
+        load_backend(engine)
