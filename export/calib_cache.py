@@ -73,7 +73,7 @@ def dumps(scales: Mapping[str, float], head: str | None = None) -> str:
         scale = float(scales[name])
         if not math.isfinite(scale) or scale < 0:
             raise ValueError(f"tensor {name!r} has an invalid INT8 scale {scale}")
-        if ":" in name or "\n" in name:
+        if ": " in name or "\n" in name:  # "onnx::Conv_43" is fine: the value follows ": "
             raise ValueError(f"tensor name {name!r} cannot be written to a TensorRT cache")
         lines.append(f"{name}: {encode_scale(scale)}")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,207 @@
+"""TensorRT engine building without TensorRT: version gates, the engine-cache key, reuse, the
+trtexec line, the calibration feed and the cache format, and the CLI's failure where TensorRT
+is absent. One test builds a real engine where TensorRT and a GPU exist (marker tensorrt)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from export_phantoms import TinyNet, card, write_phantoms  # noqa: E402
+
+from wbc_edge import cli  # noqa: E402
+from wbc_edge.data.manifest import read_manifest  # noqa: E402
+from wbc_edge.errors import MissingExtraError, UserError  # noqa: E402
+from wbc_edge.export import calib_cache, tensorrt_build  # noqa: E402
+from wbc_edge.export.onnx_export import export_onnx  # noqa: E402
+from wbc_edge.export.tensorrt_build import (  # noqa: E402
+    EngineKey,
+    calibration_batches,
+    features,
+    parse_batch,
+    reusable,
+    sha256_file,
+    trtexec_command,
+)
+from wbc_edge.runtime.card import write_sidecar  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp("trt") / "tiny.onnx"
+    export_onnx(TinyNet().eval(), card(), path)
+    return path
+
+
+@pytest.fixture
+def no_tensorrt(monkeypatch):
+    """Behave as on a machine without TensorRT, even where it is installed."""
+    real = tensorrt_build.require
+
+    def fake(module):
+        if module.split(".")[0] == "tensorrt":
+            raise MissingExtraError("tensorrt", "jetson")
+        return real(module)
+
+    monkeypatch.setattr(tensorrt_build, "require", fake)
+
+
+def test_version_gates():
+    jp5, jp6, jp61, trt11 = (features(v) for v in ("8.5.2.2", "8.6.1", "10.3.0", "11.0.0"))
+    assert jp5.explicit_batch_flag and jp6.explicit_batch_flag
+    assert not jp61.explicit_batch_flag and not trt11.explicit_batch_flag
+    assert jp5.implicit_int8 and jp61.implicit_int8 and not trt11.implicit_int8
+    assert not jp6.implicit_int8_deprecated and jp61.implicit_int8_deprecated
+    with pytest.raises(UserError, match="8.4.1 is too old"):
+        features("8.4.1")
+
+
+def test_engine_key_changes_when_any_part_changes():
+    base = EngineKey("a" * 64, "fp16", "8.6.1", "Orin", "", (1, 8, 32), None)
+    changes = {
+        "onnx_sha256": "b" * 64,
+        "precision": "int8",
+        "tensorrt_version": "10.3.0",
+        "device_name": "Xavier",
+        "calibration_sha256": "images:0123",
+        "batch": (1, 4, 16),
+        "dla_core": 0,
+    }
+    assert set(changes) == {f.name for f in dataclasses.fields(EngineKey)}
+    digests = {base.digest()}
+    for name, value in changes.items():
+        digests.add(dataclasses.replace(base, **{name: value}).digest())
+    assert len(digests) == len(changes) + 1
+    assert base.digest() == dataclasses.replace(base).digest()
+
+
+def test_engine_reused_only_with_matching_key_and_bytes(tmp_path):
+    engine = tmp_path / "m.engine"
+    key = EngineKey("a" * 64, "fp16", "8.6.1", "Orin", "", (1, 8, 32), None)
+    assert not reusable(engine, key)
+    engine.write_bytes(b"engine bytes")
+    write_sidecar(engine, card(), engine_key=key.digest(), engine_sha256=sha256_file(engine))
+    assert reusable(engine, key)
+    assert not reusable(engine, dataclasses.replace(key, tensorrt_version="10.3.0"))
+    engine.write_bytes(b"another engine")  # replaced behind the sidecar's back
+    assert not reusable(engine, key)
+
+
+def test_trtexec_command_matches_options():
+    line = trtexec_command(
+        "m.onnx", "m.engine", "int8", "input", 128, (1, 4, 16), 512, 1, "m.cache", "t.cache"
+    )
+    for part in (
+        "trtexec --onnx=m.onnx --saveEngine=m.engine",
+        "--minShapes=input:1x3x128x128",
+        "--optShapes=input:4x3x128x128",
+        "--maxShapes=input:16x3x128x128",
+        "--fp16 --int8 --calib=m.cache",
+        "--memPoolSize=workspace:512",
+        "--useDLACore=1 --allowGPUFallback",
+        "--timingCacheFile=t.cache",
+    ):
+        assert part in line
+    fp32 = trtexec_command("m.onnx", "m.engine", "fp32", "input", 64)
+    assert "--fp16" not in fp32 and "--int8" not in fp32 and "DLA" not in fp32
+
+
+def test_parse_batch():
+    assert parse_batch(None) == (1, 8, 32)
+    assert parse_batch("2,4,8") == (2, 4, 8)
+    assert parse_batch("4") == (4, 4, 4)
+    for bad in ("8,4,16", "0,1,2", "a,b,c", "1,2"):
+        with pytest.raises(UserError):
+            parse_batch(bad)
+
+
+def test_calibration_batches_use_the_runtime_preprocessing(tmp_path):
+    manifest = write_phantoms(tmp_path, {"train": 5})
+    rows = read_manifest(manifest, "train")
+    spec = card().preprocess_spec()
+    batches = list(calibration_batches([r.path for r in rows], spec, batch_size=8))
+    assert len(batches) == 20 // 8  # the short tail is dropped (fixed calibration profile)
+    from wbc_edge.runtime.preprocess import read_image
+
+    expected = spec([read_image(str(r.path)) for r in rows[8:16]])
+    assert batches[1].dtype == np.float32 and batches[1].flags["C_CONTIGUOUS"]
+    np.testing.assert_array_equal(batches[1], expected)
+
+
+def test_cli_without_tensorrt_fails_with_trtexec_line(tiny_onnx, no_tensorrt, capsys):
+    code = cli.run(["build-engine", "--onnx", str(tiny_onnx), "--batch", "1,4,16"])
+    out, err = capsys.readouterr()
+    assert code != 0
+    assert "trtexec --onnx=" in out and "--maxShapes=input:16x3x32x32" in out and "--fp16" in out
+    err = " ".join(err.split())
+    assert "tensorrt" in err and "wbc-edge[jetson]" in err and "on the device" in err
+    assert "Traceback" not in err
+
+
+def test_int8_without_scales_is_refused(tiny_onnx, capsys):
+    code = cli.run(["build-engine", "--onnx", str(tiny_onnx), "--precision", "int8"])
+    assert code == 2
+    assert "needs scales" in capsys.readouterr().err
+
+
+def test_qdq_onnx_defaults_to_int8_and_refuses_fp16(tmp_path, tiny_onnx, no_tensorrt, capsys):
+    from wbc_edge.export.int8 import quantize_int8
+
+    manifest = write_phantoms(tmp_path, {"train": 4})
+    qdq = tmp_path / "q.onnx"
+    quantize_int8(tiny_onnx, read_manifest(manifest, "train"), out=qdq, num=16)
+    assert tensorrt_build.is_qdq(qdq) and not tensorrt_build.is_qdq(tiny_onnx)
+    assert cli.run(["build-engine", "--onnx", str(qdq)]) != 0
+    out = capsys.readouterr().out
+    assert "--int8" in out and "--calib" not in out  # explicit: scales are in the graph
+    with pytest.raises(UserError, match="Q/DQ"):
+        tensorrt_build.build_engine(qdq, precision="fp16", echo=lambda s: None)
+
+
+def test_dla_needs_reduced_precision(tiny_onnx):
+    with pytest.raises(UserError, match="DLA runs FP16 or INT8"):
+        tensorrt_build.build_engine(tiny_onnx, precision="fp32", dla_core=0, echo=lambda s: None)
+
+
+def test_malformed_calibration_cache_is_refused(tiny_onnx, tmp_path):
+    bad = tmp_path / "bad.cache"
+    bad.write_text("not a cache\n")
+    with pytest.raises(UserError, match="not a TensorRT calibration cache"):
+        tensorrt_build.build_engine(
+            tiny_onnx, precision="int8", calib_cache_path=bad, echo=lambda s: None
+        )
+
+
+def test_calibration_cache_roundtrip():
+    scales = {"input": 1 / 127, "/stem/Conv_output_0": 0.0421, "onnx::Conv_43": 0.5, "p": 1e-9}
+    text = calib_cache.dumps(scales, calib_cache.header("10.3.0"))
+    assert text.splitlines()[0] == "TRT-100300-EntropyCalibration2"
+    assert "input: 3c010204" in text  # TensorRT's own encoding of 1/127
+    head, back = calib_cache.loads(text)
+    assert head == "TRT-100300-EntropyCalibration2"
+    assert back == {k: np.float32(v) for k, v in scales.items()}
+    assert calib_cache.version_code("8.6.1") == 8601 and calib_cache.version_code("8.5.2") == 8502
+    moved = calib_cache.with_header(text, "8.5.2")
+    assert moved.startswith("TRT-8502-") and calib_cache.loads(moved)[1] == back
+    for bad in ("", "input: 3c010204\n", "TRT-8601-EntropyCalibration2\ninput 3c01\n"):
+        with pytest.raises(ValueError):
+            calib_cache.loads(bad)
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_builds_and_reuses_a_real_engine(tiny_onnx, tmp_path):
+    pytest.importorskip("tensorrt", reason="needs TensorRT")
+    engine = tmp_path / "tiny.fp16.engine"
+    first = tensorrt_build.build_engine(tiny_onnx, engine, "fp16", batch=(1, 2, 4))
+    assert engine.stat().st_size > 0 and not first.reused
+    second = tensorrt_build.build_engine(tiny_onnx, engine, "fp16", batch=(1, 2, 4))
+    assert second.reused and second.key == first.key
