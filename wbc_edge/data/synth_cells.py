@@ -91,7 +91,7 @@ MORPHOLOGY: dict[str, Morph] = {
         nucleus_aspect=(1.0, 1.2), dent=(0.1, 0.2), lobes=(2, 3), nucleus_density=(1.1, 1.4),
         chromatin_um=(0.7, 1.1), chromatin_contrast=(0.25, 0.4), nucleoli=(0, 0),
         cyto_density=(0.15, 0.3), cyto_blue=(0.0, 0.2), granule_um=(0.5, 0.8),
-        granule_per_um2=(1.6, 2.4), granule_amp=(0.6, 1.0), vacuoles=(0, 0),
+        granule_per_um2=(2.2, 3.2), granule_amp=(0.6, 1.0), vacuoles=(0, 0),
         wobble=(0.02, 0.05), shapes=(("lobed", 0.85), ("band", 0.15)),
         granule_dye="eosinophilic", partner="Neutrophil",
     ),

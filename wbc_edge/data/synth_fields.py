@@ -61,19 +61,23 @@ def render_field(
     wbc_classes = [c for c in check_classes(classes) if c != "Platelet"]
     canvas = new_canvas(height, width, px_per_um, rng, difficulty)
     cells: list[tuple[str, float, float, dict]] = []
-    if wbc_classes:
-        for _ in range(int(rng.integers(1, 5))):
-            cls = wbc_classes[int(rng.integers(len(wbc_classes)))]
-            p = sample_params(cls, rng, difficulty)
-            r = canvas.px(p["diameter_um"] / 2) * 1.1
-            for _attempt in range(30):
-                x, y = rng.uniform(r, width - r), rng.uniform(r, height - r)
-                if r < min(width, height) / 2 and all(
-                    math.hypot(x - cx, y - cy) > r + canvas.px(q["diameter_um"] / 2) * 1.1 + 4
-                    for _, cx, cy, q in cells
-                ):
-                    cells.append((cls, x, y, p))
-                    break
+    wanted = int(rng.integers(1, 5)) if wbc_classes else 0
+    for _draw in range(8 * wanted):  # a draw that does not fit is replaced by another
+        if len(cells) == wanted:
+            break
+        cls = wbc_classes[int(rng.integers(len(wbc_classes)))]
+        p = sample_params(cls, rng, difficulty)
+        r = canvas.px(p["diameter_um"] / 2) * 1.1
+        if 2 * r >= min(width, height):
+            continue
+        for _attempt in range(30):
+            x, y = rng.uniform(r, width - r), rng.uniform(r, height - r)
+            if all(
+                math.hypot(x - cx, y - cy) > r + canvas.px(q["diameter_um"] / 2) * 1.1 + 4
+                for _, cx, cy, q in cells
+            ):
+                cells.append((cls, x, y, p))
+                break
     platelets: list[tuple[float, float]] = []
     for _ in range(int(rng.poisson(3 * width * height / 640 / 480))):
         x, y = rng.uniform(0, width), rng.uniform(0, height)
@@ -153,8 +157,8 @@ def parse_field_size(text: str) -> tuple[int, int]:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise UserError(f"--field-size {text!r}: write WIDTHxHEIGHT, e.g. 640x480") from None
-    if w < 160 or h < 120:
-        raise UserError(f"--field-size {text}: fields must be at least 160x120 pixels")
+    if w < 240 or h < 180:
+        raise UserError(f"--field-size {text}: fields must be at least 240x180 pixels")
     return w, h
 
 
