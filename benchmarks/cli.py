@@ -2,8 +2,100 @@
 
 from __future__ import annotations
 
+import shlex
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 
+def bench(
+    student: Annotated[
+        list[Path],
+        typer.Option(help="A model to measure (.onnx, INT8 .onnx, .engine, .pt); repeatable."),
+    ],
+    teacher: Annotated[
+        Path | None,
+        typer.Option(help="The reference model: speed-up and agreement are against it."),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Split manifest (CSV) or class-folder tree for accuracy; "
+            "without it latency is measured on synthetic images."
+        ),
+    ] = None,
+    split: Annotated[str, typer.Option(help="Which split of the manifest.")] = "test",
+    limit: Annotated[
+        int | None, typer.Option(help="Use at most N images (spread over all classes).")
+    ] = None,
+    batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1,8,32",
+    warmup: Annotated[int, typer.Option(help="Untimed calls before timing.")] = 5,
+    iters: Annotated[
+        int | None, typer.Option(help="Timed calls per batch size (default 50).")
+    ] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Instead of --iters: seconds of timed calls per batch.")
+    ] = None,
+    threads: Annotated[
+        int, typer.Option(help="Intra-op threads for ONNX Runtime / torch (0: their default).")
+    ] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (engines: always GPU).")] = "auto",
+    out: Annotated[Path, typer.Option(help="Folder for the JSON, markdown and PNGs.")] = Path(
+        "bench-out"
+    ),
+    name: Annotated[str, typer.Option(help="File stem of the reports: NAME.json, NAME.md.")] = (
+        "bench"
+    ),
+) -> None:
+    """Latency, throughput, size, memory and accuracy of students against their teacher."""
+    from wbc_edge.benchmarks.bench import BenchConfig, parse_batches, run_bench
+    from wbc_edge.benchmarks.plots import write_plots
+    from wbc_edge.benchmarks.report import print_table, write_reports
+    from wbc_edge.console import console
+
+    cfg = BenchConfig(
+        students=list(student),
+        teacher=teacher,
+        data=data,
+        split=split,
+        limit=limit,
+        batches=parse_batches(batch),
+        warmup=warmup,
+        iters=iters,
+        duration=duration,
+        threads=threads,
+        device=device,
+    )
+    report = run_bench(cfg, command=_command(cfg, out, name))
+    print_table(report)
+    written = write_reports(report, out, name) + write_plots(report, out, name)
+    for path in written:
+        console.print(f"wrote {path}", highlight=False)
+
+
+def _command(cfg: object, out: Path, name: str) -> str:
+    """The command line that repeats this run, every default spelled out (for the report)."""
+    from wbc_edge.benchmarks.bench import BenchConfig
+
+    assert isinstance(cfg, BenchConfig)
+    args = ["wbc-edge", "bench"]
+    for s in cfg.students:
+        args += ["--student", str(s)]
+    if cfg.teacher:
+        args += ["--teacher", str(cfg.teacher)]
+    if cfg.data:
+        args += ["--data", str(cfg.data), "--split", cfg.split]
+    if cfg.limit:
+        args += ["--limit", str(cfg.limit)]
+    args += ["--batch", ",".join(map(str, cfg.batches)), "--warmup", str(cfg.warmup)]
+    args += ["--duration", str(cfg.duration)] if cfg.duration else ["--iters", str(cfg.iters)]
+    if cfg.threads:
+        args += ["--threads", str(cfg.threads)]
+    args += ["--device", cfg.device, "--out", str(out), "--name", name]
+    return shlex.join(args)
+
+
 def register(app: typer.Typer) -> None:
-    """Add this part's commands to ``app`` (filled in by the part's issue)."""
+    """Add this part's commands to ``app``."""
+    app.command("bench")(bench)

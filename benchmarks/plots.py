@@ -1,0 +1,89 @@
+"""PNG plots of a bench report: latency and throughput against batch size; accuracy against
+latency (the trade-off a deployment picks from). matplotlib is optional on a runtime-only
+device: without it the plots are skipped with a warning and the tables still get written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def latency_plot(report: dict[str, Any], path: Path) -> Path:
+    plt = _pyplot()
+    fig, (ax_lat, ax_tp) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for row in report["rows"]:
+        batches = sorted(int(b) for b in row["batches"])
+        stats = [row["batches"][str(b)] for b in batches]
+        p50 = [s["p50_ms"] for s in stats]
+        p90 = [s["p90_ms"] for s in stats]
+        label = f"{row['name']} ({row['role']})"
+        line = ax_lat.plot(batches, p50, marker="o", label=label)[0]
+        ax_lat.fill_between(batches, p50, p90, color=line.get_color(), alpha=0.15)
+        ax_tp.plot(batches, [s["images_per_s"] for s in stats], marker="o", label=label)
+    for ax in (ax_lat, ax_tp):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size")
+        ax.grid(True, which="both", alpha=0.3)
+    ax_lat.set_ylabel("latency per batch, ms (p50; band to p90)")
+    ax_tp.set_ylabel("throughput, images/s")
+    ax_tp.legend(fontsize=8)
+    fig.suptitle(f"wbc-edge bench — {report['machine']['cpu']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def accuracy_plot(report: dict[str, Any], path: Path) -> Path | None:
+    """Accuracy against batch-1 latency (smallest batch measured); None when no row has both."""
+    points = []
+    for row in report["rows"]:
+        if row.get("accuracy") is None:
+            continue
+        b = min(int(k) for k in row["batches"])
+        points.append((row["batches"][str(b)]["p50_ms"] / b, 100 * row["accuracy"], row, b))
+    if not points:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for x, y, row, _b in points:
+        ax.scatter([x], [y], s=60, marker="*" if row["role"] == "teacher" else "o")
+        ax.annotate(row["name"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"latency per image at batch {points[0][3]}, ms (p50)")
+    ax.set_ylabel("accuracy, %")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title("accuracy against latency (up and left is better)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_plots(report: dict[str, Any], out: Path, name: str) -> list[Path]:
+    """The PNGs written (``<name>-latency.png``, ``<name>-accuracy.png`` when there is data)."""
+    from wbc_edge.console import console
+
+    try:
+        _pyplot()
+    except ImportError:
+        console.print(
+            "[yellow]warning:[/] matplotlib is not installed, so no plots: "
+            "`pip install matplotlib` (the tables are written all the same)"
+        )
+        return []
+    written = [latency_plot(report, out / f"{name}-latency.png")]
+    acc = accuracy_plot(report, out / f"{name}-accuracy.png")
+    if acc is not None:
+        written.append(acc)
+    return written

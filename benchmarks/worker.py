@@ -1,0 +1,206 @@
+"""Measure one model file in this process: ``python -m wbc_edge.benchmarks.worker SPEC.json``.
+
+``bench`` starts one worker per artifact so that each peak resident memory figure belongs to one
+model alone (a process's peak never comes down, so models measured in one process would mix)
+and so a torch teacher's imports do not weigh on an ONNX student. The worker talks back in JSON
+lines on stdout: ``{"event": "progress", ...}`` while it works, then one ``result`` or ``error``.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wbc_edge.benchmarks.bench import latency_stats
+from wbc_edge.benchmarks.machine import PowerMonitor, wait_for_samples
+from wbc_edge.errors import UserError
+
+SYNTHETIC_SHAPE = (363, 360, 3)  # a pbc9 crop's size, so resizing costs what it does on real data
+
+
+def _emit(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def open_model(path: str, device: str, threads: int) -> Any:
+    """The runtime's backend for ``path``, with ``threads`` intra-op threads where it applies."""
+    from wbc_edge.runtime.backends import backend_kind, load_backend
+
+    if threads > 0 and backend_kind(path) == "onnxruntime":
+        from wbc_edge.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(path, device=device, threads=threads)
+    backend = load_backend(path, device=device)
+    if threads > 0 and backend.name == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+    return backend
+
+
+def time_predict(
+    backend: Any, x: np.ndarray, warmup: int, iters: int | None, duration: float | None
+) -> list[float]:
+    """Seconds per ``predict`` call after ``warmup`` calls: ``iters`` calls, or as many as fit
+    in ``duration`` seconds (at least 3). The backend synchronises the GPU inside predict."""
+    for _ in range(warmup):
+        backend.predict(x)
+    times: list[float] = []
+    start = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        backend.predict(x)
+        times.append(time.perf_counter() - t0)
+        if iters is not None and len(times) >= iters:
+            break
+        if duration is not None and time.perf_counter() - start >= duration and len(times) >= 3:
+            break
+    return times
+
+
+def _preprocess_ms(spec: Any, images: list[np.ndarray], reps: int = 5) -> tuple[np.ndarray, float]:
+    """The batch and the median time per image of the card's preprocessing (resize+normalise)."""
+    per_call = []
+    x = None
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        x = spec(images)
+        per_call.append(time.perf_counter() - t0)
+    assert x is not None
+    return x, float(np.median(per_call)) * 1000.0 / len(images)
+
+
+def measure(spec_in: dict[str, Any]) -> dict[str, Any]:
+    from wbc_edge.runtime.preprocess import read_image
+
+    path = spec_in["path"]
+    t0 = time.perf_counter()
+    backend = open_model(path, spec_in.get("device", "auto"), int(spec_in.get("threads", 0)))
+    load_s = time.perf_counter() - t0
+    card = backend.card
+    spec = card.preprocess_spec()
+
+    paths = spec_in.get("images") or []
+    decode_ms = None
+    if paths:
+        t0 = time.perf_counter()
+        images = []
+        for p in paths:
+            try:
+                images.append(read_image(p))
+            except ValueError as exc:
+                raise UserError(f"{exc}: remove it from the manifest or fix the file") from exc
+        decode_ms = (time.perf_counter() - t0) * 1000.0 / len(images)
+    else:
+        rng = np.random.default_rng(0)
+        n = max(spec_in["batches"])
+        images = [rng.integers(0, 256, SYNTHETIC_SHAPE, dtype=np.uint8) for _ in range(n)]
+
+    per_batch: dict[str, Any] = {}
+    for b in spec_in["batches"]:
+        batch_images = [images[i % len(images)] for i in range(b)]
+        x, pre_ms = _preprocess_ms(spec, batch_images)
+        monitor = PowerMonitor()
+        with monitor:
+            wait_for_samples(monitor)
+            times = time_predict(
+                backend, x, spec_in["warmup"], spec_in.get("iters"), spec_in.get("duration")
+            )
+        stats = latency_stats(times, b)
+        stats["preprocess_ms_per_image"] = pre_ms
+        stats["power_w"] = monitor.mean_w
+        stats["energy_mj_per_image"] = (
+            monitor.mean_w * sum(times) / (b * len(times)) * 1000.0
+            if monitor.mean_w is not None
+            else None
+        )
+        per_batch[str(b)] = stats
+        _emit("progress", step=f"batch {b}")
+
+    result: dict[str, Any] = {
+        "path": str(path),
+        "name": Path(path).name,
+        "backend": backend.name,
+        "providers": list(getattr(backend, "providers", []) or []),
+        "architecture": card.architecture,
+        "class_names": card.class_names,
+        "input_size": card.input_size,
+        "untrained": bool(card.extra.get("untrained", False)),
+        "card_metrics": card.metrics,
+        "size_bytes": Path(path).stat().st_size,
+        "load_s": load_s,
+        "decode_ms_per_image": decode_ms,
+        "batches": per_batch,
+        "num_images": len(paths),
+        "accuracy": None,
+        "macro_f1": None,
+    }
+
+    labels = spec_in.get("labels")
+    if paths and labels:
+        # Random-init weights (a reference architecture with no trained checkpoint) are timed
+        # only: their accuracy would be chance, not a result.
+        if not result["untrained"]:
+            result.update(_accuracy(backend, spec, images, labels, spec_in))
+        _emit("progress", step="accuracy")
+
+    # Read before counting MACs below, which loads the ONNX graph: that is not inference memory.
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    result.update(_cost(backend, path, card.input_size))
+    backend.close()
+    return result
+
+
+def _accuracy(
+    backend: Any, spec: Any, images: list[np.ndarray], labels: list[str], spec_in: dict[str, Any]
+) -> dict[str, Any]:
+    from wbc_edge.metrics import classification_report
+
+    names = backend.card.class_names
+    unknown = sorted(set(labels) - set(names))
+    if unknown:
+        raise UserError(
+            f"{spec_in['path']}: the data has classes {unknown} that the model does not know "
+            f"(it knows {names}); benchmark it on data with its classes"
+        )
+    y = np.array([names.index(label) for label in labels])
+    chunk = max(spec_in["batches"])
+    probs = np.concatenate(
+        [backend.predict(spec(images[i : i + chunk])) for i in range(0, len(images), chunk)]
+    )
+    np.save(spec_in["probs_out"], probs)
+    report = classification_report(probs, y, names)
+    return {"accuracy": report.accuracy, "macro_f1": report.macro_f1}
+
+
+def _cost(backend: Any, path: str, input_size: int) -> dict[str, Any]:
+    from wbc_edge.benchmarks.cost import onnx_cost, torch_cost
+
+    try:
+        if backend.name == "torch":
+            return torch_cost(backend.model, input_size)
+        if str(path).lower().endswith(".onnx"):
+            return onnx_cost(path, input_size)
+    except UserError as exc:  # e.g. onnx not installed on a runtime-only Jetson
+        return {"params": None, "macs": None, "cost_method": f"not counted: {exc}"}
+    return {"params": None, "macs": None, "cost_method": "not counted for a TensorRT engine"}
+
+
+def main(argv: list[str]) -> int:
+    spec_in = json.loads(Path(argv[0]).read_text())
+    try:
+        _emit("result", **measure(spec_in))
+    except UserError as exc:
+        _emit("error", message=str(exc))
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
