@@ -143,16 +143,17 @@ def watch_run(pipeline, diff: Differential, title: str, live: bool = True, every
             try:
                 if pipeline.wait(tick):
                     return
+                if live or time.monotonic() - last >= every_s:
+                    on_tick()
+                    last = time.monotonic()
             except KeyboardInterrupt:
                 if interrupted:
+                    console.print("abandoning queued frames")
                     pipeline.abort()
                 else:
                     interrupted = True
                     console.print("stopping: finishing queued frames (Ctrl-C again to abandon)")
                     pipeline.stop()
-            if time.monotonic() - last >= every_s or live:
-                on_tick()
-                last = time.monotonic()
 
     if live:
         with Live(render(pipeline, diff, title), console=console, refresh_per_second=4) as view:

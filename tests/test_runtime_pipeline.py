@@ -84,7 +84,7 @@ def test_stopped_after_k_files_and_restarted_neither_repeats_nor_skips(tmp_path,
 def test_killed_mid_run_and_restarted_neither_repeats_nor_skips(tmp_path):
     # A slower model (128 px, 30 convolutions) and batch 1 so the kill lands mid-run.
     slow = make_onnx(tmp_path / "slow.onnx", size=128, extra_nodes=30)
-    images = write_images(tmp_path / "in", COLOURS * 80)
+    images = write_images(tmp_path / "in", COLOURS * 60)
     out = tmp_path / "out"
     cmd = [sys.executable, "-c", "from wbc_edge.cli import main; main()", "run"]
     cmd += [str(tmp_path / "in"), "-m", str(slow), "--out", str(out), "--no-live", "--batch", "1"]
@@ -310,3 +310,51 @@ def test_a_failing_stage_ends_the_run_with_its_error(tmp_path, model):
         with pytest.raises(RuntimeError, match="device lost"):
             pipeline.run()
     assert not pipeline.running
+
+
+def _wait_for_lines(path: Path, n: int, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline:
+        count = path.read_text().count("\n") if path.is_file() else 0
+        if count >= n:
+            break
+        time.sleep(0.05)
+    return count
+
+
+def test_watch_run_classifies_arrivals_and_ctrl_c_drains_then_resumes(tmp_path, model):
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    write_images(inbox, [RED, GREEN])  # there before the start: classified too
+    cmd = [sys.executable, "-c", "from wbc_edge.cli import main; main()", "run", str(inbox)]
+    cmd += ["-m", str(model), "--out", str(out), "--watch", "--settle", "0.2", "--poll", "0.05"]
+    cmd += ["--no-live"]
+
+    def session(new: list, prefix: str, expect: int) -> str:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        write_images(inbox, new, prefix=prefix)
+        assert _wait_for_lines(out / "cells.jsonl", expect) == expect
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        return err
+
+    err = session([BLUE, BLUE], "late", 4)
+    assert "stopping" in err and "source" in err and "kind=watch" in err
+    # Restarted: only files it has not seen, whether they came while it was down or after.
+    write_images(inbox, [GREEN], prefix="down")
+    session([RED], "after", 6)
+    records = read_records(out / "cells.jsonl")
+    names = [Path(r.file).name for r in records]
+    assert len(names) == len(set(names)) == 6
+    assert {n.split("_")[0] for n in names} == {"img", "late", "down", "after"}
+
+
+def test_live_view_shows_rates_and_the_differential(tmp_path, model, capsys):
+    write_images(tmp_path / "in", COLOURS * 3)
+    args = ["run", str(tmp_path / "in"), "-m", str(model), "--out", str(tmp_path / "out")]
+    assert cli.run(args) == 0
+    err = capsys.readouterr().err
+    assert "cells/s" in err and "latency p50" in err and "Promyelocyte" in err
+    assert "IMMATURE CELLS" in err
