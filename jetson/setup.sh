@@ -320,16 +320,16 @@ EOF
 if [ "$CPU_ONLY" -eq 1 ]; then
   cat <<EOF
   2. Run it on the CPU (no TensorRT in this set-up):
-       $VENV/bin/wbc-edge run --model student.int8.onnx --source v4l2:///dev/video0
+       $VENV/bin/wbc-edge run v4l2:///dev/video0 --model student.int8.onnx
 EOF
 else
   cat <<EOF
   2. Build the engine here (engines are tied to this GPU and TensorRT $TRT):
-       $VENV/bin/wbc-edge build-engine --onnx student.int8.onnx --precision int8
+       $VENV/bin/wbc-edge build-engine --onnx student.int8.onnx --out student.engine
   3. Max the clocks for stable numbers, then run and measure:
        sudo nvpmodel -q; sudo jetson_clocks
-       $VENV/bin/wbc-edge run --model student.int8.engine --source csi://0
-       $VENV/bin/wbc-edge bench --student student.int8.engine --teacher teacher.onnx
+       $VENV/bin/wbc-edge run csi://0 --model student.engine
+       $VENV/bin/wbc-edge bench --student student.engine --teacher teacher.onnx
 EOF
 fi
 if [ "$SERVICE" -eq 1 ]; then
