@@ -302,11 +302,13 @@ def quantize(
     kwargs = settings.quantize_kwargs()
     try:
         with tempfile.TemporaryDirectory(prefix="wbc-quant-") as tdir, _quiet_ort_logging():
+            src = Path(tdir) / "unshared.onnx"
+            onnx.save(unshare_initializers(onnx.load(str(onnx_path))), str(src))
             if _accepts_cache():
                 cache_json = Path(tdir) / "ranges.json"
                 calibrate_mod.save_tensors_data(ranges, cache_json)
                 quant.quantize_static(
-                    str(onnx_path),
+                    str(src),
                     str(tmp),
                     None,
                     calibrate_method=ranges.calibration_method,
@@ -319,7 +321,7 @@ def quantize(
                         "this onnxruntime cannot reuse calibration ranges: upgrade onnxruntime"
                     )
                 quant.quantize_static(
-                    str(onnx_path),
+                    str(src),
                     str(tmp),
                     reader_factory(),
                     calibrate_method=ranges.calibration_method,
@@ -334,6 +336,43 @@ def quantize(
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+def unshare_initializers(proto: Any) -> Any:
+    """Give every node its own copy of each constant input.
+
+    The exporter deduplicates equal constants (a second user reads the first through an
+    Identity node), so BatchNorm layers that still hold equal statistics fold into convolutions
+    that share one bias. ONNX Runtime's quantizer only sees initializers and rewrites a bias per
+    node, so it fails on shared or Identity-fed weights. Activations keep their names, so the
+    calibrated ranges still apply.
+    """
+    graph = proto.graph
+    inits = {i.name: i for i in graph.initializer}
+    outputs = {o.name for o in graph.output}
+
+    def add_copy(src: str, name: str) -> None:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(inits[src])
+        copy.name = name
+        graph.initializer.append(copy)
+        inits[name] = copy
+
+    for node in [n for n in graph.node if n.op_type == "Identity"]:
+        if node.input[0] in inits and node.output[0] not in outputs:
+            add_copy(node.input[0], node.output[0])
+            graph.node.remove(node)
+    seen: set[str] = set()
+    for index, node in enumerate(graph.node):
+        for k, name in enumerate(node.input):
+            if name not in inits:
+                continue
+            if name in seen:
+                add_copy(name, f"{name}__{index}_{k}")
+                node.input[k] = f"{name}__{index}_{k}"
+            else:
+                seen.add(name)
+    return proto
 
 
 def quantize_int8(

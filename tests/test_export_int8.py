@@ -198,3 +198,30 @@ def test_cli_int8_writes_report(trained, tmp_path, capsys):
     data = json.loads(rep.read_text())
     assert data["num_calibration"] == 48 and data["num_eval"] == 120
     assert set(data["fp32"]) == {"accuracy", "macro_f1"}
+
+
+def test_shared_and_identity_fed_constants_quantize(trained, tmp_path):
+    """A fresh student's BatchNorms fold into equal biases, which the exporter shares through
+    Identity nodes; every quantization format must still work on it."""
+    from wbc_edge.export.int8 import CPU_CANDIDATES, quantize, unshare_initializers
+    from wbc_edge.kd.students import create_student
+
+    _, manifest = trained
+    torch.manual_seed(0)
+    path = tmp_path / "fresh.onnx"
+    fresh = card()
+    fresh.architecture = "tinyresnet_xs"
+    export_onnx(create_student("tinyresnet_xs", len(fresh.class_names)).eval(), fresh, path)
+    proto = onnx.load(str(path))
+    assert any(n.op_type == "Identity" for n in proto.graph.node)  # the case being tested
+    flat = unshare_initializers(proto)
+    assert not any(n.op_type == "Identity" for n in flat.graph.node)
+    users = [
+        i for n in flat.graph.node for i in n.input if i in {t.name for t in flat.graph.initializer}
+    ]
+    assert len(users) == len(set(users))
+    rows = read_manifest(manifest, "train")[:16]
+    ranges = calibrate(path, [r.path for r in rows], fresh.preprocess_spec(), "minmax", False)
+    for settings in CPU_CANDIDATES:
+        out = quantize(path, tmp_path / f"{settings.name}.onnx", ranges, settings)
+        assert read_onnx_card(out).extra["precision"] == "int8"
