@@ -79,6 +79,9 @@ def run(
         int, typer.Option(help="Stop after this many frames or files (0: no limit).")
     ] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    threads: Annotated[
+        int, typer.Option(help="ONNX Runtime CPU threads (0: half the cores on CPU).")
+    ] = 0,
     realtime: Annotated[
         bool,
         typer.Option(help="Treat a video file as a live camera (paced, drops frames if behind)."),
@@ -121,7 +124,7 @@ def run(
         raise UserError("--batch must be >= 1 and --min-confidence between 0 and 1")
     patterns = [p.strip() for p in immature.split(",")] if immature else list(DEFAULT_IMMATURE)
 
-    backend = load_backend(model, device=device)
+    backend = load_backend(model, device=device, threads=threads)
     with backend, RunOutput(out) as output:
         card = backend.card
         diff = Differential(card.class_names, patterns, immature_flag)

@@ -114,11 +114,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def load_backend(path: str | Path, device: str = "auto") -> Backend:
+def load_backend(path: str | Path, device: str = "auto", threads: int = 0) -> Backend:
     """Open a model file with the backend its type calls for.
 
     ``device`` is ``"auto"`` (use an accelerator when one is present), ``"cpu"`` or ``"cuda"``;
-    TensorRT engines always run on the GPU. Only the chosen backend's packages are imported.
+    TensorRT engines always run on the GPU. ``threads`` sets ONNX Runtime's CPU threads (0: half
+    the cores on CPU, leaving the rest to decoding). Only the chosen backend's packages load.
     """
     from wbc_edge.errors import require_file
 
@@ -127,7 +128,7 @@ def load_backend(path: str | Path, device: str = "auto") -> Backend:
     if kind == "onnxruntime":
         from wbc_edge.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(path, device=device)
+        return OnnxRuntimeBackend(path, device=device, threads=threads)
     if kind == "tensorrt":
         from wbc_edge.runtime.backends.tensorrt import TensorRTBackend
 

@@ -6,6 +6,7 @@ export with a fixed batch dimension still accepts any batch: it is run in chunks
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -36,14 +37,20 @@ class OnnxRuntimeBackend(BackendBase):
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, device: str = "auto", threads: int = 0) -> None:
+        """``threads`` = 0 gives the model half the cores on CPU (the pipeline's decoding and
+        resizing need the other half) and lets onnxruntime decide with a GPU provider."""
         super().__init__()
         ort = require("onnxruntime")
         self.path = Path(path)
         self.card = read_onnx_card(self.path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads  # 0: one per physical core
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = choose_providers(ort.get_available_providers(), device)
+        options = ort.SessionOptions()
+        if threads == 0 and providers == ["CPUExecutionProvider"]:
+            threads = max(1, (os.cpu_count() or 2) // 2)
+        options.intra_op_num_threads = threads
+        # Idle intra-op threads spinning for work would steal the cores decoding needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
