@@ -91,43 +91,50 @@ def int8_cmd(
 @app.command("int8-sweep")
 def int8_sweep_cmd(
     onnx: Annotated[Path, typer.Option(help="FP32 ONNX from `export onnx`.")],
-    calib: Annotated[Path, typer.Option(help="Split manifest (train: calibration, test: eval).")],
+    calib: Annotated[Path, typer.Option(help="Split manifest (train: calibration).")],
     out_dir: Annotated[Path, typer.Option(help="Folder for the quantized variants.")],
     results: Annotated[
         Path | None, typer.Option(help="Write <results>.json and <results>.md with the table.")
     ] = None,
     num: Annotated[int, typer.Option(help="Calibration images.")] = 512,
+    method: Annotated[str, typer.Option(help="entropy, percentile or minmax.")] = "entropy",
     eval_split: Annotated[str, typer.Option(help="Split the variants are evaluated on.")] = "test",
-    batch: Annotated[int, typer.Option(help="Batch size of the latency measurement.")] = 1,
+    batch: Annotated[str, typer.Option(help="Batch sizes timed, comma-separated.")] = "1,16",
     rounds: Annotated[int, typer.Option(help="Interleaved latency rounds.")] = 5,
 ) -> None:
-    """Measure which ONNX Runtime INT8 settings are fast and accurate on this CPU."""
+    """FP32 vs INT8 (TensorRT target and every CPU setting): accuracy, size, CPU latency."""
     import datetime
-    import platform
     import sys
 
     from wbc_edge.console import console
-    from wbc_edge.export.int8 import sweep_cpu
+    from wbc_edge.export.int8 import compare_settings
 
-    rows = sweep_cpu(
+    batches = [int(b) for b in batch.split(",")]
+    rows = compare_settings(
         onnx,
         _rows(calib, "train"),
         _rows(calib, eval_split),
         out_dir,
+        method=method,
         num=num,
-        batch=batch,
+        batches=batches,
         rounds=rounds,
     )
+    fp32 = rows[0]
+    header = ["setting", "default for", "accuracy", "macro-F1", "Δacc (pts)", "agree FP32"]
+    header += ["size KB"] + [f"ms/batch of {b}" for b in batches]
     table = _table(
-        ["setting", "accuracy", "macro-F1", "agree FP32", "size KB", f"ms/batch{batch}"],
+        header,
         [
             [
                 r["setting"],
+                r["default_for"] or "",
                 f"{r['accuracy']:.4f}",
                 f"{r['macro_f1']:.4f}",
+                f"{100 * (r['accuracy'] - fp32['accuracy']):+.2f}",
                 f"{r['agreement_with_fp32']:.4f}",
                 f"{r['bytes'] / 1024:.0f}",
-                f"{r['latency_ms']:.3f}",
+                *[f"{r['latency_ms'][str(b)]:.3f}" for b in batches],
             ]
             for r in rows
         ],
@@ -136,18 +143,42 @@ def int8_sweep_cmd(
     if results:
         meta = {
             "command": "wbc-edge " + " ".join(sys.argv[1:]),
-            "machine": f"{platform.processor() or platform.machine()}, 1 intra-op thread",
+            "machine": _machine(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "onnx": str(onnx),
+            "calibration": {"manifest": str(calib), "split": "train", "num": num, "method": method},
             "eval_split": eval_split,
+            "num_eval": len(_rows(calib, eval_split)),
+            "latency": f"ONNX Runtime CPU provider, 1 intra-op thread, median of {rounds} "
+            "interleaved rounds x 30 runs",
             "rows": rows,
         }
         results.parent.mkdir(parents=True, exist_ok=True)
         results.with_suffix(".json").write_text(json.dumps(meta, indent=2))
         results.with_suffix(".md").write_text(
-            f"# INT8 settings on this CPU\n\n`{meta['command']}`\n\n{meta['date']}, "
-            f"{meta['machine']}\n\n{table}\n"
+            f"# FP32 vs INT8 on this CPU\n\n```\n{meta['command']}\n```\n\n"
+            f"{meta['date']}; {meta['machine']}; {meta['latency']}. Accuracy on the "
+            f"{eval_split} split ({meta['num_eval']} images); calibration on {num} train "
+            f"images ({method}).\n\n{table}\n"
         )
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    import onnxruntime
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores shared with other jobs, no GPU, "
+        f"onnxruntime {onnxruntime.__version__}"
+    )
 
 
 @app.command("triton")

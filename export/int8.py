@@ -26,7 +26,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +115,7 @@ TENSORRT = QuantSettings(
 CPU = QuantSettings(name="cpu", quant_format="qdq", activation="u8", per_channel=True)
 TARGETS = {"tensorrt": TENSORRT, "cpu": CPU}
 
-# What `--sweep` measures for the cpu target.
+# What `export int8-sweep` measures for the cpu target.
 CPU_CANDIDATES = (
     QuantSettings("qdq-u8s8-channel", "qdq", "u8", per_channel=True),
     QuantSettings("qdq-u8s8-tensor", "qdq", "u8", per_channel=False),
@@ -480,7 +480,7 @@ def predict_probs(
     input_name = sess.get_inputs()[0].name
     spec = card.preprocess_spec()
     chunks = []
-    with progress(transient=True) as p:
+    with progress() as p:
         task = p.add_task(label, total=len(rows), status="")
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
@@ -557,55 +557,69 @@ def measure_latency(
     return float(np.median(times) * 1000.0)
 
 
-def sweep_cpu(
+def compare_settings(
     onnx_path: str | Path,
     calib_rows: Sequence[ManifestRow],
     eval_rows: Sequence[ManifestRow],
     out_dir: str | Path,
     method: str = "entropy",
     num: int = 512,
-    batch: int = 1,
+    batches: Sequence[int] = (1, 16),
     rounds: int = 5,
 ) -> list[dict[str, Any]]:
-    """Quantize with every :data:`CPU_CANDIDATES` setting; accuracy, size and latency of each.
+    """FP32, the TensorRT target and every :data:`CPU_CANDIDATES` setting side by side:
+    accuracy, macro-F1, agreement with FP32, file size and single-thread CPU latency.
 
-    Latency rounds interleave the variants, so load from other processes on a shared machine
-    hits them all alike; the figure is the median over rounds of each round's median.
+    Latency rounds interleave the models, so load from other processes on a shared machine
+    hits them all alike; each figure is the median over rounds of a round's median.
     """
     onnx_path = Path(onnx_path)
     out_dir = Path(out_dir)
     card = read_onnx_card(onnx_path)
     picked = select_calibration_rows(calib_rows, num)
+    paths = [r.path for r in picked]
     spec = card.preprocess_spec()
-    ranges = calibrate(onnx_path, [r.path for r in picked], spec, method, symmetric=False)
-    files = {"fp32": onnx_path}
-    for s in CPU_CANDIDATES:
-        files[s.name] = quantize(onnx_path, out_dir / f"{onnx_path.stem}.{s.name}.onnx", ranges, s)
+    files: dict[str, Path] = {"fp32": onnx_path}
+    settings: dict[str, QuantSettings | None] = {"fp32": None}
+    for symmetric, group in ((True, (TENSORRT,)), (False, CPU_CANDIDATES)):
+        ranges = calibrate(onnx_path, paths, spec, method, symmetric=symmetric)
+        for s in group:
+            out = out_dir / f"{onnx_path.stem}.{s.name}.onnx"
+            files[s.name] = quantize(onnx_path, out, ranges, s)
+            settings[s.name] = s
     y = np.array([card.class_names.index(r.label) for r in eval_rows])
     probs = {k: predict_probs(f, eval_rows, card, k) for k, f in files.items()}
-    lat: dict[str, list[float]] = {k: [] for k in files}
+    lat: dict[tuple[str, int], list[float]] = {(k, b): [] for k in files for b in batches}
     with progress() as p:
-        task = p.add_task("latency", total=rounds * len(files), status="")
+        task = p.add_task("latency", total=rounds * len(lat), status="")
         for _ in range(rounds):
-            for k, f in files.items():
-                lat[k].append(measure_latency(f, card.input_size, batch=batch))
+            for k, b in lat:
+                lat[k, b].append(measure_latency(files[k], card.input_size, batch=b))
                 p.advance(task)
     rows = []
     for k, f in files.items():
         rep = classification_report(probs[k], y, card.class_names)
+        s = settings[k]
         rows.append(
             {
                 "setting": k,
+                "default_for": _default_for(s),
                 "accuracy": rep.accuracy,
                 "macro_f1": rep.macro_f1,
                 "agreement_with_fp32": agreement(probs["fp32"], probs[k]),
                 "bytes": Path(f).stat().st_size,
-                "latency_ms": float(np.median(lat[k])),
-                "batch": batch,
-                "threads": 1,
+                "latency_ms": {str(b): float(np.median(lat[k, b])) for b in batches},
+                "settings": asdict(s) if s else {"precision": "fp32"},
             }
         )
     return rows
+
+
+def _default_for(s: QuantSettings | None) -> str:
+    if s is None:
+        return ""
+    same = [t for t, d in TARGETS.items() if replace(d, name=s.name) == s]
+    return ",".join(same)
 
 
 def default_out(onnx_path: Path, target: str) -> Path:

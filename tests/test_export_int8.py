@@ -225,3 +225,24 @@ def test_shared_and_identity_fed_constants_quantize(trained, tmp_path):
     for settings in CPU_CANDIDATES:
         out = quantize(path, tmp_path / f"{settings.name}.onnx", ranges, settings)
         assert read_onnx_card(out).extra["precision"] == "int8"
+
+
+def test_cli_sweep_records_every_setting(trained, tmp_path, capsys):
+    from wbc_edge.export.int8 import CPU_CANDIDATES
+
+    onnx_path, manifest = trained
+    results = tmp_path / "results" / "sweep"
+    args = ["export", "int8-sweep", "--onnx", str(onnx_path), "--calib", str(manifest)]
+    args += ["--out-dir", str(tmp_path / "v"), "--results", str(results), "--num", "32"]
+    args += ["--eval-split", "val", "--batch", "1,4", "--rounds", "1"]
+    assert cli.run(args) == 0, capsys.readouterr().err
+    data = json.loads(results.with_suffix(".json").read_text())
+    names = [r["setting"] for r in data["rows"]]
+    assert names == ["fp32", "tensorrt", *[s.name for s in CPU_CANDIDATES]]
+    defaults = {r["default_for"]: r["setting"] for r in data["rows"] if r["default_for"]}
+    assert set(defaults) == {"tensorrt", "cpu"}
+    for r in data["rows"]:
+        assert set(r["latency_ms"]) == {"1", "4"} and all(v > 0 for v in r["latency_ms"].values())
+        assert r["agreement_with_fp32"] >= 0.9
+    md = results.with_suffix(".md").read_text()
+    assert data["command"] in md and "| fp32 |" in md
