@@ -370,3 +370,32 @@ def test_lut_normalizer_is_bit_identical_to_the_preprocessing_spec(channel_order
     images = [rng.integers(0, 256, (30 + i, 20, 3), dtype=np.uint8) for i in range(3)]
     fast = LutNormalizer(spec)([spec.resize(im) for im in images])
     assert fast.dtype == np.float32 and np.array_equal(fast, spec(images))
+
+
+@pytest.mark.realdata
+def test_smear_run_on_bccd_fields_finds_the_annotated_white_cells(bccd_dir, tmp_path, model):
+    import xml.etree.ElementTree as ET
+
+    from wbc_edge.runtime.finder import Box
+
+    fields = sorted((bccd_dir / "JPEGImages").glob("*.jpg"))[:12]
+    (tmp_path / "in").mkdir()
+    for f in fields:
+        (tmp_path / "in" / f.name).symlink_to(f)
+    out = tmp_path / "out"
+    args = ["run", str(tmp_path / "in"), "-m", str(model), "--smear", "--out", str(out)]
+    assert cli.run([*args, "--no-live"]) == 0
+    records = read_records(out / "cells.jsonl")
+    truth, matched = 0, 0
+    for f in fields:
+        root = ET.parse(bccd_dir / "Annotations" / f"{f.stem}.xml").getroot()
+        found = [Box(*r.box) for r in records if Path(r.file).name == f.name]
+        for obj in root.iter("object"):
+            if obj.findtext("name") != "WBC":
+                continue
+            bb = obj.find("bndbox")
+            wbc = Box(*(float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")))
+            truth += 1
+            matched += any(wbc.iou(b) >= 0.5 for b in found)
+    assert truth >= 10 and matched / truth >= 0.9
+    assert len((out / "done.txt").read_text().splitlines()) == len(fields)
