@@ -265,6 +265,11 @@ def build_engine(
         timing_cache,
     )
     echo(f"equivalent trtexec command:\n  {line}")
+    if implicit and calib_cache_path is None:
+        echo(
+            "note: trtexec cannot calibrate on images; write a cache with `wbc-edge export int8 "
+            f"--onnx {onnx_path} --calib SPLIT.csv` and add --calib=<that cache> to the line"
+        )
     try:
         trt = require("tensorrt")
     except MissingExtraError as exc:
