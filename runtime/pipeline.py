@@ -142,7 +142,8 @@ class Stats:
     def rates(self, window_s: float = 5.0) -> tuple[float, float]:
         """Items/s and cells/s over the last ``window_s`` seconds."""
         now = time.perf_counter()
-        old = [s for s in self.recent if now - s[0] <= window_s]
+        # list() copies in one step: the output thread appends while the view reads.
+        old = [s for s in list(self.recent) if now - s[0] <= window_s]
         if len(old) < 2:
             elapsed = now - self.started
             return (self.items / elapsed, self.cells / elapsed) if elapsed > 0 else (0.0, 0.0)
@@ -151,7 +152,8 @@ class Stats:
         return (self.items - i0) / dt, (self.cells - c0) / dt
 
     def latency_ms(self, q: float) -> float:
-        return float(np.percentile(self.latencies, q) * 1000) if self.latencies else 0.0
+        values = list(self.latencies)
+        return float(np.percentile(values, q) * 1000) if values else 0.0
 
 
 Observer = Callable[[Item], None]

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from wbc_edge.console import console
+from wbc_edge.errors import UserError
 
 CSV_FIELDS = [
     "time",
@@ -143,9 +144,16 @@ def read_records(path: str | Path) -> list[CellRecord]:
     """Every record of a ``cells.jsonl`` (a torn last line is ignored)."""
     records = []
     with Path(path).open(encoding="utf-8") as f:
-        for line in f:
-            if line.endswith("\n"):
+        for number, line in enumerate(f, 1):
+            if not line.endswith("\n"):
+                continue
+            try:
                 records.append(CellRecord.from_dict(json.loads(line)))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise UserError(
+                    f"{path}:{number} is not a wbc-edge cell record ({exc}): fix or move the "
+                    "file, or write to another --out"
+                ) from exc
     return records
 
 

@@ -220,11 +220,12 @@ def decode(data: bytes, name: str, suffix: str = "") -> np.ndarray:
 
 def read_frame(opts: SourceOptions, index: int, path: Path) -> Frame:
     key = file_key(path)
+    captured = time.perf_counter()  # latency counts reading and decoding too
     try:
         image, error = decode(path.read_bytes(), str(path), path.suffix), ""
     except (OSError, ValueError) as exc:
         image, error = None, str(exc)
-    return Frame(opts.uri, index, key, image, file=key, error=error)
+    return Frame(opts.uri, index, key, image, file=key, error=error, captured=captured)
 
 
 class Source:

@@ -399,3 +399,14 @@ def test_smear_run_on_bccd_fields_finds_the_annotated_white_cells(bccd_dir, tmp_
             matched += any(wbc.iou(b) >= 0.5 for b in found)
     assert truth >= 10 and matched / truth >= 0.9
     assert len((out / "done.txt").read_text().splitlines()) == len(fields)
+
+
+def test_a_damaged_results_file_is_a_one_line_user_error(tmp_path, model, capsys):
+    write_images(tmp_path / "in", COLOURS)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "cells.jsonl").write_text('{"time": 1}\nnot json\n')
+    args = ["run", str(tmp_path / "in"), "-m", str(model), "--out", str(out), "--no-live"]
+    assert cli.run(args) == 2
+    err = capsys.readouterr().err
+    assert "cells.jsonl:1 is not a wbc-edge cell record" in err and "Traceback" not in err
