@@ -231,10 +231,13 @@ def build_engine_cmd(
     ] = False,
 ) -> None:
     """Build a TensorRT engine on this device (FP32/FP16/INT8, DLA); prints the trtexec line."""
-    from wbc_edge.export.int8 import select_calibration_rows
     from wbc_edge.export.tensorrt_build import build_engine, parse_batch
 
-    rows = select_calibration_rows(_rows(calib, calib_split), num) if calib else None
+    rows = None
+    if calib:
+        from wbc_edge.export.int8 import select_calibration_rows
+
+        rows = select_calibration_rows(_rows(calib, calib_split), num)
     build_engine(
         onnx,
         out,

@@ -205,3 +205,20 @@ def test_builds_and_reuses_a_real_engine(tiny_onnx, tmp_path):
     assert engine.stat().st_size > 0 and not first.reused
     second = tensorrt_build.build_engine(tiny_onnx, engine, "fp16", batch=(1, 2, 4))
     assert second.reused and second.key == first.key
+
+
+def test_build_engine_and_triton_never_import_torch(tiny_onnx, tmp_path):
+    """A Jetson builds engines and Triton repositories without torch installed."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from wbc_edge import cli\n"
+        f"cli.run(['build-engine', '--onnx', {str(tiny_onnx)!r}])\n"
+        f"cli.run(['export', 'triton', '--model', {str(tiny_onnx)!r}, '--out', {str(tmp_path)!r}])\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'timm', 'torchvision')]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "HEAVY []" in done.stdout, done.stdout + done.stderr
+    assert (tmp_path / "tiny" / "config.pbtxt").is_file()
