@@ -211,11 +211,12 @@ def test_build_engine_and_triton_never_import_torch(tiny_onnx, tmp_path):
     """A Jetson builds engines and Triton repositories without torch installed."""
     import subprocess
 
+    model, repo = str(tiny_onnx), str(tmp_path)
     code = (
         "import sys\n"
         "from wbc_edge import cli\n"
-        f"cli.run(['build-engine', '--onnx', {str(tiny_onnx)!r}])\n"
-        f"cli.run(['export', 'triton', '--model', {str(tiny_onnx)!r}, '--out', {str(tmp_path)!r}])\n"
+        f"cli.run(['build-engine', '--onnx', {model!r}])\n"
+        f"cli.run(['export', 'triton', '--model', {model!r}, '--out', {repo!r}])\n"
         "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'timm', 'torchvision')]\n"
         "print('HEAVY', heavy)\n"
     )
