@@ -70,7 +70,11 @@ def onnx_cost(path: str | Path, input_size: int) -> dict[str, Any]:
                 trans_a = any(at.name == "transA" and at.i for at in node.attribute)
                 k = a[-2] if (node.op_type == "Gemm" and trans_a) else a[-1]
                 macs += int(np.prod(y)) * int(k)
-    return {"params": params, "macs": macs, "cost_method": "ONNX graph (Conv, Gemm, MatMul)"}
+    return {
+        "params": params,
+        "macs": macs,
+        "cost_method": "ONNX graph (BatchNorm folded into Conv)",
+    }
 
 
 def torch_cost(model: Any, input_size: int) -> dict[str, Any]:

@@ -234,6 +234,8 @@ def machine_info(runner: Runner = run_command, root: str | Path = "/") -> dict[s
         if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
         "memory_gb": round(int(mem.group(1)) / 1024**2, 1) if mem else None,
+        # Other work on the machine slows every row; the load says how busy it was at the start.
+        "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "gpus": gpu_names(runner),
         "python": platform.python_version(),
         "libraries": library_versions(),
@@ -262,7 +264,8 @@ def describe(info: dict[str, Any]) -> list[str]:
     usable = info.get("cpu_cores_usable")
     core_text = f"{cores} cores" + (f" ({usable} usable)" if usable and usable != cores else "")
     lines = [
-        f"CPU: {info['cpu']}, {core_text}, {info.get('memory_gb')} GB RAM ({info['arch']})",
+        f"CPU: {info['cpu']}, {core_text}, {info.get('memory_gb')} GB RAM ({info['arch']}), "
+        f"load average {info.get('load_avg_1m')} at the start",
         f"GPU: {', '.join(info['gpus']) if info['gpus'] else 'none'}",
         f"Python {info['python']}; {libs}",
     ]

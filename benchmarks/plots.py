@@ -29,9 +29,13 @@ def latency_plot(report: dict[str, Any], path: Path) -> Path:
         line = ax_lat.plot(batches, p50, marker="o", label=label)[0]
         ax_lat.fill_between(batches, p50, p90, color=line.get_color(), alpha=0.15)
         ax_tp.plot(batches, [s["images_per_s"] for s in stats], marker="o", label=label)
+    from matplotlib.ticker import FuncFormatter, ScalarFormatter
+
     for ax in (ax_lat, ax_tp):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
         ax.set_xlabel("batch size")
         ax.grid(True, which="both", alpha=0.3)
     ax_lat.set_ylabel("latency per batch, ms (p50; band to p90)")

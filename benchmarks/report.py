@@ -104,8 +104,11 @@ def notes(report: dict[str, Any]) -> list[str]:
         "Peak RSS: the peak resident memory of the worker process that ran only this model "
         "(Python, runtime libraries, model, buffers).",
     ]
-    methods = sorted({f"{r['name']}: {r.get('cost_method')}" for r in report["rows"]})
-    lines.append("Params/MACs (one image; Conv and Gemm/MatMul/Linear): " + "; ".join(methods))
+    by_method: dict[str, list[str]] = {}
+    for r in report["rows"]:
+        by_method.setdefault(str(r.get("cost_method")), []).append(r["name"])
+    methods = "; ".join(f"{m} for {', '.join(names)}" for m, names in by_method.items())
+    lines.append(f"Params/MACs (one image; MACs of Conv and Gemm/MatMul/Linear): {methods}.")
     decode = [r["decode_ms_per_image"] for r in report["rows"] if r.get("decode_ms_per_image")]
     if decode:
         lines.append(f"JPEG decode (not in pre ms/img): {min(decode):.2f} ms per image.")
