@@ -76,9 +76,16 @@ def _preprocess_ms(spec: Any, images: list[np.ndarray], reps: int = 5) -> tuple[
     return x, float(np.median(per_call)) * 1000.0 / len(images)
 
 
-def measure(spec_in: dict[str, Any]) -> dict[str, Any]:
+def decode(paths: list[str]) -> list[np.ndarray]:
     from wbc_edge.runtime.preprocess import read_image
 
+    try:
+        return [read_image(p) for p in paths]
+    except ValueError as exc:
+        raise UserError(f"{exc}: remove it from the data or fix the file") from exc
+
+
+def measure(spec_in: dict[str, Any]) -> dict[str, Any]:
     path = spec_in["path"]
     t0 = time.perf_counter()
     backend = open_model(path, spec_in.get("device", "auto"), int(spec_in.get("threads", 0)))
@@ -86,16 +93,13 @@ def measure(spec_in: dict[str, Any]) -> dict[str, Any]:
     card = backend.card
     spec = card.preprocess_spec()
 
+    # Only the images one timed batch needs stay decoded; the accuracy pass streams the rest,
+    # so the peak memory figure is the model's, not the data set's.
     paths = spec_in.get("images") or []
     decode_ms = None
     if paths:
         t0 = time.perf_counter()
-        images = []
-        for p in paths:
-            try:
-                images.append(read_image(p))
-            except ValueError as exc:
-                raise UserError(f"{exc}: remove it from the manifest or fix the file") from exc
+        images = decode(paths[: max(spec_in["batches"])])
         decode_ms = (time.perf_counter() - t0) * 1000.0 / len(images)
     else:
         rng = np.random.default_rng(0)
@@ -147,7 +151,7 @@ def measure(spec_in: dict[str, Any]) -> dict[str, Any]:
         # Random-init weights (a reference architecture with no trained checkpoint) are timed
         # only: their accuracy would be chance, not a result.
         if not result["untrained"]:
-            result.update(_accuracy(backend, spec, images, labels, spec_in))
+            result.update(_accuracy(backend, spec, paths, labels, spec_in))
         _emit("progress", step="accuracy")
 
     # Read before counting MACs below, which loads the ONNX graph: that is not inference memory.
@@ -158,7 +162,7 @@ def measure(spec_in: dict[str, Any]) -> dict[str, Any]:
 
 
 def _accuracy(
-    backend: Any, spec: Any, images: list[np.ndarray], labels: list[str], spec_in: dict[str, Any]
+    backend: Any, spec: Any, paths: list[str], labels: list[str], spec_in: dict[str, Any]
 ) -> dict[str, Any]:
     from wbc_edge.metrics import classification_report
 
@@ -172,7 +176,7 @@ def _accuracy(
     y = np.array([names.index(label) for label in labels])
     chunk = max(spec_in["batches"])
     probs = np.concatenate(
-        [backend.predict(spec(images[i : i + chunk])) for i in range(0, len(images), chunk)]
+        [backend.predict(spec(decode(paths[i : i + chunk]))) for i in range(0, len(paths), chunk)]
     )
     np.save(spec_in["probs_out"], probs)
     report = classification_report(probs, y, names)
