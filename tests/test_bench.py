@@ -370,3 +370,25 @@ def test_classes_the_model_does_not_know(
 def test_load_data_limit_keeps_every_class(tmp_path: Path) -> None:
     paths, labels = load_data(class_tree(tmp_path / "cells", per_class=10), "test", limit=6)
     assert len(paths) == 6 and sorted(set(labels)) == CLASSES
+
+
+def test_cost_of_qdq_int8_matches_fp32(tmp_path: Path) -> None:
+    """A Q/DQ INT8 model does the same convolutions: same MACs and parameters as its FP32
+    source; the scales and zero points it adds are not parameters."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    from wbc_edge.benchmarks.cost import onnx_cost
+
+    fp32 = tiny_onnx(tmp_path / "fp32.onnx", width=4, seed=0)
+    rng = np.random.default_rng(0)
+    feeds = iter([{"input": rng.random((1, 3, 32, 32), np.float32)} for _ in range(4)])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(feeds, None)
+
+    int8 = tmp_path / "int8.onnx"
+    quantize_static(str(fp32), str(int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
+    a, b = onnx_cost(fp32, 32), onnx_cost(int8, 32)
+    assert a["macs"] == b["macs"] == 32 * 32 * 4 * 27 + 4 * 3
+    assert a["params"] == b["params"] == 27 * 4 + 4 + 4 * 3
