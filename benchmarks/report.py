@@ -101,6 +101,9 @@ def notes(report: dict[str, Any]) -> list[str]:
         "pre ms/img: the model card's preprocessing (resize + normalise) of decoded images, "
         "timed apart from inference.",
         "Speed-up: the teacher's p50 / this model's p50 at the same batch size.",
+        "Load: the 1-minute load average after each model's runs: "
+        + ", ".join(f"{r['name']} {r.get('load_avg_1m')}" for r in report["rows"])
+        + f" (on {report['machine']['cpu_cores']} cores; above that, other work shared the CPU).",
         "Peak RSS: the peak resident memory of the worker process that ran only this model "
         "(Python, runtime libraries, model, buffers).",
     ]

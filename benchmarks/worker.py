@@ -9,6 +9,7 @@ lines on stdout: ``{"event": "progress", ...}`` while it works, then one ``resul
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -154,6 +155,7 @@ def measure(spec_in: dict[str, Any]) -> dict[str, Any]:
             result.update(_accuracy(backend, spec, paths, labels, spec_in))
         _emit("progress", step="accuracy")
 
+    result["load_avg_1m"] = round(os.getloadavg()[0], 2)  # how busy the machine was meanwhile
     # Read before counting MACs below, which loads the ONNX graph: that is not inference memory.
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     result.update(_cost(backend, path, card.input_size))
