@@ -7,12 +7,18 @@ alike, the background is pale grey, platelets are purple but tiny. So the finder
 1. scores each pixel by how much more blue than green it is (``B - G``; a nucleus scores ~80 on
    0..255, red cells and background ~0), and thresholds the score with Otsu, never below
    ``min_stain`` so a field without white cells yields nothing rather than noise;
-2. closes gaps narrower than ``lobe_gap`` so the lobes of one segmented neutrophil form one
-   nucleus, and drops specks smaller than ``min_nucleus_area`` (platelets, stain debris);
-3. splits nuclei of different cells that touch: a distance transform has one peak per round
-   nucleus, and peaks further apart than ``cell_separation`` seed a watershed;
-4. grows each nucleus box to the cell: a square of at least ``cell_diameter`` around the
-   nucleus, since the cytoplasm rim is too pale to segment reliably on every camera.
+2. groups stain pieces closer than ``lobe_gap`` (the lobes of a segmented neutrophil, an
+   eosinophil's two lobes) into one nucleus, and drops groups smaller than
+   ``min_nucleus_area`` (platelets, stain debris);
+3. splits nuclei of different cells that touch: a round nucleus has a core (a distance-transform
+   peak at least ``nucleus_core`` wide) that lobes lack, and two cores meeting in a waist
+   thinner than ``neck_ratio`` of their radius are two cells;
+4. grows each nucleus box by ``cytoplasm_rim`` to cover the cell: the cytoplasm is too pale
+   to segment reliably on every camera, and on BCCD the hand-drawn boxes sit about that far
+   outside the nucleus.
+
+It works at a fixed ``work_rbc_px`` pixels per red cell (each field is resized to it), so the
+morphology acts alike on every camera and a 4K field costs what a VGA one does.
 
 Every length is in red-cell diameters. Red cells are the one stable ruler in a smear (about
 7.5 um), so the parameters survive a change of camera, objective or resolution; the red-cell
@@ -79,14 +85,20 @@ class FinderParams:
     lobe_gap: float = 0.25  # stain pieces closer than this are lobes of one nucleus
     min_nucleus_area: float = 0.3  # a 4.6 um disc: above (giant) platelets, below any nucleus
     cell_separation: float = 0.8  # nuclei of two cells have centres at least this far apart
-    neck_ratio: float = 0.6  # touching nuclei meet in a waist thinner than this x their radius
+    nucleus_core: float = 0.45  # a lymphocyte nucleus holds a disc this wide, a lobe does not
+    neck_ratio: float = 0.7  # touching nuclei meet in a waist thinner than this x their radius
     cytoplasm_rim: float = 0.17  # the cell box is the nucleus box grown by this on each side
-    work_rbc_px: float = 40.0  # red-cell diameter at which the finder works (speed, not result)
+    work_rbc_px: float = 40.0  # red-cell diameter in pixels at which the finder works
 
     def rbc_px(self, shape: tuple[int, ...]) -> float:
         if self.rbc_diameter_px is not None:
             return float(self.rbc_diameter_px)
         return self.rbc_diameter * min(shape[:2])
+
+    def crop_px(self, shape: tuple[int, ...], fov_rbc: float = 4.8) -> float:
+        """Side in pixels of a crop spanning ``fov_rbc`` red-cell diameters in this field
+        (4.8 = the 36 um of a PBC/CellaVision crop), for :func:`crop_cell`'s ``side``."""
+        return fov_rbc * self.rbc_px(shape)
 
 
 def stain_score(image_bgr: np.ndarray) -> np.ndarray:
@@ -115,29 +127,38 @@ def nucleus_mask(image_bgr: np.ndarray, params: FinderParams, rbc_px: float) -> 
     return cv2.morphologyEx(mask, cv2.MORPH_OPEN, disk)
 
 
-def _split_touching(nucleus: np.ndarray, sep_px: float, neck_ratio: float) -> list[np.ndarray]:
-    """Split a nucleus blob (uint8 0/255, lobes already bridged) into the nuclei of different
-    cells; returns boolean masks.
+def _split_touching(
+    raw: np.ndarray, bridged: np.ndarray, sep_px: float, core_px: float, neck_ratio: float
+) -> list[np.ndarray]:
+    """Split a nucleus group into the nuclei of different cells; returns boolean masks.
 
-    Each round nucleus is a peak of the distance transform. Peaks closer than ``sep_px`` belong
-    to one nucleus; the rest seed a watershed, and two regions stay apart only when the neck
-    between them (the highest distance on their shared border) is thinner than ``neck_ratio``
-    of the smaller peak: touching nuclei meet in a narrow waist, lobes of one nucleus do not.
+    ``raw`` is the group's stain mask, ``bridged`` the same with the gaps between lobes closed
+    (uint8 0/255, same shape). A nucleus of its own has a core: a peak of the distance transform
+    of at least ``core_px``; the lobes of a segmented nucleus are too thin to have one, so they
+    never seed a split. Cores closer than ``sep_px`` belong to one nucleus; the rest seed a
+    split of the bridged mask, and two parts stay apart only where they meet in a waist thinner
+    than ``neck_ratio`` of the smaller core (a broad contact is one irregular nucleus).
     """
     import cv2
 
-    dt = cv2.distanceTransform(nucleus, cv2.DIST_L2, 5)
+    dt = cv2.distanceTransform(raw, cv2.DIST_L2, 5)
     k = max(3, int(sep_px) | 1)
     footprint = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-    peaks = (dt >= cv2.dilate(dt, footprint)) & (dt > 0.4 * dt.max())
-    n, markers = cv2.connectedComponents(peaks.astype(np.uint8))
-    whole = [nucleus > 0]
+    peaks = (dt >= cv2.dilate(dt, footprint)) & (dt >= core_px)
+    n, cores, _, centres = cv2.connectedComponentsWithStats(peaks.astype(np.uint8))
+    whole = [bridged > 0]
     if n <= 2:
         return whole
-    markers[nucleus == 0] = -1  # stays outside every region
-    relief = (255 - 255 * dt / dt.max()).astype(np.uint8)
-    ws = cv2.watershed(cv2.cvtColor(relief, cv2.COLOR_GRAY2BGR), markers.astype(np.int32))
-    regions = [r for r in (ws == i for i in range(1, n)) if r.any()]
+    # Each pixel goes to the core it is nearest to, counting from the core's edge: for round
+    # nuclei in contact this cuts exactly through the contact (OpenCV's watershed floods by
+    # colour difference, not by a distance relief, so it cannot do this job).
+    yy, xx = np.mgrid[0 : raw.shape[0], 0 : raw.shape[1]]
+    radii = [float(dt[cores == i].max()) for i in range(1, n)]
+    cost = np.stack(
+        [np.hypot(xx - cx, yy - cy) - r for (cx, cy), r in zip(centres[1:], radii, strict=True)]
+    )
+    nearest = np.argmin(cost, axis=0)
+    regions = [r for r in ((nearest == i) & (bridged > 0) for i in range(n - 1)) if r.any()]
     peak = [float(dt[r].max()) for r in regions]
     grown = [cv2.dilate(r.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0 for r in regions]
     parent = list(range(len(regions)))
@@ -149,7 +170,7 @@ def _split_touching(nucleus: np.ndarray, sep_px: float, neck_ratio: float) -> li
 
     for i in range(len(regions)):
         for j in range(i + 1, len(regions)):
-            border = grown[i] & grown[j] & (nucleus > 0)
+            border = grown[i] & grown[j] & (raw > 0)
             if border.any() and dt[border].max() > neck_ratio * min(peak[i], peak[j]):
                 parent[root(j)] = root(i)
     groups: dict[int, np.ndarray] = {}
@@ -161,9 +182,9 @@ def _split_touching(nucleus: np.ndarray, sep_px: float, neck_ratio: float) -> li
 def find_cells(image_bgr: np.ndarray, params: FinderParams | None = None) -> list[Box]:
     """White cells in a stained smear field, as boxes around whole cells, best first.
 
-    ``image_bgr`` is an OpenCV BGR uint8 field. The score of a box is the fraction of its nucleus
-    area above the stain threshold relative to a typical nucleus, capped at 1 (a rough
-    confidence, useful to sort and to threshold, not a probability).
+    ``image_bgr`` is an OpenCV BGR uint8 field. A box's score is its nucleus area over that of a
+    small nucleus (0.5 squared red-cell diameters), capped at 1: a rough confidence to sort by
+    (partial cells at the field's edge score low), not a probability.
     """
     import cv2
 
@@ -173,21 +194,23 @@ def find_cells(image_bgr: np.ndarray, params: FinderParams | None = None) -> lis
     image_bgr = image_bgr[:, :, :3]
     h0, w0 = image_bgr.shape[:2]
     rbc0 = params.rbc_px(image_bgr.shape)
-    scale = min(1.0, params.work_rbc_px / rbc0)
+    # Every field is resized so a red cell spans work_rbc_px: the morphology below then acts
+    # the same on any camera, and a large field costs no more than a small one.
+    scale = params.work_rbc_px / rbc0
     img = image_bgr
-    if scale < 1.0:
-        img = cv2.resize(image_bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    if abs(scale - 1.0) > 0.02:
+        interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+        img = cv2.resize(image_bgr, None, fx=scale, fy=scale, interpolation=interp)
     rbc = rbc0 * scale
     mask = nucleus_mask(img, params, rbc)
 
     # Lobes of one nucleus (and its stained granules) lie within lobe_gap of each other:
     # grouping by a dilated mask joins them without fattening the nucleus itself.
     g = max(1, int(round(params.lobe_gap * rbc / 2)))
-    grow = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1, 2 * g + 1)))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(grow)
+    bridge = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1, 2 * g + 1))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(mask, bridge))
     min_area = params.min_nucleus_area * rbc * rbc
     rim = params.cytoplasm_rim * rbc
-    bridge = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1, 2 * g + 1))
     boxes: list[Box] = []
     for i in range(1, n):
         x, y, w, h = stats[i, :4]
@@ -197,7 +220,13 @@ def find_cells(image_bgr: np.ndarray, params: FinderParams | None = None) -> lis
         # Bridge the lobes (closing inside a padded crop) so only real necks can split.
         pad = cv2.copyMakeBorder(comp.astype(np.uint8) * 255, g, g, g, g, cv2.BORDER_CONSTANT)
         closed = cv2.morphologyEx(pad, cv2.MORPH_CLOSE, bridge)
-        parts = _split_touching(closed, params.cell_separation * rbc, params.neck_ratio)
+        parts = _split_touching(
+            pad,
+            closed,
+            params.cell_separation * rbc,
+            params.nucleus_core * rbc,
+            params.neck_ratio,
+        )
         for part in parts:
             ys, xs = np.nonzero(part[g:-g, g:-g] & comp)
             if len(xs) < min_area:
@@ -218,16 +247,21 @@ def _clip(b: Box, w: int, h: int) -> Box:
     return Box(max(0.0, b.x1), max(0.0, b.y1), min(float(w), b.x2), min(float(h), b.y2), b.score)
 
 
-def crop_cell(image: np.ndarray, box: Box, margin: float = 0.15) -> np.ndarray:
-    """A square crop centred on ``box``, ``margin`` of its side added on each side.
+def crop_cell(
+    image: np.ndarray, box: Box, margin: float = 0.15, side: float | None = None
+) -> np.ndarray:
+    """A square crop centred on ``box``: ``margin`` of its side added on each side, or a fixed
+    ``side`` in pixels.
 
     The classifier was trained on centred single-cell crops, so the crop keeps the cell in the
     middle: where the square runs past the field's edge it is padded by replicating the border
-    instead of being shifted or cut.
+    instead of being shifted or cut. Training crops with a fixed field of view (PBC's span about
+    36 um, 4.8 red cells) are matched best by a fixed ``side``: see :meth:`FinderParams.crop_px`.
     """
     import cv2
 
-    side = max(box.width, box.height) * (1 + 2 * margin)
+    if side is None:
+        side = max(box.width, box.height) * (1 + 2 * margin)
     side_i = max(1, int(round(side)))
     cx, cy = (box.x1 + box.x2) / 2, (box.y1 + box.y2) / 2
     x1 = int(round(cx - side_i / 2))

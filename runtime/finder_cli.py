@@ -36,6 +36,14 @@ def finder_eval(
     limit: Annotated[
         int | None, typer.Option(help="Only the first N fields (sorted by name).")
     ] = None,
+    sweep: Annotated[
+        bool,
+        typer.Option(
+            "--sensitivity",
+            help="Also rerun with each parameter at 0.75x and 1.25x (15 runs) and record "
+            "recall/precision per half.",
+        ),
+    ] = False,
     rbc_px: Annotated[
         float | None,
         typer.Option(
@@ -60,6 +68,7 @@ def finder_eval(
         draw_overlay,
         evaluate,
         machine_description,
+        sensitivity,
         to_markdown,
     )
 
@@ -80,7 +89,7 @@ def finder_eval(
 
     table = Table(title=f"white-cell finder on {data} (IoU >= {iou})")
     for col in ("part", "fields", "WBC boxes", "found", "recall", "precision", "mean IoU", "ms"):
-        table.add_column(col, justify="left" if col == "part" else "right")
+        table.add_column(col, justify="left" if col == "part" else "right", no_wrap=True)
     for part in ("first_half", "second_half", "all"):
         s = summary[part]
         table.add_row(
@@ -94,6 +103,9 @@ def finder_eval(
             f"{s['ms_per_field']:.1f}",
         )
     console.print(table)
+    if sweep:
+        with console.status("sensitivity: each parameter at 0.75x and 1.25x"):
+            summary["sensitivity"] = sensitivity(data, params, iou=iou, limit=limit)
     print(json.dumps({k: summary["all"][k] for k in ("recall", "precision", "mean_iou")}))
 
     if out is not None:

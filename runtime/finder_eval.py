@@ -203,6 +203,47 @@ def evaluate(
     return summary, results
 
 
+SWEPT = (
+    "rbc_diameter",
+    "min_stain",
+    "lobe_gap",
+    "min_nucleus_area",
+    "nucleus_core",
+    "neck_ratio",
+    "cytoplasm_rim",
+)
+
+
+def sensitivity(
+    data: str | Path,
+    params: FinderParams | None = None,
+    iou: float = 0.5,
+    factors: tuple[float, ...] = (0.75, 1.25),
+    limit: int | None = None,
+) -> list[dict]:
+    """Each parameter scaled by each factor, the others kept: recall and precision per half.
+
+    A parameter whose +-25 % moves the numbers a lot is one the result depends on, and one to
+    check first on a new microscope."""
+    import dataclasses
+
+    params = params or FinderParams()
+    rows = []
+    configs = [("(as set)", 1.0, params)] + [
+        (name, f, dataclasses.replace(params, **{name: getattr(params, name) * f}))
+        for name in SWEPT
+        for f in factors
+        if not (name == "rbc_diameter" and params.rbc_diameter_px is not None)
+    ]
+    for name, f, p in configs:
+        summary, _ = evaluate(data, p, iou=iou, limit=limit)
+        row = {"param": name, "factor": f, "value": getattr(p, name, None)}
+        for half in ("first_half", "second_half"):
+            row[half] = {k: summary[half][k] for k in ("recall", "precision", "mean_iou")}
+        rows.append(row)
+    return rows
+
+
 def machine_description() -> str:
     """CPU model and core count: the context a time per field needs (the finder uses no GPU)."""
     cpu = platform.machine()
@@ -229,7 +270,7 @@ def to_markdown(summary: dict, title: str) -> str:
     lines += [f"- IoU threshold: {summary['iou_threshold']} (greedy one-to-one matching)", ""]
     lines += [
         "| part | files | fields | WBC boxes | found | matched | recall | precision | mean IoU "
-        "| ms/field |",
+        "| ms/field (finder only) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in ("first_half", "second_half", "all"):
@@ -247,6 +288,22 @@ def to_markdown(summary: dict, title: str) -> str:
     lines += [f"- {f['image']} {f['box']} score {f['score']}" for f in summary["false"]] or [
         "- none"
     ]
+    if "sensitivity" in summary:
+        lines += [
+            "",
+            "Sensitivity: one parameter scaled, the others as set (recall / precision per half):",
+            "",
+            "| parameter | x | value | first half | second half |",
+            "|---|---:|---:|---|---|",
+        ]
+        for r in summary["sensitivity"]:
+            a, b = r["first_half"], r["second_half"]
+            value = f"{r['value']:.3g}" if isinstance(r["value"], (int, float)) else ""
+            lines.append(
+                f"| {r['param']} | {r['factor']:g} | {value} "
+                f"| {a['recall']:.3f} / {a['precision']:.3f} "
+                f"| {b['recall']:.3f} / {b['precision']:.3f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
