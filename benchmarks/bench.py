@@ -65,6 +65,7 @@ def parse_batches(text: str) -> list[int]:
 class BenchConfig:
     students: list[Path]
     teacher: Path | None = None
+    baseline: Path | None = None  # speed-up reference when it is not the teacher
     data: Path | None = None
     split: str = "test"
     limit: int | None = None
@@ -163,6 +164,8 @@ def run_bench(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
     from wbc_edge.console import progress
 
     models = [(p, "student") for p in cfg.students]
+    if cfg.baseline is not None and cfg.baseline not in (cfg.teacher, *cfg.students):
+        models.insert(0, (cfg.baseline, "baseline"))
     if cfg.teacher is not None:
         models.insert(0, (cfg.teacher, "teacher"))
     for path, _ in models:
@@ -201,7 +204,7 @@ def run_bench(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
             row["_probs"] = np.load(probs_file) if probs_file.is_file() else None
             rows.append(row)
 
-    _relate(rows)
+    _relate(rows, cfg.baseline)
     for row in rows:
         row.pop("_probs", None)
     return {
@@ -209,6 +212,7 @@ def run_bench(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
         "command": command,
         "machine": machine_info(),
         "settings": {
+            "speedup_against": str(cfg.baseline or cfg.teacher or "") or None,
             "batches": cfg.batches,
             "warmup": cfg.warmup,
             "iters": cfg.iters,
@@ -223,13 +227,18 @@ def run_bench(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
     }
 
 
-def _relate(rows: list[dict[str, Any]]) -> None:
-    """Speed-up (teacher p50 / row p50 at the same batch) and top-1 agreement with the teacher."""
+def _relate(rows: list[dict[str, Any]], baseline: Path | None = None) -> None:
+    """Speed-up (baseline p50 / row p50 at the same batch; the baseline is the teacher unless
+    named) and top-1 agreement with the teacher."""
     teacher = next((r for r in rows if r["role"] == "teacher"), None)
+    base = teacher
+    if baseline is not None:
+        base = next(r for r in rows if Path(r["path"]) == baseline)
+        base["baseline"] = True
     for row in rows:
         row["agreement"] = None
         for b, stats in row["batches"].items():
-            ref = teacher["batches"].get(b) if teacher else None
+            ref = base["batches"].get(b) if base else None
             stats["speedup"] = ref["p50_ms"] / stats["p50_ms"] if ref else None
         if teacher is None or row is teacher:
             continue

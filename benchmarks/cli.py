@@ -18,6 +18,13 @@ def bench(
         Path | None,
         typer.Option(help="The reference model: speed-up and agreement are against it."),
     ] = None,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            help="Model the speed-up column is against (default: the teacher); "
+            "benchmarked too if it is not already a --student or --teacher."
+        ),
+    ] = None,
     data: Annotated[
         Path | None,
         typer.Option(
@@ -57,6 +64,7 @@ def bench(
     cfg = BenchConfig(
         students=list(student),
         teacher=teacher,
+        baseline=baseline,
         data=data,
         split=split,
         limit=limit,
@@ -84,6 +92,8 @@ def _command(cfg: object, out: Path, name: str) -> str:
         args += ["--student", str(s)]
     if cfg.teacher:
         args += ["--teacher", str(cfg.teacher)]
+    if cfg.baseline:
+        args += ["--baseline", str(cfg.baseline)]
     if cfg.data:
         args += ["--data", str(cfg.data), "--split", cfg.split]
     if cfg.limit:

@@ -90,6 +90,11 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
     return out
 
 
+def _base_name(report: dict[str, Any]) -> str:
+    base = report["settings"].get("speedup_against")
+    return Path(base).name if base else "the teacher"
+
+
 def notes(report: dict[str, Any]) -> list[str]:
     """How each figure was measured, so a reader can judge it."""
     st = report["settings"]
@@ -100,7 +105,7 @@ def notes(report: dict[str, Any]) -> list[str]:
         "inside predict). img/s = images / total time.",
         "pre ms/img: the model card's preprocessing (resize + normalise) of decoded images, "
         "timed apart from inference.",
-        "Speed-up: the teacher's p50 / this model's p50 at the same batch size.",
+        f"Speed-up: {_base_name(report)}'s p50 / this model's p50 at the same batch size.",
         "Load: the 1-minute load average after each model's runs: "
         + ", ".join(f"{r['name']} {r.get('load_avg_1m')}" for r in report["rows"])
         + f" (on {report['machine']['cpu_cores']} cores; above that, other work shared the CPU).",

@@ -283,6 +283,30 @@ def test_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "mJ/img" not in md.split("## How")[0]  # all-n/a energy column dropped off a Jetson
 
 
+def test_bench_speedup_against_a_baseline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--baseline: speed-up against another model (the reference study's B3) while agreement
+    stays against the teacher; the baseline gets a row of its own."""
+    teacher = tiny_onnx(tmp_path / "teacher.onnx", width=8, seed=1)
+    base = tiny_onnx(tmp_path / "b3.onnx", width=16, seed=3)
+    student = tiny_onnx(tmp_path / "student.onnx", width=4, seed=2)
+    out = tmp_path / "r"
+    argv = ["bench", "--student", str(student), "--teacher", str(teacher), "--baseline", str(base)]
+    argv += ["--batch", "2", "--warmup", "0", "--iters", "3", "--out", str(out)]
+    assert run(argv) == 0, capsys.readouterr().err
+    report = json.loads((out / "bench.json").read_text())
+    rows = {r["name"]: r for r in report["rows"]}
+    assert [r["role"] for r in report["rows"]] == ["teacher", "baseline", "student"]
+    assert report["settings"]["speedup_against"] == str(base)
+    assert rows["b3.onnx"]["batches"]["2"]["speedup"] == pytest.approx(1.0)
+    ratio = (
+        rows["b3.onnx"]["batches"]["2"]["p50_ms"] / rows["student.onnx"]["batches"]["2"]["p50_ms"]
+    )
+    assert rows["student.onnx"]["batches"]["2"]["speedup"] == pytest.approx(ratio)
+    assert "Speed-up: b3.onnx's p50" in (out / "bench.md").read_text()
+
+
 def test_bench_energy_with_tegrastats(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
