@@ -289,7 +289,7 @@ if [ "$SERVICE" -eq 1 ]; then
   else
     groups="video"
     if getent group render >/dev/null 2>&1; then groups="video,render"; fi
-    run useradd --system --home-dir /var/lib/wbc-edge --shell /usr/sbin/nologin \
+    run useradd --system --user-group --home-dir /var/lib/wbc-edge --shell /usr/sbin/nologin \
       --groups "$groups" "$SERVICE_USER"
   fi
   unit_src="$REPO_DIR/jetson/wbc-edge.service"
