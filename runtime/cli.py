@@ -46,6 +46,10 @@ def run(
         ),
     ] = Path("wbc-run"),
     batch: Annotated[int | None, typer.Option(help="Cells per inference batch [16].")] = None,
+    queue: Annotated[
+        int | None,
+        typer.Option(help="Frames waiting for inference; a camera drops the oldest beyond [32]."),
+    ] = None,
     min_confidence: Annotated[
         float | None,
         typer.Option(help="Cells below this probability go to review, not the count [0.5]."),
@@ -118,10 +122,11 @@ def run(
         batch=batch if batch is not None else defaults.batch,
         threshold=min_confidence if min_confidence is not None else defaults.threshold,
         margin=margin if margin is not None else defaults.margin,
+        queue_size=queue if queue is not None else defaults.queue_size,
         max_items=limit,
     )
-    if config.batch < 1 or not 0 <= config.threshold <= 1:
-        raise UserError("--batch must be >= 1 and --min-confidence between 0 and 1")
+    if config.batch < 1 or config.queue_size < 1 or not 0 <= config.threshold <= 1:
+        raise UserError("--batch and --queue must be >= 1, --min-confidence between 0 and 1")
     patterns = [p.strip() for p in immature.split(",")] if immature else list(DEFAULT_IMMATURE)
 
     backend = load_backend(model, device=device, threads=threads)

@@ -84,7 +84,7 @@ def test_stopped_after_k_files_and_restarted_neither_repeats_nor_skips(tmp_path,
 def test_killed_mid_run_and_restarted_neither_repeats_nor_skips(tmp_path):
     # A slower model (128 px, 30 convolutions) and batch 1 so the kill lands mid-run.
     slow = make_onnx(tmp_path / "slow.onnx", size=128, extra_nodes=30)
-    images = write_images(tmp_path / "in", COLOURS * 60)
+    images = write_images(tmp_path / "in", COLOURS * 30)
     out = tmp_path / "out"
     cmd = [sys.executable, "-c", "from wbc_edge.cli import main; main()", "run"]
     cmd += [str(tmp_path / "in"), "-m", str(slow), "--out", str(out), "--no-live", "--batch", "1"]
