@@ -16,7 +16,7 @@ def bench(
     ],
     teacher: Annotated[
         Path | None,
-        typer.Option(help="The reference model: speed-up and agreement are against it."),
+        typer.Option(help="The teacher: agreement (and speed-up unless --baseline) is against it."),
     ] = None,
     baseline: Annotated[
         Path | None,
