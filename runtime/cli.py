@@ -172,8 +172,10 @@ def run(
             observers += [o for o in (gallery, Annotator(annotate) if annotate else None) if o]
             pipeline = Pipeline(src, backend, output, config, observers)
             started = time.strftime("%Y-%m-%d %H:%M:%S")
+            cpu_start = time.process_time()
             pipeline.start()
             stats = watch_run(pipeline, diff, f"wbc-edge run {uri}", live=live)
+            cpu_s = time.process_time() - cpu_start
 
         elapsed = time.perf_counter() - stats.started
         model_ms = 1000 * backend.total_inference_s / backend.images if backend.images else 0.0
@@ -192,6 +194,8 @@ def run(
             "latency_ms_p50": round(stats.latency_ms(50), 2),
             "latency_ms_p95": round(stats.latency_ms(95), 2),
             "model_ms_per_cell": round(model_ms, 3),
+            "process_cpu_s": round(cpu_s, 3),  # all threads, the model's own included
+            "stage_cpu_s": stats.stage_cpu_s,
             "differential": diff.to_dict(),
         }
         (output.dir / "summary.json").write_text(json.dumps(summary, indent=2))

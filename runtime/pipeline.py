@@ -138,6 +138,7 @@ class Stats:
     recent: collections.deque[tuple[float, int, int]] = field(
         default_factory=lambda: collections.deque(maxlen=200)
     )  # (time, items, cells) samples for rates over the last seconds
+    stage_cpu_s: dict[str, float] = field(default_factory=dict)  # CPU time of each stage thread
 
     def rates(self, window_s: float = 5.0) -> tuple[float, float]:
         """Items/s and cells/s over the last ``window_s`` seconds."""
@@ -202,7 +203,7 @@ class Pipeline:
             ("output", self._output),
         ]
         for name, target in stages:
-            t = threading.Thread(target=self._guard, args=(target,), name=f"wbc-{name}")
+            t = threading.Thread(target=self._guard, args=(name, target), name=f"wbc-{name}")
             t.daemon = True
             t.start()
             self._threads.append(t)
@@ -248,7 +249,8 @@ class Pipeline:
 
     # -- stages -------------------------------------------------------------------------------
 
-    def _guard(self, stage: Callable[[], None]) -> None:
+    def _guard(self, name: str, stage: Callable[[], None]) -> None:
+        start = time.thread_time()
         try:
             stage()
         except BaseException as exc:  # handed to the main thread by finish()
@@ -256,6 +258,9 @@ class Pipeline:
                 self._failure = exc
             self._abort.set()
             self._stop.set()
+        finally:
+            # Which stage is busiest tells where a faster machine (or more threads) would help.
+            self.stats.stage_cpu_s[name] = round(time.thread_time() - start, 3)
 
     def _put(self, q: Any, item: Any) -> bool:
         """Put, waiting for room but giving up when the pipeline aborts."""
