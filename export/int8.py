@@ -422,7 +422,8 @@ def quantize_int8(
         ranges,
         settings,
         extra,
-        reader_factory=lambda: ImageReader(paths, spec, _input_name(onnx_path)),
+        # batch 1: the fallback calibrator stacks one pass, so every batch must be one size
+        reader_factory=lambda: ImageReader(paths, spec, _input_name(onnx_path), batch_size=1),
     )
     if target == "tensorrt":
         problems = check_qdq(onnx.load(str(out)), symmetric=True)

@@ -246,3 +246,40 @@ def test_cli_sweep_records_every_setting(trained, tmp_path, capsys):
         assert r["agreement_with_fp32"] >= 0.9
     md = results.with_suffix(".md").read_text()
     assert data["command"] in md and "| fp32 |" in md
+
+
+def test_older_onnxruntime_recalibrates_to_the_same_model(trained, tmp_path, monkeypatch):
+    """Without calibration_cache_path, quantize() recalibrates from the same images: the
+    resulting scales must equal those from the precomputed ranges."""
+    from wbc_edge.export import int8
+    from wbc_edge.export.int8 import TENSORRT, ImageReader, quantize
+
+    onnx_path, manifest = trained
+    paths = [r.path for r in select_calibration_rows(read_manifest(manifest, "train"), 32)]
+    spec = card().preprocess_spec()
+    ranges = calibrate(onnx_path, paths, spec, "minmax", symmetric=True)
+    a = quantize(onnx_path, tmp_path / "cached.onnx", ranges, TENSORRT)
+    monkeypatch.setattr(int8, "_accepts_cache", lambda: False)
+    with pytest.raises(UserError, match="upgrade onnxruntime"):
+        quantize(onnx_path, tmp_path / "x.onnx", ranges, TENSORRT)
+    b = quantize(
+        onnx_path,
+        tmp_path / "recal.onnx",
+        ranges,
+        TENSORRT,
+        reader_factory=lambda: ImageReader(paths, spec, batch_size=16),
+    )
+
+    def scales(path):
+        proto = onnx.load(str(path))
+        consts = _consts(proto)
+        return {
+            n.input[0]: consts[n.input[1]].tolist()
+            for n in proto.graph.node
+            if n.op_type == "QuantizeLinear"
+        }
+
+    sa, sb = scales(a), scales(b)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        np.testing.assert_allclose(sa[k], sb[k], rtol=1e-6)
