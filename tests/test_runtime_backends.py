@@ -276,7 +276,7 @@ def test_tensorrt_backend_both_io_apis(tmp_path, monkeypatch, version, dynamic, 
     monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(version, spec))
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"ENGINE")
-    write_sidecar(engine, ModelCard("colour", CLASSES, input_size=32), tensorrt=version)
+    write_sidecar(engine, ModelCard("colour", CLASSES, input_size=32), tensorrt_version=version)
     backend = load_backend(engine)
     assert backend.name == "tensorrt" and backend.max_batch == 4
     probs = check_contract(backend)  # 5 images: two chunks for a max batch of 4
@@ -303,14 +303,14 @@ def test_tensorrt_version_gate_and_stale_engines(tmp_path, monkeypatch):
     engine.write_bytes(b"ENGINE")
     with pytest.raises(UserError, match="no sidecar card"):
         load_backend(engine)
-    write_sidecar(engine, ModelCard("colour", CLASSES, input_size=32), tensorrt="8.6.1")
+    write_sidecar(engine, ModelCard("colour", CLASSES, input_size=32), tensorrt_version="8.6.1")
     with pytest.raises(UserError, match="built with TensorRT 8.6.1 but 10.3.0"):
         load_backend(engine)
-    write_sidecar(engine, ModelCard("colour", CLASSES, input_size=32), tensorrt="10.3.1")
+    write_sidecar(engine, ModelCard("colour", CLASSES, input_size=32), tensorrt_version="10.3.1")
     engine.write_bytes(b"OTHER GPU")
     with pytest.raises(UserError, match="cannot deserialize"):
         load_backend(engine)
-    assert json.loads(Path(f"{engine}.json").read_text())["tensorrt"] == "10.3.1"
+    assert json.loads(Path(f"{engine}.json").read_text())["tensorrt_version"] == "10.3.1"
 
 
 def test_tensorrt_missing_is_one_line_naming_the_extra(tmp_path, monkeypatch):
@@ -320,3 +320,19 @@ def test_tensorrt_missing_is_one_line_naming_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails
     with pytest.raises(UserError, match=r"wbc-edge\[jetson\]"):
         load_backend(engine)
+
+
+@pytest.mark.tensorrt
+def test_tensorrt_engine_built_on_this_device_matches_onnxruntime(tmp_path):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed")
+    pytest.importorskip("pycuda.driver", reason="pycuda is not installed")
+    from wbc_edge.export.tensorrt_build import build_engine
+
+    onnx_path = make_onnx(tmp_path / "m.onnx")
+    built = build_engine(onnx_path, tmp_path / "m.engine", precision="fp32", batch=(1, 4, 8))
+    with load_backend(built.engine) as trt_model, load_backend(onnx_path) as ort_model:
+        a, b = check_contract(trt_model), check_contract(ort_model)
+        assert trt_model.max_batch == 8
+        big = np.concatenate([colour_batch()] * 4)  # 20 images: three engine calls
+        assert np.allclose(trt_model.predict(big), ort_model.predict(big), atol=1e-4)
+    assert np.allclose(a, b, atol=1e-4)

@@ -120,7 +120,8 @@ class TensorRTBackend(BackendBase):
         cuda = require("pycuda.driver")
         self.version = trt.__version__
         api = io_api(self.version)
-        built_with = self.build_info.get("tensorrt")
+        # build-engine records the version it built with; a mismatch cannot deserialize.
+        built_with = self.build_info.get("tensorrt_version")
         if built_with and _version_tuple(str(built_with)) != _version_tuple(self.version):
             raise UserError(
                 f"{self.path} was built with TensorRT {built_with} but {self.version} is "
