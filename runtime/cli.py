@@ -199,7 +199,8 @@ def run(
             "differential": diff.to_dict(),
         }
         (output.dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        console.print(diff.table("Differential (all results in this folder)"))
+        if not live:  # the live view already shows the final table
+            console.print(diff.table("Differential (all results in this folder)"))
         console.print(
             f"{stats.items} items, {stats.cells} cells, {stats.errors} errors, "
             f"{stats.dropped} frames dropped in {elapsed:.1f} s "

@@ -105,7 +105,8 @@ class Differential:
                 f"{self.percent(c):.1f}",
                 str(self.review[c]),
             )
-        t.add_row(Text("total", style="bold"), str(self.counted), "100.0", str(self.in_review))
+        total_pct = "100.0" if self.counted else "-"
+        t.add_row(Text("total", style="bold"), str(self.counted), total_pct, str(self.in_review))
         return t
 
 

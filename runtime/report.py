@@ -124,7 +124,8 @@ def render_html(diff: Differential, gallery: Gallery | None, info: dict[str, Any
             f"<td>{diff.percent(c):.1f}</td><td>{diff.review[c]}</td></tr>"
         )
     out.append(
-        f'<tr class="total"><td>total</td><td>{diff.counted}</td><td>100.0</td>'
+        f'<tr class="total"><td>total</td><td>{diff.counted}</td>'
+        f"<td>{'100.0' if diff.counted else '-'}</td>"
         f"<td>{diff.in_review}</td></tr></tbody></table>"
     )
     if gallery is not None:
