@@ -58,7 +58,7 @@ class LutNormalizer:
 class DropOldestQueue:
     """A bounded queue whose ``put`` never blocks: when full, the oldest item is discarded.
 
-    ``put_end`` always gets in (it displaces an item if it must), so the consumer sees the end.
+    So the end-of-stream marker always gets in too, and the consumer always sees the end.
     """
 
     def __init__(self, maxsize: int) -> None:
