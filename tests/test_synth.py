@@ -218,7 +218,7 @@ def test_cli_help() -> None:
 
 @pytest.mark.slow
 def test_tiny_cnn_learns_what_mean_colour_cannot() -> None:
-    """The phantoms carry morphology a small CNN learns (about a minute on 2 CPU cores)."""
+    """The phantoms carry morphology a small CNN learns (2-3 minutes on 2 busy CPU cores)."""
     torch = pytest.importorskip("torch", reason="torch comes with the train extra")
     nn = torch.nn
     torch.manual_seed(0)
@@ -227,12 +227,12 @@ def test_tiny_cnn_learns_what_mean_colour_cannot() -> None:
         images, labels = [], []
         for k, cls in enumerate(CLASSES):
             for i in range(start, start + n):
-                images.append(render_cell(cls, image_rng(0, cls, i), 48)[:, :, ::-1])
+                images.append(render_cell(cls, image_rng(0, cls, i), 64)[:, :, ::-1])
                 labels.append(k)
         x = torch.tensor(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
         return x, torch.tensor(labels)
 
-    x_fit, y_fit = batch(0, 80)
+    x_fit, y_fit = batch(0, 100)
     x_test, y_test = batch(1000, 30)
 
     def block(cin: int, cout: int) -> nn.Module:
@@ -240,8 +240,8 @@ def test_tiny_cnn_learns_what_mean_colour_cannot() -> None:
         return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2))
 
     net = nn.Sequential(
-        block(3, 16), block(16, 32), block(32, 48), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        nn.Linear(48, len(CLASSES)),
+        block(3, 16), block(16, 32), block(32, 48), block(48, 64), nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(), nn.Linear(64, len(CLASSES)),
     )  # fmt: skip
     epochs, steps = 12, (len(y_fit) + 31) // 32
     opt = torch.optim.AdamW(net.parameters(), 3e-3, weight_decay=1e-4)
@@ -251,7 +251,8 @@ def test_tiny_cnn_learns_what_mean_colour_cannot() -> None:
         order = torch.randperm(len(y_fit))
         for j in range(0, len(order), 32):
             idx = order[j : j + 32]
-            x = torch.rot90(x_fit[idx], int(torch.randint(4, (1,))), (2, 3))
+            x = x_fit[idx].flip(3) if torch.rand(1) < 0.5 else x_fit[idx]
+            x = torch.rot90(x, int(torch.randint(4, (1,))), (2, 3))
             loss = nn.functional.cross_entropy(net(x), y_fit[idx])
             opt.zero_grad()
             loss.backward()
@@ -266,4 +267,5 @@ def test_tiny_cnn_learns_what_mean_colour_cannot() -> None:
     pred = np.argmin(((colour[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
     by_colour = float((pred == y_test.numpy()).mean())
     assert by_colour < 0.8
+    print(f"tiny CNN {cnn:.3f}, nearest mean colour {by_colour:.3f}")
     assert cnn > 0.75 and cnn > by_colour + 0.4, (cnn, by_colour)
