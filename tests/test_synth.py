@@ -19,7 +19,7 @@ from wbc_edge.data.synth_cells import CLASSES
 from wbc_edge.data.synth_fields import make_fields
 from wbc_edge.errors import UserError
 
-FIELD = (256, 192)
+FIELD = (320, 240)
 CORNERS = ("xmin", "ymin", "xmax", "ymax")
 
 

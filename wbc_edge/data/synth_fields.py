@@ -33,7 +33,7 @@ from wbc_edge.data.synth_paint import develop, new_canvas
 from wbc_edge.errors import UserError
 
 DEFAULT_FIELD_SIZE = (640, 480)
-FIELD_PX_PER_UM = 10.0  # a 640x480 field spans 64x48 µm; a neutrophil is about 130 px
+FIELD_PX_PER_UM = 13.0  # as BCCD: a red cell ~100 px (0.21 of 480), a 640x480 field ~49x37 µm
 FIELD_PREFIX = "SynthField"
 
 
@@ -157,9 +157,14 @@ def parse_field_size(text: str) -> tuple[int, int]:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise UserError(f"--field-size {text!r}: write WIDTHxHEIGHT, e.g. 640x480") from None
-    if w < 240 or h < 180:
-        raise UserError(f"--field-size {text}: fields must be at least 240x180 pixels")
-    return w, h
+    return check_field_size((w, h))
+
+
+def check_field_size(size: tuple[int, int]) -> tuple[int, int]:
+    """Fields must hold a large white cell (a promyelocyte is up to ~270 px across)."""
+    if size[0] < 320 or size[1] < 240:
+        raise UserError(f"--field-size {size[0]}x{size[1]}: fields must be at least 320x240 pixels")
+    return size
 
 
 def make_fields(
@@ -175,6 +180,7 @@ def make_fields(
     """Write ``n`` fields under ``out/fields/``; returns the image paths in order."""
     difficulty = check_difficulty(difficulty)
     check_classes(classes)
+    check_field_size(size)
     if n < 1:
         raise UserError(f"--fields {n}: give at least 1 field")
     if seed < 0:
