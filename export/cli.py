@@ -291,7 +291,7 @@ def _print_int8(r: Int8Report) -> None:
     if r.fp32:
         console.print(
             f"top-1 agreement {r.agreement:.4f} on {r.num_eval} {r.eval_split} images; "
-            f"accuracy change {-r.accuracy_drop_points:+.2f} points",
+            f"accuracy change {100 * (r.int8['accuracy'] - r.fp32['accuracy']):+.2f} points",
             highlight=False,
             soft_wrap=True,
         )
