@@ -223,3 +223,198 @@ def test_build_engine_and_triton_never_import_torch(tiny_onnx, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "HEAVY []" in done.stdout, done.stdout + done.stderr
     assert (tmp_path / "tiny" / "config.pbtxt").is_file()
+
+
+class _FakeTensorRT:
+    """Just enough of the tensorrt and pycuda modules to run build_engine's calls on a CPU and
+    record them; a real TensorRT run is test_builds_and_reuses_a_real_engine."""
+
+    def __init__(self, version: str) -> None:
+        import types
+
+        self.calls: list[tuple] = []
+        self.batches: list[tuple] = []
+        calls, batches = self.calls, self.batches
+        trt = types.ModuleType("tensorrt")
+        trt.__version__ = version
+
+        class Logger:
+            WARNING = 2
+
+            def __init__(self, level):
+                pass
+
+        class Profile:
+            def set_shape(self, name, lo, opt, hi):
+                calls.append(("shape", name, lo, opt, hi))
+
+        class TimingCache:
+            def serialize(self):
+                return b"timing-cache"
+
+        class Config:
+            int8_calibrator = None
+
+            def set_memory_pool_limit(self, pool, size):
+                calls.append(("pool", pool, size))
+
+            def set_flag(self, flag):
+                calls.append(("flag", flag))
+
+            def add_optimization_profile(self, profile):
+                calls.append(("profile",))
+
+            def set_calibration_profile(self, profile):
+                calls.append(("calibration_profile",))
+
+            def create_timing_cache(self, blob):
+                calls.append(("timing_cache_in", bytes(blob)))
+                return TimingCache()
+
+            def set_timing_cache(self, cache, ignore_mismatch):
+                calls.append(("set_timing_cache", ignore_mismatch))
+
+            def get_timing_cache(self):
+                return TimingCache()
+
+        class Builder:
+            num_DLA_cores = 2
+            platform_has_fast_fp16 = True
+
+            def __init__(self, logger):
+                pass
+
+            def create_network(self, flags):
+                calls.append(("network", flags))
+                return object()
+
+            def create_builder_config(self):
+                return Config()
+
+            def create_optimization_profile(self):
+                return Profile()
+
+            def build_serialized_network(self, network, config):
+                cal = config.int8_calibrator
+                if cal is not None:
+                    cache = cal.read_calibration_cache()
+                    if cache is None:
+                        while (ptrs := cal.get_batch(["input"])) is not None:
+                            calls.append(("batch", ptrs))
+                        cal.write_calibration_cache(b"TRT-8601-EntropyCalibration2\n")
+                    else:
+                        calls.append(("cache_used", cache.decode().splitlines()[0]))
+                calls.append(("device", getattr(config, "default_device_type", None)))
+                return b"fake engine"
+
+        class OnnxParser:
+            num_errors = 0
+
+            def __init__(self, network, logger):
+                pass
+
+            def parse(self, data):
+                calls.append(("parse", len(data)))
+                return True
+
+        class IInt8EntropyCalibrator2:
+            def __init__(self):
+                pass
+
+        trt.Logger, trt.Builder, trt.OnnxParser = Logger, Builder, OnnxParser
+        trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
+        trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
+        trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
+        trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", INT8="INT8", GPU_FALLBACK="GPU_FB")
+        trt.DeviceType = types.SimpleNamespace(DLA="DLA", GPU="GPU")
+
+        class Buffer:
+            def __int__(self):
+                return 4096
+
+        cuda = types.ModuleType("pycuda.driver")
+        cuda.init = lambda: None
+        cuda.Device = lambda i: types.SimpleNamespace(name=lambda: "Fake Orin")
+        cuda.mem_alloc = lambda n: Buffer()
+        cuda.memcpy_htod = lambda dst, arr: batches.append(arr.shape)
+        self.modules = {
+            "tensorrt": trt,
+            "pycuda": types.ModuleType("pycuda"),
+            "pycuda.driver": cuda,
+            "pycuda.autoinit": types.ModuleType("pycuda.autoinit"),
+        }
+
+
+@pytest.fixture
+def fake_trt(monkeypatch):
+    def install(version: str) -> _FakeTensorRT:
+        fake = _FakeTensorRT(version)
+        for name, module in fake.modules.items():
+            monkeypatch.setitem(sys.modules, name, module)
+        return fake
+
+    return install
+
+
+def test_build_calls_follow_the_tensorrt_version(fake_trt, tiny_onnx, tmp_path):
+    from wbc_edge.runtime.card import read_sidecar
+
+    for version, flags in (("8.6.1", 1), ("10.3.0", 0)):
+        fake = fake_trt(version)
+        engine = tmp_path / f"{version}.engine"
+        timing = tmp_path / "timing.cache"
+        result = tensorrt_build.build_engine(
+            tiny_onnx, engine, "fp16", batch=(1, 4, 16), timing_cache=timing, echo=lambda s: None
+        )
+        assert ("network", flags) in fake.calls  # EXPLICIT_BATCH only before TensorRT 10
+        assert ("pool", "workspace", 1024 << 20) in fake.calls
+        assert ("flag", "FP16") in fake.calls and ("flag", "INT8") not in fake.calls
+        assert ("shape", "input", (1, 3, 32, 32), (4, 3, 32, 32), (16, 3, 32, 32)) in fake.calls
+        assert timing.read_bytes() == b"timing-cache" and not result.reused
+        assert engine.read_bytes() == b"fake engine"
+        card_back, fields = read_sidecar(engine)
+        assert card_back.class_names == card().class_names
+        assert card_back.extra["precision"] == "fp16"
+        assert fields["tensorrt_version"] == version and fields["device_name"] == "Fake Orin"
+        assert fields["engine_sha256"] == sha256_file(engine)
+        assert [t["name"] for t in fields["io"]["outputs"]] == ["logits", "probs"]
+    again = tensorrt_build.build_engine(
+        tiny_onnx, engine, "fp16", batch=(1, 4, 16), echo=lambda s: None
+    )
+    assert again.reused
+    rebuilt = tensorrt_build.build_engine(
+        tiny_onnx, engine, "fp16", batch=(1, 8, 16), echo=lambda s: None
+    )
+    assert not rebuilt.reused  # another batch profile is another engine
+
+
+def test_implicit_int8_from_images_and_from_cache(fake_trt, tiny_onnx, tmp_path):
+    fake = fake_trt("8.5.2")
+    manifest = write_phantoms(tmp_path / "data", {"train": 5})
+    rows = read_manifest(manifest, "train")
+    engine = tmp_path / "i8.engine"
+    tensorrt_build.build_engine(
+        tiny_onnx, engine, "int8", calib_rows=rows, dla_core=1, echo=lambda s: None
+    )
+    assert ("flag", "INT8") in fake.calls and ("calibration_profile",) in fake.calls
+    assert fake.batches == [(8, 3, 32, 32)] * (20 // 8)
+    assert ("flag", "GPU_FB") in fake.calls and ("device", "DLA") in fake.calls
+    assert (tmp_path / "i8.engine.calib.cache").is_file()
+    with pytest.raises(UserError, match="has 2 DLA core"):
+        tensorrt_build.build_engine(
+            tiny_onnx, engine, "int8", calib_rows=rows, dla_core=2, echo=lambda s: None
+        )
+    cache = calib_cache.write(tmp_path / "c.cache", {"input": 1 / 127}, calib_cache.header("8.6.1"))
+    fake = fake_trt("10.3.0")
+    notes = []
+    tensorrt_build.build_engine(
+        tiny_onnx, tmp_path / "c.engine", "int8", calib_cache_path=cache, echo=notes.append
+    )
+    # the cache is handed over under the running TensorRT's own header
+    assert ("cache_used", "TRT-100300-EntropyCalibration2") in fake.calls
+    assert any("deprecated in TensorRT 10.3.0" in n for n in notes)
+    fake_trt("11.0.0")
+    with pytest.raises(UserError, match="no implicit INT8 calibration"):
+        tensorrt_build.build_engine(
+            tiny_onnx, tmp_path / "d.engine", "int8", calib_cache_path=cache, echo=notes.append
+        )
