@@ -20,7 +20,6 @@ from wbc_edge.optional import require
 def onnx_cost(path: str | Path, input_size: int) -> dict[str, Any]:
     """{"params", "macs", "method"} of an ONNX file (needs the ``onnx`` package)."""
     onnx = require("onnx")
-    from onnx import shape_inference
 
     model = onnx.load(str(path))
     graph = model.graph
@@ -33,30 +32,18 @@ def onnx_cost(path: str | Path, input_size: int) -> dict[str, Any]:
     }
     params = sum(int(np.prod(t.dims)) for name, t in inits.items() if name not in qdq_aux)
 
-    # Fix the batch at 1 so shape inference yields concrete shapes for every tensor.
-    init_names = set(inits)
-    for inp in graph.input:
-        if inp.name in init_names:
-            continue
-        dims = inp.type.tensor_type.shape.dim
-        if len(dims) == 4:
-            for d, v in zip(dims, (1, 3, input_size, input_size), strict=True):
-                d.ClearField("dim_param")
-                d.dim_value = v
-        elif dims:
-            dims[0].ClearField("dim_param")
-            dims[0].dim_value = 1
-    inferred = shape_inference.infer_shapes(model)
-    shapes: dict[str, tuple[int, ...]] = {}
-    for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
-        dims = vi.type.tensor_type.shape.dim
-        shapes[vi.name] = tuple(d.dim_value for d in dims)
+    # Shapes as the model actually runs them, for one image: static shape inference gives up
+    # on graphs with computed padding (timm's TF-"same" EfficientNets), so ask ONNX Runtime.
+    wanted = {
+        name
+        for node in graph.node
+        if node.op_type in ("Conv", "Gemm", "MatMul")
+        for name in (node.input[0], node.input[1], node.output[0])
+        if name not in inits
+    }
+    shapes = _runtime_shapes(model, sorted(wanted), input_size)
     for name, t in inits.items():
         shapes[name] = tuple(t.dims)
-    # A Q/DQ weight reaches Conv through DequantizeLinear: its shape is the int8 initializer's.
-    for node in graph.node:
-        if node.op_type == "DequantizeLinear" and node.input[0] in shapes:
-            shapes.setdefault(node.output[0], shapes[node.input[0]])
 
     macs = 0
     for node in graph.node:
@@ -75,6 +62,28 @@ def onnx_cost(path: str | Path, input_size: int) -> dict[str, Any]:
         "macs": macs,
         "cost_method": "ONNX graph (BatchNorm folded into Conv)",
     }
+
+
+def _runtime_shapes(model: Any, names: list[str], input_size: int) -> dict[str, tuple[int, ...]]:
+    """Shapes of the ``names`` tensors when the model runs on one zero image."""
+    onnx = require("onnx")
+    ort = require("onnxruntime")
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    outputs = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in outputs)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    sess = ort.InferenceSession(
+        probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    feeds = {}
+    for inp in sess.get_inputs():
+        shape = [1, 3, input_size, input_size] if len(inp.shape) == 4 else [1, *inp.shape[1:]]
+        feeds[inp.name] = np.zeros(shape, np.float32)
+    values = sess.run(names, feeds)
+    return {n: tuple(int(d) for d in v.shape) for n, v in zip(names, values, strict=True)}
 
 
 def torch_cost(model: Any, input_size: int) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -416,3 +417,35 @@ def test_cost_of_qdq_int8_matches_fp32(tmp_path: Path) -> None:
     a, b = onnx_cost(fp32, 32), onnx_cost(int8, 32)
     assert a["macs"] == b["macs"] == 32 * 32 * 4 * 27 + 4 * 3
     assert a["params"] == b["params"] == 27 * 4 + 4 + 4 * 3
+
+
+def test_cost_onnx_matches_torch_with_computed_padding(tmp_path: Path) -> None:
+    """timm's TF-"same" convolutions pad by a size computed from the input at run time; static
+    shape inference gives up there, so the ONNX count must still match the torch count."""
+    torch = pytest.importorskip("torch")
+    timm_layers = pytest.importorskip("timm.layers")
+    from wbc_edge.benchmarks.cost import onnx_cost, torch_cost
+
+    model = torch.nn.Sequential(
+        timm_layers.Conv2dSame(3, 8, 3, stride=2),
+        torch.nn.ReLU(),
+        timm_layers.Conv2dSame(8, 16, 3, stride=2),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16, 3),
+    ).eval()
+    path = tmp_path / "same.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            model,
+            (torch.zeros(2, 3, 30, 30),),
+            str(path),
+            dynamo=False,
+            input_names=["input"],
+            dynamic_axes={"input": {0: "batch"}},
+        )
+    expected = torch_cost(model, 30)
+    got = onnx_cost(path, 30)
+    assert got["macs"] == expected["macs"] == 15 * 15 * 8 * 27 + 8 * 8 * 16 * 72 + 16 * 3
+    assert got["params"] == expected["params"]
