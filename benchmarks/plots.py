@@ -49,22 +49,49 @@ def latency_plot(report: dict[str, Any], path: Path) -> Path:
 
 
 def accuracy_plot(report: dict[str, Any], path: Path) -> Path | None:
-    """Accuracy against batch-1 latency (smallest batch measured); None when no row has both."""
-    points = []
-    for row in report["rows"]:
-        if row.get("accuracy") is None:
-            continue
+    """Accuracy against latency per image at the smallest batch measured; models timed without
+    an accuracy (random-init references) appear as dashed lines at their latency. None when no
+    row has an accuracy."""
+    from matplotlib.ticker import FuncFormatter
+
+    def per_image(row: dict[str, Any]) -> tuple[float, int]:
         b = min(int(k) for k in row["batches"])
-        points.append((row["batches"][str(b)]["p50_ms"] / b, 100 * row["accuracy"], row, b))
-    if not points:
+        return row["batches"][str(b)]["p50_ms"] / b, b
+
+    scored = [r for r in report["rows"] if r.get("accuracy") is not None]
+    if not scored:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for x, y, row, _b in points:
-        ax.scatter([x], [y], s=60, marker="*" if row["role"] == "teacher" else "o")
-        ax.annotate(row["name"], (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for i, row in enumerate(scored):
+        x, _ = per_image(row)
+        y = 100 * row["accuracy"]
+        ax.scatter([x], [y], s=70, marker="*" if row["role"] == "teacher" else "o", zorder=3)
+        # alternate label sides so models with equal accuracy do not print over each other
+        ax.annotate(
+            row["name"],
+            (x, y),
+            textcoords="offset points",
+            xytext=(7, 8 if i % 2 == 0 else -14),
+            fontsize=8,
+        )
+    for row in report["rows"]:
+        if row.get("accuracy") is None:
+            x, _ = per_image(row)
+            ax.axvline(x, linestyle="--", color="grey", linewidth=1)
+            ax.annotate(
+                f"{row['name']} (latency only)",
+                (x, 0.02),
+                xycoords=("data", "axes fraction"),
+                rotation=90,
+                fontsize=7,
+                color="grey",
+                xytext=(-9, 0),
+                textcoords="offset points",
+            )
     ax.set_xscale("log")
-    ax.set_xlabel(f"latency per image at batch {points[0][3]}, ms (p50)")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.set_xlabel(f"latency per image at batch {per_image(scored[0])[1]}, ms (p50)")
     ax.set_ylabel("accuracy, %")
     ax.grid(True, which="both", alpha=0.3)
     ax.set_title("accuracy against latency (up and left is better)", fontsize=10)
