@@ -51,6 +51,12 @@ def bench(
     out: Annotated[Path, typer.Option(help="Folder for the JSON, markdown and PNGs.")] = Path(
         "bench-out"
     ),
+    note: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A line for the report's notes (where the models came from); repeatable."
+        ),
+    ] = None,
     name: Annotated[str, typer.Option(help="File stem of the reports: NAME.json, NAME.md.")] = (
         "bench"
     ),
@@ -76,6 +82,7 @@ def bench(
         device=device,
     )
     report = run_bench(cfg, command=_command(cfg, out, name))
+    report["notes"] = list(note or [])
     print_table(report)
     written = write_reports(report, out, name) + write_plots(report, out, name)
     for path in written:

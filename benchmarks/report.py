@@ -164,6 +164,11 @@ def markdown(report: dict[str, Any], title: str = "wbc-edge bench") -> str:
         "|" + "|".join("---" for _ in cols) + "|",
         *["| " + " | ".join(r) + " |" for r in rows],
         "",
+        *(
+            ["## Notes", "", *[f"- {n}" for n in report.get("notes", [])], ""]
+            if report.get("notes")
+            else []
+        ),
         "## How it was measured",
         "",
         *[f"- {line}" for line in notes(report)],

@@ -250,7 +250,7 @@ def test_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     out = tmp_path / "report"
     argv = ["bench", "--student", str(student), "--teacher", str(teacher), "--data", str(data)]
     argv += ["--batch", "1,4", "--warmup", "1", "--iters", "5", "--threads", "1"]
-    argv += ["--out", str(out), "--name", "tiny"]
+    argv += ["--out", str(out), "--name", "tiny", "--note", "models: made by the test"]
     assert run(argv) == 0, capsys.readouterr().err
     names = sorted(p.name for p in out.iterdir())
     assert names == ["tiny-accuracy.png", "tiny-latency.png", "tiny.json", "tiny.md"]
@@ -281,6 +281,7 @@ def test_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     md = (out / "tiny.md").read_text()
     assert "| student.onnx | student | onnxruntime (CPU) | 4 |" in md
     assert "## Machine" in md and report["command"] in md
+    assert report["notes"] == ["models: made by the test"] and "- models: made by the test" in md
     assert "mJ/img" not in md.split("## How")[0]  # all-n/a energy column dropped off a Jetson
 
 
