@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Any
 
 import cv2
 import numpy as np
@@ -29,7 +30,7 @@ from wbc_edge.data.synth_paint import (
 
 Range = tuple[float, float]
 
-# Lists the 9 pbc9 classes plus Myeloblast, in folder (sorted) order.
+# The 9 pbc9 classes plus Myeloblast, in folder (sorted) order.
 CLASSES: tuple[str, ...] = (
     "Basophil",
     "Eosinophil",
@@ -72,7 +73,7 @@ class Morph:
     partner: str = ""  # the class it drifts toward as difficulty rises
 
 
-_NUMERIC = [f.name for f in fields(Morph) if f.type == "Range"]
+_NUMERIC = [f.name for f in fields(Morph) if f.type in ("Range", Range)]
 
 MORPHOLOGY: dict[str, Morph] = {
     # Dark purple-black granules, large and dense, lying over a bilobed nucleus and hiding it.
@@ -176,13 +177,14 @@ MORPHOLOGY: dict[str, Morph] = {
 }  # fmt: skip
 
 
-def sample_params(cls: str, rng: np.random.Generator, difficulty: float) -> dict[str, float]:
-    """One cell's numbers: each range widened by difficulty and pulled toward the partner's."""
+def sample_params(cls: str, rng: np.random.Generator, difficulty: float) -> dict[str, Any]:
+    """One cell's numbers (plus its nucleus ``shape``): each range widened by difficulty and
+    pulled toward the partner class's."""
     morph = MORPHOLOGY[cls]
     partner = MORPHOLOGY.get(morph.partner)
     widen = 0.6 + 0.8 * difficulty
     pull = 0.55 * difficulty * rng.uniform()  # one pull per cell: the whole cell drifts
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     for name in _NUMERIC:
         lo, hi = getattr(morph, name)
         mid, half = (lo + hi) / 2, (hi - lo) / 2
@@ -201,7 +203,11 @@ def _stochastic_int(x: float, rng: np.random.Generator) -> int:
 
 
 def _nucleus_mask(
-    shape: tuple[int, int], c: tuple[float, float], rn: float, p: dict, rng: np.random.Generator
+    shape: tuple[int, int],
+    c: tuple[float, float],
+    rn: float,
+    p: dict[str, Any],
+    rng: np.random.Generator,
 ) -> np.ndarray:
     """Draw the nucleus (uint8) of extent radius ``rn`` around ``c`` in the shape ``p`` asks."""
     mask = np.zeros(shape, np.uint8)
@@ -258,7 +264,7 @@ def _box(mask: np.ndarray, x0: int, y0: int, canvas: Canvas) -> Box:
 
 
 def draw_wbc(
-    canvas: Canvas, cls: str, cx: float, cy: float, p: dict, rng: np.random.Generator
+    canvas: Canvas, cls: str, cx: float, cy: float, p: dict[str, Any], rng: np.random.Generator
 ) -> Box:
     """Paint one white cell (or erythroblast) of class ``cls`` centred at (cx, cy).
 
