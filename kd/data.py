@@ -165,33 +165,40 @@ def _uniform(n: int, amount: float, gen: torch.Generator) -> torch.Tensor:
 
 
 def jitter_batch(x: torch.Tensor, jitter: Jitter, gen: torch.Generator) -> torch.Tensor:
-    """Colour/blur jitter on float NCHW RGB in [0, 1]; one random draw per image."""
+    """Colour/blur jitter on float NCHW RGB in [0, 1]; one random draw per image.
+
+    Brightness, saturation and hue are linear maps of RGB, so they are folded into one 3x3
+    matrix per image (one batched matmul instead of a pass per effect); contrast then blends
+    with the image's mean gray, and blur is a separable Gaussian.
+    """
     n = x.shape[0]
-    gray_w = torch.tensor(_GRAY).view(1, 3, 1, 1)
-    if jitter.brightness:
-        x = x * _uniform(n, jitter.brightness, gen).view(n, 1, 1, 1)
-    if jitter.contrast:
-        mean = (x * gray_w).sum(1, keepdim=True).mean((2, 3), keepdim=True)
-        c = _uniform(n, jitter.contrast, gen).view(n, 1, 1, 1)
-        x = (x - mean) * c + mean
-    if jitter.saturation:
-        gray = (x * gray_w).sum(1, keepdim=True)
-        s = _uniform(n, jitter.saturation, gen).view(n, 1, 1, 1)
-        x = (x - gray) * s + gray
+    eye = torch.eye(3).expand(n, 3, 3)
+    gray_row = torch.tensor(_GRAY).view(1, 1, 3).expand(n, 3, 3)  # rows: luminance weights
+    m = eye.clone()
     if jitter.hue:
-        x = _hue_rotate(x, (torch.rand(n, generator=gen) * 2 - 1) * jitter.hue)
-    x = x.clamp(0.0, 1.0)
+        m = _hue_matrix((torch.rand(n, generator=gen) * 2 - 1) * jitter.hue) @ m
+    if jitter.saturation:
+        s = _uniform(n, jitter.saturation, gen).view(n, 1, 1)
+        m = (s * eye + (1 - s) * gray_row) @ m
+    if jitter.brightness:
+        m = _uniform(n, jitter.brightness, gen).view(n, 1, 1) * m
+    h, w = x.shape[2:]
+    y = torch.bmm(m, x.reshape(n, 3, h * w)).view(n, 3, h, w)
+    if jitter.contrast:
+        c = _uniform(n, jitter.contrast, gen).view(n, 1, 1, 1)
+        mean = torch.einsum("c,nchw->n", torch.tensor(_GRAY), y).view(n, 1, 1, 1) / (h * w)
+        y = (y - mean) * c + mean
+    y = y.clamp_(0.0, 1.0)
     if jitter.blur_p and jitter.blur_sigma:
         picked = (torch.rand(n, generator=gen) < jitter.blur_p).nonzero().flatten()
         if len(picked):
             sig = 0.1 + torch.rand(len(picked), generator=gen) * (jitter.blur_sigma - 0.1)
-            x = x.clone()
-            x[picked] = _gaussian_blur(x[picked], sig)
-    return x
+            y[picked] = _gaussian_blur(y[picked], sig)
+    return y
 
 
-def _hue_rotate(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
-    """Rotate hue by ``turns`` of the colour circle in YIQ space (a per-image 3x3 matrix)."""
+def _hue_matrix(turns: torch.Tensor) -> torch.Tensor:
+    """Per-image RGB matrices rotating hue by ``turns`` of the colour circle (in YIQ space)."""
     to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
     from_yiq = torch.linalg.inv(to_yiq)
     theta = turns * 2 * math.pi
@@ -200,19 +207,18 @@ def _hue_rotate(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     rot[:, 0, 0] = 1
     rot[:, 1, 1], rot[:, 1, 2] = cos, -sin
     rot[:, 2, 1], rot[:, 2, 2] = sin, cos
-    m = from_yiq @ rot @ to_yiq  # (N, 3, 3)
-    return torch.einsum("nij,njhw->nihw", m, x)
+    return from_yiq @ rot @ to_yiq
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """Per-image 5x5 Gaussian blur (depthwise conv, reflect padding)."""
-    n = x.shape[0]
+    """Per-image separable 5-tap Gaussian blur (depthwise convs, reflect padding)."""
+    n, c, h, w = x.shape
     r = torch.arange(-2, 3, dtype=torch.float32)
     k1 = torch.exp(-(r.view(1, -1) ** 2) / (2 * sigma.view(-1, 1) ** 2))
-    k1 = k1 / k1.sum(1, keepdim=True)
-    k2 = (k1[:, :, None] * k1[:, None, :]).repeat_interleave(3, 0).unsqueeze(1)  # (3N,1,5,5)
-    xp = F.pad(x.reshape(1, n * 3, *x.shape[2:]), (2, 2, 2, 2), mode="reflect")
-    return F.conv2d(xp, k2, groups=n * 3).view_as(x)
+    k1 = (k1 / k1.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (N*C, 5)
+    xp = F.pad(x.reshape(1, n * c, h, w), (2, 2, 2, 2), mode="reflect")
+    xp = F.conv2d(xp, k1.view(n * c, 1, 1, 5), groups=n * c)
+    return F.conv2d(xp, k1.view(n * c, 1, 5, 1), groups=n * c).view(n, c, h, w)
 
 
 # --- batches ---------------------------------------------------------------------------------
