@@ -106,8 +106,9 @@ def run_ablation(
     total_threads = threads or os.cpu_count() or 1
     per_run = max(1, total_threads // parallel)
     jobs = []
-    for method in methods:
-        for seed in seeds:
+    # Seed-major order: if the time runs out, every method has its first seeds done.
+    for seed in seeds:
+        for method in methods:
             run = runs_dir / f"{student}-{method}-s{seed}"
             if (run / "summary.json").is_file():
                 continue
@@ -143,6 +144,7 @@ def run_ablation(
 
     payload = collect(runs_dir, methods, seeds, student)
     payload.update(
+        data=str(data),
         command=command,
         machine=machine_description(),
         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -230,7 +232,7 @@ def collect(runs_dir: Path, methods: list[str], seeds: list[int], student: str) 
 def markdown(p: dict[str, Any]) -> str:
     t = p["teacher"]
     lines = [
-        f"# Distillation ablation: {p['student']} on pbc9",
+        f"# Distillation ablation: {p['student']} on `{p['data']}`",
         "",
         f"- date: {p['date']}",
         f"- machine: {p['machine']}",
