@@ -342,3 +342,47 @@ def test_cli_train_teacher_runs_end_to_end(phantoms: Path, tmp_path: Path) -> No
     _, card = load_model(out / "best.pt")
     assert card.architecture == "tf_efficientnet_lite0" and "test_accuracy" in card.metrics
     assert card.mean == (0.5, 0.5, 0.5)
+
+
+def test_ablation_table_is_mean_and_sample_std(tmp_path: Path) -> None:
+    import json
+
+    from wbc_edge.kd.ablation import collect, markdown
+
+    for seed, acc in ((0, 0.90), (1, 0.94)):
+        run = tmp_path / f"tinyresnet_xs-kd-s{seed}"
+        run.mkdir()
+        summary = dict(
+            run=run.name,
+            test_accuracy=acc,
+            test_macro_f1=acc - 0.01,
+            epochs=3,
+            best_epoch=3,
+            student_parameters=405_913,
+            extra_parameters=0,
+            wall_seconds=100.0 + seed,
+        )
+        (run / "summary.json").write_text(json.dumps(summary))
+    table = collect(tmp_path, ["kd", "at"], [0, 1], "tinyresnet_xs")
+    kd = table["methods"]["kd"]
+    assert kd["runs"] == 2 and kd["accuracy_mean"] == pytest.approx(0.92)
+    assert kd["accuracy_std"] == pytest.approx(np.std([0.90, 0.94], ddof=1))
+    assert table["methods"]["at"]["runs"] == 0
+    table.update(
+        data="split.csv",
+        command="wbc-edge ablation",
+        machine="m",
+        date="d",
+        teacher={
+            "path": "t.pt",
+            "architecture": "lite0",
+            "test_accuracy": 0.99,
+            "test_macro_f1": 0.99,
+        },
+        teacher_cache_seconds=1.0,
+        parallel=1,
+        threads_per_run=2,
+        total_wall_seconds=60.0,
+    )
+    text = markdown(table)
+    assert "| kd | 2 | 3 | 92.00 +- 2.83 |" in text and "| at | 0 | | not run |" in text
