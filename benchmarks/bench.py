@@ -66,6 +66,7 @@ class BenchConfig:
     students: list[Path]
     teacher: Path | None = None
     baseline: Path | None = None  # speed-up reference when it is not the teacher
+    references: list[Path] = field(default_factory=list)  # other models to compare against
     data: Path | None = None
     split: str = "test"
     limit: int | None = None
@@ -163,8 +164,12 @@ def run_bench(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
     from wbc_edge.benchmarks.machine import machine_info
     from wbc_edge.console import progress
 
-    models = [(p, "student") for p in cfg.students]
-    if cfg.baseline is not None and cfg.baseline not in (cfg.teacher, *cfg.students):
+    models = [(p, "reference") for p in cfg.references] + [(p, "student") for p in cfg.students]
+    if cfg.baseline is not None and cfg.baseline not in (
+        cfg.teacher,
+        *cfg.students,
+        *cfg.references,
+    ):
         models.insert(0, (cfg.baseline, "baseline"))
     if cfg.teacher is not None:
         models.insert(0, (cfg.teacher, "teacher"))

@@ -25,6 +25,12 @@ def bench(
             "benchmarked too if it is not already a --student or --teacher."
         ),
     ] = None,
+    reference: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Another model to compare with (e.g. a published architecture); repeatable."
+        ),
+    ] = None,
     data: Annotated[
         Path | None,
         typer.Option(
@@ -71,6 +77,7 @@ def bench(
         students=list(student),
         teacher=teacher,
         baseline=baseline,
+        references=list(reference or []),
         data=data,
         split=split,
         limit=limit,
@@ -101,6 +108,8 @@ def _command(cfg: object, out: Path, name: str) -> str:
         args += ["--teacher", str(cfg.teacher)]
     if cfg.baseline:
         args += ["--baseline", str(cfg.baseline)]
+    for r in cfg.references:
+        args += ["--reference", str(r)]
     if cfg.data:
         args += ["--data", str(cfg.data), "--split", cfg.split]
     if cfg.limit:

@@ -294,12 +294,14 @@ def test_bench_speedup_against_a_baseline(
     base = tiny_onnx(tmp_path / "b3.onnx", width=16, seed=3)
     student = tiny_onnx(tmp_path / "student.onnx", width=4, seed=2)
     out = tmp_path / "r"
+    other = tiny_onnx(tmp_path / "resnet.onnx", width=6, seed=4)
     argv = ["bench", "--student", str(student), "--teacher", str(teacher), "--baseline", str(base)]
-    argv += ["--batch", "2", "--warmup", "0", "--iters", "3", "--out", str(out)]
+    argv += ["--reference", str(other), "--batch", "2", "--warmup", "0", "--iters", "3"]
+    argv += ["--out", str(out)]
     assert run(argv) == 0, capsys.readouterr().err
     report = json.loads((out / "bench.json").read_text())
     rows = {r["name"]: r for r in report["rows"]}
-    assert [r["role"] for r in report["rows"]] == ["teacher", "baseline", "student"]
+    assert [r["role"] for r in report["rows"]] == ["teacher", "baseline", "reference", "student"]
     assert report["settings"]["speedup_against"] == str(base)
     assert rows["b3.onnx"]["batches"]["2"]["speedup"] == pytest.approx(1.0)
     ratio = (

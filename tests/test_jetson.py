@@ -167,7 +167,10 @@ def test_setup_installing_needs_root(tmp_path: Path) -> None:
     assert "+ apt-get" not in res.stdout
 
 
-@pytest.mark.parametrize("script", sorted(JETSON.glob("*.sh")), ids=lambda p: p.name)
+SCRIPTS = sorted([*JETSON.glob("*.sh"), *(REPO / "benchmarks" / "results").glob("*.sh")])
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_shellcheck(script: Path) -> None:
     if shutil.which("shellcheck") is None:
         pytest.skip("shellcheck is not installed (CI installs it: apt-get install shellcheck)")

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Reproduce benchmarks/results/bench-cpu.{md,json}: the reference study's models (random-init
+# EfficientNet-B3 and ResNet-18), our Lite0 teacher and the distilled TinyResNet (FP32 and INT8
+# ONNX), all through ONNX Runtime on the CPU, on the pbc9 test split at batch 1 and 32.
+#
+# Usage: benchmarks/results/bench-cpu.sh [TEACHER.pt] [STUDENT.pt]   (from the repository root)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+TEACHER="${1:-benchmarks/results/models/teacher-lite0.pt}"
+STUDENT="${2:-benchmarks/results/models/student-tinyresnet_xs.pt}"
+SPLIT=benchmarks/results/pbc9-split.csv
+WORK=runs/bench
+BIN=.venv/bin
+mkdir -p "$WORK"
+
+# The reference study's architectures, random-init, at our input size and at 224 px.
+for size in 128 224; do
+  [ -f "$WORK/ref-efficientnet_b3-$size.onnx" ] ||
+    "$BIN/python" benchmarks/results/bench_reference_models.py --size "$size" --out "$WORK"
+done
+
+# Same runtime for every row: ONNX exports of the checkpoints, and the student's CPU INT8.
+"$BIN/wbc-edge" export onnx --model "$TEACHER" --out "$WORK/teacher-lite0.onnx" --data "$SPLIT"
+"$BIN/wbc-edge" export onnx --model "$STUDENT" --out "$WORK/student.onnx" --data "$SPLIT"
+"$BIN/wbc-edge" export int8 --onnx "$WORK/student.onnx" --calib "$SPLIT" --target cpu \
+  --out "$WORK/student.int8.onnx" --report "$WORK/student.int8.json"
+
+"$BIN/wbc-edge" bench \
+  --teacher "$WORK/teacher-lite0.onnx" \
+  --baseline "$WORK/ref-efficientnet_b3-128.onnx" \
+  --reference "$WORK/ref-efficientnet_b3-224.onnx" \
+  --reference "$WORK/ref-resnet18-128.onnx" \
+  --reference "$WORK/ref-resnet18-224.onnx" \
+  --student "$WORK/student.onnx" \
+  --student "$WORK/student.int8.onnx" \
+  --data "$SPLIT" --split test --batch 1,32 --warmup 10 --duration 15 --device cpu \
+  --out benchmarks/results --name bench-cpu \
+  --note "Teacher: $TEACHER (tf_efficientnet_lite0, ImageNet weights from the offline package, fine-tuned on the pbc9 train split) exported to ONNX." \
+  --note "Student: $STUDENT (tinyresnet_xs, distilled) exported to ONNX; INT8: \`wbc-edge export int8 --target cpu\` (QDQ U8S8 per-channel, calibrated on 512 train images)." \
+  --note "ref-*: the reference study's teacher (EfficientNet-B3) and student (ResNet-18) with random-init weights: no offline ImageNet weights exist for B3 here and the study's trained weights are not published, so they are timed only (accuracy n/a). Made by benchmarks/results/bench_reference_models.py at 128 px (our input size; the speed-up baseline) and 224 px (the usual ImageNet size)."
