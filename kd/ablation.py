@@ -87,8 +87,13 @@ def run_ablation(
     parallel: int = 1,
     cache_dir: Path | None = None,
     threads: int | None = None,
+    report_only: bool = False,
 ) -> dict[str, Any]:
-    """Train all runs, then write ``out``.md and ``out``.json; returns the JSON payload."""
+    """Train all runs, then write ``out``.md and ``out``.json; returns the JSON payload.
+
+    ``report_only`` writes the table from the runs finished so far and trains nothing (for a
+    deadline: an unfinished ablation still reports what it has, with its run count per method).
+    """
     from wbc_edge.kd.distillers import DISTILLERS
 
     require_file(data, "manifest", "make one with `wbc-edge data split`")
@@ -100,7 +105,8 @@ def run_ablation(
         raise UserError("give at least one seed and --parallel >= 1")
     command = "wbc-edge " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
     t0 = time.time()
-    prebuild_teacher_cache(data, teacher, methods, student, cache_dir)
+    if not report_only:
+        prebuild_teacher_cache(data, teacher, methods, student, cache_dir)
     cache_seconds = time.time() - t0
 
     total_threads = threads or os.cpu_count() or 1
@@ -110,7 +116,7 @@ def run_ablation(
     for seed in seeds:
         for method in methods:
             run = runs_dir / f"{student}-{method}-s{seed}"
-            if (run / "summary.json").is_file():
+            if report_only or (run / "summary.json").is_file():
                 continue
             argv = [sys.executable, "-c", "from wbc_edge.cli import main; main()", "distill"]
             if (run / "resume.pt").is_file():
@@ -149,10 +155,10 @@ def run_ablation(
         machine=machine_description(),
         date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         teacher=_teacher_summary(teacher),
-        teacher_cache_seconds=round(cache_seconds, 1),
+        teacher_cache_seconds=None if report_only else round(cache_seconds, 1),
         parallel=parallel,
         threads_per_run=per_run,
-        total_wall_seconds=round(time.time() - t0, 1),
+        total_wall_seconds=None if report_only else round(time.time() - t0, 1),
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(payload, indent=2))
@@ -241,8 +247,13 @@ def markdown(p: dict[str, Any]) -> str:
         f"{100 * t.get('test_accuracy', float('nan')):.2f}%, macro-F1 "
         f"{100 * t.get('test_macro_f1', float('nan')):.2f}%",
         f"- seeds: {', '.join(str(s) for s in p['seeds'])}; {p['parallel']} run(s) side by side, "
-        f"{p['threads_per_run']} thread(s) each; teacher cache build {p['teacher_cache_seconds']}s"
-        f"; total wall time {p['total_wall_seconds'] / 60:.1f} min",
+        f"{p['threads_per_run']} thread(s) each"
+        + (
+            f"; teacher cache build {p['teacher_cache_seconds']}s; total wall time "
+            f"{p['total_wall_seconds'] / 60:.1f} min"
+            if p["total_wall_seconds"] is not None
+            else "; table written with --report-only from the runs finished"
+        ),
         "- accuracy and macro-F1 on the test split (best-validation epoch), mean +- sample std "
         "over seeds",
         "",

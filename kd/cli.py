@@ -200,6 +200,9 @@ def register(app: typer.Typer) -> None:
         ] = 1,
         cache_dir: CacheOpt = None,
         threads: ThreadsOpt = None,
+        report_only: Annotated[
+            bool, typer.Option("--report-only", help="Only write the table from finished runs.")
+        ] = False,
     ) -> None:
         """Train every method x seed, reusing one teacher cache; write a mean +- std table."""
         from wbc_edge.kd.ablation import run_ablation
@@ -218,4 +221,5 @@ def register(app: typer.Typer) -> None:
             parallel=parallel,
             cache_dir=cache_dir,
             threads=threads,
+            report_only=report_only,
         )
