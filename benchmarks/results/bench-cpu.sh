@@ -9,6 +9,8 @@ cd "$(dirname "$0")/../.."
 
 TEACHER="${1:-benchmarks/results/models/teacher-lite0.pt}"
 STUDENT="${2:-benchmarks/results/models/student-tinyresnet_xs.pt}"
+# What the student is, for the report (override when benchmarking another checkpoint).
+STUDENT_NOTE="${STUDENT_NOTE:-tinyresnet_xs distilled from the Lite0 teacher}"
 SPLIT=benchmarks/results/pbc9-split.csv
 WORK=runs/bench
 BIN=.venv/bin
@@ -37,5 +39,5 @@ done
   --data "$SPLIT" --split test --batch 1,32 --warmup 10 --duration 15 --device cpu \
   --out benchmarks/results --name bench-cpu \
   --note "Teacher: $TEACHER (tf_efficientnet_lite0, ImageNet weights from the offline package, fine-tuned on the pbc9 train split) exported to ONNX." \
-  --note "Student: $STUDENT (tinyresnet_xs, distilled) exported to ONNX; INT8: \`wbc-edge export int8 --target cpu\` (QDQ U8S8 per-channel, calibrated on 512 train images)." \
+  --note "Student: $STUDENT ($STUDENT_NOTE) exported to ONNX; INT8: \`wbc-edge export int8 --target cpu\` (QDQ U8S8 per-channel, calibrated on 512 train images)." \
   --note "ref-*: the reference study's teacher (EfficientNet-B3) and student (ResNet-18) with random-init weights: no offline ImageNet weights exist for B3 here and the study's trained weights are not published, so they are timed only (accuracy n/a). Made by benchmarks/results/bench_reference_models.py at 128 px (our input size; the speed-up baseline) and 224 px (the usual ImageNet size)."
