@@ -145,6 +145,29 @@ def notes(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def summary(report: dict[str, Any]) -> list[str]:
+    """Per student, the two questions a deployment asks: how much faster than the speed-up
+    baseline at the smallest batch, and how many accuracy points from the teacher."""
+    teacher = next((r for r in report["rows"] if r["role"] == "teacher"), None)
+    lines = []
+    for row in report["rows"]:
+        if row["role"] != "student":
+            continue
+        b = str(min(int(k) for k in row["batches"]))
+        st = row["batches"][b]
+        parts = [f"{row['name']}: p50 {st['p50_ms']:.2f} ms at batch {b}"]
+        if st.get("speedup") is not None:
+            parts.append(f"{st['speedup']:.1f}x faster than {_base_name(report)}")
+        if teacher and teacher.get("accuracy") is not None and row.get("accuracy") is not None:
+            delta = 100 * (row["accuracy"] - teacher["accuracy"])
+            parts.append(
+                f"accuracy {100 * row['accuracy']:.2f}%, {delta:+.2f} points from the teacher's "
+                f"{100 * teacher['accuracy']:.2f}%"
+            )
+        lines.append("; ".join(parts) + ".")
+    return lines
+
+
 def markdown(report: dict[str, Any], title: str = "wbc-edge bench") -> str:
     st = report["settings"]
     cols, rows = visible(COLUMNS, table_rows(report))
@@ -158,6 +181,7 @@ def markdown(report: dict[str, Any], title: str = "wbc-edge bench") -> str:
         "",
         *[f"- {line}" for line in describe(report["machine"])],
         "",
+        *(["## Summary", "", *[f"- {x}" for x in summary(report)], ""] if summary(report) else []),
         "## Results",
         "",
         "| " + " | ".join(cols) + " |",

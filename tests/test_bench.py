@@ -281,6 +281,8 @@ def test_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     md = (out / "tiny.md").read_text()
     assert "| student.onnx | student | onnxruntime (CPU) | 4 |" in md
     assert "## Machine" in md and report["command"] in md
+    delta = 100 * (s_row["accuracy"] - t_row["accuracy"])
+    assert f"{delta:+.2f} points from the teacher's" in md.split("## Summary")[1]
     assert report["notes"] == ["models: made by the test"] and "- models: made by the test" in md
     assert "mJ/img" not in md.split("## How")[0]  # all-n/a energy column dropped off a Jetson
 
