@@ -386,3 +386,31 @@ def test_ablation_table_is_mean_and_sample_std(tmp_path: Path) -> None:
     )
     text = markdown(table)
     assert "| kd | 2 | 3 | 92.00 +- 2.83 |" in text and "| at | 0 | | not run |" in text
+
+
+def test_loader_view_is_the_cached_teacher_view(phantoms: Path, tmp_path: Path) -> None:
+    """Batch image j is dihedral k[j] of decoded row index[j]: the key the teacher cache uses."""
+    images = decode_cached(read_manifest(phantoms, "train"), 32, tmp_path)
+    loader = BatchLoader(
+        images,
+        [0] * len(images),
+        8,
+        (0.5,) * 3,
+        (0.5,) * 3,
+        jitter=Jitter(0, 0, 0, 0, 0, 0),
+        seed=1,
+    )
+    batch = next(iter(loader))
+    assert len(set(batch.k.tolist())) > 1
+    expected = torch.cat(
+        [
+            dihedral(
+                normalize_tensor(
+                    torch.from_numpy(np.array(images[int(i)]))[None], (0.5,) * 3, (0.5,) * 3
+                ),
+                int(k),
+            )
+            for i, k in zip(batch.index, batch.k, strict=True)
+        ]
+    )
+    assert torch.equal(batch.images, expected)
