@@ -326,7 +326,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
 
     cache = None
     if cfg.kind == "distill" and distiller.needs_teacher and cfg.teacher_cache and cfg.teacher:
-        cache = _teacher_cache(cfg, distiller, arrays["train"], by_split["train"], size, mean, std)
+        # Rank 0 builds it; the other ranks wait and then open the finished folder.
+        for building in (True, False):
+            if dist_info.main == building:
+                cache = _teacher_cache(
+                    cfg, distiller, arrays["train"], by_split["train"], size, mean, std
+                )
+            _barrier(dist_info)
         log(f"teacher cache: {cache.folder}")
 
     train_loader = BatchLoader(

@@ -414,3 +414,52 @@ def test_loader_view_is_the_cached_teacher_view(phantoms: Path, tmp_path: Path) 
         ]
     )
     assert torch.equal(batch.images, expected)
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_ranks_train_and_rank0_writes(
+    phantoms: Path, teacher_ckpt: Path, tmp_path: Path
+) -> None:
+    """The DDP path under torchrun (gloo on CPU): both ranks train, rank 0 writes the run."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    script = shutil.which("wbc-edge", path=str(Path(sys.executable).parent))
+    assert script, "the wbc-edge console script is not installed beside this python"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(port),
+        script,
+        "distill",
+        "--data",
+        str(phantoms),
+        "--teacher",
+        str(teacher_ckpt),
+        "--method",
+        "kd",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "best.pt").is_file() and (out / "summary.json").is_file()
+    assert len((out / "metrics.csv").read_text().strip().splitlines()) == 2
