@@ -72,3 +72,14 @@ def test_manifest_roundtrip_and_fingerprint(tmp_path):
     assert fingerprint(back) == fingerprint(rows)
     with pytest.raises(UserError):
         read_manifest(out, "bogus")
+
+
+def test_scan_skips_voc_field_folder(tmp_path):
+    from wbc_edge.data.scan import scan_class_folders
+
+    (tmp_path / "A").mkdir()
+    (tmp_path / "A" / "x.png").write_bytes(b"x")
+    for sub in ("JPEGImages", "Annotations"):
+        (tmp_path / "fields" / sub).mkdir(parents=True)
+    (tmp_path / "fields" / "JPEGImages" / "f.jpg").write_bytes(b"x")
+    assert {f.label for f in scan_class_folders(tmp_path)} == {"A"}

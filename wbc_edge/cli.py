@@ -50,6 +50,10 @@ def _register() -> None:
     register_runtime(app)
     register_bench(app)
 
+    from wbc_edge.demo import demo
+
+    app.command("demo", help="Run the whole pipeline offline on phantoms (or --data DIR).")(demo)
+
 
 _register()
 

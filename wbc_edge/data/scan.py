@@ -26,7 +26,11 @@ def scan_class_folders(root: str | Path, all_files: bool = False) -> list[Labell
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root} is not a folder: pass a folder with one sub-folder per class")
-    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and not _is_voc_folder(p)
+    )
     if not classes:
         raise UserError(
             f"{root} has no class folders: expected {root}/<class>/<image> (an ImageFolder tree)"
@@ -42,6 +46,11 @@ def scan_class_folders(root: str | Path, all_files: bool = False) -> list[Labell
     if not files:
         raise UserError(f"{root} has class folders but no images in them")
     return files
+
+
+def _is_voc_folder(path: Path) -> bool:
+    """A Pascal-VOC field set (``data synth --fields`` writes one as ``fields/``) is not a class."""
+    return (path / "JPEGImages").is_dir() and (path / "Annotations").is_dir()
 
 
 def sha256_file(path: str | Path) -> str:
