@@ -18,7 +18,14 @@ from wbc_edge.console import console
 from wbc_edge.errors import UserError
 
 # Small enough for well under 15 minutes on a 2-core CPU; --data DIR switches to real cells.
-PHANTOM_SETTINGS = {"per_class": 120, "size": 64, "teacher_epochs": 3, "student_epochs": 6}
+# Difficulty 0.3: phantoms a few-epoch model can learn, still not separable by colour alone.
+PHANTOM_SETTINGS = {
+    "per_class": 120,
+    "size": 64,
+    "difficulty": 0.3,
+    "teacher_epochs": 4,
+    "student_epochs": 15,
+}
 REAL_SETTINGS = {"size": 128, "teacher_epochs": 3, "student_epochs": 8}
 
 
@@ -55,6 +62,7 @@ def demo(
                 "1. phantom cells (synthetic, not clinical)",
                 *("data", "synth", "--out", str(data), "--seed", str(seed)),
                 *("--per-class", str(settings["per_class"]), "--size", size),
+                *("--difficulty", str(settings["difficulty"])),
             )
     fields = out / "smear"
     if not (fields / "fields").is_dir():
@@ -102,7 +110,7 @@ def demo(
         step(
             "7. a folder of new cells to stream",
             *("data", "synth", "--out", str(stream), "--per-class", "8", "--seed", str(seed + 1)),
-            *("--size", size),
+            *("--size", size, "--difficulty", str(settings.get("difficulty", 0.5))),
         )
     report = out / "report-crops.html"
     step(
@@ -151,16 +159,9 @@ def summarise(bench_json: Path, reports: list[Path], bench_dir: Path, started: f
 
     rows = json.loads(bench_json.read_text())["rows"]
     table = Table(title="wbc-edge demo: student against teacher (ONNX Runtime, this CPU)")
-    for col in (
-        "model",
-        "role",
-        "accuracy",
-        "p50 ms (batch 1)",
-        "img/s (batch 32)",
-        "speed-up",
-        "size MB",
-    ):
-        table.add_column(col)
+    table.add_column("model", no_wrap=True)
+    for col in ("role", "accuracy", "p50 ms @1", "img/s @32", "speed-up", "MB"):
+        table.add_column(col, justify="right")
     for r in rows:
         b1, b32 = r["batches"].get("1", {}), r["batches"].get("32", {})
         acc = r.get("accuracy")

@@ -1,0 +1,51 @@
+"""The demo's own pieces (the full `make demo` run takes minutes and is tried by hand)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from wbc_edge.demo import summarise, write_smear_video
+from wbc_edge.errors import UserError
+
+
+def test_smear_video_has_every_field(tmp_path):
+    frames = tmp_path / "JPEGImages"
+    frames.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(frames / f"f{i}.jpg"), np.full((48, 64, 3), 60 * i, np.uint8))
+    video = write_smear_video(frames, tmp_path / "smear.mp4")
+    cap = cv2.VideoCapture(str(video))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    assert count == 3
+    with pytest.raises(UserError):
+        write_smear_video(tmp_path / "empty", tmp_path / "x.mp4")
+
+
+def test_summary_table_from_bench_json(tmp_path, capsys):
+    rows = [
+        {
+            "name": name,
+            "role": role,
+            "accuracy": acc,
+            "size_bytes": 2_000_000,
+            "batches": {
+                "1": {"p50_ms": ms, "speedup": sp},
+                "32": {"images_per_s": 1000.0},
+            },
+        }
+        for name, role, acc, ms, sp in [
+            ("teacher.onnx", "teacher", 0.9, 4.0, 1.0),
+            ("student.onnx", "student", 0.85, 0.5, 8.0),
+        ]
+    ]
+    (tmp_path / "bench.json").write_text(json.dumps({"rows": rows}))
+    summarise(tmp_path / "bench.json", [tmp_path / "r.html"], tmp_path, time.perf_counter())
+    err = capsys.readouterr().err
+    assert "student.onnx" in err and "85.0%" in err and "8.0x" in err and "r.html" in err
