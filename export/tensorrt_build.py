@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from wbc_edge.data.manifest import ManifestRow, fingerprint
+from wbc_edge.data.scan import sha256_file
 from wbc_edge.errors import MissingExtraError, UserError, require_file
 from wbc_edge.export import calib_cache
 from wbc_edge.export.onnx_export import onnx_io
@@ -105,14 +106,6 @@ class EngineKey:
     def digest(self) -> str:
         payload = json.dumps(asdict(self), sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def calibration_hash(
