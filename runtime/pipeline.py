@@ -187,6 +187,7 @@ class Pipeline:
         self._abort = threading.Event()
         self._failure: BaseException | None = None
         self._threads: list[threading.Thread] = []
+        self._ended: list[threading.Event] = []  # one per stage, set as its last act
         self._finder: Any = None
 
     # -- control ------------------------------------------------------------------------------
@@ -203,10 +204,12 @@ class Pipeline:
             ("output", self._output),
         ]
         for name, target in stages:
-            t = threading.Thread(target=self._guard, args=(name, target), name=f"wbc-{name}")
+            ended = threading.Event()
+            t = threading.Thread(target=self._guard, args=(name, target, ended), name=f"wbc-{name}")
             t.daemon = True
-            t.start()
             self._threads.append(t)
+            self._ended.append(ended)
+            t.start()
 
     def stop(self) -> None:
         """Stop capturing; what is already captured is still classified and written."""
@@ -219,14 +222,21 @@ class Pipeline:
 
     @property
     def running(self) -> bool:
-        return any(t.is_alive() for t in self._threads)
+        return not all(e.is_set() for e in self._ended)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait for every stage to end; True when they have."""
+        """Wait for every stage to end; True when they have.
+
+        Waits on each stage's own event, not on ``Thread.join``/``is_alive``: before Python
+        3.13 a Ctrl-C that interrupts ``join`` marks the thread as ended although it still
+        runs (cpython#90882), so the first Ctrl-C could end the run while the output stage
+        was still writing the drained results. An interrupted ``Event.wait`` leaves nothing
+        behind, so waiting again after a Ctrl-C is safe.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
-        for t in self._threads:
+        for ended in self._ended:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            t.join(remaining)
+            ended.wait(remaining)
         return not self.running
 
     def run(self) -> Stats:
@@ -249,7 +259,7 @@ class Pipeline:
 
     # -- stages -------------------------------------------------------------------------------
 
-    def _guard(self, name: str, stage: Callable[[], None]) -> None:
+    def _guard(self, name: str, stage: Callable[[], None], ended: threading.Event) -> None:
         start = time.thread_time()
         try:
             stage()
@@ -261,6 +271,7 @@ class Pipeline:
         finally:
             # Which stage is busiest tells where a faster machine (or more threads) would help.
             self.stats.stage_cpu_s[name] = round(time.thread_time() - start, 3)
+            ended.set()
 
     def _put(self, q: Any, item: Any) -> bool:
         """Put, waiting for room but giving up when the pipeline aborts."""
