@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -21,18 +20,12 @@ from typing import Any
 
 from wbc_edge.console import console
 from wbc_edge.errors import UserError, require_file
+from wbc_edge.machine import cpu_name
 
 
 def machine_description() -> str:
     """CPU model, core count and GPU presence: the context every measured number needs."""
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     try:
         import torch
 

@@ -11,7 +11,6 @@ honest check that they were not tuned to the set.
 from __future__ import annotations
 
 import os
-import platform
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from wbc_edge.errors import UserError, require_dir
+from wbc_edge.machine import cpu_name
 from wbc_edge.runtime.finder import Box, FinderParams, find_cells
 
 WBC_NAMES = ("WBC",)
@@ -246,14 +246,7 @@ def sensitivity(
 
 def machine_description() -> str:
     """CPU model and core count: the context a time per field needs (the finder uses no GPU)."""
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return f"{cpu}, {os.cpu_count()} CPU cores, no GPU"
 
 
