@@ -218,54 +218,24 @@ def test_cli_help() -> None:
 
 @pytest.mark.slow
 def test_tiny_cnn_learns_what_mean_colour_cannot() -> None:
-    """The phantoms carry morphology a small CNN learns (2-3 minutes on 2 busy CPU cores)."""
-    torch = pytest.importorskip("torch", reason="torch comes with the train extra")
-    nn = torch.nn
-    torch.manual_seed(0)
+    """The phantoms carry morphology a small CNN learns (2-3 minutes on 2 busy CPU cores).
 
-    def batch(start: int, n: int) -> tuple:
-        images, labels = [], []
-        for k, cls in enumerate(CLASSES):
-            for i in range(start, start + n):
-                images.append(render_cell(cls, image_rng(0, cls, i), 64)[:, :, ::-1])
-                labels.append(k)
-        x = torch.tensor(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
-        return x, torch.tensor(labels)
+    Uses the recorded study's own code (benchmarks/results/synth_phantoms.py), smaller.
+    """
+    import importlib.util
 
-    x_fit, y_fit = batch(0, 100)
-    x_test, y_test = batch(1000, 30)
+    pytest.importorskip("torch", reason="torch comes with the train extra")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "synth_phantoms.py"
+    spec = importlib.util.spec_from_file_location("synth_phantoms", script)
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
 
-    def block(cin: int, cout: int) -> nn.Module:
-        conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-        return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2))
-
-    net = nn.Sequential(
-        block(3, 16), block(16, 32), block(32, 48), block(48, 64), nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(), nn.Linear(64, len(CLASSES)),
-    )  # fmt: skip
-    epochs, steps = 12, (len(y_fit) + 31) // 32
-    opt = torch.optim.AdamW(net.parameters(), 3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=epochs * steps)
-    for _ in range(epochs):
-        net.train()
-        order = torch.randperm(len(y_fit))
-        for j in range(0, len(order), 32):
-            idx = order[j : j + 32]
-            x = x_fit[idx].flip(3) if torch.rand(1) < 0.5 else x_fit[idx]
-            x = torch.rot90(x, int(torch.randint(4, (1,))), (2, 3))
-            loss = nn.functional.cross_entropy(net(x), y_fit[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-    net.eval()
-    with torch.no_grad():
-        cnn = (net(x_test).argmax(1) == y_test).float().mean().item()
-    colour = x_test.mean((2, 3)).numpy()
-    fit_colour = x_fit.mean((2, 3)).numpy()
-    centroids = np.stack([fit_colour[y_fit.numpy() == k].mean(0) for k in range(len(CLASSES))])
-    pred = np.argmin(((colour[:, None] - centroids[None]) ** 2).sum(-1), axis=1)
-    by_colour = float((pred == y_test.numpy()).mean())
+    x_fit, y_fit = study.images(0, 100, 0.5)
+    x_test, y_test = study.images(1000, 30, 0.5)
+    cnn, _ = study.cnn(x_fit, y_fit, x_test, y_test, epochs=12)
+    by_colour = study.nearest_centroid(
+        x_fit.mean((1, 2)), y_fit, x_test.mean((1, 2)), y_test, zscore=False
+    )
     assert by_colour < 0.8
     print(f"tiny CNN {cnn:.3f}, nearest mean colour {by_colour:.3f}")
     assert cnn > 0.75 and cnn > by_colour + 0.4, (cnn, by_colour)

@@ -66,7 +66,7 @@ def nearest_centroid(f_fit, y_fit, f_test, y_test, zscore: bool) -> float:
     return float((pred == y_test).mean())
 
 
-def cnn(x_fit, y_fit, x_test, y_test) -> tuple[float, dict[str, float]]:
+def cnn(x_fit, y_fit, x_test, y_test, epochs: int = EPOCHS) -> tuple[float, dict[str, float]]:
     torch.manual_seed(0)
 
     def t(x):
@@ -89,8 +89,8 @@ def cnn(x_fit, y_fit, x_test, y_test) -> tuple[float, dict[str, float]]:
     )
     steps = (len(yf) + 31) // 32
     opt = torch.optim.AdamW(net.parameters(), 3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=EPOCHS * steps)
-    for _ in range(EPOCHS):
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 3e-3, total_steps=epochs * steps)
+    for _ in range(epochs):
         net.train()
         order = torch.randperm(len(yf))
         for j in range(0, len(order), 32):
