@@ -77,6 +77,13 @@ def register(app: typer.Typer) -> None:
         cache_dir: CacheOpt = None,
         threads: ThreadsOpt = None,
         channels_last: ChannelsLastOpt = None,
+        freeze_stages: Annotated[
+            int | None,
+            typer.Option(
+                "--freeze-stages",
+                help="Keep the stem and this many early blocks at ImageNet weights (CPU speed).",
+            ),
+        ] = None,
     ) -> None:
         """Fine-tune an EfficientNet teacher on a split manifest (best epoch on val kept)."""
         if data is None and config is None and resume is None:
@@ -97,6 +104,7 @@ def register(app: typer.Typer) -> None:
             cache_dir=str(cache_dir) if cache_dir else None,
             threads=threads,
             channels_last=channels_last,
+            freeze_stages=freeze_stages,
             method="ce",
         )
 

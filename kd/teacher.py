@@ -31,6 +31,28 @@ OFFLINE_WEIGHTS = {
 }
 
 
+def freeze_early_stages(model: nn.Module, stages: int) -> int:
+    """Freeze the stem and the first ``stages`` blocks of a timm EfficientNet; returns the
+    number of frozen parameters.
+
+    Why: on a CPU the high-resolution early stages cost most of the backward pass, and their
+    ImageNet edge/colour filters need the least re-learning (at 224 px, stem + 2 stages frozen
+    cut a step from 1.9 s to 1.1-1.3 s on 2 cores). Their BatchNorm statistics still adapt.
+    """
+    if stages <= 0:
+        return 0
+    blocks = getattr(model, "blocks", None)
+    if blocks is None or stages > len(blocks):
+        raise UserError(f"cannot freeze {stages} stages: the teacher has {len(blocks or [])}")
+    frozen = [model.conv_stem, model.bn1, *list(blocks)[:stages]]
+    n = 0
+    for module in frozen:
+        for p in module.parameters():
+            p.requires_grad_(False)
+            n += p.numel()
+    return n
+
+
 def create_teacher(
     name: str = DEFAULT_TEACHER,
     num_classes: int = 9,

@@ -63,6 +63,7 @@ class TrainConfig:
     seed: int = 0
     jitter: bool = True
     channels_last: bool = False
+    freeze_stages: int = 0  # teacher: stem + this many early blocks kept at ImageNet weights
     teacher_cache: bool = True
     cache_dir: str | None = None
     threads: int | None = None
@@ -215,10 +216,11 @@ def _distiller_kwargs(method: str, options: dict[str, Any], label_smoothing: flo
 def build_for_config(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, ModelCard | None]:
     """The distiller of a run and (for distillation) the teacher's card."""
     if cfg.kind == "teacher":
-        from wbc_edge.kd.teacher import create_teacher
+        from wbc_edge.kd.teacher import create_teacher, freeze_early_stages
 
         weights = None if str(cfg.weights).lower() in ("none", "random") else cfg.weights
         model = create_teacher(cfg.model, num_classes=num_classes, weights=weights)
+        freeze_early_stages(model, cfg.freeze_stages)
         return Supervised(model, cfg.label_smoothing), None
     from wbc_edge.kd.distillers import DISTILLERS, build_distiller
     from wbc_edge.kd.students import STUDENTS, create_student

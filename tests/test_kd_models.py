@@ -11,6 +11,7 @@ from wbc_edge.kd.features import STRIDES, stage_features, stage_info
 from wbc_edge.kd.students import STUDENTS, TinyResNet, create_student, num_parameters
 from wbc_edge.kd.teacher import (
     create_teacher,
+    freeze_early_stages,
     map_by_position,
     offline_weights_path,
     teacher_preprocess,
@@ -95,6 +96,18 @@ def test_teacher_errors_name_the_fix(tmp_path) -> None:
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="not a readable PyTorch checkpoint"):
         create_teacher(weights=junk)
+
+
+def test_freeze_early_stages_keeps_only_later_blocks_trainable() -> None:
+    model = create_teacher("tf_efficientnet_lite0", num_classes=9, weights=None)
+    n = freeze_early_stages(model, 2)
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    assert n == sum(p.numel() for p in model.parameters() if not p.requires_grad) > 0
+    assert any(k.startswith("conv_stem") for k in frozen)
+    assert any(k.startswith("blocks.1.") for k in frozen)
+    assert not any(k.startswith(("blocks.2.", "classifier")) for k in frozen)
+    with pytest.raises(UserError, match="cannot freeze"):
+        freeze_early_stages(model, 99)
 
 
 def test_b3_random_init_for_benchmarks() -> None:
