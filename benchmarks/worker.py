@@ -21,6 +21,7 @@ import numpy as np
 from wbc_edge.benchmarks.bench import latency_stats
 from wbc_edge.benchmarks.machine import PowerMonitor, wait_for_samples
 from wbc_edge.errors import UserError
+from wbc_edge.runtime.decode import model_min_side
 
 SYNTHETIC_SHAPE = (363, 360, 3)  # a pbc9 crop's size, so resizing costs what it does on real data
 
@@ -77,11 +78,12 @@ def _preprocess_ms(spec: Any, images: list[np.ndarray], reps: int = 5) -> tuple[
     return x, float(np.median(per_call)) * 1000.0 / len(images)
 
 
-def decode(paths: list[str]) -> list[np.ndarray]:
-    from wbc_edge.runtime.preprocess import read_image
+def decode(paths: list[str], min_side: int) -> list[np.ndarray]:
+    """Decode as ``run`` does for this model (reduced JPEG decode down to ``min_side``)."""
+    from wbc_edge.runtime.decode import read_image
 
     try:
-        return [read_image(p) for p in paths]
+        return [read_image(p, min_side) for p in paths]
     except ValueError as exc:
         raise UserError(f"{exc}: remove it from the data or fix the file") from exc
 
@@ -93,6 +95,7 @@ def measure(spec_in: dict[str, Any]) -> dict[str, Any]:
     load_s = time.perf_counter() - t0
     card = backend.card
     spec = card.preprocess_spec()
+    min_side = model_min_side(spec)
 
     # Only the images one timed batch needs stay decoded; the accuracy pass streams the rest,
     # so the peak memory figure is the model's, not the data set's.
@@ -100,7 +103,7 @@ def measure(spec_in: dict[str, Any]) -> dict[str, Any]:
     decode_ms = None
     if paths:
         t0 = time.perf_counter()
-        images = decode(paths[: max(spec_in["batches"])])
+        images = decode(paths[: max(spec_in["batches"])], min_side)
         decode_ms = (time.perf_counter() - t0) * 1000.0 / len(images)
     else:
         rng = np.random.default_rng(0)
@@ -152,7 +155,7 @@ def measure(spec_in: dict[str, Any]) -> dict[str, Any]:
         # Random-init weights (a reference architecture with no trained checkpoint) are timed
         # only: their accuracy would be chance, not a result.
         if not result["untrained"]:
-            result.update(_accuracy(backend, spec, paths, labels, spec_in))
+            result.update(_accuracy(backend, spec, paths, labels, spec_in, min_side))
         _emit("progress", step="accuracy")
 
     result["load_avg_1m"] = round(os.getloadavg()[0], 2)  # how busy the machine was meanwhile
@@ -164,7 +167,12 @@ def measure(spec_in: dict[str, Any]) -> dict[str, Any]:
 
 
 def _accuracy(
-    backend: Any, spec: Any, paths: list[str], labels: list[str], spec_in: dict[str, Any]
+    backend: Any,
+    spec: Any,
+    paths: list[str],
+    labels: list[str],
+    spec_in: dict[str, Any],
+    min_side: int,
 ) -> dict[str, Any]:
     from wbc_edge.metrics import classification_report
 
@@ -178,7 +186,10 @@ def _accuracy(
     y = np.array([names.index(label) for label in labels])
     chunk = max(spec_in["batches"])
     probs = np.concatenate(
-        [backend.predict(spec(decode(paths[i : i + chunk]))) for i in range(0, len(paths), chunk)]
+        [
+            backend.predict(spec(decode(paths[i : i + chunk], min_side)))
+            for i in range(0, len(paths), chunk)
+        ]
     )
     np.save(spec_in["probs_out"], probs)
     report = classification_report(probs, y, names)

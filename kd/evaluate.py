@@ -68,7 +68,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Predict every sample, compute the shared metrics, and write the report files to ``out``."""
     from wbc_edge.console import progress
-    from wbc_edge.runtime.preprocess import read_image
+    from wbc_edge.runtime.decode import model_min_side, read_image
 
     samples = load_samples(data, split)
     t0 = time.time()
@@ -84,6 +84,7 @@ def evaluate(
                 f"(the model knows {', '.join(card.class_names)})"
             )
         spec = card.preprocess_spec()
+        min_side = model_min_side(spec)  # decoded as `run` decodes them: what it classifies
         probs = []
         with progress(transient=True) as p:
             task = p.add_task(f"evaluating {Path(model_path).name}", total=len(samples), status="")
@@ -92,7 +93,7 @@ def evaluate(
                 images = []
                 for s in chunk:
                     try:
-                        images.append(read_image(str(s.path)))
+                        images.append(read_image(str(s.path), min_side))
                     except (ValueError, OSError) as exc:
                         raise UserError(f"{exc}: fix or remove it from {data}") from exc
                 probs.append(np.asarray(backend.predict(spec(images)), np.float64))

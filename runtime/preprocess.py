@@ -16,6 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Decoding has its own module (reduced JPEG decode at the model's scale); importable here too
+# because training, export and tests read images through this name.
+from wbc_edge.runtime.decode import read_image as read_image
+
 _INTERP = {"area": 3, "linear": 1, "cubic": 2, "nearest": 0}  # cv2.INTER_* values
 
 
@@ -80,14 +84,3 @@ def normalize(
     x -= np.asarray(mean, np.float32)
     x /= np.asarray(std, np.float32)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-
-
-def read_image(path: str) -> np.ndarray:
-    """Decode an image file to BGR uint8; raises ValueError naming the file when it cannot."""
-    import cv2
-
-    data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise ValueError(f"{path}: not a readable image")
-    return image

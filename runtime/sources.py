@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from wbc_edge.errors import UserError
+from wbc_edge.runtime.decode import check_complete, decode_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".h264"}
@@ -47,7 +48,11 @@ class EndOfStream(Exception):
 
 @dataclass
 class Frame:
-    """One captured image; ``key`` identifies it in the results (file path or source#index)."""
+    """One captured image; ``key`` identifies it in the results (file path or source#index).
+
+    ``data`` holds a file's encoded bytes while the decode is deferred to the pipeline's decode
+    workers (``SourceOptions.defer_decode``); ``image`` is None until they decode it.
+    """
 
     source: str
     index: int
@@ -56,6 +61,7 @@ class Frame:
     file: str = ""
     error: str = ""
     captured: float = field(default_factory=time.perf_counter)
+    data: bytes | None = None
 
 
 @dataclass
@@ -74,6 +80,9 @@ class SourceOptions:
     reconnect: bool = True
     max_backoff_s: float = 16.0
     reconnect_tries: int = 0  # 0: keep trying for ever (a lab camera that was unplugged)
+    # Files: hand over the checked bytes and let the pipeline's decode workers decode them at
+    # the model's scale, in parallel (set by the pipeline; a plain capture() decodes in full).
+    defer_decode: bool = False
 
     def describe(self) -> str:
         parts = [f"source {self.uri!r}", f"kind={self.kind}", f"live={self.live}"]
@@ -190,42 +199,19 @@ def file_key(path: str | Path) -> str:
     return str(Path(path).absolute())
 
 
-def looks_complete(data: bytes, suffix: str) -> bool:
-    """False for a JPEG or PNG that is cut short (still being written, or truncated on disk).
-
-    Decoders accept a truncated JPEG and fill the missing rows with grey, so the end marker is
-    the only reliable sign that the whole file is there.
-    """
-    suffix = suffix.lower()
-    if suffix in (".jpg", ".jpeg"):
-        return b"\xff\xd9" in data[-1024:]
-    if suffix == ".png":
-        return b"IEND" in data[-16:]
-    return True
-
-
-def decode(data: bytes, name: str, suffix: str = "") -> np.ndarray:
-    """Bytes of an image file -> BGR uint8; ValueError saying why when it cannot."""
-    import cv2
-
-    if not data:
-        raise ValueError(f"{name}: empty file")
-    if not looks_complete(data, suffix):
-        raise ValueError(f"{name}: truncated image (no end marker)")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"{name}: not a readable image")
-    return image
-
-
 def read_frame(opts: SourceOptions, index: int, path: Path) -> Frame:
+    """Read a file (and decode it in full unless ``opts.defer_decode``); errors go in the frame."""
     key = file_key(path)
     captured = time.perf_counter()  # latency counts reading and decoding too
+    image, data, error = None, None, ""
     try:
-        image, error = decode(path.read_bytes(), str(path), path.suffix), ""
+        data = path.read_bytes()
+        check_complete(data, str(path), path.suffix)
+        if not opts.defer_decode:
+            image, data = decode_image(data, str(path)), None
     except (OSError, ValueError) as exc:
-        image, error = None, str(exc)
-    return Frame(opts.uri, index, key, image, file=key, error=error, captured=captured)
+        data, error = None, str(exc)
+    return Frame(opts.uri, index, key, image, file=key, error=error, captured=captured, data=data)
 
 
 class Source:
