@@ -33,7 +33,7 @@ def onnx_cmd(
     split: Annotated[str, typer.Option(help="Manifest split whose images check parity.")] = "val",
     num: Annotated[int, typer.Option(help="Images in the parity check.")] = 32,
 ) -> None:
-    """Export a checkpoint to ONNX (card inside, softmax in the graph), verified against PyTorch."""
+    """Export a checkpoint to ONNX (card and calibrated softmax inside), checked against PyTorch."""
     from wbc_edge.console import console
     from wbc_edge.export.onnx_export import (
         DEFAULT_OPSET,

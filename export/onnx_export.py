@@ -1,7 +1,10 @@
 """PyTorch -> ONNX: one self-describing file, checked against PyTorch before it is written.
 
-The graph has one input ``input`` (float32 NCHW, dynamic batch) and two outputs, ``logits`` and
-``probs`` (softmax inside the graph, so no consumer re-implements it). The model card travels in
+The graph has one input ``input`` (float32 NCHW, dynamic batch) and two outputs: ``logits``,
+raw, and ``probs`` = softmax(logits / T) with the card's calibration temperature T inside the
+graph, so a consumer outside wbc-edge (Triton, another runtime) gets calibrated probabilities
+without re-implementing anything. wbc-edge's own backends read ``logits`` and divide by the
+card's T themselves (one rule for .pt, .onnx and .engine). The model card travels in
 ``metadata_props`` under :data:`wbc_edge.runtime.card.ONNX_METADATA_KEY`.
 
 The file is verified before it lands: ``onnx.checker``, then ONNX Runtime against PyTorch on the
@@ -107,7 +110,7 @@ def export_onnx(
     if sample is None:
         sample, sample_source = sample_inputs(card)
     model = model.eval()
-    wrapped = _with_probs(model)
+    wrapped = _with_probs(model, card.temperature)
     size = card.input_size
     # Batch 2 in the trace, so no exporter folds the batch dimension into a constant.
     dummy = torch.zeros(2, 3, size, size, dtype=torch.float32)
@@ -135,7 +138,7 @@ def export_onnx(
         with torch.no_grad():
             ref = model(torch.from_numpy(sample)).float().numpy()
         got_logits, got_probs = run_onnx(tmp, sample)
-        report = compare(ref, got_logits, got_probs, sample_source)
+        report = compare(ref, got_logits, got_probs, sample_source, card.temperature)
         if not report.ok:
             raise UserError(
                 f"ONNX export of {card.architecture} does not match PyTorch: {report.line()} "
@@ -172,10 +175,17 @@ def run_onnx(path: str | Path, batch: np.ndarray, threads: int | None = None) ->
 
 
 def compare(
-    ref_logits: np.ndarray, logits: np.ndarray, probs: np.ndarray, source: str = "random"
+    ref_logits: np.ndarray,
+    logits: np.ndarray,
+    probs: np.ndarray,
+    source: str = "random",
+    temperature: float = 1.0,
 ) -> ParityReport:
-    """Compare ONNX outputs with PyTorch logits; a top-1 flip only counts when not a near-tie."""
-    ref_probs = _softmax(ref_logits)
+    """Compare ONNX outputs with PyTorch logits; a top-1 flip only counts when not a near-tie.
+
+    ``probs`` are compared with softmax(ref_logits / temperature), the graph's calibrated head.
+    """
+    ref_probs = _softmax(ref_logits / temperature)
     diff_logits = float(np.abs(ref_logits - logits).max()) if len(logits) else 0.0
     diff_probs = float(np.abs(ref_probs - probs).max()) if len(probs) else 0.0
     ref_top = ref_logits.argmax(1)
@@ -234,18 +244,21 @@ def _version() -> str:
         return "0+unknown"
 
 
-def _with_probs(model: Any) -> Any:
-    """Wrap ``model`` so the graph returns (logits, softmax): every consumer gets the same
-    probabilities. Built here so importing this module does not import torch."""
+def _with_probs(model: Any, temperature: float = 1.0) -> Any:
+    """Wrap ``model`` so the graph returns (logits, softmax(logits / T)): every consumer gets
+    the same calibrated probabilities. A ``Div`` (not ``Mul``) so INT8 quantization, which
+    leaves ``Div`` and ``Softmax`` in float, never rounds the calibrated logits. Built here so
+    importing this module does not import torch."""
     torch = require("torch")
 
     class LogitsAndProbs(torch.nn.Module):
-        def __init__(self, inner: Any) -> None:
+        def __init__(self, inner: Any, t: float) -> None:
             super().__init__()
             self.model = inner
+            self.temperature = float(t)
 
         def forward(self, x: Any) -> tuple[Any, Any]:
             logits = self.model(x)
-            return logits, torch.softmax(logits, dim=1)
+            return logits, torch.softmax(logits / self.temperature, dim=1)
 
-    return LogitsAndProbs(model).eval()
+    return LogitsAndProbs(model, temperature).eval()

@@ -36,6 +36,14 @@ class ModelCard:
     interpolation: str = "area"
     data_fingerprint: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
+    # Probabilities are softmax(logits / temperature) everywhere (backends and the ONNX graph);
+    # fitted on the validation split by `wbc-edge calibrate` or at the end of training.
+    temperature: float = 1.0
+    # Cells whose top probability is below this go to review; set on the validation split so
+    # the counted cells' error stays at or below ``calibration["target_error"]``. None: no
+    # threshold could be certified (the runtime then uses its plain default).
+    confidence_threshold: float | None = None
+    calibration: dict[str, Any] = field(default_factory=dict)  # how both were chosen
     extra: dict[str, Any] = field(default_factory=dict)
     card_version: int = CARD_VERSION
 
@@ -51,6 +59,16 @@ class ModelCard:
             )
         if not self.class_names:
             raise UserError("model card: class_names is empty")
+        self.temperature = float(self.temperature)
+        if not self.temperature > 0:
+            raise UserError(f"model card: temperature must be > 0, not {self.temperature}")
+        if self.confidence_threshold is not None:
+            self.confidence_threshold = float(self.confidence_threshold)
+            if not 0.0 <= self.confidence_threshold <= 1.0:
+                raise UserError(
+                    "model card: confidence_threshold must be between 0 and 1, "
+                    f"not {self.confidence_threshold}"
+                )
 
     @property
     def num_classes(self) -> int:

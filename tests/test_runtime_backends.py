@@ -48,7 +48,7 @@ def test_onnxruntime_backend(tmp_path, probs_output, fixed_batch):
     path = make_onnx(tmp_path / "m.onnx", probs_output=probs_output, fixed_batch=fixed_batch)
     with load_backend(path, device="cpu") as backend:
         assert backend.name == "onnxruntime" and backend.card.class_names == CLASSES
-        assert backend.output_name == ("probs" if probs_output else "logits")
+        assert backend.output_name == "logits"  # the card's temperature applies to logits
         probs = check_contract(backend)
         assert probs.argmax(1).tolist() == EXPECTED
         assert backend.images == 5
@@ -286,6 +286,30 @@ def test_tensorrt_backend_both_io_apis(tmp_path, monkeypatch, version, dynamic, 
     assert log.count("push") == log.count("pop")  # every call leaves the context as found
     backend.close()
     assert "detach" in log and not _Memory.registry
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0"])
+def test_tensorrt_backend_applies_the_sidecar_temperature(tmp_path, monkeypatch, version):
+    """The engine's sidecar card carries temperature and threshold; the backend divides the
+    engine's logits by that temperature (as the .pt and .onnx backends do)."""
+    spec = {"size": 32, "classes": CLASSES, "max_batch": 8, "dynamic": True, "output": "logits"}
+    pycuda = types.ModuleType("pycuda")
+    pycuda.driver = _fake_pycuda([])
+    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", pycuda.driver)
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(version, spec))
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"ENGINE")
+    card = ModelCard("colour", CLASSES, input_size=32, temperature=2.5, confidence_threshold=0.8)
+    card.calibration = {"target_error": 0.01, "rule": "ltt"}
+    write_sidecar(engine, card, tensorrt_version=version)
+    with load_backend(engine) as backend:
+        assert backend.card == card  # temperature, threshold and calibration round-trip
+        batch = colour_batch()
+        probs = backend.predict(batch)
+    logits = 4.0 * batch.mean(axis=(2, 3))
+    np.testing.assert_allclose(probs, softmax(logits / 2.5), atol=1e-6)
+    assert not np.allclose(probs, softmax(logits), atol=1e-3)
 
 
 def test_tensorrt_version_gate_and_stale_engines(tmp_path, monkeypatch):

@@ -8,6 +8,9 @@ one they hold:
     with load_backend("student.onnx") as model:
         probs = model.predict(model.card.preprocess_spec()(images_bgr))  # (N, C) float32
 
+Probabilities are calibrated: each backend reads the model's logits and applies the card's
+``temperature`` (:func:`softmax`), so ``.pt``, ``.onnx`` and ``.engine`` of one model agree.
+
 Only the chosen backend's packages are imported; the ONNX and TensorRT paths never import torch.
 """
 
@@ -106,12 +109,26 @@ class BackendBase:
         self.close()
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float32, stable for large logits."""
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``logits / temperature`` in float32, stable for large logits.
+
+    Backends pass the card's temperature, so every artifact of one model gives the same
+    calibrated probabilities (the exported ONNX graph's ``probs`` divides by the same value).
+    """
     z = logits.astype(np.float32, copy=False)
+    if temperature != 1.0:
+        z = z / np.float32(temperature)
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def output_to_read(names: list[str]) -> str:
+    """The output a backend reads: ``logits`` (the card's temperature is applied to them) when
+    the graph has it, else a bare ``probs`` head, else the first output (taken as logits)."""
+    if "logits" in names:
+        return "logits"
+    return "probs" if "probs" in names else names[0]
 
 
 def load_backend(path: str | Path, device: str = "auto", threads: int = 0) -> Backend:

@@ -13,7 +13,7 @@ import numpy as np
 
 from wbc_edge.errors import UserError
 from wbc_edge.optional import require
-from wbc_edge.runtime.backends import BackendBase, softmax
+from wbc_edge.runtime.backends import BackendBase, output_to_read, softmax
 from wbc_edge.runtime.card import read_onnx_card
 
 # Most capable first; onnxruntime falls back along the list when one cannot start.
@@ -61,12 +61,11 @@ class OnnxRuntimeBackend(BackendBase):
         fixed = first.shape[0]
         self.fixed_batch = fixed if isinstance(fixed, int) and fixed > 0 else None
         outputs = [o.name for o in self.session.get_outputs()]
-        # "probs" is the softmax head our exporter adds; anything else is treated as logits.
-        self.output_name = "probs" if "probs" in outputs else outputs[0]
+        self.output_name = output_to_read(outputs)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         out = self.session.run([self.output_name], {self.input_name: batch})[0]
-        return out if self.output_name == "probs" else softmax(out)
+        return out if self.output_name == "probs" else softmax(out, self.card.temperature)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         step = self.fixed_batch

@@ -21,7 +21,7 @@ import numpy as np
 
 from wbc_edge.errors import UserError
 from wbc_edge.optional import require
-from wbc_edge.runtime.backends import BackendBase, softmax
+from wbc_edge.runtime.backends import BackendBase, output_to_read, softmax
 from wbc_edge.runtime.card import read_sidecar
 
 
@@ -156,7 +156,7 @@ class TensorRTBackend(BackendBase):
             raise UserError(f"{self.path}: expected one input tensor and at least one output")
         self._input = inputs[0]
         names = [t.name for t in outputs]
-        self._output = outputs[names.index("probs")] if "probs" in names else outputs[0]
+        self._output = outputs[names.index(output_to_read(names))]
         self.max_batch = self._input.max_shape[0]
         self._dynamic = self._io.dynamic_batch(self._input)
         # Outputs with a dynamic batch dimension are sized for the largest batch.
@@ -184,7 +184,7 @@ class TensorRTBackend(BackendBase):
         cuda.memcpy_dtoh_async(host_out, self._device[self._output.name], self._stream)
         self._stream.synchronize()
         out = host_out.reshape(out_shape[0], -1)[:n].astype(np.float32)
-        return out if self._output.name == "probs" else softmax(out)
+        return out if self._output.name == "probs" else softmax(out, self.card.temperature)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         self._ctx.push()

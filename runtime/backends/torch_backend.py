@@ -36,7 +36,8 @@ class TorchBackend(BackendBase):
         torch = self._torch
         with torch.inference_mode():
             logits = self.model(torch.from_numpy(batch).to(self.device))
-            return torch.softmax(logits.float(), dim=1).cpu().numpy()  # .cpu() synchronises
+            logits = logits.float() / self.card.temperature
+            return torch.softmax(logits, dim=1).cpu().numpy()  # .cpu() synchronises
 
     def close(self) -> None:
         self.model = None
