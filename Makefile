@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 EXTRAS ?= runtime,train,export,dev
 
-.PHONY: setup test test-all lint demo clean
+.PHONY: setup test test-all lint demo default-model clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,14 @@ lint: setup
 
 demo: setup
 	$(BIN)/wbc-edge demo $(DEMO_ARGS)
+
+# Re-export the packaged default student (wbc_edge/models/) from its checkpoint; copy a new
+# student's best.pt to DEFAULT_CKPT first. RECORD names the results file that measured it.
+DEFAULT_CKPT ?= wbc_edge/models/student-tinyresnet_xs.pt
+RECORD ?= benchmarks/results/kd-longer.md
+default-model: setup
+	$(BIN)/python -m wbc_edge.models.refresh $(DEFAULT_CKPT) \
+		--data benchmarks/results/pbc9-split.csv --record $(RECORD)
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from wbc_edge import __version__
 from wbc_edge.data.manifest import ManifestRow
 from wbc_edge.errors import UserError
 from wbc_edge.optional import require
@@ -161,7 +162,7 @@ def set_metadata(proto: Any, card: ModelCard, extra: dict[str, str] | None = Non
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.producer_name = "wbc-edge"
-    proto.producer_version = _version()
+    proto.producer_version = __version__
 
 
 def run_onnx(path: str | Path, batch: np.ndarray, threads: int | None = None) -> list[np.ndarray]:
@@ -233,15 +234,6 @@ def load_checkpoint(path: str | Path) -> tuple[Any, ModelCard]:
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("wbc-edge")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def _with_probs(model: Any, temperature: float = 1.0) -> Any:

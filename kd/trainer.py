@@ -298,7 +298,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         mean=mean,
         std=std,
         data_fingerprint=fingerprint(rows),
-        extra={"method": cfg.method, "seed": cfg.seed, "epochs": cfg.epochs},
+        extra={
+            "role": "teacher" if cfg.kind == "teacher" else "student",  # names its artifacts
+            "method": cfg.method,
+            "seed": cfg.seed,
+            "epochs": cfg.epochs,
+        },
     )
     if teacher_card is not None:
         card.extra["teacher"] = teacher_card.architecture

@@ -14,9 +14,15 @@ import typer
 
 def run(
     model: Annotated[
-        Path,
-        typer.Option("--model", "-m", help="Model file: .onnx, .engine (with its .json) or .pt."),
-    ],
+        Path | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model file: .onnx, .engine (with its .json) or .pt "
+            "[default: the student packaged with wbc-edge; `wbc-edge info` describes it].",
+            show_default=False,
+        ),
+    ] = None,
     source: Annotated[
         str | None,
         typer.Argument(
@@ -129,6 +135,10 @@ def run(
         raise UserError("--batch and --queue must be >= 1, --min-confidence between 0 and 1")
     patterns = [p.strip() for p in immature.split(",")] if immature else list(DEFAULT_IMMATURE)
 
+    if model is None:
+        from wbc_edge.models import default_model
+
+        model = default_model()
     backend = load_backend(model, device=device, threads=threads)
     with backend, RunOutput(out) as output:
         card = backend.card

@@ -275,3 +275,12 @@ def crop_cell(
             raise ValueError(f"box {box.to_list()} lies outside the {w}x{h} image")
         crop = cv2.copyMakeBorder(crop, *pad, cv2.BORDER_REPLICATE)
     return np.ascontiguousarray(crop)
+
+
+def cells_in_field(
+    image: np.ndarray, margin: float = 0.15, params: FinderParams | None = None
+) -> tuple[list[tuple[int, int, int, int]], list[np.ndarray]]:
+    """The white cells of a smear field: their boxes ``(x1, y1, x2, y2)`` and centred crops,
+    as the streaming pipeline and the Python API both classify them."""
+    boxes = find_cells(image, params)
+    return [(*b.p1, *b.p2) for b in boxes], [crop_cell(image, b, margin) for b in boxes]

@@ -328,9 +328,7 @@ class Pipeline:
     def _find_and_crop(self, item: Item) -> None:
         image = item.frame.image
         if self.config.mode == "smear":
-            boxes = self._finder.find_cells(image)
-            item.crops = [self._finder.crop_cell(image, b, self.config.margin) for b in boxes]
-            item.boxes = [(*b.p1, *b.p2) for b in boxes]
+            item.boxes, item.crops = self._finder.cells_in_field(image, self.config.margin)
         else:
             h, w = image.shape[:2]
             item.crops, item.boxes = [image], [(0, 0, w, h)]
@@ -390,12 +388,14 @@ class Pipeline:
     def _records(self, item: Item) -> list[CellRecord]:
         if item.probs is None:
             return []
+        from wbc_edge.runtime.api import predictions  # the API's post-processing, shared
+
         stamp = now_iso()
-        names = self.class_names
+        rows = predictions(item.probs, self.class_names, self.config.threshold, k=3)
         records = []
-        for i, (box, p) in enumerate(zip(item.boxes, item.probs, strict=True)):
-            order = np.argsort(p)[::-1][:3]
-            best = float(p[order[0]])
+        for i, (box, (label, prob, top, uncertain)) in enumerate(
+            zip(item.boxes, rows, strict=True)
+        ):
             records.append(
                 CellRecord(
                     time=stamp,
@@ -404,10 +404,10 @@ class Pipeline:
                     file=item.frame.file,
                     cell=i,
                     box=tuple(int(v) for v in box),  # type: ignore[arg-type]
-                    label=names[order[0]],
-                    prob=best,
-                    top3=[(names[j], float(p[j])) for j in order],
-                    uncertain=best < self.config.threshold,
+                    label=label,
+                    prob=prob,
+                    top3=top,
+                    uncertain=uncertain,
                     key=item.frame.key,
                 )
             )

@@ -91,3 +91,19 @@ def write_images(folder: Path, colours: list[tuple[int, int, int]], prefix: str 
         cv2.imwrite(str(path), solid(colour, seed=i))
         paths.append(path)
     return paths
+
+
+def paint_field(centres: list[tuple[int, int]], seed: int) -> np.ndarray:
+    """A smear-like field: pale background, pink red cells, purple white-cell nuclei at
+    ``centres``."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    image = np.full((480, 640, 3), (215, 205, 220), np.uint8)
+    for _ in range(14):
+        centre = (int(rng.integers(40, 600)), int(rng.integers(40, 440)))
+        cv2.circle(image, centre, 45, (170, 150, 215), -1)
+    for x, y in centres:
+        cv2.circle(image, (x, y), 60, (220, 190, 200), -1)
+        cv2.circle(image, (x, y), 38, (170, 60, 120), -1)
+    return image

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from runtime_models import BLUE, CLASSES, GREEN, RED, make_onnx, solid, write_images
+from runtime_models import BLUE, CLASSES, GREEN, RED, make_onnx, paint_field, solid, write_images
 
 from wbc_edge import cli
 from wbc_edge.runtime.backends import load_backend
@@ -144,19 +144,6 @@ def test_corrupt_and_non_image_files_are_logged_and_the_stream_goes_on(tmp_path,
     assert_each_once(out, [p for p in images if p.name != "img_0002.jpg"])
     assert cli.run(args) == 0  # errors are not retried on resume
     assert len((out / "errors.jsonl").read_text().splitlines()) == 3
-
-
-def paint_field(centres: list[tuple[int, int]], seed: int) -> np.ndarray:
-    """A smear-like field: pale background, pink red cells, purple white-cell nuclei."""
-    rng = np.random.default_rng(seed)
-    image = np.full((480, 640, 3), (215, 205, 220), np.uint8)
-    for _ in range(14):
-        centre = (int(rng.integers(40, 600)), int(rng.integers(40, 440)))
-        cv2.circle(image, centre, 45, (170, 150, 215), -1)
-    for x, y in centres:
-        cv2.circle(image, (x, y), 60, (220, 190, 200), -1)
-        cv2.circle(image, (x, y), 38, (170, 60, 120), -1)
-    return image
 
 
 def test_smear_mode_classifies_each_white_cell_found(tmp_path, model):

@@ -7,8 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-TEACHER="${1:-benchmarks/results/models/teacher-lite0.pt}"
-STUDENT="${2:-benchmarks/results/models/student-tinyresnet_xs.pt}"
+TEACHER="${1:-wbc_edge/models/teacher-tf_efficientnet_lite0.pt}"
+STUDENT="${2:-wbc_edge/models/student-tinyresnet_xs.pt}"
 # What the student is, for the report (override when benchmarking another checkpoint).
 STUDENT_NOTE="${STUDENT_NOTE:-tinyresnet_xs distilled from the Lite0 teacher}"
 SPLIT=benchmarks/results/pbc9-split.csv

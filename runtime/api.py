@@ -1,0 +1,223 @@
+"""The Python API: load a model once, call it on cells or smear fields, get typed results.
+
+    import wbc_edge
+    m = wbc_edge.load()                     # the packaged student; or load("student.onnx")
+    r = m("cell.jpg")                       # Prediction: r.label, r.prob, r.top, r.uncertain
+    rs = m(["a.jpg", "b.jpg", array])       # a list in, a list out (one batch)
+    f = m("field.jpg", smear=True)          # Field: f.cells (each a Prediction with .box)
+    f.counts()                              # {"Neutrophil": 3, ...}
+
+Everything goes through what ``wbc-edge run`` uses: :func:`~wbc_edge.runtime.backends.
+load_backend` (any .onnx, .engine or .pt), the card's preprocessing
+(:meth:`~wbc_edge.runtime.card.ModelCard.preprocess_spec`), the smear-field cell finder and
+:func:`predictions` for the top-k and the review threshold, which the pipeline's records use too.
+Arrays are OpenCV images: uint8, BGR (or gray/BGRA), HxWxC, as ``cv2.imread`` returns them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wbc_edge.errors import UserError
+from wbc_edge.runtime.backends import Backend, load_backend
+from wbc_edge.runtime.card import ModelCard
+from wbc_edge.runtime.pipeline import PipelineConfig
+
+# The streaming pipeline's defaults, so `wbc-edge run` and the API agree.
+DEFAULT_THRESHOLD: float = PipelineConfig.threshold
+DEFAULT_MARGIN: float = PipelineConfig.margin
+DEFAULT_TOPK = 3  # classes each result lists (the records' top3)
+
+Image = str | Path | np.ndarray
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One classified cell: the top class, its probability, the top-k, whether to review it.
+
+    ``box`` is ``(x1, y1, x2, y2)`` in the field's pixels for a cell found in a smear field, and
+    the whole image for a single-cell crop. ``probs`` follows ``class_names`` of the model card.
+    """
+
+    label: str
+    prob: float
+    top: list[tuple[str, float]]
+    uncertain: bool
+    probs: np.ndarray = field(repr=False)
+    box: tuple[int, int, int, int] | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Field:
+    """A smear field: the white cells found in it, each classified."""
+
+    source: str
+    shape: tuple[int, ...]
+    cells: list[Prediction]
+
+    def counts(self, include_uncertain: bool = False) -> dict[str, int]:
+        """Cells per class; the uncertain ones (for review) are left out unless asked for."""
+        return dict(Counter(c.label for c in self.cells if include_uncertain or not c.uncertain))
+
+    def __len__(self) -> int:
+        return len(self.cells)
+
+    def __iter__(self) -> Iterator[Prediction]:
+        return iter(self.cells)
+
+
+def predictions(
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    threshold: float = DEFAULT_THRESHOLD,
+    k: int = DEFAULT_TOPK,
+) -> list[tuple[str, float, list[tuple[str, float]], bool]]:
+    """(label, prob, top-k, uncertain) per row of ``probs``: the one post-processing step the
+    API and the streaming pipeline's records share."""
+    out = []
+    for p in probs:
+        order = np.argsort(p)[::-1][:k]
+        best = float(p[order[0]])
+        top = [(class_names[j], float(p[j])) for j in order]
+        out.append((class_names[order[0]], best, top, best < threshold))
+    return out
+
+
+class Model:
+    """A loaded classifier; call it on images. Use as a context manager or call :meth:`close`."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        threshold: float = DEFAULT_THRESHOLD,
+        topk: int = DEFAULT_TOPK,
+        margin: float = DEFAULT_MARGIN,
+    ) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise UserError(f"threshold {threshold}: give a probability between 0 and 1")
+        self.backend = backend
+        self.card: ModelCard = backend.card
+        self.spec = self.card.preprocess_spec()
+        self.threshold, self.topk, self.margin = threshold, max(1, topk), margin
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.card.class_names
+
+    def __call__(self, images: Image | Sequence[Image], smear: bool = False) -> Any:
+        """Classify one image (-> :class:`Prediction`, or :class:`Field` with ``smear``) or a
+        list / an NxHxWxC array of them (-> a list of those). With ``smear`` every image is a
+        whole field whose white cells are found first; otherwise every image is one cell."""
+        single = _is_single(images)
+        batch = [images] if single else list(images)  # type: ignore[list-item]
+        loaded = [_load(x) for x in batch]
+        results = self._fields(loaded) if smear else self._cells(loaded)
+        return results[0] if single else results
+
+    def _cells(self, loaded: list[tuple[str, np.ndarray]]) -> list[Prediction]:
+        images = [image for _, image in loaded]
+        probs = self.backend.predict(self.spec(images))
+        return [
+            self._prediction(p, row, (0, 0, image.shape[1], image.shape[0]), src)
+            for (src, image), p, row in zip(loaded, probs, self._rows(probs), strict=True)
+        ]
+
+    def _fields(self, loaded: list[tuple[str, np.ndarray]]) -> list[Field]:
+        from wbc_edge.runtime.finder import cells_in_field
+
+        found = [cells_in_field(image, self.margin) for _, image in loaded]
+        crops = [c for _, cs in found for c in cs]
+        probs = self.backend.predict(self.spec(crops))
+        rows = self._rows(probs)
+        fields, start = [], 0
+        for (src, image), (boxes, _) in zip(loaded, found, strict=True):
+            cells = [
+                self._prediction(probs[start + i], rows[start + i], box, src)
+                for i, box in enumerate(boxes)
+            ]
+            start += len(boxes)
+            fields.append(Field(src, image.shape, cells))
+        return fields
+
+    def _rows(self, probs: np.ndarray) -> list[tuple[str, float, list[tuple[str, float]], bool]]:
+        return predictions(probs, self.class_names, self.threshold, self.topk)
+
+    @staticmethod
+    def _prediction(
+        p: np.ndarray, row: tuple[str, float, list[tuple[str, float]], bool], box: Any, src: str
+    ) -> Prediction:
+        label, prob, top, uncertain = row
+        return Prediction(label, prob, top, uncertain, p, tuple(int(v) for v in box), src)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        c = self.card
+        return (
+            f"Model({c.architecture}, {c.num_classes} classes, {c.input_size}px, "
+            f"backend={self.backend.name})"
+        )
+
+
+def load(
+    model: str | Path | None = None,
+    device: str = "auto",
+    threads: int = 0,
+    threshold: float = DEFAULT_THRESHOLD,
+    topk: int = DEFAULT_TOPK,
+    margin: float = DEFAULT_MARGIN,
+) -> Model:
+    """Open a model file (.onnx, .engine with its sidecar, .pt); ``None``: the packaged student.
+
+    ``threshold`` marks cells whose top probability is below it as uncertain; ``topk`` is how
+    many classes each :class:`Prediction` lists; ``margin`` is the smear crop margin.
+    """
+    if model is None:
+        from wbc_edge.models import default_model
+
+        model = default_model()
+    backend = load_backend(model, device=device, threads=threads)
+    return Model(backend, threshold=threshold, topk=topk, margin=margin)
+
+
+def _is_single(images: Any) -> bool:
+    if isinstance(images, (str, Path)):
+        return True
+    if isinstance(images, np.ndarray):
+        return images.ndim in (2, 3)  # HxW, HxWxC; NxHxWxC is a batch
+    return False
+
+
+def _load(x: Image) -> tuple[str, np.ndarray]:
+    from wbc_edge.runtime.preprocess import read_image
+
+    if isinstance(x, np.ndarray):
+        if x.dtype != np.uint8 or x.ndim not in (2, 3):
+            raise UserError(
+                f"an image array must be uint8 HxW or HxWxC (OpenCV BGR), not {x.dtype} "
+                f"with shape {x.shape}"
+            )
+        return "", x
+    if isinstance(x, (str, Path)):
+        from wbc_edge.errors import require_file
+
+        path = require_file(x, "image")
+        try:
+            return str(path), read_image(str(path))
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
+    raise UserError(f"cannot classify a {type(x).__name__}: give a path or a numpy image")

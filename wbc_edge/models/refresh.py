@@ -1,0 +1,82 @@
+"""Re-export the packaged default student from a checkpoint (maintainers; needs the train and
+export extras)::
+
+    python -m wbc_edge.models.refresh wbc_edge/models/student-tinyresnet_xs.pt \\
+        --data benchmarks/results/pbc9-split.csv --record benchmarks/results/kd-longer.md
+
+(``make default-model`` runs exactly that.) The export is ``wbc-edge export onnx``'s own
+(parity-checked against PyTorch on the manifest's val images); the card gets the provenance
+(source checkpoint and its sha256, what it was trained on, the record that measured it, its
+test accuracy) and the intended use, then the file replaces the previous default in
+``wbc_edge/models/``. Copy a new student's ``best.pt`` over the checkpoint first (or pass it).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from wbc_edge.models import INTENDED_USE, MODELS_DIR
+
+TRAINED_ON = (
+    "PBC (Acevedo et al. 2020, Mendeley Data doi 10.17632/snkd93bnjr.1; normal peripheral "
+    "blood cells, one lab, May-Grünwald-Giemsa, CellaVision DM96), 9 classes x 400 crops, split "
+    "80/10/10 per class (benchmarks/results/pbc9-split.csv, seed 42)"
+)
+
+
+def refresh(
+    checkpoint: Path,
+    data: Path | None = None,
+    record: str = "",
+    trained_on: str = TRAINED_ON,
+    out_dir: Path = MODELS_DIR,
+) -> Path:
+    """Export ``checkpoint`` as the default model into ``out_dir``; returns the ONNX path."""
+    from wbc_edge.data.manifest import read_manifest
+    from wbc_edge.data.scan import sha256_file
+    from wbc_edge.export.onnx_export import (
+        DEFAULT_OPSET,
+        export_onnx,
+        load_checkpoint,
+        sample_inputs,
+    )
+    from wbc_edge.runtime.names import file_name
+
+    net, card = load_checkpoint(checkpoint)
+    card.extra["role"] = "student"
+    accuracy = card.metrics.get("test_accuracy")
+    card.extra["provenance"] = {
+        "checkpoint": checkpoint.name,
+        "checkpoint_sha256": sha256_file(checkpoint),
+        "trained_on": trained_on,
+        "record": record,
+        "test_accuracy": accuracy,
+    }
+    card.extra["intended_use"] = INTENDED_USE
+    rows = None
+    if data is not None:
+        rows = [r for r in read_manifest(data, "val") if Path(r.path).is_file()] or None
+    sample, source = sample_inputs(card, rows, 64)
+    out = out_dir / file_name(card, "onnx")
+    report = export_onnx(net, card, out, DEFAULT_OPSET, sample, source)
+    for old in out_dir.glob("student-*.onnx"):
+        if old != out:
+            old.unlink()
+    print(f"wrote {out}: {report.line()}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m wbc_edge.models.refresh", description=__doc__)
+    parser.add_argument("checkpoint", type=Path, help="the student's .pt (its card is kept)")
+    parser.add_argument("--data", type=Path, help="split manifest: parity check on its val images")
+    parser.add_argument("--record", default="", help="results file that measured this student")
+    parser.add_argument("--trained-on", default=TRAINED_ON, help="what it was trained on")
+    parser.add_argument("--out-dir", type=Path, default=MODELS_DIR, help="where the ONNX goes")
+    args = parser.parse_args(argv)
+    refresh(args.checkpoint, args.data, args.record, args.trained_on, args.out_dir)
+
+
+if __name__ == "__main__":
+    main()
