@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from wbc_edge.data.manifest import ManifestRow
     from wbc_edge.export.int8 import Int8Report
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None)  # plain help: see wbc_edge.cli
 
 
 @app.command("onnx")

@@ -25,13 +25,30 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Click's plain help: every flag shown as `--smear / --crops` (typer's rich panels print
+    # `<bool>` beside each flag and cut long lines in a log).
+    rich_markup_mode=None,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from wbc_edge import __version__
+
+        typer.echo(f"wbc-edge {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _root(
     debug: Annotated[
         bool, typer.Option("--debug", help="Show the full traceback when a command fails.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
     ] = False,
 ) -> None:
     """wbc-edge: white-blood-cell classification on the edge."""
@@ -49,6 +66,10 @@ def _register() -> None:
     register_export(app)
     register_runtime(app)
     register_bench(app)
+
+    from wbc_edge.runtime.info import info
+
+    app.command("info")(info)
 
     from wbc_edge.demo import demo
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # the commands import these lazily
     from wbc_edge.data.check import CheckReport
     from wbc_edge.data.split import SplitResult
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None)  # plain help: see wbc_edge.cli
 
 MAX_LISTED = 200  # problems printed; --json holds them all
 

@@ -1,0 +1,112 @@
+"""``wbc-edge info [MODEL]``: what a model file is, read from its card (and an engine's sidecar).
+
+Printed as plain ``key: value`` lines on stdout, so it is whole in a log and easy to grep.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+# Card extras shown in their own lines; everything else is listed under "other".
+_SHOWN = {
+    "role", "provenance", "intended_use", "method", "seed", "epochs", "teacher",
+    "teacher_test_accuracy", "format", "precision", "opset", "int8_target", "calibration_method",
+    "calibration_images", "calibration_fingerprint", "temperature", "threshold",
+}  # fmt: skip
+
+
+def read_any_card(path: Path) -> tuple[Any, dict[str, Any]]:
+    """The card of any artifact and, for an engine, its sidecar's other fields (build key)."""
+    from wbc_edge.errors import require_file
+    from wbc_edge.runtime.backends import backend_kind
+    from wbc_edge.runtime.card import ModelCard, read_onnx_card, read_sidecar
+
+    kind = backend_kind(path)
+    require_file(path, "model file", "pass an .onnx, .engine or .pt file")
+    if kind == "onnxruntime":
+        return read_onnx_card(path), {}
+    if kind == "tensorrt":
+        return read_sidecar(path)
+    from wbc_edge.kd.checkpoint import read_checkpoint  # a .pt needs torch (train extra)
+
+    payload = read_checkpoint(path)
+    return ModelCard.from_dict(payload["card"]), {"epoch": payload.get("epoch")}
+
+
+def card_lines(path: Path) -> list[str]:
+    """The card as ``key: value`` lines, in the order a user asks about them."""
+    from wbc_edge.runtime.names import model_name
+
+    card, fields = read_any_card(path)
+    x = card.extra
+    lines = [
+        f"model: {path}",
+        f"name: {model_name(card)} ({card.architecture}, {x.get('role', 'role not recorded')})",
+        f"format: {x.get('format', path.suffix.lstrip('.'))}, precision "
+        f"{x.get('precision', 'fp32')}, INT8 target {x.get('int8_target', 'none (not INT8)')}",
+        f"classes ({card.num_classes}): {', '.join(card.class_names)}",
+        f"input: {card.input_size}x{card.input_size} {card.channel_order}, interpolation "
+        f"{card.interpolation}, mean {list(card.mean)}, std {list(card.std)}",
+    ]
+    prov = x.get("provenance") or {}
+    trained = ", ".join(
+        f"{k} {x[k]}" for k in ("method", "epochs", "seed", "teacher") if x.get(k) is not None
+    )
+    lines.append(f"training: {trained or 'not recorded'}; data fingerprint {card.data_fingerprint}")
+    for key, value in prov.items():
+        lines.append(f"provenance.{key}: {value}")
+    metrics = ", ".join(
+        f"{k} {100 * v:.2f}%" if "ece" not in k else f"{k} {v:.4f}"
+        for k, v in card.metrics.items()
+        if isinstance(v, (int, float))
+    )
+    lines.append(f"accuracy: {metrics or 'not measured'}")
+    temperature = getattr(card, "temperature", None) or x.get("temperature")
+    threshold = getattr(card, "threshold", None) or x.get("threshold")
+    if temperature or threshold:
+        lines.append(f"calibration: temperature {temperature}, review threshold {threshold}")
+    else:
+        lines.append("calibration: none (raw softmax; `run --min-confidence` sets the review cut)")
+    if "calibration_method" in x:
+        lines.append(
+            f"int8 calibration: {x['calibration_method']} on {x.get('calibration_images')} "
+            f"images (fingerprint {x.get('calibration_fingerprint')})"
+        )
+    if "engine_key" in fields:
+        lines.append(f"engine key: {fields['engine_key']}")
+        for key in ("tensorrt_version", "device", "precision", "int8_mode", "batch", "dla_core"):
+            if key in fields:
+                lines.append(f"engine.{key}: {fields[key]}")
+    if "intended_use" in x:
+        lines.append(f"intended use: {x['intended_use']}")
+    other = {k: v for k, v in x.items() if k not in _SHOWN}
+    if other:
+        lines.append(f"other: {json.dumps(other, sort_keys=True, default=str)}")
+    return lines
+
+
+def info(
+    model: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Model file (.onnx, .engine with its .json, .pt) [default: the packaged student].",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole card as JSON.")] = False,
+) -> None:
+    """Print a model's card: classes, input, provenance, accuracy, calibration, INT8 target,
+    engine key."""
+    if model is None:
+        from wbc_edge.models import default_model
+
+        model = default_model()
+    if as_json:
+        card, fields = read_any_card(model)
+        typer.echo(json.dumps({"card": card.to_dict(), **fields}, indent=2, default=str))
+        return
+    typer.echo("\n".join(card_lines(model)))
