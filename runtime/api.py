@@ -96,14 +96,17 @@ class Model:
     def __init__(
         self,
         backend: Backend,
-        threshold: float = DEFAULT_THRESHOLD,
+        threshold: float | None = None,
         topk: int = DEFAULT_TOPK,
         margin: float = DEFAULT_MARGIN,
     ) -> None:
-        if not 0.0 <= threshold <= 1.0:
-            raise UserError(f"threshold {threshold}: give a probability between 0 and 1")
         self.backend = backend
         self.card: ModelCard = backend.card
+        if threshold is None:  # the card's calibrated threshold when it has one
+            threshold = self.card.confidence_threshold
+        threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+        if not 0.0 <= threshold <= 1.0:
+            raise UserError(f"threshold {threshold}: give a probability between 0 and 1")
         self.spec = self.card.preprocess_spec()
         self.threshold, self.topk, self.margin = threshold, max(1, topk), margin
 
@@ -115,9 +118,13 @@ class Model:
         """Classify one image (-> :class:`Prediction`, or :class:`Field` with ``smear``) or a
         list / an NxHxWxC array of them (-> a list of those). With ``smear`` every image is a
         whole field whose white cells are found first; otherwise every image is one cell."""
+        from wbc_edge.runtime.decode import model_min_side
+
         single = _is_single(images)
         batch = [images] if single else list(images)  # type: ignore[list-item]
-        loaded = [_load(x) for x in batch]
+        # A cell decodes reduced to the model's input (as evaluate and bench do); a field whole.
+        min_side = 0 if smear else model_min_side(self.spec)
+        loaded = [_load(x, min_side) for x in batch]
         results = self._fields(loaded) if smear else self._cells(loaded)
         return results[0] if single else results
 
@@ -177,13 +184,14 @@ def load(
     model: str | Path | None = None,
     device: str = "auto",
     threads: int = 0,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = None,
     topk: int = DEFAULT_TOPK,
     margin: float = DEFAULT_MARGIN,
 ) -> Model:
     """Open a model file (.onnx, .engine with its sidecar, .pt); ``None``: the packaged student.
 
-    ``threshold`` marks cells whose top probability is below it as uncertain; ``topk`` is how
+    ``threshold`` marks cells whose top probability is below it as uncertain (default: the
+    card's calibrated ``confidence_threshold``, else the pipeline's 0.5); ``topk`` is how
     many classes each :class:`Prediction` lists; ``margin`` is the smear crop margin.
     """
     if model is None:
@@ -202,8 +210,8 @@ def _is_single(images: Any) -> bool:
     return False
 
 
-def _load(x: Image) -> tuple[str, np.ndarray]:
-    from wbc_edge.runtime.preprocess import read_image
+def _load(x: Image, min_side: int = 0) -> tuple[str, np.ndarray]:
+    from wbc_edge.runtime.decode import read_image
 
     if isinstance(x, np.ndarray):
         if x.dtype != np.uint8 or x.ndim not in (2, 3):
@@ -217,7 +225,7 @@ def _load(x: Image) -> tuple[str, np.ndarray]:
 
         path = require_file(x, "image")
         try:
-            return str(path), read_image(str(path))
+            return str(path), read_image(path, min_side)
         except ValueError as exc:
             raise UserError(str(exc)) from exc
     raise UserError(f"cannot classify a {type(x).__name__}: give a path or a numpy image")

@@ -15,7 +15,7 @@ import typer
 _SHOWN = {
     "role", "provenance", "intended_use", "method", "seed", "epochs", "teacher",
     "teacher_test_accuracy", "format", "precision", "opset", "int8_target", "calibration_method",
-    "calibration_images", "calibration_fingerprint", "temperature", "threshold",
+    "calibration_images", "calibration_fingerprint",
 }  # fmt: skip
 
 
@@ -65,12 +65,12 @@ def card_lines(path: Path) -> list[str]:
         if isinstance(v, (int, float))
     )
     lines.append(f"accuracy: {metrics or 'not measured'}")
-    temperature = getattr(card, "temperature", None) or x.get("temperature")
-    threshold = getattr(card, "threshold", None) or x.get("threshold")
-    if temperature or threshold:
-        lines.append(f"calibration: temperature {temperature}, review threshold {threshold}")
-    else:
-        lines.append("calibration: none (raw softmax; `run --min-confidence` sets the review cut)")
+    threshold = card.confidence_threshold
+    lines.append(
+        f"calibration: temperature {card.temperature:g}, review threshold "
+        + (f"{threshold:g}" if threshold is not None else "none certified (run's default)")
+        + (f"; {json.dumps(card.calibration, sort_keys=True)}" if card.calibration else "")
+    )
     if "calibration_method" in x:
         lines.append(
             f"int8 calibration: {x['calibration_method']} on {x.get('calibration_images')} "
