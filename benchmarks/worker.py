@@ -94,7 +94,7 @@ def measure(spec_in: dict[str, Any]) -> dict[str, Any]:
     backend = open_model(path, spec_in.get("device", "auto"), int(spec_in.get("threads", 0)))
     load_s = time.perf_counter() - t0
     card = backend.card
-    spec = card.preprocess_spec()
+    spec = card.preprocess
     min_side = model_min_side(spec)
 
     # Only the images one timed batch needs stay decoded; the accuracy pass streams the rest,
@@ -138,7 +138,7 @@ def measure(spec_in: dict[str, Any]) -> dict[str, Any]:
         "providers": list(getattr(backend, "providers", []) or []),
         "architecture": card.architecture,
         "class_names": card.class_names,
-        "input_size": card.input_size,
+        "input_size": card.preprocess.input_size,
         "untrained": bool(card.extra.get("untrained", False)),
         "card_metrics": card.metrics,
         "size_bytes": Path(path).stat().st_size,
@@ -161,7 +161,7 @@ def measure(spec_in: dict[str, Any]) -> dict[str, Any]:
     result["load_avg_1m"] = round(os.getloadavg()[0], 2)  # how busy the machine was meanwhile
     # Read before counting MACs below, which loads the ONNX graph: that is not inference memory.
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    result.update(_cost(backend, path, card.input_size))
+    result.update(_cost(backend, path, card.preprocess.input_size))
     backend.close()
     return result
 

@@ -1,8 +1,8 @@
 """INT8 post-training quantization: a Q/DQ ONNX calibrated on WBC images.
 
-Calibration images go through the model card's own :class:`PreprocessSpec`, the same code the
-runtime uses, so the ranges are those the deployed model meets. One calibration pass (ONNX
-Runtime's calibrators, run here so the statistics are ours) feeds two artifacts:
+Calibration images go through the model card's own preprocessing (``card.preprocess``), the
+same code the runtime uses, so the ranges are those the deployed model meets. One calibration
+pass (ONNX Runtime's calibrators, run here so the statistics are ours) feeds two artifacts:
 
 - the quantized ONNX, with settings per target (:data:`TARGETS`):
   ``tensorrt``: symmetric INT8 activations and weights (zero point 0), per-output-channel
@@ -39,8 +39,8 @@ from wbc_edge.export import calib_cache
 from wbc_edge.export.onnx_export import set_metadata
 from wbc_edge.metrics import agreement, classification_report
 from wbc_edge.optional import require
-from wbc_edge.runtime.card import ModelCard, read_onnx_card
-from wbc_edge.runtime.preprocess import PreprocessSpec, read_image
+from wbc_edge.runtime.card import ModelCard, Preprocess, read_onnx_card
+from wbc_edge.runtime.preprocess import read_image
 
 onnx = require("onnx")
 ort = require("onnxruntime")
@@ -164,7 +164,7 @@ class ImageReader(quant.CalibrationDataReader):
     def __init__(
         self,
         paths: Sequence[Path],
-        spec: PreprocessSpec,
+        spec: Preprocess,
         input_name: str = "input",
         batch_size: int = 16,
         on_batch: Callable[[int], None] | None = None,
@@ -214,7 +214,7 @@ def select_calibration_rows(
 def calibrate(
     onnx_path: str | Path,
     paths: Sequence[Path],
-    spec: PreprocessSpec,
+    spec: Preprocess,
     method: str = "entropy",
     symmetric: bool = True,
 ) -> Any:
@@ -406,7 +406,7 @@ def quantize_int8(
         )
         console.print(f"[yellow]warning:[/] {warnings[-1]}")
     _check_labels(card, picked, "calibration")
-    spec = card.preprocess_spec()
+    spec = card.preprocess
     paths = [r.path for r in picked]
     ranges = calibrate(onnx_path, paths, spec, method, symmetric=settings.symmetric_activations)
     calib_cache.write(cache_out, cache_scales(ranges))
@@ -479,7 +479,7 @@ def predict_probs(
     """Class probabilities of an ONNX model (output ``probs``) on manifest images."""
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     input_name = sess.get_inputs()[0].name
-    spec = card.preprocess_spec()
+    spec = card.preprocess
     chunks = []
     with progress() as p:
         task = p.add_task(label, total=len(rows), status="")
@@ -579,7 +579,7 @@ def compare_settings(
     card = read_onnx_card(onnx_path)
     picked = select_calibration_rows(calib_rows, num)
     paths = [r.path for r in picked]
-    spec = card.preprocess_spec()
+    spec = card.preprocess
     files: dict[str, Path] = {"fp32": onnx_path}
     settings: dict[str, QuantSettings | None] = {"fp32": None}
     for symmetric, group in ((True, (TENSORRT,)), (False, CPU_CANDIDATES)):
@@ -595,7 +595,7 @@ def compare_settings(
         task = p.add_task("latency", total=rounds * len(lat), status="")
         for _ in range(rounds):
             for k, b in lat:
-                lat[k, b].append(measure_latency(files[k], card.input_size, batch=b))
+                lat[k, b].append(measure_latency(files[k], card.preprocess.input_size, batch=b))
                 p.advance(task)
     rows = []
     for k, f in files.items():

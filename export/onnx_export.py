@@ -73,7 +73,7 @@ def sample_inputs(
     Real images matter: a random tensor never exercises the value ranges a stained cell does.
     Rows are spread evenly over the (sorted) manifest so several classes are covered.
     """
-    spec = card.preprocess_spec()
+    spec = card.preprocess
     if rows:
         ordered = sorted(rows, key=lambda r: (r.label, str(r.path)))
         idx = np.linspace(0, len(ordered) - 1, min(num, len(ordered))).round().astype(int)
@@ -85,7 +85,7 @@ def sample_inputs(
                 raise UserError(f"{exc}: fix or drop it from the manifest") from exc
         return spec(images), "manifest"
     rng = np.random.default_rng(seed)
-    size = max(card.input_size * 3 // 2, 8)
+    size = max(card.preprocess.input_size * 3 // 2, 8)
     images = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(num)]
     return spec(images), "random"
 
@@ -112,7 +112,7 @@ def export_onnx(
         sample, sample_source = sample_inputs(card)
     model = model.eval()
     wrapped = _with_probs(model, card.temperature)
-    size = card.input_size
+    size = card.preprocess.input_size
     # Batch 2 in the trace, so no exporter folds the batch dimension into a constant.
     dummy = torch.zeros(2, 3, size, size, dtype=torch.float32)
     tmp = out.with_name(out.name + ".tmp")

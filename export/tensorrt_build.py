@@ -35,8 +35,8 @@ from wbc_edge.errors import MissingExtraError, UserError, require_file
 from wbc_edge.export import calib_cache
 from wbc_edge.export.onnx_export import onnx_io
 from wbc_edge.optional import require
-from wbc_edge.runtime.card import ModelCard, read_onnx_card, read_sidecar, write_sidecar
-from wbc_edge.runtime.preprocess import PreprocessSpec, read_image
+from wbc_edge.runtime.card import ModelCard, Preprocess, read_onnx_card, read_sidecar, write_sidecar
+from wbc_edge.runtime.preprocess import read_image
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_BATCH = (1, 8, 32)
@@ -181,7 +181,7 @@ def reusable(engine: Path, key: EngineKey) -> bool:
 
 
 def calibration_batches(
-    paths: Sequence[Path], spec: PreprocessSpec, batch_size: int = CALIB_BATCH
+    paths: Sequence[Path], spec: Preprocess, batch_size: int = CALIB_BATCH
 ) -> Iterator[np.ndarray]:
     """Full float32 NCHW batches for TensorRT's calibrator (a short tail batch is dropped:
     the calibration profile fixes the batch size)."""
@@ -250,7 +250,7 @@ def build_engine(
         out,
         precision,
         input_name,
-        card.input_size,
+        card.preprocess.input_size,
         batch,
         workspace_mb,
         dla_core,
@@ -299,7 +299,7 @@ def build_engine(
     calibrator = None
     if implicit:
         calibrator = _make_calibrator(
-            trt, card, calib_rows, calib_cache_path, out, feats.version, card.input_size
+            trt, card, calib_rows, calib_cache_path, out, feats.version, card.preprocess.input_size
         )
     serialized = _build_serialized(
         trt,
@@ -307,7 +307,7 @@ def build_engine(
         onnx_path,
         precision,
         input_name,
-        card.input_size,
+        card.preprocess.input_size,
         batch,
         workspace_mb,
         dla_core,
@@ -377,7 +377,7 @@ def _make_calibrator(
         cache_text = calib_cache.with_header(Path(cache_path).read_text(), trt_version)
     paths = [r.path for r in rows] if rows else []
     write_to = engine.with_name(engine.name + ".calib.cache")
-    batches = calibration_batches(paths, card.preprocess_spec(), CALIB_BATCH)
+    batches = calibration_batches(paths, card.preprocess, CALIB_BATCH)
     nbytes = CALIB_BATCH * 3 * input_size * input_size * 4
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):

@@ -41,7 +41,7 @@ def prebuild_teacher_cache(
     """Build the teacher cache each method will ask for, once, before the runs start."""
     from wbc_edge.data.manifest import class_names, read_manifest
     from wbc_edge.kd.data import decode_cached
-    from wbc_edge.kd.trainer import TrainConfig, _teacher_cache, build_for_config
+    from wbc_edge.kd.trainer import TrainConfig, _teacher_cache, build_for_config, run_preprocess
 
     rows = read_manifest(data)
     train_rows = [r for r in rows if r.split == "train"]
@@ -57,10 +57,9 @@ def prebuild_teacher_cache(
         distiller, card = build_for_config(cfg, len(class_names(rows)))
         if not distiller.needs_teacher:
             continue
-        images = decode_cached(train_rows, card.input_size, cache_dir)
-        cache = _teacher_cache(
-            cfg, distiller, images, train_rows, card.input_size, card.mean, card.std
-        )
+        pre = run_preprocess(cfg, card)
+        images = decode_cached(train_rows, pre, cache_dir)
+        cache = _teacher_cache(cfg, distiller, images, train_rows, pre)
         if str(cache.folder) not in done:
             console.print(f"teacher cache for {method}: {cache.folder}", highlight=False)
             done.add(str(cache.folder))

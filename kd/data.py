@@ -1,10 +1,11 @@
 """Training data: decode each image once, then augment whole batches as uint8 tensors.
 
 Decoding and resizing 360 px JPEGs costs more CPU than a tiny student's forward pass, so every
-manifest split is decoded once with the runtime's own preprocessing
-(:func:`wbc_edge.runtime.preprocess.read_image` + :func:`resize_rgb`) into a uint8 ``.npy``
-file under the cache folder, keyed by (data fingerprint, size, interpolation, channel order);
-later runs memory-map it.
+manifest split is decoded once with the model card's own preprocessing
+(:func:`wbc_edge.runtime.preprocess.read_image` + ``card.preprocess.resize``) into a uint8
+``.npy`` file under the cache folder, keyed by the data fingerprint and the decode-time fields of
+the card's :class:`~wbc_edge.runtime.card.Preprocess`; later runs memory-map it. Normalisation
+comes from the same card (:func:`normalize_tensor`), through the runtime's own arithmetic.
 
 Augmentation is split in two on purpose:
 
@@ -36,7 +37,8 @@ import torch.nn.functional as F
 
 from wbc_edge.data.manifest import ManifestRow, fingerprint
 from wbc_edge.errors import UserError
-from wbc_edge.runtime.preprocess import read_image, resize_rgb
+from wbc_edge.runtime.card import Preprocess
+from wbc_edge.runtime.preprocess import UNIT, read_image, standardize
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("WBC_EDGE_CACHE", Path.home() / ".cache" / "wbc-edge"))
 
@@ -55,13 +57,10 @@ def rows_key(rows: Sequence[ManifestRow]) -> str:
 
 
 def decode_cached(
-    rows: Sequence[ManifestRow],
-    size: int,
-    cache_dir: str | Path | None = None,
-    channel_order: str = "RGB",
-    interpolation: str = "area",
+    rows: Sequence[ManifestRow], pre: Preprocess, cache_dir: str | Path | None = None
 ) -> np.ndarray:
-    """All images of ``rows`` as one (N, size, size, 3) uint8 array (memory-mapped from cache).
+    """All images of ``rows`` as one (N, size, size, 3) uint8 array (memory-mapped from cache),
+    prepared by ``pre.resize`` (crop, resize, channel order of the card).
 
     The array follows the order of ``rows``. A cache file is written atomically, so two runs
     started together at worst both decode; neither reads a half-written file.
@@ -70,7 +69,8 @@ def decode_cached(
 
     cache = Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR
     cache.mkdir(parents=True, exist_ok=True)
-    key = f"decoded-{rows_key(rows)}-{len(rows)}-{size}-{interpolation}-{channel_order}.npy"
+    size = pre.input_size
+    key = f"decoded-{rows_key(rows)}-{len(rows)}-{pre.decode_key()}.npy"
     path = cache / key
     if path.is_file():
         arr = np.load(path, mmap_mode="r")
@@ -84,7 +84,7 @@ def decode_cached(
                 image = read_image(str(r.path))
             except (ValueError, OSError) as exc:
                 raise UserError(f"{exc}: fix or remove it from the manifest") from exc
-            out[i] = resize_rgb(image, size, channel_order, interpolation)
+            out[i] = pre.resize(image)
             p.advance(task)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
     np.save(tmp, out)
@@ -114,23 +114,19 @@ def dihedral_batch(x: torch.Tensor, ks: torch.Tensor, dims: tuple[int, int]) -> 
 
 
 def normalize_tensor(
-    x_uint8_nhwc: torch.Tensor,
-    mean: Sequence[float],
-    std: Sequence[float],
-    channels_last: bool = False,
+    x_uint8_nhwc: torch.Tensor, pre: Preprocess, channels_last: bool = False
 ) -> torch.Tensor:
-    """uint8 NHWC -> float32 NCHW ``(x / 255 - mean) / std``: the torch twin of
-    :func:`wbc_edge.runtime.preprocess.normalize` (a test holds them equal)."""
-    x = x_uint8_nhwc.permute(0, 3, 1, 2).float() * (1.0 / 255.0)
-    return _normalize_float(x, mean, std, channels_last)
+    """uint8 NHWC -> float32 NCHW ``(x / 255 - mean) / std`` with the card's mean/std, through
+    :func:`wbc_edge.runtime.preprocess.standardize` (a test holds it bit-equal to the runtime)."""
+    x = x_uint8_nhwc.permute(0, 3, 1, 2).float() * UNIT
+    return _normalize_unit(x, pre, channels_last)
 
 
-def _normalize_float(
-    x: torch.Tensor, mean: Sequence[float], std: Sequence[float], channels_last: bool
-) -> torch.Tensor:
-    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    x = (x - m) / s
+def _normalize_unit(x: torch.Tensor, pre: Preprocess, channels_last: bool) -> torch.Tensor:
+    """Float NCHW in [0, 1] (e.g. after jitter) -> normalised, with the card's mean/std."""
+    m = torch.tensor(pre.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(pre.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+    x = standardize(x, m, s)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return x.contiguous(memory_format=fmt)
 
@@ -245,8 +241,7 @@ class BatchLoader:
         images: np.ndarray,
         targets: Sequence[int],
         batch_size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
+        pre: Preprocess,
         augment: bool = True,
         jitter: Jitter | None = None,
         seed: int = 0,
@@ -260,7 +255,7 @@ class BatchLoader:
         self.images = images
         self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.int64)
         self.batch_size = batch_size
-        self.mean, self.std = tuple(mean), tuple(std)
+        self.pre = pre
         self.augment = augment
         self.jitter = (jitter or Jitter()) if augment else NO_JITTER
         self.seed, self.rank, self.world_size = seed, rank, world_size
@@ -302,9 +297,9 @@ class BatchLoader:
             if self.augment:
                 raw = dihedral_batch(raw, k, dims=(1, 2))
             if self.jitter.active:
-                x = raw.permute(0, 3, 1, 2).float() * (1.0 / 255.0)
+                x = raw.permute(0, 3, 1, 2).float() * UNIT
                 x = jitter_batch(x, self.jitter, gen)
-                x = _normalize_float(x, self.mean, self.std, self.channels_last)
+                x = _normalize_unit(x, self.pre, self.channels_last)
             else:
-                x = normalize_tensor(raw, self.mean, self.std, self.channels_last)
+                x = normalize_tensor(raw, self.pre, self.channels_last)
             yield Batch(x, self.targets[sel], sel, k)

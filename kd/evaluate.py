@@ -83,7 +83,7 @@ def evaluate(
                 f"{data} has classes the model does not know: {', '.join(unknown)} "
                 f"(the model knows {', '.join(card.class_names)})"
             )
-        spec = card.preprocess_spec()
+        spec = card.preprocess
         min_side = model_min_side(spec)  # decoded as `run` decodes them: what it classifies
         probs = []
         with progress(transient=True) as p:
@@ -109,7 +109,7 @@ def evaluate(
         "data": str(data),
         "split": split if Path(data).is_file() else None,
         "num_images": len(samples),
-        "input_size": card.input_size,
+        "input_size": card.preprocess.input_size,
         **report.summary(),
         "per_class": report.per_class,
         "class_names": card.class_names,

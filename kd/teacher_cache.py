@@ -31,6 +31,7 @@ import torch
 
 from wbc_edge.kd.data import dihedral, normalize_tensor
 from wbc_edge.kd.features import stage_features
+from wbc_edge.runtime.card import Preprocess
 
 
 def file_digest(path: str | Path, limit: int = 1 << 26) -> str:
@@ -69,8 +70,16 @@ class TeacherCache:
         return logits, feats
 
 
-def cache_key(teacher_digest: str, data_key: str, size: int, signature: Sequence) -> str:
-    text = json.dumps([teacher_digest, data_key, size, list(signature)])
+def cache_key(teacher_digest: str, data_key: str, pre: Preprocess, signature: Sequence) -> str:
+    """Names a cache by teacher, data, the preprocessing of the card and the output shapes.
+
+    A crop-less RGB/area card keeps the key caches had before the card owned all of its
+    preprocessing, so the existing (multi-GB) caches stay valid.
+    """
+    sig = [*signature, list(pre.mean), list(pre.std)]
+    if pre.decode_key() != Preprocess(input_size=pre.input_size).decode_key():
+        sig.append(pre.decode_key())
+    text = json.dumps([teacher_digest, data_key, pre.input_size, sig])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -78,8 +87,7 @@ def cache_key(teacher_digest: str, data_key: str, size: int, signature: Sequence
 def build_teacher_cache(
     teacher: torch.nn.Module,
     images: np.ndarray,
-    mean: Sequence[float],
-    std: Sequence[float],
+    pre: Preprocess,
     folder: str | Path,
     batch_size: int = 64,
 ) -> TeacherCache:
@@ -107,7 +115,7 @@ def build_teacher_cache(
         task = p.add_task(f"teacher cache ({n} images x 8 views)", total=n * 8, status="")
         for start in range(0, n, batch_size):
             raw = torch.from_numpy(np.array(images[start : start + batch_size]))
-            x0 = normalize_tensor(raw, mean, std)
+            x0 = normalize_tensor(raw, pre)
             for k in range(8):
                 logits, feats = stage_features(teacher, dihedral(x0, k).contiguous())
                 if logits_mm is None:

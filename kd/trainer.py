@@ -38,7 +38,7 @@ from wbc_edge.data.manifest import fingerprint, read_manifest
 from wbc_edge.errors import UserError, require_file
 from wbc_edge.kd.checkpoint import load_model, save_checkpoint
 from wbc_edge.kd.data import BatchLoader, Jitter, decode_cached, rows_key
-from wbc_edge.runtime.card import ModelCard
+from wbc_edge.runtime.card import ModelCard, Preprocess
 
 
 @dataclass
@@ -53,7 +53,7 @@ class TrainConfig:
     teacher: str | None = None  # distill: trained teacher checkpoint
     method: str = "ce"
     method_options: dict[str, Any] = field(default_factory=dict)
-    size: int | None = None  # teacher: 128 by default; distill: the teacher's input size
+    size: int | None = None  # None: the teacher's input size, or Preprocess's default
     epochs: int = 10
     batch_size: int = 64
     lr: float = 2e-3
@@ -244,6 +244,30 @@ def build_for_config(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, Mod
     return build_distiller(cfg.method, student, teacher_model, **opts), teacher_card
 
 
+def run_preprocess(cfg: TrainConfig, teacher_card: ModelCard | None) -> Preprocess:
+    """The preprocessing a run trains with, which its card then declares.
+
+    A teacher uses its ImageNet weights' mean/std; a student takes the teacher's whole
+    declaration (so it is deployed exactly as the teacher that taught it saw its images);
+    everything not set here keeps :class:`Preprocess`'s defaults.
+    """
+    if cfg.kind == "teacher":
+        from wbc_edge.kd.teacher import teacher_preprocess
+
+        mean, std = teacher_preprocess(cfg.model)
+        pre = Preprocess(mean=mean, std=std)
+    elif teacher_card is not None:
+        pre = teacher_card.preprocess
+        if cfg.size and cfg.size != pre.input_size:
+            raise UserError(
+                f"--size {cfg.size} differs from the teacher's input size "
+                f"{pre.input_size}: leave --size out"
+            )
+    else:
+        pre = Preprocess()
+    return pre.replace(input_size=cfg.size) if cfg.size else pre
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     """Run (or resume) one training run; returns the summary written to ``summary.json``."""
     from wbc_edge.kd.evaluate import predict_loader
@@ -275,28 +299,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
 
     torch.manual_seed(cfg.seed)
     distiller, teacher_card = build_for_config(cfg, len(names))
-    if cfg.kind == "teacher":
-        from wbc_edge.kd.teacher import teacher_preprocess
-
-        mean, std = teacher_preprocess(cfg.model)
-        size = cfg.size or 128
-    else:
-        if teacher_card is not None:
-            mean, std = teacher_card.mean, teacher_card.std
-            size = cfg.size or teacher_card.input_size
-            if size != teacher_card.input_size:
-                raise UserError(
-                    f"--size {size} differs from the teacher's input size "
-                    f"{teacher_card.input_size}: leave --size out"
-                )
-        else:
-            mean, std, size = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), cfg.size or 128
+    pre = run_preprocess(cfg, teacher_card)
+    size = pre.input_size
     card = ModelCard(
         architecture=cfg.model,
         class_names=names,
-        input_size=size,
-        mean=mean,
-        std=std,
+        preprocess=pre,
         data_fingerprint=fingerprint(rows),
         extra={
             "role": "teacher" if cfg.kind == "teacher" else "student",  # names its artifacts
@@ -310,7 +318,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         card.extra["teacher_test_accuracy"] = teacher_card.metrics.get("test_accuracy")
 
     arrays = {
-        s: decode_cached(by_split[s], size, cfg.cache_dir)
+        s: decode_cached(by_split[s], pre, cfg.cache_dir)
         for s in ("train", "val", "test")
         if by_split[s]
     }
@@ -336,9 +344,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         # Rank 0 builds it; the other ranks wait and then open the finished folder.
         for building in (True, False):
             if dist_info.main == building:
-                cache = _teacher_cache(
-                    cfg, distiller, arrays["train"], by_split["train"], size, mean, std
-                )
+                cache = _teacher_cache(cfg, distiller, arrays["train"], by_split["train"], pre)
             _barrier(dist_info)
         log(f"teacher cache: {cache.folder}")
 
@@ -346,8 +352,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         arrays["train"],
         targets["train"],
         cfg.batch_size,
-        mean,
-        std,
+        pre,
         augment=True,
         jitter=Jitter() if cfg.jitter else Jitter(0, 0, 0, 0, 0, 0),
         seed=cfg.seed,
@@ -363,8 +368,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             arrays[split],
             targets[split],
             eval_bs,
-            mean,
-            std,
+            pre,
             augment=False,
             channels_last=cfg.channels_last,
         )
@@ -507,7 +511,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     return summary
 
 
-def _teacher_cache(cfg, distiller, images, rows, size, mean, std):  # noqa: ANN001, ANN202
+def _teacher_cache(cfg, distiller, images, rows, pre):  # noqa: ANN001, ANN202
     from wbc_edge.kd.data import DEFAULT_CACHE_DIR
     from wbc_edge.kd.teacher_cache import (
         build_teacher_cache,
@@ -516,10 +520,10 @@ def _teacher_cache(cfg, distiller, images, rows, size, mean, std):  # noqa: ANN0
         output_signature,
     )
 
-    sig = output_signature(distiller.teacher, size) + [list(mean), list(std)]
-    key = cache_key(file_digest(cfg.teacher), rows_key(rows), size, sig)
+    sig = output_signature(distiller.teacher, pre.input_size)
+    key = cache_key(file_digest(cfg.teacher), rows_key(rows), pre, sig)
     root = Path(cfg.cache_dir) if cfg.cache_dir else DEFAULT_CACHE_DIR
-    return build_teacher_cache(distiller.teacher, images, mean, std, root / f"teacher-{key}")
+    return build_teacher_cache(distiller.teacher, images, pre, root / f"teacher-{key}")
 
 
 def _finish(out, cfg, names, arrays, targets, loader, device, best, n_student, n_extra, wall, log):  # noqa: ANN001, ANN202

@@ -9,7 +9,7 @@
 
 Everything goes through what ``wbc-edge run`` uses: :func:`~wbc_edge.runtime.backends.
 load_backend` (any .onnx, .engine or .pt), the card's preprocessing
-(:meth:`~wbc_edge.runtime.card.ModelCard.preprocess_spec`), the smear-field cell finder and
+(``card.preprocess``, :class:`~wbc_edge.runtime.card.Preprocess`), the smear-field cell finder and
 :func:`predictions` for the top-k and the review threshold, which the pipeline's records use too.
 Arrays are OpenCV images: uint8, BGR (or gray/BGRA), HxWxC, as ``cv2.imread`` returns them.
 """
@@ -107,7 +107,7 @@ class Model:
         threshold = DEFAULT_THRESHOLD if threshold is None else threshold
         if not 0.0 <= threshold <= 1.0:
             raise UserError(f"threshold {threshold}: give a probability between 0 and 1")
-        self.spec = self.card.preprocess_spec()
+        self.spec = self.card.preprocess
         self.threshold, self.topk, self.margin = threshold, max(1, topk), margin
 
     @property
@@ -175,7 +175,7 @@ class Model:
     def __repr__(self) -> str:
         c = self.card
         return (
-            f"Model({c.architecture}, {c.num_classes} classes, {c.input_size}px, "
+            f"Model({c.architecture}, {c.num_classes} classes, {c.preprocess.input_size}px, "
             f"backend={self.backend.name})"
         )
 

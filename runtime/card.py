@@ -1,26 +1,149 @@
 """The model card: everything needed to use a model file, carried inside every artifact.
 
 A checkpoint holds it as a dict under ``"card"``, an ONNX file as JSON in ``metadata_props``
-under :data:`ONNX_METADATA_KEY`, a TensorRT engine in a sidecar ``<engine>.json``. Training,
-calibration and deployment all build their preprocessing from the card
-(:meth:`ModelCard.preprocess_spec`), so they cannot drift apart.
+under :data:`ONNX_METADATA_KEY`, a TensorRT engine in a sidecar ``<engine>.json``.
+
+The card's :class:`Preprocess` is the one declaration of how an image becomes a model input:
+training, the teacher cache, INT8 calibration, export parity checks and every runtime backend
+call ``card.preprocess`` (its methods are the functions of :mod:`wbc_edge.runtime.preprocess`),
+so they cannot drift apart. Nothing else names an input size, mean or std.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wbc_edge.errors import UserError
+import numpy as np
 
-CARD_VERSION = 1
+from wbc_edge.errors import UserError
+from wbc_edge.runtime import preprocess as _pre
+
+# 2: preprocessing nested under "preprocess" (version 1 cards kept it flat; both load).
+CARD_VERSION = 2
 ONNX_METADATA_KEY = "wbc_edge.card"
 
 # Classes whose presence in blood suggests leukaemia or another marrow disorder. The runtime
 # flags them by default; "blast" matches Myeloblast, Lymphoblast, ... by substring.
 DEFAULT_IMMATURE = ("Promyelocyte", "ImmatureGranulocyte", "Erythroblast", "blast")
+
+CHANNEL_ORDERS = ("RGB", "BGR")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image (a cell crop, OpenCV BGR uint8) becomes the model's float32 NCHW input.
+
+    The steps, in order: a centred crop (the field of view), a resize to ``input_size`` square,
+    the model's channel order, then ``(x / 255 - mean) / std``.
+
+    * ``crop_fraction`` - the field of view as a fraction of the source image's side: 1.0 keeps
+      the whole image, 0.8 keeps its central 80 %;
+    * ``crop_aspect`` - the window's shape as width / height; ``None`` follows the source
+      image's own shape (the whole crop is squeezed to a square, which is how the cell crops
+      were always prepared), 1.0 is a centred square. The window is the largest one of that
+      shape inside the image, scaled by ``crop_fraction``.
+
+    Adding a field: give it a default that means "what models made before it did", so old
+    cards keep loading unchanged; :meth:`from_dict` refuses keys it does not know, because a
+    model fed without a step it was trained with would be silently wrong.
+    """
+
+    input_size: int = 128
+    crop_fraction: float = 1.0
+    crop_aspect: float | None = None
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    channel_order: str = "RGB"
+    interpolation: str = "area"
+
+    def __post_init__(self) -> None:
+        # Frozen: normalise through object.__setattr__ (lists from JSON become tuples).
+        object.__setattr__(self, "input_size", int(self.input_size))
+        object.__setattr__(self, "crop_fraction", float(self.crop_fraction))
+        if self.crop_aspect is not None:
+            object.__setattr__(self, "crop_aspect", float(self.crop_aspect))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise UserError("model card: mean and std need three values (one per channel)")
+        if any(s == 0 for s in self.std):
+            raise UserError("model card: std values must not be 0")
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise UserError(
+                f"model card: channel_order must be RGB or BGR, not {self.channel_order}"
+            )
+        if self.interpolation not in _pre.INTERPOLATIONS:
+            raise UserError(
+                f"model card: interpolation must be one of {', '.join(_pre.INTERPOLATIONS)}, "
+                f"not {self.interpolation}"
+            )
+        if self.input_size < 1:
+            raise UserError(f"model card: input_size must be positive, not {self.input_size}")
+        if not 0.0 < self.crop_fraction <= 1.0:
+            raise UserError(
+                f"model card: crop_fraction must be in (0, 1], not {self.crop_fraction}"
+            )
+        if self.crop_aspect is not None and self.crop_aspect <= 0:
+            raise UserError(f"model card: crop_aspect must be positive, not {self.crop_aspect}")
+
+    # -- the transform ------------------------------------------------------------------------
+
+    def resize(self, image_bgr: np.ndarray) -> np.ndarray:
+        """Decode-time work: crop, resize, channel order -> uint8 ``input_size`` square HxWx3."""
+        return _pre.crop_resize(image_bgr, self)
+
+    def normalize(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 NHWC (model channel order) -> float32 NCHW, the one definition."""
+        return _pre.normalize(batch, self.mean, self.std)
+
+    @functools.cached_property
+    def lut(self) -> _pre.LutNormalizer:
+        """:meth:`normalize` as a lookup table (bit-identical, several times faster)."""
+        return _pre.LutNormalizer(self)
+
+    def __call__(self, images_bgr: list[np.ndarray]) -> np.ndarray:
+        """BGR uint8 images of any size -> float32 NCHW batch."""
+        return self.lut([self.resize(im) for im in images_bgr])
+
+    def decode_key(self) -> str:
+        """The fields the uint8 decode step depends on, for naming caches of decoded images.
+
+        A crop-less spec keeps the name caches had before crops existed, so they stay valid.
+        """
+        key = f"{self.input_size}-{self.interpolation}-{self.channel_order}"
+        if self.crop_fraction != 1.0 or self.crop_aspect is not None:
+            key += f"-crop{self.crop_fraction:g}x{self.crop_aspect or 0:g}"
+        return key
+
+    # -- serialisation ------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UserError(
+                f"model card: preprocessing step(s) {unknown} are unknown to this wbc-edge: "
+                "upgrade wbc-edge to run this model"
+            )
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> Preprocess:
+        return dataclasses.replace(self, **changes)
+
+
+# Version 1 cards kept these at the top level of the card.
+_FLAT_PREPROCESS_KEYS = ("input_size", "mean", "std", "channel_order", "interpolation")
 
 
 @dataclass
@@ -29,11 +152,7 @@ class ModelCard:
 
     architecture: str
     class_names: list[str]
-    input_size: int = 128
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    channel_order: str = "RGB"
-    interpolation: str = "area"
+    preprocess: Preprocess = field(default_factory=Preprocess)
     data_fingerprint: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     # Probabilities are softmax(logits / temperature) everywhere (backends and the ONNX graph);
@@ -49,14 +168,8 @@ class ModelCard:
 
     def __post_init__(self) -> None:
         self.class_names = list(self.class_names)
-        self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
-        self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
-        if len(self.mean) != 3 or len(self.std) != 3:
-            raise UserError("model card: mean and std need three values (one per channel)")
-        if self.channel_order not in ("RGB", "BGR"):
-            raise UserError(
-                f"model card: channel_order must be RGB or BGR, not {self.channel_order}"
-            )
+        if isinstance(self.preprocess, dict):
+            self.preprocess = Preprocess.from_dict(self.preprocess)
         if not self.class_names:
             raise UserError("model card: class_names is empty")
         self.temperature = float(self.temperature)
@@ -76,8 +189,7 @@ class ModelCard:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["mean"] = list(self.mean)
-        d["std"] = list(self.std)
+        d["preprocess"] = self.preprocess.to_dict()
         return d
 
     @classmethod
@@ -88,7 +200,14 @@ class ModelCard:
             raise UserError(
                 f"model card lacks {sorted(missing)}: re-export the model with wbc-edge"
             )
-        return cls(**{k: v for k, v in d.items() if k in known})
+        values = {k: v for k, v in d.items() if k in known}
+        if "preprocess" not in d:  # a version 1 card: preprocessing at the top level
+            values["preprocess"] = {k: d[k] for k in _FLAT_PREPROCESS_KEYS if k in d}
+        values["card_version"] = CARD_VERSION  # read into, and written back as, this version
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise UserError(f"model card is malformed ({exc})") from exc
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -96,17 +215,6 @@ class ModelCard:
     @classmethod
     def from_json(cls, text: str) -> ModelCard:
         return cls.from_dict(json.loads(text))
-
-    def preprocess_spec(self):  # -> PreprocessSpec (imported lazily to keep modules acyclic)
-        from wbc_edge.runtime.preprocess import PreprocessSpec
-
-        return PreprocessSpec(
-            input_size=self.input_size,
-            mean=self.mean,
-            std=self.std,
-            channel_order=self.channel_order,
-            interpolation=self.interpolation,
-        )
 
 
 def sidecar_path(model_path: str | Path) -> Path:

@@ -166,7 +166,8 @@ def run(
             extra = getattr(backend, "providers", None)
             console.print(
                 f"model {model} ({card.architecture}, {card.num_classes} classes, "
-                f"{card.input_size}px) on {backend.name}" + (f" {extra}" if extra else ""),
+                f"{card.preprocess.input_size}px) on {backend.name}"
+                + (f" {extra}" if extra else ""),
                 highlight=False,
             )
             console.print(src.options.describe(), highlight=False)

@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from wbc_edge.runtime.card import Preprocess
 
 JPEG_FACTORS = (8, 4, 2)  # libjpeg's DCT scalings OpenCV exposes, largest first
 # SOF markers whose decoders support DCT scaling: baseline, extended and progressive Huffman.
@@ -74,14 +78,15 @@ def reduction(width: int, height: int, min_side: int) -> int:
     return 1
 
 
-def model_min_side(spec: object) -> int:
-    """The smallest side a decoded cell image may have for this preprocessing spec.
+def model_min_side(pre: Preprocess) -> int:
+    """The smallest side a decoded cell image may have for the card's preprocessing.
 
-    The spec resizes the whole image to ``input_size`` square, so each side must be at least
-    that. (When the card gains a crop of the image, the side needed grows by 1 / crop fraction;
-    this is the place to say so.)
+    The card crops a centred window of ``crop_fraction`` of the image (of shape ``crop_aspect``)
+    and resizes it to ``input_size`` square, so each side of the image must be at least
+    ``input_size * max(aspect, 1 / aspect) / crop_fraction`` for the window never to be enlarged.
     """
-    return int(getattr(spec, "input_size", 0) or 0)
+    aspect = pre.crop_aspect or 1.0
+    return math.ceil(pre.input_size * max(aspect, 1.0 / aspect) / pre.crop_fraction - 1e-9)
 
 
 def looks_complete(data: bytes, suffix: str) -> bool:

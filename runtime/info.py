@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from wbc_edge.runtime.card import Preprocess
+
 # Card extras shown in their own lines; everything else is listed under "other".
 _SHOWN = {
     "role", "provenance", "intended_use", "method", "seed", "epochs", "teacher",
@@ -49,8 +51,7 @@ def card_lines(path: Path) -> list[str]:
         f"format: {x.get('format', path.suffix.lstrip('.'))}, precision "
         f"{x.get('precision', 'fp32')}, INT8 target {x.get('int8_target', 'none (not INT8)')}",
         f"classes ({card.num_classes}): {', '.join(card.class_names)}",
-        f"input: {card.input_size}x{card.input_size} {card.channel_order}, interpolation "
-        f"{card.interpolation}, mean {list(card.mean)}, std {list(card.std)}",
+        _input_line(card.preprocess),
     ]
     prov = x.get("provenance") or {}
     trained = ", ".join(
@@ -110,3 +111,14 @@ def info(
         typer.echo(json.dumps({"card": card.to_dict(), **fields}, indent=2, default=str))
         return
     typer.echo("\n".join(card_lines(model)))
+
+
+def _input_line(pre: Preprocess) -> str:
+    crop = "whole image"
+    if pre.crop_fraction != 1.0 or pre.crop_aspect is not None:
+        shape = "image's shape" if pre.crop_aspect is None else f"aspect {pre.crop_aspect:g}"
+        crop = f"centre {pre.crop_fraction:g} of the side, {shape}"
+    return (
+        f"input: {pre.input_size}x{pre.input_size} {pre.channel_order}, crop {crop}, "
+        f"interpolation {pre.interpolation}, mean {list(pre.mean)}, std {list(pre.std)}"
+    )

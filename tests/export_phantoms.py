@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from wbc_edge.data.manifest import ManifestRow, write_manifest
-from wbc_edge.runtime.card import ModelCard
+from wbc_edge.runtime.card import ModelCard, Preprocess
 
 CLASSES = ["Disc", "Ring", "Square", "Twin"]
 SIZE = 32  # model input
@@ -83,7 +83,7 @@ class TinyNet(nn.Module):
 
 
 def card() -> ModelCard:
-    return ModelCard("tinynet-test", CLASSES, input_size=SIZE)
+    return ModelCard("tinynet-test", CLASSES, Preprocess(SIZE))
 
 
 def train_tiny(manifest: Path, steps: int = 300, seed: int = 0) -> TinyNet:
@@ -93,7 +93,7 @@ def train_tiny(manifest: Path, steps: int = 300, seed: int = 0) -> TinyNet:
 
     torch.manual_seed(seed)
     rows = read_manifest(manifest, "train")
-    spec = card().preprocess_spec()
+    spec = card().preprocess
     x = torch.from_numpy(spec([read_image(str(r.path)) for r in rows]))
     y = torch.tensor([CLASSES.index(r.label) for r in rows])
     model = TinyNet()

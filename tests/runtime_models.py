@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wbc_edge.runtime.card import ONNX_METADATA_KEY, ModelCard
+from wbc_edge.runtime.card import ONNX_METADATA_KEY, ModelCard, Preprocess
 
 CLASSES = ["Neutrophil", "Lymphocyte", "Promyelocyte"]
 RED, GREEN, BLUE = (0, 0, 230), (0, 230, 0), (230, 0, 0)  # BGR
@@ -66,7 +66,7 @@ def make_onnx(
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     if card:
-        meta = ModelCard("colour_test", classes, input_size=size).to_json()
+        meta = ModelCard("colour_test", classes, Preprocess(size)).to_json()
         helper.set_model_props(model, {ONNX_METADATA_KEY: meta})
     onnx.save(model, str(path))
     return path

@@ -197,7 +197,7 @@ def tiny_onnx(path: Path, width: int, seed: int, size: int = 32) -> Path:
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
-    from wbc_edge.runtime.card import ONNX_METADATA_KEY, ModelCard
+    from wbc_edge.runtime.card import ONNX_METADATA_KEY, ModelCard, Preprocess
 
     rng = np.random.default_rng(seed)
     k = len(CLASSES)
@@ -223,7 +223,7 @@ def tiny_onnx(path: Path, width: int, seed: int, size: int = 32) -> Path:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    card = ModelCard("tiny-test", CLASSES, input_size=size)
+    card = ModelCard("tiny-test", CLASSES, Preprocess(size))
     helper.set_model_props(model, {ONNX_METADATA_KEY: card.to_json()})
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
@@ -337,11 +337,11 @@ def test_bench_torch_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[st
     torch = pytest.importorskip("torch")
     from wbc_edge.kd.checkpoint import save_checkpoint
     from wbc_edge.kd.students import create_student
-    from wbc_edge.runtime.card import ModelCard
+    from wbc_edge.runtime.card import ModelCard, Preprocess
 
     torch.manual_seed(0)
     model = create_student("tinyresnet_xs", num_classes=len(CLASSES))
-    card = ModelCard("tinyresnet_xs", CLASSES, input_size=32)
+    card = ModelCard("tinyresnet_xs", CLASSES, Preprocess(32))
     ckpt = save_checkpoint(tmp_path / "student.pt", model, card)
     out = tmp_path / "r"
     argv = ["bench", "--student", str(ckpt), "--batch", "2", "--warmup", "1", "--iters", "3"]

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from wbc_edge.runtime.backends import load_backend, softmax
-from wbc_edge.runtime.card import ModelCard, read_onnx_card
+from wbc_edge.runtime.card import ModelCard, Preprocess, read_onnx_card
 
 CLASSES = ["Basophil", "Eosinophil", "Lymphocyte", "Neutrophil"]
 
 
 def _calibrated_card(size: int = 32) -> ModelCard:
     card = ModelCard(
-        "tinyresnet_xs", CLASSES, input_size=size, temperature=2.5, confidence_threshold=0.875
+        "tinyresnet_xs", CLASSES, Preprocess(size), temperature=2.5, confidence_threshold=0.875
     )
     card.calibration = {"target_error": 0.01, "delta": 0.1, "rule": "learn-then-test"}
     return card

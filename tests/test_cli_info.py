@@ -32,7 +32,8 @@ def test_info_prints_the_packaged_card(capsys):
     out = capsys.readouterr().out
     card = read_onnx_card(wbc_edge.models.default_model())
     assert f"classes ({card.num_classes}): " + ", ".join(card.class_names) in out
-    assert f"input: {card.input_size}x{card.input_size} RGB" in out
+    size = card.preprocess.input_size
+    assert f"input: {size}x{size} RGB, crop whole image" in out
     assert "provenance.trained_on: PBC" in out and "provenance.checkpoint_sha256: " in out
     assert f"test_accuracy {100 * card.metrics['test_accuracy']:.2f}%" in out
     assert "calibration: " in out and "INT8 target none" in out

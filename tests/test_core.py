@@ -15,8 +15,8 @@ from wbc_edge.data.manifest import (
     write_manifest,
 )
 from wbc_edge.errors import UserError
-from wbc_edge.runtime.card import ModelCard, read_sidecar, write_sidecar
-from wbc_edge.runtime.preprocess import PreprocessSpec, normalize, resize_rgb
+from wbc_edge.runtime.card import ModelCard, Preprocess, read_sidecar, write_sidecar
+from wbc_edge.runtime.preprocess import normalize
 
 
 def test_help_lists_command_groups():
@@ -34,7 +34,7 @@ def test_user_error_is_one_line_and_nonzero(capsys):
 
 
 def test_card_roundtrip(tmp_path):
-    card = ModelCard("tinyresnet_s", ["A", "B"], input_size=64, metrics={"accuracy": 0.9})
+    card = ModelCard("tinyresnet_s", ["A", "B"], Preprocess(64), metrics={"accuracy": 0.9})
     assert ModelCard.from_json(card.to_json()) == card
     write_sidecar(tmp_path / "m.engine", card, tensorrt="10.3")
     back, extra = read_sidecar(tmp_path / "m.engine")
@@ -43,15 +43,56 @@ def test_card_roundtrip(tmp_path):
         ModelCard.from_dict({"class_names": ["A"]})
 
 
+def test_version1_cards_with_flat_preprocessing_still_load():
+    flat = {
+        "architecture": "tinyresnet_xs",
+        "class_names": ["A", "B"],
+        "input_size": 96,
+        "mean": [0.4, 0.5, 0.6],
+        "std": [0.2, 0.25, 0.3],
+        "channel_order": "BGR",
+        "interpolation": "cubic",
+        "card_version": 1,
+    }
+    card = ModelCard.from_dict(flat)
+    assert card.preprocess == Preprocess(
+        96, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3), channel_order="BGR", interpolation="cubic"
+    )
+    again = ModelCard.from_json(card.to_json())
+    assert again == card and again.to_dict()["preprocess"]["input_size"] == 96
+    # Defaults are written once, in Preprocess: a card without any preprocessing gets them.
+    assert ModelCard.from_dict({"architecture": "x", "class_names": ["A"]}).preprocess == (
+        Preprocess()
+    )
+
+
+def test_a_preprocessing_step_this_version_does_not_know_is_refused():
+    d = ModelCard("x", ["A"]).to_dict()
+    d["preprocess"]["stain_reference"] = [0.1, 0.2]
+    with pytest.raises(UserError, match="stain_reference"):
+        ModelCard.from_dict(d)
+    with pytest.raises(UserError, match="crop_fraction"):
+        Preprocess(crop_fraction=1.5)
+
+
+def test_crop_window_keeps_the_declared_field_of_view():
+    from wbc_edge.runtime.preprocess import crop_window
+
+    assert crop_window(40, 60, 1.0, None) == (0, 40, 0, 60)
+    assert crop_window(40, 60, 0.5, None) == (10, 30, 15, 45)
+    assert crop_window(40, 60, 1.0, 1.0) == (0, 40, 10, 50)  # centred square
+    assert crop_window(60, 40, 0.5, 2.0) == (25, 35, 10, 30)  # wide window in a tall image
+
+
 def test_preprocess_matches_definition():
     img = np.zeros((10, 20, 3), np.uint8)
     img[..., 0] = 255  # blue in BGR
-    rgb = resize_rgb(img, 8)
+    rgb = Preprocess(input_size=8).resize(img)
     assert rgb.shape == (8, 8, 3) and rgb[0, 0].tolist() == [0, 0, 255]
     x = normalize(rgb, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     assert x.shape == (1, 3, 8, 8) and x.dtype == np.float32
     assert np.allclose(x[0, 2], 1.0) and np.allclose(x[0, 0], -1.0)
-    batch = PreprocessSpec(input_size=8)([img, img])
+    batch = Preprocess(input_size=8)([img, img])
     assert batch.shape == (2, 3, 8, 8)
 
 

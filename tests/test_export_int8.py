@@ -144,7 +144,7 @@ def test_cpu_target_agrees_with_fp32(trained, tmp_path):
 def test_calibration_cache_holds_the_calibrated_scales(trained, tmp_path):
     onnx_path, manifest = trained
     rows = select_calibration_rows(read_manifest(manifest, "train"), 64)
-    spec = card().preprocess_spec()
+    spec = card().preprocess
     ranges = calibrate(onnx_path, [r.path for r in rows], spec, "minmax", symmetric=True)
     report = quantize_int8(
         onnx_path,
@@ -221,7 +221,7 @@ def test_shared_and_identity_fed_constants_quantize(trained, tmp_path):
     ]
     assert len(users) == len(set(users))
     rows = read_manifest(manifest, "train")[:16]
-    ranges = calibrate(path, [r.path for r in rows], fresh.preprocess_spec(), "minmax", False)
+    ranges = calibrate(path, [r.path for r in rows], fresh.preprocess, "minmax", False)
     for settings in CPU_CANDIDATES:
         out = quantize(path, tmp_path / f"{settings.name}.onnx", ranges, settings)
         assert read_onnx_card(out).extra["precision"] == "int8"
@@ -256,7 +256,7 @@ def test_older_onnxruntime_recalibrates_to_the_same_model(trained, tmp_path, mon
 
     onnx_path, manifest = trained
     paths = [r.path for r in select_calibration_rows(read_manifest(manifest, "train"), 32)]
-    spec = card().preprocess_spec()
+    spec = card().preprocess
     ranges = calibrate(onnx_path, paths, spec, "minmax", symmetric=True)
     a = quantize(onnx_path, tmp_path / "cached.onnx", ranges, TENSORRT)
     monkeypatch.setattr(int8, "_accepts_cache", lambda: False)

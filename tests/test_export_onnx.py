@@ -13,7 +13,7 @@ from wbc_edge.errors import UserError
 from wbc_edge.export import onnx_export
 from wbc_edge.export.onnx_export import export_onnx, onnx_io, run_onnx, sample_inputs
 from wbc_edge.kd.students import STUDENTS, create_student
-from wbc_edge.runtime.card import ModelCard, read_onnx_card
+from wbc_edge.runtime.card import ModelCard, Preprocess, read_onnx_card
 
 CLASSES = ["Basophil", "Eosinophil", "Lymphocyte", "Neutrophil"]
 
@@ -28,12 +28,13 @@ def _check_exported(model: torch.nn.Module, card: ModelCard, path) -> None:
     assert report.ok and report.max_abs_diff_probs < 1e-5, report.line()
     back = read_onnx_card(path)
     assert back.class_names == card.class_names
-    assert back.architecture == card.architecture and back.input_size == card.input_size
+    assert back.architecture == card.architecture and back.preprocess == card.preprocess
     assert back.extra["precision"] == "fp32"
     io = onnx_io(path)
     assert [t["name"] for t in io["inputs"]] == ["input"]
     assert [t["name"] for t in io["outputs"]] == ["logits", "probs"]
-    assert io["inputs"][0]["shape"] == ["batch", 3, card.input_size, card.input_size]
+    size = card.preprocess.input_size
+    assert io["inputs"][0]["shape"] == ["batch", 3, size, size]
     # Dynamic batch: a batch size never seen in the trace runs, probabilities sum to one.
     x = sample_inputs(card, num=5)[0]
     logits, probs = run_onnx(path, x)
@@ -47,7 +48,7 @@ def _check_exported(model: torch.nn.Module, card: ModelCard, path) -> None:
 def test_every_student_exports_with_parity(tmp_path, name):
     torch.manual_seed(0)
     model = create_student(name, len(CLASSES)).eval()
-    card = ModelCard(name, CLASSES, input_size=32)
+    card = ModelCard(name, CLASSES, Preprocess(32))
     _check_exported(model, card, tmp_path / f"{name}.onnx")
 
 
@@ -56,7 +57,7 @@ def test_teacher_exports_with_parity(tmp_path):
 
     torch.manual_seed(0)
     model = create_teacher(DEFAULT_TEACHER, len(CLASSES), weights=None).eval()
-    card = ModelCard(DEFAULT_TEACHER, CLASSES, input_size=64)
+    card = ModelCard(DEFAULT_TEACHER, CLASSES, Preprocess(64))
     _check_exported(model, card, tmp_path / "teacher.onnx")
     proto = onnx.load(str(tmp_path / "teacher.onnx"))
     assert proto.producer_name == "wbc-edge"
@@ -64,7 +65,7 @@ def test_teacher_exports_with_parity(tmp_path):
 
 def test_parity_failure_reports_numbers_and_writes_nothing(tmp_path, monkeypatch):
     model = create_student("tinyresnet_xs", len(CLASSES)).eval()
-    card = ModelCard("tinyresnet_xs", CLASSES, input_size=32)
+    card = ModelCard("tinyresnet_xs", CLASSES, Preprocess(32))
     real = onnx_export.run_onnx
 
     def off_by_a_bit(path, batch, threads=None):
@@ -97,7 +98,7 @@ def test_cli_exports_checkpoint_with_manifest_images(tmp_path, capsys):
 
     manifest = write_phantoms(tmp_path / "data", {"train": 2, "val": 3})
     model = create_student("tinyresnet_xs", 4).eval()
-    card = ModelCard("tinyresnet_xs", ["Disc", "Ring", "Square", "Twin"], input_size=32)
+    card = ModelCard("tinyresnet_xs", ["Disc", "Ring", "Square", "Twin"], Preprocess(32))
     ckpt = save_checkpoint(tmp_path / "student.pt", model, card)
     code = cli.run(["export", "onnx", "--model", str(ckpt), "--data", str(manifest)])
     assert code == 0, capsys.readouterr().err

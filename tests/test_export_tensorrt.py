@@ -126,7 +126,7 @@ def test_parse_batch():
 def test_calibration_batches_use_the_runtime_preprocessing(tmp_path):
     manifest = write_phantoms(tmp_path, {"train": 5})
     rows = read_manifest(manifest, "train")
-    spec = card().preprocess_spec()
+    spec = card().preprocess
     batches = list(calibration_batches([r.path for r in rows], spec, batch_size=8))
     assert len(batches) == 20 // 8  # the short tail is dropped (fixed calibration profile)
     from wbc_edge.runtime.preprocess import read_image

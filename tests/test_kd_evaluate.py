@@ -15,7 +15,7 @@ from wbc_edge.errors import UserError
 from wbc_edge.kd.checkpoint import save_checkpoint
 from wbc_edge.kd.evaluate import evaluate
 from wbc_edge.kd.students import create_student
-from wbc_edge.runtime.card import ModelCard
+from wbc_edge.runtime.card import ModelCard, Preprocess
 from wbc_edge.runtime.preprocess import read_image
 
 CLASSES = ["class0", "class1", "class2"]
@@ -43,7 +43,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     model = create_student("tinyresnet_xs", 3)
     with torch.no_grad():  # make predictions depend strongly on colour so classes differ
         model.fc.bias.copy_(torch.tensor([0.3, 0.0, -0.3]))
-    card = ModelCard("tinyresnet_xs", CLASSES, input_size=32)
+    card = ModelCard("tinyresnet_xs", CLASSES, Preprocess(32))
     ckpt = save_checkpoint(root / "student.pt", model.eval(), card)
     return ckpt, root / "cells", manifest
 
@@ -53,7 +53,7 @@ def hand_predictions(ckpt: Path, paths: list[Path]) -> np.ndarray:
     card = ModelCard.from_dict(payload["card"])
     model = create_student(card.architecture, card.num_classes)
     model.load_state_dict(payload["state_dict"])
-    x = card.preprocess_spec()([read_image(str(p)) for p in paths])
+    x = card.preprocess([read_image(str(p)) for p in paths])
     with torch.no_grad():
         return model.eval()(torch.from_numpy(x)).argmax(1).numpy()
 

@@ -16,7 +16,7 @@ from wbc_edge.kd.teacher import (
     offline_weights_path,
     teacher_preprocess,
 )
-from wbc_edge.runtime.preprocess import normalize, resize_rgb
+from wbc_edge.runtime.card import Preprocess
 
 # Stated size of each student (9 classes): the issue asks for one <= 0.5M and one of 1-2M.
 PARAM_BOUNDS = {
@@ -36,7 +36,7 @@ def _classify(model: torch.nn.Module, rgb: np.ndarray) -> torch.Tensor:
     """ImageNet probabilities through the runtime's own preprocessing (BGR in, as OpenCV reads)."""
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
     mean, std = teacher_preprocess("tf_efficientnet_lite0")
-    x = torch.from_numpy(normalize(resize_rgb(bgr, 224), mean, std))
+    x = torch.from_numpy(Preprocess(224, mean=mean, std=std)([bgr]))
     with torch.no_grad():
         return model(x).softmax(-1)[0]
 

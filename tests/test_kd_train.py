@@ -29,8 +29,8 @@ from wbc_edge.kd.students import create_student
 from wbc_edge.kd.teacher import create_teacher
 from wbc_edge.kd.teacher_cache import build_teacher_cache
 from wbc_edge.kd.trainer import TrainConfig, init_distributed, train
-from wbc_edge.runtime.card import ModelCard
-from wbc_edge.runtime.preprocess import normalize, read_image, resize_rgb
+from wbc_edge.runtime.card import ModelCard, Preprocess
+from wbc_edge.runtime.preprocess import normalize, read_image
 
 COLOURS = [(200, 60, 60), (60, 200, 60), (60, 60, 200)]  # BGR means of the 3 phantom classes
 
@@ -63,7 +63,9 @@ def teacher_ckpt(phantoms: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     """A randomly initialised Lite0 teacher saved as a checkpoint with its card."""
     torch.manual_seed(0)
     model = create_teacher("tf_efficientnet_lite0", num_classes=3, weights=None)
-    card = ModelCard("tf_efficientnet_lite0", ["class0", "class1", "class2"], input_size=32)
+    card = ModelCard(
+        "tf_efficientnet_lite0", ["class0", "class1", "class2"], Preprocess(input_size=32)
+    )
     return save_checkpoint(tmp_path_factory.mktemp("teacher") / "teacher.pt", model, card)
 
 
@@ -93,8 +95,42 @@ def test_torch_normalisation_equals_runtime_numpy() -> None:
     rng = np.random.default_rng(1)
     batch = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    ours = normalize_tensor(torch.from_numpy(batch), mean, std).numpy()
-    np.testing.assert_allclose(ours, normalize(batch, mean, std), rtol=1e-6, atol=1e-6)
+    ours = normalize_tensor(torch.from_numpy(batch), Preprocess(mean=mean, std=std)).numpy()
+    np.testing.assert_array_equal(ours, normalize(batch, mean, std))
+
+
+def test_card_preprocessing_is_the_same_at_train_and_run_time(phantoms: Path, tmp_path: Path):
+    """BGR + cubic + a non-square crop: the trainer's tensors are the runtime's, bit for bit."""
+    from wbc_edge.runtime.backends import load_backend
+
+    pre = Preprocess(
+        24,
+        crop_fraction=0.7,
+        crop_aspect=1.5,
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        channel_order="BGR",
+        interpolation="cubic",
+    )
+    rows = read_manifest(phantoms, "val")
+    decoded = decode_cached(rows, pre, tmp_path)
+    loader = BatchLoader(decoded, [0] * len(rows), len(rows), pre, augment=False)
+    train_view = next(iter(loader)).images
+    card = ModelCard("tinyresnet_xs", ["class0", "class1", "class2"], pre)
+    ckpt = save_checkpoint(tmp_path / "m.pt", create_student("tinyresnet_xs", 3), card)
+    with load_backend(ckpt) as backend:  # the card as the model file carries it
+        assert backend.card.preprocess == pre
+        run_view = backend.card.preprocess([read_image(str(r.path)) for r in rows])
+        assert backend.predict(run_view).shape == (len(rows), 3)
+    assert torch.equal(train_view, torch.from_numpy(run_view))
+    # Each declared step took effect: without the crop, BGR or cubic the tensors differ.
+    image = read_image(str(rows[0].path))
+    for change in (
+        {"crop_fraction": 1.0, "crop_aspect": None},
+        {"channel_order": "RGB"},
+        {"interpolation": "area"},
+    ):
+        assert not np.array_equal(pre.replace(**change)([image])[0], run_view[0]), change
 
 
 def test_dihedral_gives_eight_distinct_views_and_identity() -> None:
@@ -106,11 +142,12 @@ def test_dihedral_gives_eight_distinct_views_and_identity() -> None:
 
 def test_decode_cache_matches_runtime_preprocessing(phantoms: Path, tmp_path: Path) -> None:
     rows = read_manifest(phantoms, "val")
-    arr = decode_cached(rows, 32, tmp_path)
+    pre = Preprocess(input_size=32)
+    arr = decode_cached(rows, pre, tmp_path)
     assert isinstance(arr, np.memmap)  # served from the cache file
     assert len(list(tmp_path.glob("decoded-*.npy"))) == 1
-    np.testing.assert_array_equal(arr[1], resize_rgb(read_image(str(rows[1].path)), 32))
-    again = decode_cached(rows, 32, tmp_path)
+    np.testing.assert_array_equal(arr[1], pre.resize(read_image(str(rows[1].path))))
+    again = decode_cached(rows, pre, tmp_path)
     np.testing.assert_array_equal(np.asarray(again), np.asarray(arr))
 
 
@@ -131,8 +168,7 @@ def test_loader_shards_cover_the_epoch_and_order_depends_on_epoch() -> None:
         images=images,
         targets=list(range(10)),
         batch_size=4,
-        mean=(0.5,) * 3,
-        std=(0.5,) * 3,
+        pre=Preprocess(input_size=8),
         seed=3,
     )
     seen = [
@@ -174,16 +210,14 @@ def test_teacher_cache_equals_live_teacher(
     phantoms: Path, teacher_ckpt: Path, tmp_path: Path
 ) -> None:
     teacher, card = load_model(teacher_ckpt)
-    images = decode_cached(read_manifest(phantoms, "train"), 32, tmp_path)
-    cache = build_teacher_cache(teacher, images, card.mean, card.std, tmp_path / "t")
+    images = decode_cached(read_manifest(phantoms, "train"), card.preprocess, tmp_path)
+    cache = build_teacher_cache(teacher, images, card.preprocess, tmp_path / "t")
     index, k = torch.tensor([4, 0, 7]), torch.tensor([5, 0, 3])
     logits, feats = cache.lookup(index, k)
     live = torch.cat(
         [
             dihedral(
-                normalize_tensor(
-                    torch.from_numpy(images[int(i)][None].copy()), card.mean, card.std
-                ),
+                normalize_tensor(torch.from_numpy(images[int(i)][None].copy()), card.preprocess),
                 int(kk),
             )
             for i, kk in zip(index, k, strict=True)
@@ -237,7 +271,7 @@ def test_distill_run_writes_folder_and_saves_student_only(
     student_keys = set(create_student("tinyresnet_xs", 3).state_dict())
     assert set(payload["state_dict"]) == student_keys  # no connector or fusion weights
     model, card = load_model(out / "best.pt")
-    assert card.class_names == ["class0", "class1", "class2"] and card.input_size == 32
+    assert card.class_names == ["class0", "class1", "class2"] and card.preprocess.input_size == 32
     assert card.architecture == "tinyresnet_xs" and card.data_fingerprint
     assert card.metrics["test_accuracy"] == summary["test_accuracy"]
     assert ModelCard.from_dict(read_checkpoint(out / "best.pt")["card"]) == card
@@ -341,7 +375,7 @@ def test_cli_train_teacher_runs_end_to_end(phantoms: Path, tmp_path: Path) -> No
     assert code == 0
     _, card = load_model(out / "best.pt")
     assert card.architecture == "tf_efficientnet_lite0" and "test_accuracy" in card.metrics
-    assert card.mean == (0.5, 0.5, 0.5)
+    assert card.preprocess.mean == (0.5, 0.5, 0.5)
 
 
 def test_ablation_table_is_mean_and_sample_std(tmp_path: Path) -> None:
@@ -390,13 +424,13 @@ def test_ablation_table_is_mean_and_sample_std(tmp_path: Path) -> None:
 
 def test_loader_view_is_the_cached_teacher_view(phantoms: Path, tmp_path: Path) -> None:
     """Batch image j is dihedral k[j] of decoded row index[j]: the key the teacher cache uses."""
-    images = decode_cached(read_manifest(phantoms, "train"), 32, tmp_path)
+    pre = Preprocess(input_size=32)
+    images = decode_cached(read_manifest(phantoms, "train"), pre, tmp_path)
     loader = BatchLoader(
         images,
         [0] * len(images),
         8,
-        (0.5,) * 3,
-        (0.5,) * 3,
+        pre,
         jitter=Jitter(0, 0, 0, 0, 0, 0),
         seed=1,
     )
@@ -405,9 +439,7 @@ def test_loader_view_is_the_cached_teacher_view(phantoms: Path, tmp_path: Path) 
     expected = torch.cat(
         [
             dihedral(
-                normalize_tensor(
-                    torch.from_numpy(np.array(images[int(i)]))[None], (0.5,) * 3, (0.5,) * 3
-                ),
+                normalize_tensor(torch.from_numpy(np.array(images[int(i)]))[None], pre),
                 int(k),
             )
             for i, k in zip(batch.index, batch.k, strict=True)

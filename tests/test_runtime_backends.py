@@ -20,11 +20,11 @@ from wbc_edge.errors import UserError
 from wbc_edge.runtime.backends import Backend, backend_kind, load_backend, softmax
 from wbc_edge.runtime.backends.onnxruntime import choose_providers
 from wbc_edge.runtime.backends.tensorrt import io_api
-from wbc_edge.runtime.card import ModelCard, write_sidecar
+from wbc_edge.runtime.card import ModelCard, Preprocess, write_sidecar
 
 
 def colour_batch(size: int = 32) -> np.ndarray:
-    spec = ModelCard("x", CLASSES, input_size=size).preprocess_spec()
+    spec = ModelCard("x", CLASSES, Preprocess(size)).preprocess
     return spec([solid(c, seed=i) for i, c in enumerate([RED, GREEN, BLUE, GREEN, RED])])
 
 
@@ -88,7 +88,7 @@ def test_torch_checkpoint_backend_matches_its_onnx_export(tmp_path):
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    card = ModelCard("tinyresnet_xs", CLASSES, input_size=32)
+    card = ModelCard("tinyresnet_xs", CLASSES, Preprocess(32))
     model = create_student("tinyresnet_xs", num_classes=3).eval()
     ckpt = save_checkpoint(tmp_path / "s.pt", model, card)
     export_onnx(model, card, tmp_path / "s.onnx")
@@ -276,7 +276,7 @@ def test_tensorrt_backend_both_io_apis(tmp_path, monkeypatch, version, dynamic, 
     monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(version, spec))
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"ENGINE")
-    write_sidecar(engine, ModelCard("colour", CLASSES, input_size=32), tensorrt_version=version)
+    write_sidecar(engine, ModelCard("colour", CLASSES, Preprocess(32)), tensorrt_version=version)
     backend = load_backend(engine)
     assert backend.name == "tensorrt" and backend.max_batch == 4
     probs = check_contract(backend)  # 5 images: two chunks for a max batch of 4
@@ -300,7 +300,7 @@ def test_tensorrt_backend_applies_the_sidecar_temperature(tmp_path, monkeypatch,
     monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(version, spec))
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"ENGINE")
-    card = ModelCard("colour", CLASSES, input_size=32, temperature=2.5, confidence_threshold=0.8)
+    card = ModelCard("colour", CLASSES, Preprocess(32), temperature=2.5, confidence_threshold=0.8)
     card.calibration = {"target_error": 0.01, "rule": "ltt"}
     write_sidecar(engine, card, tensorrt_version=version)
     with load_backend(engine) as backend:
@@ -327,10 +327,10 @@ def test_tensorrt_version_gate_and_stale_engines(tmp_path, monkeypatch):
     engine.write_bytes(b"ENGINE")
     with pytest.raises(UserError, match="no sidecar card"):
         load_backend(engine)
-    write_sidecar(engine, ModelCard("colour", CLASSES, input_size=32), tensorrt_version="8.6.1")
+    write_sidecar(engine, ModelCard("colour", CLASSES, Preprocess(32)), tensorrt_version="8.6.1")
     with pytest.raises(UserError, match="built with TensorRT 8.6.1 but 10.3.0"):
         load_backend(engine)
-    write_sidecar(engine, ModelCard("colour", CLASSES, input_size=32), tensorrt_version="10.3.1")
+    write_sidecar(engine, ModelCard("colour", CLASSES, Preprocess(32)), tensorrt_version="10.3.1")
     engine.write_bytes(b"OTHER GPU")
     with pytest.raises(UserError, match="cannot deserialize"):
         load_backend(engine)
@@ -340,7 +340,7 @@ def test_tensorrt_version_gate_and_stale_engines(tmp_path, monkeypatch):
 def test_tensorrt_missing_is_one_line_naming_the_extra(tmp_path, monkeypatch):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"ENGINE")
-    write_sidecar(engine, ModelCard("colour", CLASSES, input_size=32))
+    write_sidecar(engine, ModelCard("colour", CLASSES, Preprocess(32)))
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails
     with pytest.raises(UserError, match=r"wbc-edge\[jetson\]"):
         load_backend(engine)

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from wbc_edge.runtime.card import Preprocess
 from wbc_edge.runtime.decode import (
     decode_image,
     jpeg_size,
@@ -18,7 +19,6 @@ from wbc_edge.runtime.decode import (
     reduction,
 )
 from wbc_edge.runtime.pool import END, OrderedPool
-from wbc_edge.runtime.preprocess import PreprocessSpec
 
 
 def textured(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -73,7 +73,7 @@ def test_decode_is_as_small_as_the_input_allows_and_no_smaller(
 
 def test_reduced_decode_shows_the_model_the_same_picture():
     """After the card's resize, 1/2-scale decode and full decode differ by JPEG-level noise."""
-    spec = PreprocessSpec(input_size=128)
+    spec = Preprocess(input_size=128)
     data = jpeg(textured(363, 360, seed=3))
     full = spec.resize(decode_image(data, "a.jpg"))
     reduced = spec.resize(decode_image(data, "a.jpg", model_min_side(spec)))
@@ -101,7 +101,10 @@ def test_other_formats_and_odd_bytes_decode_in_full_or_fail_naming_the_file(tmp_
 
 
 def test_model_min_side_is_the_card_input_size():
-    assert model_min_side(PreprocessSpec(input_size=224)) == 224
+    assert model_min_side(Preprocess(input_size=224)) == 224
+    # A crop keeps part of the image: the image must be large enough for the window.
+    assert model_min_side(Preprocess(input_size=100, crop_fraction=0.8)) == 125
+    assert model_min_side(Preprocess(input_size=100, crop_fraction=0.5, crop_aspect=1.5)) == 300
 
 
 def test_pool_keeps_order_and_loses_no_item_when_one_fails():

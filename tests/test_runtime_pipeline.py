@@ -389,14 +389,18 @@ def test_live_view_shows_rates_and_the_differential(tmp_path, model, capsys):
 
 @pytest.mark.parametrize("channel_order", ["RGB", "BGR"])
 def test_lut_normalizer_is_bit_identical_to_the_preprocessing_spec(channel_order):
-    from wbc_edge.runtime.pipeline import LutNormalizer
-    from wbc_edge.runtime.preprocess import PreprocessSpec
+    from wbc_edge.runtime.card import Preprocess
+    from wbc_edge.runtime.preprocess import LutNormalizer
 
-    spec = PreprocessSpec(24, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), channel_order)
+    spec = Preprocess(24, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                      channel_order=channel_order)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (30 + i, 20, 3), dtype=np.uint8) for i in range(3)]
-    fast = LutNormalizer(spec)([spec.resize(im) for im in images])
-    assert fast.dtype == np.float32 and np.array_equal(fast, spec(images))
+    resized = [spec.resize(im) for im in images]
+    fast = LutNormalizer(spec)(resized)
+    definition = spec.normalize(np.stack(resized))
+    assert fast.dtype == np.float32 and np.array_equal(fast, definition)
+    assert np.array_equal(spec(images), definition)  # what every backend's caller gets
 
 
 @pytest.mark.realdata

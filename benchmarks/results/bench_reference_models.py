@@ -21,7 +21,7 @@ from wbc_edge.export.onnx_export import export_onnx
 from wbc_edge.kd.checkpoint import save_checkpoint
 from wbc_edge.kd.students import create_student
 from wbc_edge.kd.teacher import create_teacher
-from wbc_edge.runtime.card import ModelCard
+from wbc_edge.runtime.card import ModelCard, Preprocess
 
 HERE = Path(__file__).resolve().parent
 
@@ -48,7 +48,7 @@ def main() -> None:
         card = ModelCard(
             arch,
             names,
-            input_size=args.size,
+            preprocess=Preprocess(input_size=args.size),
             mean=(0.485, 0.456, 0.406),
             std=(0.229, 0.224, 0.225),
             extra={"untrained": True, "note": "random init: for latency and size only"},

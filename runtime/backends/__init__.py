@@ -6,7 +6,7 @@ model card (classes and preprocessing) and follows one lifecycle, so callers nev
 one they hold:
 
     with load_backend("student.onnx") as model:
-        probs = model.predict(model.card.preprocess_spec()(images_bgr))  # (N, C) float32
+        probs = model.predict_images(images_bgr)  # (N, C) float32, the card's preprocessing
 
 Probabilities are calibrated: each backend reads the model's logits and applies the card's
 ``temperature`` (:func:`softmax`), so ``.pt``, ``.onnx`` and ``.engine`` of one model agree.
@@ -34,6 +34,10 @@ class Backend(Protocol):
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """float32 NCHW -> (N, num_classes) probabilities."""
+        ...
+
+    def predict_images(self, images_bgr: list[np.ndarray]) -> np.ndarray:
+        """BGR uint8 images -> probabilities through ``card.preprocess``."""
         ...
 
     def close(self) -> None: ...
@@ -78,7 +82,7 @@ class BackendBase:
         self.images = 0
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        size = self.card.input_size
+        size = self.card.preprocess.input_size
         if batch.ndim != 4 or batch.shape[1:] != (3, size, size):
             raise ValueError(
                 f"{self.name}: expected a float32 batch (N, 3, {size}, {size}), got {batch.shape}"
@@ -95,6 +99,10 @@ class BackendBase:
                 f"{self.card.num_classes} classes"
             )
         return probs.astype(np.float32, copy=False)
+
+    def predict_images(self, images_bgr: list[np.ndarray]) -> np.ndarray:
+        """BGR uint8 images of any size -> probabilities, prepared as the model's card says."""
+        return self.predict(self.card.preprocess(images_bgr))
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
