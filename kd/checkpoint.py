@@ -25,10 +25,16 @@ def save_checkpoint(
     path: str | Path, model: nn.Module, card: ModelCard, epoch: int = 0, **extra: Any
 ) -> Path:
     """Write weights + card atomically (a crash mid-write leaves the previous file intact)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     payload = {"card": card.to_dict(), "state_dict": state, "epoch": int(epoch), **extra}
+    return save_checkpoint_payload(path, payload)
+
+
+def save_checkpoint_payload(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write a checkpoint dict atomically (e.g. one read with :func:`read_checkpoint` whose card
+    was updated)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)

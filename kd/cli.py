@@ -1,6 +1,7 @@
 """Training commands: ``train-teacher``, ``distill``, ``evaluate``, ``ablation``.
 
-Only typer and the standard library load here; torch comes in inside each command.
+Only typer, the standard library and the numpy-only calibration defaults load here; torch
+comes in inside each command.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from wbc_edge.calibration import DEFAULT_DELTA, DEFAULT_TARGET_ERROR
 
 DataOpt = Annotated[
     Path, typer.Option("--data", help="Split manifest CSV (`wbc-edge data split`).")
@@ -173,17 +176,59 @@ def register(app: typer.Typer) -> None:
         ] = None,
         batch_size: BatchOpt = None,
     ) -> None:
-        """Accuracy, macro P/R/F1, per-class report, confusion matrix and ECE of a model."""
+        """Accuracy, macro P/R/F1, per-class report, confusion matrix, ECE, and the coverage and
+        error of counted cells at the card's confidence threshold."""
         from wbc_edge.console import console
         from wbc_edge.kd.evaluate import evaluate as run_evaluate
 
         result = run_evaluate(model, data, split, out, batch_size or 32)
         console.print(
             f"{model.name}: accuracy {100 * result['accuracy']:.2f}%  macro-F1 "
-            f"{100 * result['macro_f1']:.2f}%  ECE {result['ece']:.4f}  "
+            f"{100 * result['macro_f1']:.2f}%  ECE {result['ece']:.4f}  coverage "
+            f"{100 * result['coverage']:.1f}% (error of counted cells "
+            f"{100 * result['counted_error']:.2f}%)  "
             f"({result['num_images']} images)" + (f" -> {out}" if out else ""),
             highlight=False,
         )
+
+    @app.command("calibrate")
+    def calibrate(
+        model: Annotated[Path, typer.Option("--model", help="Trained checkpoint (.pt).")],
+        data: Annotated[
+            Path, typer.Option("--data", help="Split manifest: fitted on val, reported on test.")
+        ],
+        out: Annotated[
+            Path | None,
+            typer.Option(
+                "--out", help="New checkpoint (default MODEL-calibrated.pt; MODEL replaces it)."
+            ),
+        ] = None,
+        target_error: Annotated[
+            float,
+            typer.Option(
+                "--target-error", help="Error allowed among counted cells (sets the threshold)."
+            ),
+        ] = DEFAULT_TARGET_ERROR,
+        delta: Annotated[
+            float,
+            typer.Option("--delta", help="Chance that the validation certificate is wrong."),
+        ] = DEFAULT_DELTA,
+        batch_size: BatchOpt = None,
+    ) -> None:
+        """Fit temperature scaling and the counted-cell confidence threshold on the val split
+        and write them into a new checkpoint's card (export it again to carry them on)."""
+        from wbc_edge.console import console
+        from wbc_edge.errors import UserError
+        from wbc_edge.kd.calibrate import calibrate_checkpoint, summary_line
+
+        if not 0 < target_error < 1 or not 0 < delta < 1:
+            raise UserError("--target-error and --delta must lie strictly between 0 and 1")
+        path, summary = calibrate_checkpoint(
+            model, data, out, target_error, delta, batch_size or 32
+        )
+        console.print(summary_line(summary), highlight=False, soft_wrap=True)
+        note = " (replaced the input checkpoint)" if summary["replaced_input"] else ""
+        console.print(f"calibrated checkpoint: {path}{note}", highlight=False, soft_wrap=True)
 
     @app.command("ablation")
     def ablation(

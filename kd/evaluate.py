@@ -21,6 +21,7 @@ import numpy as np
 
 from wbc_edge.errors import UserError
 from wbc_edge.metrics import ClassificationReport, classification_report
+from wbc_edge.runtime.card import ModelCard
 
 
 @dataclass
@@ -59,21 +60,27 @@ def load_samples(data: str | Path, split: str | None = "test") -> list[Sample]:
     return [Sample(r.path, r.label) for r in read_manifest(data, split)]
 
 
-def evaluate(
-    model_path: str | Path,
-    data: str | Path,
-    split: str | None = "test",
-    out: str | Path | None = None,
-    batch_size: int = 32,
-) -> dict[str, Any]:
-    """Predict every sample, compute the shared metrics, and write the report files to ``out``."""
+@dataclass
+class Predictions:
+    """A model's probabilities on labelled samples, made through its runtime backend."""
+
+    samples: list[Sample]
+    probs: np.ndarray  # (N, C) float64, calibrated by the card's temperature
+    y: np.ndarray  # (N,) class indices in the card's order
+    card: ModelCard
+    backend: str
+
+
+def predict(
+    model_path: str | Path, data: str | Path, split: str | None = "test", batch_size: int = 32
+) -> Predictions:
+    """Run every sample of ``data`` (one split of a manifest, or a class-folder tree) through the
+    model's backend, decoded and preprocessed as `run` does."""
     from wbc_edge.console import progress
+    from wbc_edge.runtime.backends import load_backend
     from wbc_edge.runtime.decode import model_min_side, read_image
 
     samples = load_samples(data, split)
-    t0 = time.time()
-    from wbc_edge.runtime.backends import load_backend
-
     with load_backend(model_path) as backend:
         card = backend.card
         index = {name: i for i, name in enumerate(card.class_names)}
@@ -101,23 +108,49 @@ def evaluate(
         backend_name = backend.name
     probs_all = np.concatenate(probs) if probs else np.zeros((0, card.num_classes))
     y = np.array([index[s.label] for s in samples], np.int64)
-    report = classification_report(probs_all, y, card.class_names)
+    return Predictions(samples, probs_all, y, card, backend_name)
+
+
+def evaluate(
+    model_path: str | Path,
+    data: str | Path,
+    split: str | None = "test",
+    out: str | Path | None = None,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Predict every sample, compute the shared metrics, and write the report files to ``out``.
+
+    Besides accuracy and ECE it reports selective classification at the card's
+    ``confidence_threshold``: coverage (share of cells counted) and the error of counted cells.
+    """
+    from wbc_edge.calibration import selective
+
+    t0 = time.time()
+    pred = predict(model_path, data, split, batch_size)
+    card = pred.card
+    report = classification_report(pred.probs, pred.y, card.class_names)
+    counted = selective(pred.probs, pred.y, card.confidence_threshold)
     result = {
         "model": str(model_path),
-        "backend": backend_name,
+        "backend": pred.backend,
         "architecture": card.architecture,
         "data": str(data),
         "split": split if Path(data).is_file() else None,
-        "num_images": len(samples),
+        "num_images": len(pred.samples),
         "input_size": card.preprocess.input_size,
         **report.summary(),
+        "temperature": card.temperature,
+        "confidence_threshold": card.confidence_threshold,
+        "target_error": card.calibration.get("target_error"),
+        "coverage": counted.coverage,
+        "counted_error": counted.error,
         "per_class": report.per_class,
         "class_names": card.class_names,
         "confusion": report.confusion.tolist(),
         "seconds": round(time.time() - t0, 2),
     }
     if out is not None:
-        write_report(Path(out), result, report, samples, probs_all, card.class_names)
+        write_report(Path(out), result, report, pred.samples, pred.probs, card.class_names)
     return result
 
 
@@ -154,6 +187,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"| {pct(result['accuracy'])}% | {pct(result['macro_precision'])}% | "
         f"{pct(result['macro_recall'])}% | {pct(result['macro_f1'])}% | {result['ece']:.4f} |",
         "",
+        _selective_line(result),
+        "",
         "| class | precision | recall | F1 | support |",
         "|---|---|---|---|---|",
     ]
@@ -169,6 +204,22 @@ def markdown(result: dict[str, Any]) -> str:
     for name, row in zip(names, result["confusion"], strict=True):
         lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _selective_line(result: dict[str, Any]) -> str:
+    thr = result.get("confidence_threshold")
+    counted = (
+        f"coverage {100 * result['coverage']:.1f}% (cells counted), error of counted cells "
+        f"{100 * result['counted_error']:.2f}%"
+    )
+    if thr is None:
+        return f"No certified confidence threshold in the card: every cell counted, {counted}."
+    target = result.get("target_error")
+    aim = f" (target {100 * target:g}%)" if target is not None else ""
+    return (
+        f"At the card's confidence threshold {thr:.4f}{aim}, temperature "
+        f"{result['temperature']:.3f}: {counted}."
+    )
 
 
 def plot_confusion(cm: np.ndarray, names: list[str], path: Path, title: str = "") -> None:

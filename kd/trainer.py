@@ -9,8 +9,9 @@ calls ``forward_train`` and sums the returned loss dict (mdistiller's design). A
   by (seed, epoch), so ``--resume`` repeats exactly what an uninterrupted run would have done;
 * a run folder: ``config.yaml`` (resolved options), ``metrics.csv``, ``curves.png``,
   ``train.log``, ``best.pt`` (best validation epoch), ``last.pt`` and ``resume.pt`` (optimizer,
-  connectors, step); after training ``best.pt`` is scored on the test split and its card gets
-  ``test_accuracy`` / ``test_macro_f1``;
+  connectors, step); after training ``best.pt`` is calibrated on the validation split
+  (temperature and counted-cell threshold, :mod:`wbc_edge.kd.calibrate`), scored on the test
+  split, and its card gets ``test_accuracy`` / ``test_macro_f1`` / ECE before and after;
 * DDP when started by ``torchrun`` (``WORLD_SIZE`` > 1): each rank trains on its share, rank 0
   validates and writes.
 """
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from wbc_edge.calibration import DEFAULT_DELTA, DEFAULT_TARGET_ERROR
 from wbc_edge.console import console, progress
 from wbc_edge.data.manifest import class_names as manifest_classes
 from wbc_edge.data.manifest import fingerprint, read_manifest
@@ -69,6 +71,8 @@ class TrainConfig:
     threads: int | None = None
     amp: bool = True
     device: str = "auto"
+    target_error: float = DEFAULT_TARGET_ERROR  # calibration: error allowed among counted cells
+    calibration_delta: float = DEFAULT_DELTA
 
     @classmethod
     def from_sources(cls, config_file: str | None, **overrides: Any) -> TrainConfig:
@@ -527,9 +531,11 @@ def _teacher_cache(cfg, distiller, images, rows, pre):  # noqa: ANN001, ANN202
 
 
 def _finish(out, cfg, names, arrays, targets, loader, device, best, n_student, n_extra, wall, log):  # noqa: ANN001, ANN202
-    """Score best.pt on the test split, store the numbers in its card, write summary.json."""
+    """Calibrate best.pt on val, score it on test, store the numbers in its card, write
+    summary.json."""
     import json
 
+    from wbc_edge.kd.calibrate import calibrate_card, summary_line
     from wbc_edge.kd.evaluate import predict_loader
     from wbc_edge.metrics import classification_report
 
@@ -548,23 +554,37 @@ def _finish(out, cfg, names, arrays, targets, loader, device, best, n_student, n
         "threads": torch.get_num_threads(),
     }
     best_path = out / "best.pt"
-    if "test" in arrays and best_path.exists():
+    if best_path.exists():
         from wbc_edge.kd.checkpoint import read_checkpoint
 
         payload = read_checkpoint(best_path)
         model, card = load_model(best_path)
         model.to(device)
-        probs, y = predict_loader(model, loader("test"), device)
-        rep = classification_report(probs, y, names)
-        card.metrics.update(
-            test_accuracy=rep.accuracy, test_macro_f1=rep.macro_f1, test_ece=rep.ece
+        val_probs, val_y = predict_loader(model, loader("val"), device)
+        test_probs, test_y = (
+            predict_loader(model, loader("test"), device) if "test" in arrays else (None, None)
         )
+        card, cal = calibrate_card(
+            card, val_probs, val_y, test_probs, test_y, cfg.target_error, cfg.calibration_delta
+        )
+        log(summary_line(cal))
+        summary["calibration"] = cal
+        if test_probs is not None:
+            # Accuracy and F1 do not depend on the temperature; ECE is the calibrated one.
+            rep = classification_report(test_probs, test_y, names)
+            card.metrics.update(test_accuracy=rep.accuracy, test_macro_f1=rep.macro_f1)
+            summary.update(
+                test_accuracy=rep.accuracy,
+                test_macro_f1=rep.macro_f1,
+                test_ece=cal["test_ece_after"],
+                test_ece_uncalibrated=cal["test_ece_before"],
+            )
+            log(
+                f"best epoch {best['epoch']}: test accuracy {100 * rep.accuracy:.2f}% "
+                f"macro-F1 {100 * rep.macro_f1:.2f}% ECE {cal['test_ece_after']:.4f} "
+                f"(uncalibrated {cal['test_ece_before']:.4f})"
+            )
         save_checkpoint(best_path, model, card, payload["epoch"])
-        summary.update(test_accuracy=rep.accuracy, test_macro_f1=rep.macro_f1, test_ece=rep.ece)
-        log(
-            f"best epoch {best['epoch']}: test accuracy {100 * rep.accuracy:.2f}% "
-            f"macro-F1 {100 * rep.macro_f1:.2f}% ECE {rep.ece:.4f}"
-        )
     log(f"wall time {wall:.0f}s")
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -615,6 +635,9 @@ def _write_metrics(out: Path, history: list[dict[str, float]]) -> None:
         w.writerows(history)
 
 
+_NOT_TERMS = ("train_loss", "train_accuracy")
+
+
 def _plot_curves(out: Path, history: list[dict[str, float]]) -> None:
     if not history:
         return
@@ -624,12 +647,21 @@ def _plot_curves(out: Path, history: list[dict[str, float]]) -> None:
     import matplotlib.pyplot as plt
 
     ep = [h["epoch"] for h in history]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (a, t, b) = plt.subplots(1, 3, figsize=(15, 4))
     a.plot(ep, [h["train_loss"] for h in history], label="train (sum of losses)")
     a.plot(ep, [h["val_loss"] for h in history], label="val (cross-entropy)")
     a.set_xlabel("epoch")
     a.set_ylabel("loss")
     a.legend()
+    # Each weighted term of the method (train_loss_ce, _kd, _at, _fusion, ...): whether the
+    # feature terms sit at the cross-entropy's scale, and whether they fall.
+    terms = [k for k in history[0] if k.startswith("train_") and k not in _NOT_TERMS]
+    for k in terms:
+        t.plot(ep, [h.get(k, float("nan")) for h in history], label=k.removeprefix("train_"))
+    t.set_xlabel("epoch")
+    t.set_ylabel("weighted loss term (train)")
+    t.set_yscale("log")
+    t.legend()
     b.plot(ep, [100 * h["train_accuracy"] for h in history], label="train")
     b.plot(ep, [100 * h["val_accuracy"] for h in history], label="val")
     b.set_xlabel("epoch")

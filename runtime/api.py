@@ -27,10 +27,10 @@ import numpy as np
 from wbc_edge.errors import UserError
 from wbc_edge.runtime.backends import Backend, load_backend
 from wbc_edge.runtime.card import ModelCard
-from wbc_edge.runtime.pipeline import PipelineConfig
+from wbc_edge.runtime.pipeline import FALLBACK_THRESHOLD, PipelineConfig, review_threshold
 
 # The streaming pipeline's defaults, so `wbc-edge run` and the API agree.
-DEFAULT_THRESHOLD: float = PipelineConfig.threshold
+DEFAULT_THRESHOLD: float = FALLBACK_THRESHOLD  # when neither caller nor card gives one
 DEFAULT_MARGIN: float = PipelineConfig.margin
 DEFAULT_TOPK = 3  # classes each result lists (the records' top3)
 
@@ -102,9 +102,7 @@ class Model:
     ) -> None:
         self.backend = backend
         self.card: ModelCard = backend.card
-        if threshold is None:  # the card's calibrated threshold when it has one
-            threshold = self.card.confidence_threshold
-        threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+        threshold = review_threshold(threshold, self.card)  # the rule `run` uses too
         if not 0.0 <= threshold <= 1.0:
             raise UserError(f"threshold {threshold}: give a probability between 0 and 1")
         self.spec = self.card.preprocess

@@ -58,7 +58,10 @@ def run(
     ] = None,
     min_confidence: Annotated[
         float | None,
-        typer.Option(help="Cells below this probability go to review, not the count [0.5]."),
+        typer.Option(
+            help="Cells below this probability go to review, not the count [the model card's "
+            "certified confidence_threshold; 0.5 when it has none]."
+        ),
     ] = None,
     immature: Annotated[
         str | None,
@@ -126,12 +129,13 @@ def run(
     config = PipelineConfig(
         mode="smear" if smear else "crops",
         batch=batch if batch is not None else defaults.batch,
-        threshold=min_confidence if min_confidence is not None else defaults.threshold,
+        threshold=min_confidence,  # None: the card's certified threshold (review_threshold)
         margin=margin if margin is not None else defaults.margin,
         queue_size=queue if queue is not None else defaults.queue_size,
         max_items=limit,
     )
-    if config.batch < 1 or config.queue_size < 1 or not 0 <= config.threshold <= 1:
+    bad_threshold = min_confidence is not None and not 0 <= min_confidence <= 1
+    if config.batch < 1 or config.queue_size < 1 or bad_threshold:
         raise UserError("--batch and --queue must be >= 1, --min-confidence between 0 and 1")
     patterns = [p.strip() for p in immature.split(",")] if immature else list(DEFAULT_IMMATURE)
 
@@ -171,6 +175,7 @@ def run(
                 highlight=False,
             )
             console.print(src.options.describe(), highlight=False)
+            console.print(_review_line(min_confidence, card), highlight=False, soft_wrap=True)
             skipped = getattr(src, "skipped", 0)
             if earlier or skipped:
                 console.print(
@@ -232,6 +237,20 @@ def run(
             }
             path = write_report(report, diff, gallery, info)
             console.print(f"report written to {path}", highlight=False)
+
+
+def _review_line(min_confidence: float | None, card) -> str:  # noqa: ANN001
+    """Which review threshold this run uses and where it comes from."""
+    from wbc_edge.runtime.pipeline import review_threshold
+
+    value = review_threshold(min_confidence, card)
+    if min_confidence is not None:
+        return f"review: cells below {value:.4f} (--min-confidence)"
+    if card.confidence_threshold is not None:
+        target = card.calibration.get("target_error")
+        aim = f" for <= {100 * target:g}% error of counted cells" if target else ""
+        return f"review: cells below {value:.4f} (the card's certified threshold{aim})"
+    return f"review: cells below {value:.4f} (the card certifies no threshold; plain default)"
 
 
 def register(app: typer.Typer) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from wbc_edge.runtime.backends import Backend
+from wbc_edge.runtime.card import ModelCard
 from wbc_edge.runtime.sinks import CellRecord, RunOutput, now_iso
 from wbc_edge.runtime.sources import EndOfStream, Frame, Source
 
@@ -88,11 +89,27 @@ class Item:
         return self.done - self.frame.captured
 
 
+FALLBACK_THRESHOLD = 0.5  # review threshold for a model whose card certifies none
+
+
+def review_threshold(explicit: float | None, card: ModelCard) -> float:
+    """The confidence below which a cell goes to review: an explicit value wins, then the
+    card's certified ``confidence_threshold`` (set on validation for a stated error of counted
+    cells, :mod:`wbc_edge.calibration`), then :data:`FALLBACK_THRESHOLD`."""
+    if explicit is not None:
+        return float(explicit)
+    if card.confidence_threshold is not None:
+        return card.confidence_threshold
+    return FALLBACK_THRESHOLD
+
+
 @dataclass
 class PipelineConfig:
     mode: str = "crops"  # "crops": each image is one cell; "smear": find the cells first
     batch: int = 16
-    threshold: float = 0.5  # cells below this probability are flagged uncertain (for review)
+    # Cells below this probability go to review; None: the card's certified
+    # confidence_threshold, or FALLBACK_THRESHOLD when the card has none.
+    threshold: float | None = None
     margin: float = 0.15  # smear: crop margin as a fraction of the cell's box side
     queue_size: int = 32
     max_items: int = 0  # stop after this many frames or files (0: no limit)
@@ -150,6 +167,7 @@ class Pipeline:
         self.config = config or PipelineConfig()
         self.observers = list(observers or [])
         self.stats = Stats()
+        self.threshold = review_threshold(self.config.threshold, backend.card)
         self.preprocess = backend.card.preprocess
         self.class_names = backend.card.class_names
         size = self.config.queue_size
@@ -365,7 +383,7 @@ class Pipeline:
         from wbc_edge.runtime.api import predictions  # the API's post-processing, shared
 
         stamp = now_iso()
-        rows = predictions(item.probs, self.class_names, self.config.threshold, k=3)
+        rows = predictions(item.probs, self.class_names, self.threshold, k=3)
         records = []
         for i, (box, (label, prob, top, uncertain)) in enumerate(
             zip(item.boxes, rows, strict=True)

@@ -275,6 +275,16 @@ def test_distill_run_writes_folder_and_saves_student_only(
     assert card.architecture == "tinyresnet_xs" and card.data_fingerprint
     assert card.metrics["test_accuracy"] == summary["test_accuracy"]
     assert ModelCard.from_dict(read_checkpoint(out / "best.pt")["card"]) == card
+    # The finish step calibrated best.pt on val (6 cells: too few to certify a threshold).
+    assert card.calibration["fitted_on"] == "val" and card.calibration["n_val"] == 6
+    assert card.temperature == summary["calibration"]["temperature"] > 0
+    assert card.confidence_threshold is None and "needs at least" in card.calibration["reason"]
+    assert card.metrics["test_ece"] == summary["test_ece"]
+    assert "test_ece_uncalibrated" in card.metrics and "calibration on val" in log
+    # Every loss term of the method has its own column (curves.png plots them).
+    header = (out / "metrics.csv").read_text().splitlines()[0].split(",")
+    for term in ("loss_ce", "loss_kd", "loss_at", "loss_fusion"):
+        assert f"train_{term}" in header
 
 
 def test_resume_repeats_the_uninterrupted_run(

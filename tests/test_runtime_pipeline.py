@@ -184,6 +184,31 @@ def test_low_confidence_cells_go_to_review_not_the_count(tmp_path, model):
     assert not diff["flagged"]
 
 
+def test_review_threshold_comes_from_the_card_unless_given(tmp_path, model, capsys):
+    import onnx
+
+    from wbc_edge.export.onnx_export import set_metadata
+    from wbc_edge.runtime.card import read_onnx_card
+
+    card = read_onnx_card(model)
+    card.confidence_threshold = 0.6
+    card.calibration = {"target_error": 0.01}
+    proto = onnx.load(str(model))
+    set_metadata(proto, card)
+    calibrated = tmp_path / "calibrated.onnx"
+    onnx.save(proto, str(calibrated))
+    grey = (128, 128, 128)
+    write_images(tmp_path / "in", [RED, grey, grey, GREEN])
+    args = ["run", str(tmp_path / "in"), "-m", str(calibrated), "--no-live"]
+    assert cli.run([*args, "--out", str(tmp_path / "card")]) == 0
+    assert "review: cells below 0.6000 (the card's certified threshold" in capsys.readouterr().err
+    records = read_records(tmp_path / "card" / "cells.jsonl")
+    assert [r.uncertain for r in records] == [False, True, True, False]
+    assert cli.run([*args, "--out", str(tmp_path / "given"), "--min-confidence", "0.1"]) == 0
+    assert "(--min-confidence)" in capsys.readouterr().err
+    assert not any(r.uncertain for r in read_records(tmp_path / "given" / "cells.jsonl"))
+
+
 def test_onnx_run_never_imports_torch(tmp_path, model):
     write_images(tmp_path / "in", COLOURS)
     code = f"""

@@ -1,0 +1,136 @@
+"""Calibrate a trained model: temperature and counted-cell threshold into its card.
+
+Used at the end of every training run (the trainer's finish step, with the probabilities it
+already has) and by ``wbc-edge calibrate`` for an existing checkpoint (probabilities made
+through the runtime backend, as ``evaluate`` makes them). Fitting uses the validation split
+only; the test split, when present, only reports what the fit bought (ECE before and after,
+coverage and the error of counted cells).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wbc_edge.calibration import DEFAULT_DELTA, DEFAULT_TARGET_ERROR, calibrate, rescale, selective
+from wbc_edge.errors import UserError
+from wbc_edge.metrics import expected_calibration_error
+from wbc_edge.runtime.card import ModelCard
+
+
+def calibrate_card(
+    card: ModelCard,
+    val_probs: np.ndarray,
+    val_y: np.ndarray,
+    test_probs: np.ndarray | None = None,
+    test_y: np.ndarray | None = None,
+    target_error: float = DEFAULT_TARGET_ERROR,
+    delta: float = DEFAULT_DELTA,
+) -> tuple[ModelCard, dict[str, Any]]:
+    """A copy of ``card`` with temperature, threshold and their provenance; plus a summary.
+
+    ``val_probs``/``test_probs`` are the model's probabilities at the card's current
+    temperature. The summary has the test ECE before/after and the test coverage and error of
+    counted cells at the new threshold (when a test split is given).
+    """
+    if len(val_y) == 0:
+        raise UserError("calibration needs a validation split: make one with `wbc-edge data split`")
+    cal = calibrate(val_probs, val_y, card.temperature, target_error, delta)
+    new = ModelCard.from_dict(card.to_dict())
+    for key, value in cal.card_fields().items():
+        setattr(new, key, value)
+    thr = cal.threshold
+    summary: dict[str, Any] = {
+        "temperature": cal.temperature,
+        "confidence_threshold": thr.threshold,
+        "target_error": target_error,
+        "delta": delta,
+        "val_nll_before": cal.val_nll_before,
+        "val_nll_after": cal.val_nll_after,
+        "val_coverage": thr.coverage,
+        "val_counted_errors": thr.errors,
+        "threshold_reason": thr.reason,
+    }
+    if test_probs is not None and test_y is not None and len(test_y):
+        after = rescale(test_probs, cal.temperature / card.temperature)
+        counted = selective(after, test_y, thr.threshold)
+        summary.update(
+            test_ece_before=expected_calibration_error(test_probs, test_y),
+            test_ece_after=expected_calibration_error(after, test_y),
+            test_coverage=counted.coverage,
+            test_counted_error=counted.error,
+            test_counted=counted.counted,
+        )
+        new.metrics.update(
+            test_ece=summary["test_ece_after"],
+            test_ece_uncalibrated=summary["test_ece_before"],
+            test_coverage=counted.coverage,
+            test_counted_error=counted.error,
+        )
+    return new, summary
+
+
+def summary_line(s: dict[str, Any]) -> str:
+    """One line for the run log and the console."""
+    thr = s["confidence_threshold"]
+    text = f"calibration on val: temperature {s['temperature']:.3f} (NLL "
+    text += f"{s['val_nll_before']:.4f} -> {s['val_nll_after']:.4f}); "
+    if thr is None:
+        text += f"no threshold certified for {100 * s['target_error']:g}% ({s['threshold_reason']})"
+    else:
+        text += (
+            f"threshold {thr:.4f} for counted-cell error <= {100 * s['target_error']:g}% "
+            f"(delta {s['delta']:g}; val coverage {100 * s['val_coverage']:.1f}%)"
+        )
+    if "test_ece_after" in s:
+        text += (
+            f" | test ECE {s['test_ece_before']:.4f} -> {s['test_ece_after']:.4f}, coverage "
+            f"{100 * s['test_coverage']:.1f}%, error of counted cells "
+            f"{100 * s['test_counted_error']:.2f}%"
+        )
+    return text
+
+
+def calibrate_checkpoint(
+    model: str | Path,
+    data: str | Path,
+    out: str | Path | None = None,
+    target_error: float = DEFAULT_TARGET_ERROR,
+    delta: float = DEFAULT_DELTA,
+    batch_size: int = 32,
+) -> tuple[Path, dict[str, Any]]:
+    """Write ``out`` (default ``<model>-calibrated.pt`` beside it): the same weights with a
+    calibrated card. Probabilities come from the model's runtime backend on the manifest's
+    val split (fit) and test split (report only)."""
+    from wbc_edge.data.manifest import read_manifest
+    from wbc_edge.kd.checkpoint import read_checkpoint, save_checkpoint_payload
+    from wbc_edge.kd.evaluate import predict
+
+    model = Path(model)
+    if model.suffix.lower() not in (".pt", ".pth"):
+        raise UserError(
+            f"{model}: calibrate takes a .pt checkpoint; calibrate it, then export it again"
+        )
+    payload = read_checkpoint(model)
+    if not Path(data).is_file():
+        raise UserError(f"{data}: pass the split manifest (.csv) the model was trained on")
+    splits = {r.split for r in read_manifest(data)}
+    if "val" not in splits:
+        raise UserError(f"{data} has no val rows: make the split with `wbc-edge data split`")
+    val = predict(model, data, "val", batch_size)
+    test = predict(model, data, "test", batch_size) if "test" in splits else None
+    card, summary = calibrate_card(
+        val.card,
+        val.probs,
+        val.y,
+        test.probs if test else None,
+        test.y if test else None,
+        target_error,
+        delta,
+    )
+    target = Path(out) if out is not None else model.with_name(f"{model.stem}-calibrated.pt")
+    summary["replaced_input"] = target.resolve() == model.resolve()
+    save_checkpoint_payload(target, {**payload, "card": card.to_dict()})
+    return target, summary
