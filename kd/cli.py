@@ -34,6 +34,15 @@ CacheOpt = Annotated[
         "--cache-dir", help="Decoded-image and teacher cache (default ~/.cache/wbc-edge)."
     ),
 ]
+AugmentOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--augment",
+        help="Augmentation preset of the training view: none, mild (flips/rotations + small "
+        "colour and blur jitter) or crosslab (+ HED stain, gamma, wash-out, strong defocus, "
+        "JPEG, downscale, sensor noise, zoom: spans other labs' microscopes). [mild]",
+    ),
+]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")]
 ChannelsLastOpt = Annotated[
     bool | None,
@@ -80,6 +89,7 @@ def register(app: typer.Typer) -> None:
         cache_dir: CacheOpt = None,
         threads: ThreadsOpt = None,
         channels_last: ChannelsLastOpt = None,
+        augment: AugmentOpt = None,
         freeze_stages: Annotated[
             int | None,
             typer.Option(
@@ -108,6 +118,7 @@ def register(app: typer.Typer) -> None:
             threads=threads,
             channels_last=channels_last,
             freeze_stages=freeze_stages,
+            augment=augment,
             method="ce",
         )
 
@@ -133,6 +144,7 @@ def register(app: typer.Typer) -> None:
         cache_dir: CacheOpt = None,
         threads: ThreadsOpt = None,
         channels_last: ChannelsLastOpt = None,
+        augment: AugmentOpt = None,
         no_teacher_cache: Annotated[
             bool, typer.Option("--no-teacher-cache", help="Run the teacher live every step.")
         ] = False,
@@ -158,6 +170,7 @@ def register(app: typer.Typer) -> None:
             threads=threads,
             channels_last=channels_last,
             teacher_cache=False if no_teacher_cache else None,
+            augment=augment,
         )
 
     @app.command("evaluate")

@@ -39,8 +39,16 @@ from wbc_edge.data.manifest import class_names as manifest_classes
 from wbc_edge.data.manifest import fingerprint, read_manifest
 from wbc_edge.errors import UserError, require_file
 from wbc_edge.kd.checkpoint import load_model, save_checkpoint
-from wbc_edge.kd.data import BatchLoader, Jitter, decode_cached, rows_key
+from wbc_edge.kd.data import (
+    DEFAULT_AUGMENT,
+    NO_JITTER,
+    BatchLoader,
+    augment_preset,
+    decode_cached,
+    rows_key,
+)
 from wbc_edge.runtime.card import ModelCard, Preprocess
+from wbc_edge.runtime.scale import CropScale
 
 
 @dataclass
@@ -63,7 +71,8 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
     seed: int = 0
-    jitter: bool = True
+    augment: str = DEFAULT_AUGMENT  # preset of kd.data.AUGMENT_PRESETS: none, mild, crosslab
+    jitter: bool = True  # older run folders' switch; False = augment "none"
     channels_last: bool = False
     freeze_stages: int = 0  # teacher: stem + this many early blocks kept at ImageNet weights
     teacher_cache: bool = True
@@ -294,6 +303,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         (out / "config.yaml").write_text(cfg.to_yaml())
     log = RunLog(out / "train.log" if dist_info.main else None)
 
+    jitter = augment_preset(cfg.augment) if cfg.jitter else NO_JITTER
     rows = read_manifest(cfg.data)
     names = manifest_classes(rows)
     by_split = {s: [r for r in rows if r.split == s] for s in ("train", "val", "test")}
@@ -303,7 +313,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
 
     torch.manual_seed(cfg.seed)
     distiller, teacher_card = build_for_config(cfg, len(names))
-    pre = run_preprocess(cfg, teacher_card)
+    pre = run_preprocess(cfg, teacher_card).replace(
+        crop_scale=_training_scale(by_split["train"], log)
+    )
     size = pre.input_size
     card = ModelCard(
         architecture=cfg.model,
@@ -315,6 +327,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             "method": cfg.method,
             "seed": cfg.seed,
             "epochs": cfg.epochs,
+            "augment": cfg.augment if cfg.jitter else "none",
         },
     )
     if teacher_card is not None:
@@ -336,7 +349,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     n_extra = int(distiller.get_extra_parameters())
     log(
         f"run {out.name}: {cfg.kind} {cfg.model} method={cfg.method} seed={cfg.seed} "
-        f"size={size} epochs={cfg.epochs} device={device} threads={torch.get_num_threads()}"
+        f"size={size} epochs={cfg.epochs} augment={cfg.augment if cfg.jitter else 'none'} "
+        f"device={device} threads={torch.get_num_threads()}"
     )
     log(
         f"trained model parameters: {n_student:,}; connector/fusion parameters (training only): "
@@ -358,7 +372,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         cfg.batch_size,
         pre,
         augment=True,
-        jitter=Jitter() if cfg.jitter else Jitter(0, 0, 0, 0, 0, 0),
+        jitter=jitter,
         seed=cfg.seed,
         rank=dist_info.rank,
         world_size=dist_info.world_size,
@@ -513,6 +527,23 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         )
     _barrier(dist_info)
     return summary
+
+
+def _training_scale(rows: list, log: RunLog) -> CropScale | None:  # rows: list[ManifestRow]
+    """The training crops' scale for the card; None (logged) when the crops show no red cell."""
+    from wbc_edge.runtime.scale import measure_files
+
+    try:
+        scale = measure_files([str(r.path) for r in rows])
+    except ValueError as exc:
+        log(f"crop scale: not recorded ({exc}); the finder will crop by box + margin")
+        return None
+    log(
+        f"crop scale: red cells {scale.rbc_px:.1f} px (IQR {scale.rbc_px_q25:.1f}-"
+        f"{scale.rbc_px_q75:.1f}) in {scale.crop_px:.0f} px crops = field of view "
+        f"{scale.fov_rbc:.2f} red-cell diameters ({scale.measured}/{scale.sampled} crops)"
+    )
+    return scale
 
 
 def _teacher_cache(cfg, distiller, images, rows, pre):  # noqa: ANN001, ANN202

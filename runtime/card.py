@@ -22,6 +22,7 @@ import numpy as np
 
 from wbc_edge.errors import UserError
 from wbc_edge.runtime import preprocess as _pre
+from wbc_edge.runtime.scale import CropScale
 
 # 2: preprocessing nested under "preprocess" (version 1 cards kept it flat; both load).
 CARD_VERSION = 2
@@ -60,6 +61,10 @@ class Preprocess:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     channel_order: str = "RGB"
     interpolation: str = "area"
+    # The training crops' scale (median red-cell diameter in px, the crop's field of view in
+    # red-cell diameters), measured on the training split: the finder cuts crops of the same
+    # field of view from any field. None: not recorded (the finder crops by box + margin).
+    crop_scale: CropScale | None = None
 
     def __post_init__(self) -> None:
         # Frozen: normalise through object.__setattr__ (lists from JSON become tuples).
@@ -69,6 +74,8 @@ class Preprocess:
             object.__setattr__(self, "crop_aspect", float(self.crop_aspect))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        if isinstance(self.crop_scale, dict):
+            object.__setattr__(self, "crop_scale", CropScale.from_dict(self.crop_scale))
         if len(self.mean) != 3 or len(self.std) != 3:
             raise UserError("model card: mean and std need three values (one per channel)")
         if any(s == 0 for s in self.std):
@@ -125,6 +132,7 @@ class Preprocess:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        d["crop_scale"] = self.crop_scale.to_dict() if self.crop_scale else None
         return d
 
     @classmethod

@@ -113,6 +113,19 @@ def stain_score(image_bgr: np.ndarray) -> np.ndarray:
     return np.clip(d - float(np.median(d[::4, ::4])), 0, 255)
 
 
+def background_colour(image: np.ndarray) -> tuple[float, float, float]:
+    """The colour of a smear image's empty background, in the image's own channel order.
+
+    The brightest third of the pixels (by their channel mean) is glass between the cells in any
+    smear field or crop; their mean colour pads crops at the field's edge and fills a zoomed-out
+    training view, so the padding looks like slide rather than a stripe of replicated cells.
+    """
+    px = image[::4, ::4, :3].reshape(-1, 3).astype(np.float32)
+    light = px.sum(1)
+    sel = px[light >= np.percentile(light, 67)]
+    return tuple(float(v) for v in sel.mean(0))  # type: ignore[return-value]
+
+
 def nucleus_mask(image_bgr: np.ndarray, params: FinderParams, rbc_px: float) -> np.ndarray:
     """Binary mask (uint8 0/255) of nucleus stain at the image's own resolution."""
     import cv2

@@ -20,7 +20,7 @@ from wbc_edge.kd.data import (
     Jitter,
     decode_cached,
     dihedral,
-    jitter_batch,
+    jitter_uint8,
     normalize_tensor,
 )
 from wbc_edge.kd.distillers import build_distiller
@@ -152,14 +152,16 @@ def test_decode_cache_matches_runtime_preprocessing(phantoms: Path, tmp_path: Pa
 
 
 def test_jitter_is_mild_and_off_means_off() -> None:
-    gen = torch.Generator().manual_seed(0)
-    ramp = torch.linspace(0.2, 0.8, 16)
-    x = (ramp.view(1, 1, 1, 16) * ramp.view(1, 1, 16, 1)).expand(4, 3, 16, 16) + 0.0
-    x = x * torch.tensor([1.0, 0.8, 0.6]).view(1, 3, 1, 1)  # a smooth, coloured image
-    y = jitter_batch(x, Jitter(), gen)
-    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
-    assert 0 < (y - x).abs().mean() < 0.1
-    assert torch.equal(jitter_batch(x, Jitter(0, 0, 0, 0, 0, 0), gen), x)
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(50, 200, 16)
+    x = (ramp[None, :, None] * ramp[:, None, None] / 200 * np.array([1.0, 0.8, 0.6])).astype(
+        np.uint8
+    )
+    x = np.stack([x] * 4)  # a smooth, coloured image
+    y = jitter_uint8(x, Jitter(), rng)
+    assert y.shape == x.shape and y.dtype == np.uint8
+    assert 0 < np.abs(y.astype(float) - x).mean() < 0.1 * 255
+    np.testing.assert_array_equal(jitter_uint8(x, Jitter(0, 0, 0, 0, 0, 0), rng), x)
 
 
 def test_loader_shards_cover_the_epoch_and_order_depends_on_epoch() -> None:

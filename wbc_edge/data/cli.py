@@ -207,6 +207,65 @@ def import_pbc_cmd(
         console.print(f"skipped {len(result.ignored)} non-image file(s)", highlight=False)
 
 
+@app.command("scale")
+def scale_cmd(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="A split manifest (its train split is measured), or a folder of images "
+            "(crops in class folders, or smear fields; a VOC folder's JPEGImages/)."
+        ),
+    ],
+    split: Annotated[str | None, typer.Option(help="Manifest split to measure. [train]")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(help="Measure an evenly spaced sample of this many images; 0 = all. [300]"),
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the measurement as JSON here.")
+    ] = None,
+) -> None:
+    """Median red-cell diameter (px) of the images and the crop's field of view in red cells.
+
+    Training records the same measurement of its train split in the model card; the finder
+    cuts crops of that field of view in every field.
+    """
+    import json
+
+    from wbc_edge.console import console
+    from wbc_edge.data.manifest import read_manifest
+    from wbc_edge.data.scan import IMAGE_SUFFIXES
+    from wbc_edge.errors import UserError
+    from wbc_edge.runtime.scale import DEFAULT_SCALE_SAMPLE, measure_files
+
+    if source.is_file():
+        paths = [str(r.path) for r in read_manifest(source, split or "train")]
+    elif source.is_dir():
+        root = source / "JPEGImages" if (source / "JPEGImages").is_dir() else source
+        paths = [str(f) for f in root.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES]
+    else:
+        raise UserError(f"{source} is neither a manifest nor a folder of images")
+    if not paths:
+        raise UserError(f"{source} holds no images (split {split or 'train'})")
+    n = DEFAULT_SCALE_SAMPLE if limit is None else (limit or None)
+    try:
+        scale = measure_files(paths, n)
+    except ValueError as exc:
+        raise UserError(f"{source}: {exc}") from exc
+    console.print(
+        f"{source}: red-cell diameter {scale.rbc_px:.1f} px (median; IQR "
+        f"{scale.rbc_px_q25:.1f}-{scale.rbc_px_q75:.1f}) over {scale.measured} of "
+        f"{scale.sampled} images; shorter side {scale.crop_px:.0f} px = "
+        f"{scale.fov_rbc:.2f} red-cell diameters",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"source": str(source), "images": len(paths), **scale.to_dict()}
+        json_out.write_text(json.dumps(payload, indent=2) + "\n")
+
+
 from wbc_edge.data.synth_cli import synth  # noqa: E402
 
 app.command("synth")(synth)
