@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 EXTRAS ?= runtime,train,export,dev
 
-.PHONY: setup test test-all lint demo default-model clean
+.PHONY: setup tensorrt-bindings test test-all lint demo default-model clean
 
 setup: $(VENV)/.installed
 
@@ -15,6 +15,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
+
+# NVIDIA's TensorRT Python bindings (8.6, 10.3, 11.4) into .cache/tensorrt-bindings/, for the
+# test that checks our TensorRT calls against them. Never needed by the product itself.
+tensorrt-bindings: setup
+	$(BIN)/python tests/tensorrt_bindings.py || echo "some TensorRT bindings could not be fetched: their test skips, saying why"
 
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass.
 test: setup

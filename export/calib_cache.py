@@ -24,26 +24,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from wbc_edge.errors import UserError, require_file
+from wbc_edge.runtime.tensorrt_versions import version_code
 
 # The calibrator `wbc-edge build-engine` hands TensorRT; the header must name the same one.
 ALGORITHM = "EntropyCalibration2"
 ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration")
 DEFAULT_TRT_VERSION = "8.6.1"  # JetPack 6.0; TensorRT reads caches of other versions with a warning
 INT8_MAX = 127.0
-
-
-def version_code(version: str) -> int:
-    """TensorRT's integer version as it appears in the header (8.6.1 -> 8601, 10.3.0 -> 100300).
-
-    TensorRT 8 packs ``major*1000 + minor*100 + patch``; 10 widened it to
-    ``major*10000 + minor*100 + patch``.
-    """
-    try:
-        parts = [int(p) for p in version.split(".")[:3]]
-    except ValueError as exc:
-        raise UserError(f"not a TensorRT version: {version!r} (expected e.g. 8.6.1)") from exc
-    major, minor, patch = (parts + [0, 0])[:3]
-    return major * (10000 if major >= 10 else 1000) + minor * 100 + patch
 
 
 def header(trt_version: str = DEFAULT_TRT_VERSION, algorithm: str = ALGORITHM) -> str:

@@ -214,10 +214,15 @@ def build_engine_cmd(
         Path | None, typer.Option(help="TensorRT calibration cache from `export int8`.")
     ] = None,
     dla: Annotated[
-        int | None, typer.Option(help="DLA core (Orin/Xavier), with GPU fallback.")
+        int | None,
+        typer.Option(help="DLA core (Orin NX/AGX, Xavier), with GPU fallback; static batch."),
     ] = None,
     batch: Annotated[
-        str | None, typer.Option(help="Optimisation profile MIN,OPT,MAX (default: 1,8,32).")
+        str | None,
+        typer.Option(
+            help="Optimisation profile MIN,OPT,MAX, or one size for a static batch "
+            "(default: 1,8,32; with --dla 8, as DLA needs MIN = OPT = MAX)."
+        ),
     ] = None,
     workspace: Annotated[int, typer.Option(help="Builder workspace in MB.")] = 1024,
     out: Annotated[

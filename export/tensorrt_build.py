@@ -1,13 +1,23 @@
-"""ONNX -> TensorRT engine, on the device that will run it (TensorRT 8.5, 8.6 and 10.x).
+"""ONNX -> TensorRT engine, on the device that will run it (TensorRT 8.5 to 11.x).
 
-This module is the one place that knows TensorRT versions (:func:`features`):
+What differs between TensorRT versions is decided in one place,
+:mod:`wbc_edge.runtime.tensorrt_versions` (:func:`features`); this module only asks it.
 
-- < 10: networks need ``NetworkDefinitionCreationFlag.EXPLICIT_BATCH``; 10 made it the only
-  mode and deprecated the flag.
 - INT8 comes two ways. Explicit: a Q/DQ ONNX from ``export int8 --target tensorrt`` carries
   its own scales; the only way in TensorRT >= 11. Implicit (8.5-10.x; deprecated since 10.1):
   an ``IInt8EntropyCalibrator2`` fed WBC images through the card's preprocessing, or a
   calibration cache written by ``export int8``.
+- FP16 from an FP32 ONNX needs TensorRT's weak typing (``BuilderFlag.FP16``, < 11). TensorRT 11
+  builds strongly typed networks only, so there the FP16 types must already be in the ONNX.
+- DLA runs static shapes only: a DLA engine gets one batch size (MIN = OPT = MAX), and the
+  layers that cannot run on the DLA (and so fall back to the GPU) are named before the build.
+
+We keep this small builder rather than Polygraphy's loaders: it is one straight chain of about
+forty TensorRT calls, it adds what Polygraphy does not know (the model card in the sidecar, the
+engine-cache key, the calibration feed through the card's preprocessing, the trtexec line), and
+it keeps ``build-engine`` free of another dependency on the device. Polygraphy's habits are
+followed where they matter: version differences in one place, a rejected timing cache is not
+fatal, ONNX files are parsed from their path (external weights).
 
 Engines are tied to the GPU and TensorRT version that built them, so an engine is reused only
 when its key (ONNX sha256, precision, TensorRT version, device name, calibration-data hash and
@@ -37,49 +47,35 @@ from wbc_edge.export.onnx_export import onnx_io
 from wbc_edge.optional import require
 from wbc_edge.runtime.card import ModelCard, Preprocess, read_onnx_card, read_sidecar, write_sidecar
 from wbc_edge.runtime.preprocess import read_image
+from wbc_edge.runtime.tensorrt_versions import TrtFeatures, features
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_BATCH = (1, 8, 32)
+DEFAULT_DLA_BATCH = (8, 8, 8)  # DLA needs MIN = OPT = MAX; the GPU default's OPT
 DEFAULT_WORKSPACE_MB = 1024
 CALIB_BATCH = 8
 
 
-@dataclass(frozen=True)
-class TrtFeatures:
-    """What the installed TensorRT needs or allows; derived from its version alone."""
+def resolve_batch(batch: tuple[int, int, int] | None, dla_core: int | None) -> tuple[int, int, int]:
+    """The optimisation profile to build: the default for the device, or ``batch`` checked.
 
-    version: str
-    explicit_batch_flag: bool  # create_network needs EXPLICIT_BATCH (< 10)
-    implicit_int8: bool  # IInt8EntropyCalibrator2 exists (< 11)
-    implicit_int8_deprecated: bool  # (>= 10.1)
-
-
-def parse_version(version: str) -> tuple[int, int, int]:
-    parts = []
-    for p in version.split(".")[:3]:
-        digits = "".join(ch for ch in p if ch.isdigit())
-        parts.append(int(digits or 0))
-    return tuple((parts + [0, 0, 0])[:3])  # type: ignore[return-value]
-
-
-def features(version: str) -> TrtFeatures:
-    v = parse_version(version)
-    if v < (8, 5, 0):
+    DLA supports static shapes only; with a dynamic profile TensorRT would either fail or
+    quietly run every layer on the GPU, so a DLA engine gets MIN = OPT = MAX."""
+    if batch is None:
+        return DEFAULT_DLA_BATCH if dla_core is not None else DEFAULT_BATCH
+    if dla_core is not None and len(set(batch)) != 1:
         raise UserError(
-            f"TensorRT {version} is too old: build-engine needs 8.5 or newer (JetPack 5.1+)"
+            f"--dla needs a static batch (MIN = OPT = MAX), not {','.join(map(str, batch))}: "
+            f"pass e.g. --batch {batch[1]}"
         )
-    return TrtFeatures(
-        version=version,
-        explicit_batch_flag=v < (10, 0, 0),
-        implicit_int8=v < (11, 0, 0),
-        implicit_int8_deprecated=v >= (10, 1, 0),
-    )
+    return batch
 
 
-def parse_batch(text: str | None) -> tuple[int, int, int]:
-    """``"1,8,32"`` -> (min, opt, max) batch sizes of the optimisation profile."""
+def parse_batch(text: str | None) -> tuple[int, int, int] | None:
+    """``"1,8,32"`` -> (min, opt, max) batch sizes of the optimisation profile; ``"8"`` ->
+    (8, 8, 8); None -> None (the device's default, :func:`resolve_batch`)."""
     if text is None:
-        return DEFAULT_BATCH
+        return None
     try:
         values = tuple(int(v) for v in text.split(","))
     except ValueError:
@@ -209,7 +205,7 @@ def build_engine(
     precision: str | None = None,
     calib_rows: Sequence[ManifestRow] | None = None,
     calib_cache_path: str | Path | None = None,
-    batch: tuple[int, int, int] = DEFAULT_BATCH,
+    batch: tuple[int, int, int] | None = None,
     workspace_mb: int = DEFAULT_WORKSPACE_MB,
     dla_core: int | None = None,
     timing_cache: str | Path | None = None,
@@ -218,8 +214,10 @@ def build_engine(
 ) -> BuildResult:
     """Build (or reuse) an engine for ``onnx_path`` and write its sidecar card.
 
-    ``precision`` defaults to int8 for a Q/DQ ONNX and fp16 otherwise. The trtexec line is
-    passed to ``echo`` before anything else, so it is printed even when the build cannot run.
+    ``precision`` defaults to int8 for a Q/DQ ONNX and fp16 otherwise; ``batch`` to
+    :data:`DEFAULT_BATCH` on the GPU and :data:`DEFAULT_DLA_BATCH` (static) on a DLA core. The
+    trtexec line is passed to ``echo`` before anything else, so it is printed even when the
+    build cannot run.
     """
     onnx_path = require_file(onnx_path, "ONNX model", "export one with `wbc-edge export onnx`")
     card = read_onnx_card(onnx_path)
@@ -234,6 +232,7 @@ def build_engine(
         )
     if dla_core is not None and precision == "fp32":
         raise UserError("DLA runs FP16 or INT8 only: use --precision fp16 or int8 with --dla")
+    batch = resolve_batch(batch, dla_core)
     implicit = precision == "int8" and not explicit
     if implicit and not calib_rows and calib_cache_path is None:
         raise UserError(
@@ -271,6 +270,23 @@ def build_engine(
             "`wbc-edge build-engine` on the Jetson, or the trtexec command above there"
         ) from exc
     feats = features(trt.__version__)
+    if precision == "fp16" and feats.strongly_typed:
+        raise UserError(
+            f"TensorRT {feats.version} builds strongly typed networks only: FP16 must already be "
+            f"in the ONNX. Convert {onnx_path} with NVIDIA ModelOpt's AutoCast "
+            "(`python -m modelopt.onnx.autocast --onnx_path ... --low_precision_type fp16`), "
+            "build with --precision fp32 from that file, or use TensorRT 10.x"
+        )
+    if precision == "int8" and feats.strongly_typed:
+        echo(
+            f"note: TensorRT {feats.version} is strongly typed: layers outside the Q/DQ pairs "
+            "run in the ONNX's own type (FP32)"
+        )
+    elif precision != "fp32" and feats.precision_flags_deprecated:
+        echo(
+            f"note: BuilderFlag.FP16/INT8 are deprecated in TensorRT {feats.version} and gone "
+            "in 11; an FP16 or Q/DQ ONNX is the lasting path"
+        )
     if implicit and not feats.implicit_int8:
         raise UserError(
             f"TensorRT {feats.version} has no implicit INT8 calibration: INT8 needs a Q/DQ "
@@ -301,7 +317,7 @@ def build_engine(
         calibrator = _make_calibrator(
             trt, card, calib_rows, calib_cache_path, out, feats.version, card.preprocess.input_size
         )
-    serialized = _build_serialized(
+    serialized, gpu_layers = _build_serialized(
         trt,
         feats,
         onnx_path,
@@ -335,6 +351,7 @@ def build_engine(
         engine_key=key.digest(),
         batch=list(batch),
         dla_core=dla_core,
+        dla_gpu_fallback_layers=gpu_layers if dla_core is not None else [],
         io=io,
         trtexec=line,
     )
@@ -417,8 +434,10 @@ def _build_serialized(
     calibrator: Any,
     timing_cache: Path | None,
     echo: Callable[[str], None] = print,
-) -> bytes:
-    """The TensorRT calls (NVIDIA's documented Python API, 8.5-10.x)."""
+) -> tuple[bytes, list[str]]:
+    """The TensorRT calls (NVIDIA's documented Python API, 8.5-11.x, gated by ``feats``).
+
+    Returns the serialized engine and, for a DLA build, the layers that run on the GPU."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
@@ -426,7 +445,8 @@ def _build_serialized(
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes()):
+    # From the path, not the bytes: the parser then finds external weight files beside it.
+    if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise UserError(f"TensorRT cannot parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
@@ -435,17 +455,18 @@ def _build_serialized(
     profile = builder.create_optimization_profile()
     profile.set_shape(input_name, *[(b, *shape) for b in batch])
     config.add_optimization_profile(profile)
-    if precision in ("fp16", "int8"):
-        if not getattr(builder, "platform_has_fast_fp16", True):
+    if precision in ("fp16", "int8") and feats.precision_flags:
+        if not builder.platform_has_fast_fp16:
             echo("note: this GPU has no fast FP16; the engine may not be faster than FP32")
         config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8":
+    if precision == "int8" and feats.precision_flags:
         config.set_flag(trt.BuilderFlag.INT8)
-        if calibrator is not None:
-            config.int8_calibrator = calibrator
-            fixed = builder.create_optimization_profile()
-            fixed.set_shape(input_name, *[(CALIB_BATCH, *shape)] * 3)
-            config.set_calibration_profile(fixed)
+    if calibrator is not None:  # implicit INT8, which build_engine allows only where it exists
+        config.int8_calibrator = calibrator
+        fixed = builder.create_optimization_profile()
+        fixed.set_shape(input_name, *[(CALIB_BATCH, *shape)] * 3)
+        config.set_calibration_profile(fixed)
+    gpu_layers: list[str] = []
     if dla_core is not None:
         if dla_core >= builder.num_DLA_cores:
             raise UserError(
@@ -454,12 +475,50 @@ def _build_serialized(
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        gpu_layers = _gpu_fallback_layers(network, config)
+        total = network.num_layers
+        if gpu_layers:
+            shown = ", ".join(gpu_layers[:10]) + (" ..." if len(gpu_layers) > 10 else "")
+            echo(
+                f"note: {len(gpu_layers)} of {total} layers cannot run on DLA core {dla_core} "
+                f"and fall back to the GPU: {shown}"
+            )
+        else:
+            echo(f"all {total} layers run on DLA core {dla_core}")
     if timing_cache is not None:
-        blob = timing_cache.read_bytes() if timing_cache.is_file() else b""
-        config.set_timing_cache(config.create_timing_cache(blob), False)
+        _use_timing_cache(config, timing_cache, echo)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise UserError(f"TensorRT failed to build an engine from {onnx_path} (see its log above)")
     if timing_cache is not None:
-        timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
-    return bytes(serialized)
+        _save_timing_cache(config, timing_cache, echo)
+    return bytes(serialized), gpu_layers
+
+
+def _gpu_fallback_layers(network: Any, config: Any) -> list[str]:
+    """Names of the layers the DLA cannot run (with GPU fallback they run on the GPU)."""
+    layers = (network.get_layer(i) for i in range(network.num_layers))
+    return [layer.name for layer in layers if not config.can_run_on_DLA(layer)]
+
+
+def _use_timing_cache(config: Any, path: Path, echo: Callable[[str], None]) -> None:
+    """Start from the cache file when TensorRT accepts it, else from an empty cache: a cache
+    from another device or TensorRT version is rejected, which only costs build time."""
+    blob = path.read_bytes() if path.is_file() else b""
+    if config.set_timing_cache(config.create_timing_cache(blob), False):
+        return
+    echo(
+        f"note: TensorRT rejected the timing cache {path} (another GPU or version?); "
+        "starting a new one"
+    )
+    config.set_timing_cache(config.create_timing_cache(b""), False)
+
+
+def _save_timing_cache(config: Any, path: Path, echo: Callable[[str], None]) -> None:
+    cache = config.get_timing_cache()
+    if cache is None:  # TensorRT returns None when it holds no usable cache
+        echo(f"note: TensorRT returned no timing cache; {path} was not updated")
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(bytes(cache.serialize()))
+    os.replace(tmp, path)

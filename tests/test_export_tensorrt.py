@@ -14,22 +14,30 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from export_phantoms import TinyNet, card, write_phantoms  # noqa: E402
+from trt_standin import StandIn  # noqa: E402
 
 from wbc_edge import cli  # noqa: E402
 from wbc_edge.data.manifest import read_manifest  # noqa: E402
-from wbc_edge.errors import MissingExtraError, UserError  # noqa: E402
+from wbc_edge.errors import UserError  # noqa: E402
 from wbc_edge.export import calib_cache, tensorrt_build  # noqa: E402
 from wbc_edge.export.onnx_export import export_onnx  # noqa: E402
 from wbc_edge.export.tensorrt_build import (  # noqa: E402
     EngineKey,
     calibration_batches,
-    features,
     parse_batch,
+    resolve_batch,
     reusable,
     sha256_file,
     trtexec_command,
 )
-from wbc_edge.runtime.card import write_sidecar  # noqa: E402
+from wbc_edge.optional import MissingTensorRTError  # noqa: E402
+from wbc_edge.runtime.card import read_sidecar, write_sidecar  # noqa: E402
+from wbc_edge.runtime.tensorrt_versions import (  # noqa: E402
+    features,
+    parse_version,
+    same_engine_series,
+    version_code,
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,20 +56,31 @@ def no_tensorrt(monkeypatch):
 
     def fake(module):
         if module.split(".")[0] == "tensorrt":
-            raise MissingExtraError("tensorrt", "jetson")
+            raise MissingTensorRTError()
         return real(module)
 
     monkeypatch.setattr(tensorrt_build, "require", fake)
 
 
 def test_version_gates():
-    jp5, jp6, jp61, trt11 = (features(v) for v in ("8.5.2.2", "8.6.1", "10.3.0", "11.0.0"))
+    jp5, jp6, jp61, late10, trt11 = (
+        features(v) for v in ("8.5.2.2", "8.6.1", "10.3.0", "10.12.0.36", "11.4.0.106")
+    )
     assert jp5.explicit_batch_flag and jp6.explicit_batch_flag
     assert not jp61.explicit_batch_flag and not trt11.explicit_batch_flag
     assert jp5.implicit_int8 and jp61.implicit_int8 and not trt11.implicit_int8
     assert not jp6.implicit_int8_deprecated and jp61.implicit_int8_deprecated
+    assert jp61.precision_flags and late10.precision_flags and not trt11.precision_flags
+    assert not jp61.precision_flags_deprecated and late10.precision_flags_deprecated
+    assert trt11.strongly_typed and not late10.strongly_typed
     with pytest.raises(UserError, match="8.4.1 is too old"):
         features("8.4.1")
+    assert parse_version("10.3.0.26") == (10, 3, 0) and parse_version("8.6.1.post1") == (8, 6, 1)
+    assert parse_version("11") == (11, 0, 0)
+    with pytest.raises(UserError, match="not a TensorRT version"):
+        parse_version("abc")
+    assert same_engine_series("10.3.0", "10.3.0.26") and not same_engine_series("8.6.1", "10.3.0")
+    assert version_code("8.6.1") == 8601 and version_code("10.3.0") == 100300
 
 
 def test_engine_key_changes_when_any_part_changes():
@@ -115,7 +134,12 @@ def test_trtexec_command_matches_options():
 
 
 def test_parse_batch():
-    assert parse_batch(None) == (1, 8, 32)
+    assert parse_batch(None) is None
+    assert resolve_batch(None, None) == (1, 8, 32)
+    assert resolve_batch(None, 0) == (8, 8, 8)  # DLA: static
+    assert resolve_batch((4, 4, 4), 1) == (4, 4, 4)
+    with pytest.raises(UserError, match="static batch"):
+        resolve_batch((1, 8, 32), 0)
     assert parse_batch("2,4,8") == (2, 4, 8)
     assert parse_batch("4") == (4, 4, 4)
     for bad in ("8,4,16", "0,1,2", "a,b,c", "1,2"):
@@ -142,7 +166,7 @@ def test_cli_without_tensorrt_fails_with_trtexec_line(tiny_onnx, no_tensorrt, ca
     assert code != 0
     assert "trtexec --onnx=" in out and "--maxShapes=input:16x3x32x32" in out and "--fp16" in out
     err = " ".join(err.split())
-    assert "tensorrt" in err and "wbc-edge[jetson]" in err and "on the device" in err
+    assert "tensorrt is not installed" in err and "JetPack" in err and "on the device" in err
     assert "Traceback" not in err
 
 
@@ -188,7 +212,7 @@ def test_calibration_cache_roundtrip():
     head, back = calib_cache.loads(text)
     assert head == "TRT-100300-EntropyCalibration2"
     assert back == {k: np.float32(v) for k, v in scales.items()}
-    assert calib_cache.version_code("8.6.1") == 8601 and calib_cache.version_code("8.5.2") == 8502
+    assert version_code("8.6.1") == 8601 and version_code("8.5.2") == 8502
     moved = calib_cache.with_header(text, "8.5.2")
     assert moved.startswith("TRT-8502-") and calib_cache.loads(moved)[1] == back
     for bad in ("", "input: 3c010204\n", "TRT-8601-EntropyCalibration2\ninput 3c01\n"):
@@ -225,151 +249,35 @@ def test_build_engine_and_triton_never_import_torch(tiny_onnx, tmp_path):
     assert (tmp_path / "tiny" / "config.pbtxt").is_file()
 
 
-class _FakeTensorRT:
-    """Just enough of the tensorrt and pycuda modules to run build_engine's calls on a CPU and
-    record them; a real TensorRT run is test_builds_and_reuses_a_real_engine."""
+@pytest.fixture(scope="module")
+def qdq_onnx(tiny_onnx, tmp_path_factory):
+    from wbc_edge.export.int8 import quantize_int8
 
-    def __init__(self, version: str) -> None:
-        import types
-
-        self.calls: list[tuple] = []
-        self.batches: list[tuple] = []
-        calls, batches = self.calls, self.batches
-        trt = types.ModuleType("tensorrt")
-        trt.__version__ = version
-
-        class Logger:
-            WARNING = 2
-
-            def __init__(self, level):
-                pass
-
-        class Profile:
-            def set_shape(self, name, lo, opt, hi):
-                calls.append(("shape", name, lo, opt, hi))
-
-        class TimingCache:
-            def serialize(self):
-                return b"timing-cache"
-
-        class Config:
-            int8_calibrator = None
-
-            def set_memory_pool_limit(self, pool, size):
-                calls.append(("pool", pool, size))
-
-            def set_flag(self, flag):
-                calls.append(("flag", flag))
-
-            def add_optimization_profile(self, profile):
-                calls.append(("profile",))
-
-            def set_calibration_profile(self, profile):
-                calls.append(("calibration_profile",))
-
-            def create_timing_cache(self, blob):
-                calls.append(("timing_cache_in", bytes(blob)))
-                return TimingCache()
-
-            def set_timing_cache(self, cache, ignore_mismatch):
-                calls.append(("set_timing_cache", ignore_mismatch))
-
-            def get_timing_cache(self):
-                return TimingCache()
-
-        class Builder:
-            num_DLA_cores = 2
-            platform_has_fast_fp16 = True
-
-            def __init__(self, logger):
-                pass
-
-            def create_network(self, flags):
-                calls.append(("network", flags))
-                return object()
-
-            def create_builder_config(self):
-                return Config()
-
-            def create_optimization_profile(self):
-                return Profile()
-
-            def build_serialized_network(self, network, config):
-                cal = config.int8_calibrator
-                if cal is not None:
-                    cache = cal.read_calibration_cache()
-                    if cache is None:
-                        while (ptrs := cal.get_batch(["input"])) is not None:
-                            calls.append(("batch", ptrs))
-                        cal.write_calibration_cache(b"TRT-8601-EntropyCalibration2\n")
-                    else:
-                        calls.append(("cache_used", cache.decode().splitlines()[0]))
-                calls.append(("device", getattr(config, "default_device_type", None)))
-                return b"fake engine"
-
-        class OnnxParser:
-            num_errors = 0
-
-            def __init__(self, network, logger):
-                pass
-
-            def parse(self, data):
-                calls.append(("parse", len(data)))
-                return True
-
-        class IInt8EntropyCalibrator2:
-            def __init__(self):
-                pass
-
-        trt.Logger, trt.Builder, trt.OnnxParser = Logger, Builder, OnnxParser
-        trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
-        trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
-        trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="workspace")
-        trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", INT8="INT8", GPU_FALLBACK="GPU_FB")
-        trt.DeviceType = types.SimpleNamespace(DLA="DLA", GPU="GPU")
-
-        class Buffer:
-            def __int__(self):
-                return 4096
-
-        cuda = types.ModuleType("pycuda.driver")
-        cuda.init = lambda: None
-        cuda.Device = lambda i: types.SimpleNamespace(name=lambda: "Fake Orin")
-        cuda.mem_alloc = lambda n: Buffer()
-        cuda.memcpy_htod = lambda dst, arr: batches.append(arr.shape)
-        self.modules = {
-            "tensorrt": trt,
-            "pycuda": types.ModuleType("pycuda"),
-            "pycuda.driver": cuda,
-            "pycuda.autoinit": types.ModuleType("pycuda.autoinit"),
-        }
+    folder = tmp_path_factory.mktemp("qdq")
+    manifest = write_phantoms(folder, {"train": 4})
+    out = folder / "tiny.int8.onnx"
+    quantize_int8(tiny_onnx, read_manifest(manifest, "train"), out=out, num=16)
+    return out
 
 
-@pytest.fixture
-def fake_trt(monkeypatch):
-    def install(version: str) -> _FakeTensorRT:
-        fake = _FakeTensorRT(version)
-        for name, module in fake.modules.items():
-            monkeypatch.setitem(sys.modules, name, module)
-        return fake
-
-    return install
+def quiet(line: str) -> None:
+    pass
 
 
-def test_build_calls_follow_the_tensorrt_version(fake_trt, tiny_onnx, tmp_path):
-    from wbc_edge.runtime.card import read_sidecar
-
+def test_build_calls_follow_the_tensorrt_version(monkeypatch, tiny_onnx, tmp_path):
     for version, flags in (("8.6.1", 1), ("10.3.0", 0)):
-        fake = fake_trt(version)
+        trt = StandIn(version).install(monkeypatch)
         engine = tmp_path / f"{version}.engine"
         timing = tmp_path / "timing.cache"
         result = tensorrt_build.build_engine(
-            tiny_onnx, engine, "fp16", batch=(1, 4, 16), timing_cache=timing, echo=lambda s: None
+            tiny_onnx, engine, "fp16", batch=(1, 4, 16), timing_cache=timing, echo=quiet
         )
-        assert ("network", flags) in fake.calls  # EXPLICIT_BATCH only before TensorRT 10
-        assert ("pool", "workspace", 1024 << 20) in fake.calls
-        assert ("flag", "FP16") in fake.calls and ("flag", "INT8") not in fake.calls
-        assert ("shape", "input", (1, 3, 32, 32), (4, 3, 32, 32), (16, 3, 32, 32)) in fake.calls
+        assert ("network", flags) in trt.calls  # EXPLICIT_BATCH only before TensorRT 10
+        assert ("parse_from_file", str(tiny_onnx)) in trt.calls  # finds external weights
+        assert not any(c[0] == "parse_bytes" for c in trt.calls)
+        assert ("pool", "workspace", 1024 << 20) in trt.calls
+        assert ("flag", "FP16") in trt.calls and ("flag", "INT8") not in trt.calls
+        assert ("shape", "input", (1, 3, 32, 32), (4, 3, 32, 32), (16, 3, 32, 32)) in trt.calls
         assert timing.read_bytes() == b"timing-cache" and not result.reused
         assert engine.read_bytes() == b"fake engine"
         card_back, fields = read_sidecar(engine)
@@ -378,43 +286,125 @@ def test_build_calls_follow_the_tensorrt_version(fake_trt, tiny_onnx, tmp_path):
         assert fields["tensorrt_version"] == version and fields["device_name"] == "Fake Orin"
         assert fields["engine_sha256"] == sha256_file(engine)
         assert [t["name"] for t in fields["io"]["outputs"]] == ["logits", "probs"]
-    again = tensorrt_build.build_engine(
-        tiny_onnx, engine, "fp16", batch=(1, 4, 16), echo=lambda s: None
-    )
+    again = tensorrt_build.build_engine(tiny_onnx, engine, "fp16", batch=(1, 4, 16), echo=quiet)
     assert again.reused
-    rebuilt = tensorrt_build.build_engine(
-        tiny_onnx, engine, "fp16", batch=(1, 8, 16), echo=lambda s: None
-    )
+    rebuilt = tensorrt_build.build_engine(tiny_onnx, engine, "fp16", batch=(1, 8, 16), echo=quiet)
     assert not rebuilt.reused  # another batch profile is another engine
 
 
-def test_implicit_int8_from_images_and_from_cache(fake_trt, tiny_onnx, tmp_path):
-    fake = fake_trt("8.5.2")
+def test_tensorrt_11_is_strongly_typed(monkeypatch, tiny_onnx, qdq_onnx, tmp_path):
+    """TensorRT 11 removed BuilderFlag.FP16/INT8: no flag is set, FP16 from FP32 is refused."""
+    trt = StandIn("11.4.0.106").install(monkeypatch)
+    with pytest.raises(UserError, match="strongly typed.*AutoCast"):
+        tensorrt_build.build_engine(tiny_onnx, tmp_path / "a.engine", "fp16", echo=quiet)
+    tensorrt_build.build_engine(tiny_onnx, tmp_path / "b.engine", "fp32", echo=quiet)
+    notes: list[str] = []
+    tensorrt_build.build_engine(qdq_onnx, tmp_path / "c.engine", "int8", echo=notes.append)
+    assert ("network", 0) in trt.calls
+    assert not [c for c in trt.calls if c[0] == "flag"]
+    assert ("BuilderFlag", "FP16") not in trt.used and (
+        "Builder",
+        "platform_has_fast_fp16",
+    ) not in trt.used
+    assert any("strongly typed" in n for n in notes)
+    trt = StandIn("10.3.0").install(monkeypatch)
+    tensorrt_build.build_engine(qdq_onnx, tmp_path / "d.engine", "int8", echo=quiet)
+    assert ("flag", "FP16") in trt.calls and ("flag", "INT8") in trt.calls
+    assert ("calibration_profile",) not in trt.calls  # explicit: scales are in the graph
+
+
+def test_dla_builds_a_static_engine_and_names_gpu_layers(monkeypatch, qdq_onnx, tmp_path):
+    trt = StandIn("10.3.0", gpu_only_layers=("/pool/GlobalAveragePool",)).install(monkeypatch)
+    notes: list[str] = []
+    engine = tmp_path / "dla.engine"
+    tensorrt_build.build_engine(qdq_onnx, engine, "int8", dla_core=1, echo=notes.append)
+    assert ("shape", "input", (8, 3, 32, 32), (8, 3, 32, 32), (8, 3, 32, 32)) in trt.calls
+    assert ("device", "DLA") in trt.calls and ("dla_core", 1) in trt.calls
+    assert ("flag", "GPU_FB") in trt.calls
+    assert any("1 of 4 layers" in n and "/pool/GlobalAveragePool" in n for n in notes)
+    _, fields = read_sidecar(engine)
+    assert fields["dla_core"] == 1 and fields["batch"] == [8, 8, 8]
+    assert fields["dla_gpu_fallback_layers"] == ["/pool/GlobalAveragePool"]
+    assert (
+        "--useDLACore=1" in fields["trtexec"] and "--minShapes=input:8x3x32x32" in fields["trtexec"]
+    )
+    with pytest.raises(UserError, match="static batch"):
+        tensorrt_build.build_engine(qdq_onnx, engine, "int8", dla_core=1, batch=(1, 8, 32))
+    with pytest.raises(UserError, match="has 2 DLA core"):
+        tensorrt_build.build_engine(qdq_onnx, engine, "int8", dla_core=2, echo=quiet, force=True)
+
+
+def test_timing_cache_rejected_or_absent_never_loses_the_engine(monkeypatch, tiny_onnx, tmp_path):
+    timing = tmp_path / "timing.cache"
+    timing.write_bytes(b"from another GPU")
+    trt = StandIn("10.3.0", timing_cache_ok=False).install(monkeypatch)
+    notes: list[str] = []
+    engine = tmp_path / "a.engine"
+    tensorrt_build.build_engine(tiny_onnx, engine, "fp16", timing_cache=timing, echo=notes.append)
+    assert ("set_timing_cache", False, False) in trt.calls  # the file's cache: rejected
+    assert ("set_timing_cache", False, True) in trt.calls  # then a fresh one
+    assert any("rejected the timing cache" in n for n in notes)
+    assert timing.read_bytes() == b"timing-cache" and engine.read_bytes() == b"fake engine"
+    StandIn("10.3.0", timing_cache_back=False).install(monkeypatch)
+    timing.write_bytes(b"old")
+    notes.clear()
+    engine = tmp_path / "b.engine"
+    tensorrt_build.build_engine(tiny_onnx, engine, "fp16", timing_cache=timing, echo=notes.append)
+    assert engine.read_bytes() == b"fake engine" and timing.read_bytes() == b"old"
+    assert any("no timing cache" in n for n in notes)
+
+
+def test_parse_and_build_failures_are_user_errors(monkeypatch, tiny_onnx, tmp_path):
+    StandIn("8.6.1", parse_ok=False).install(monkeypatch)
+    with pytest.raises(UserError, match="cannot parse .*unsupported attribute"):
+        tensorrt_build.build_engine(tiny_onnx, tmp_path / "a.engine", "fp32", echo=quiet)
+    StandIn("8.6.1", build_ok=False).install(monkeypatch)
+    with pytest.raises(UserError, match="failed to build"):
+        tensorrt_build.build_engine(tiny_onnx, tmp_path / "b.engine", "fp32", echo=quiet)
+    assert not (tmp_path / "b.engine").exists()
+
+
+def test_implicit_int8_from_images_and_from_cache(monkeypatch, tiny_onnx, tmp_path):
+    trt = StandIn("8.5.2").install(monkeypatch)
     manifest = write_phantoms(tmp_path / "data", {"train": 5})
     rows = read_manifest(manifest, "train")
     engine = tmp_path / "i8.engine"
-    tensorrt_build.build_engine(
-        tiny_onnx, engine, "int8", calib_rows=rows, dla_core=1, echo=lambda s: None
-    )
-    assert ("flag", "INT8") in fake.calls and ("calibration_profile",) in fake.calls
-    assert fake.batches == [(8, 3, 32, 32)] * (20 // 8)
-    assert ("flag", "GPU_FB") in fake.calls and ("device", "DLA") in fake.calls
+    tensorrt_build.build_engine(tiny_onnx, engine, "int8", calib_rows=rows, dla_core=1, echo=quiet)
+    assert ("flag", "INT8") in trt.calls and ("calibration_profile",) in trt.calls
+    assert trt.batches == [(8, 3, 32, 32)] * (20 // 8)
+    assert ("flag", "GPU_FB") in trt.calls and ("device", "DLA") in trt.calls
     assert (tmp_path / "i8.engine.calib.cache").is_file()
-    with pytest.raises(UserError, match="has 2 DLA core"):
-        tensorrt_build.build_engine(
-            tiny_onnx, engine, "int8", calib_rows=rows, dla_core=2, echo=lambda s: None
-        )
     cache = calib_cache.write(tmp_path / "c.cache", {"input": 1 / 127}, calib_cache.header("8.6.1"))
-    fake = fake_trt("10.3.0")
-    notes = []
+    trt = StandIn("10.3.0").install(monkeypatch)
+    notes: list[str] = []
     tensorrt_build.build_engine(
         tiny_onnx, tmp_path / "c.engine", "int8", calib_cache_path=cache, echo=notes.append
     )
     # the cache is handed over under the running TensorRT's own header
-    assert ("cache_used", "TRT-100300-EntropyCalibration2") in fake.calls
+    assert ("cache_used", "TRT-100300-EntropyCalibration2") in trt.calls
     assert any("deprecated in TensorRT 10.3.0" in n for n in notes)
-    fake_trt("11.0.0")
+    StandIn("11.0.0").install(monkeypatch)
     with pytest.raises(UserError, match="no implicit INT8 calibration"):
         tensorrt_build.build_engine(
             tiny_onnx, tmp_path / "d.engine", "int8", calib_cache_path=cache, echo=notes.append
         )
+
+
+def test_build_engine_with_only_the_jetson_extras(tmp_path):
+    """What setup.sh and the Dockerfile install (`.[runtime,jetson]`, no TensorRT on this
+    machine) is enough for build-engine to read the ONNX, print the trtexec line, and fail
+    only for the missing TensorRT."""
+    import subprocess
+
+    from runtime_models import make_onnx
+
+    onnx = make_onnx(tmp_path / "m.onnx")
+    helper = Path(__file__).parent / "only_extras.py"
+    cmd = [sys.executable, str(helper), "runtime,jetson", "--", "build-engine", "--onnx", str(onnx)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "trtexec --onnx=" in done.stdout and "--fp16" in done.stdout
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("REFUSED")]
+    assert len(errors) == 1 and "tensorrt is not installed" in errors[0], done.stderr
+    refused = done.stderr.splitlines()[-1]
+    assert "torch" not in refused and "onnx'" not in refused, refused  # nothing else missing

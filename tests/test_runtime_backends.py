@@ -1,25 +1,25 @@
 """Backends: one contract (card, predict -> probabilities, timing, lifecycle) for every kind.
 
 TensorRT cannot run on this CPU machine, so its buffer and API logic is exercised against
-small stand-ins for ``tensorrt`` and ``pycuda.driver`` that implement both the 8.5/8.6 binding
-API and the 10.x tensor API with a numpy "engine"; the real thing runs under the tensorrt mark.
+the recording stand-in of ``tests/trt_standin.py`` (named I/O tensors, a numpy "engine"); the
+names it records are checked against NVIDIA's real bindings by test_tensorrt_real_bindings.py,
+and the real thing runs under the tensorrt mark.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 from runtime_models import BLUE, CLASSES, GREEN, RED, make_onnx, solid
+from trt_standin import StandIn, device_memory_in_use
 
 from wbc_edge.errors import UserError
 from wbc_edge.runtime.backends import Backend, backend_kind, load_backend, softmax
 from wbc_edge.runtime.backends.onnxruntime import choose_providers
-from wbc_edge.runtime.backends.tensorrt import io_api
 from wbc_edge.runtime.card import ModelCard, Preprocess, write_sidecar
 
 
@@ -101,179 +101,18 @@ def test_torch_checkpoint_backend_matches_its_onnx_export(tmp_path):
 # -- TensorRT against stand-ins ------------------------------------------------------------
 
 
-class _Memory:
-    """Device memory: addresses index a registry, as real device pointers would."""
-
-    registry: dict[int, bytearray] = {}
-
-    def __init__(self, nbytes: int) -> None:
-        self.address = 0x1000 * (len(self.registry) + 1)
-        self.registry[self.address] = bytearray(nbytes)
-
-    def __int__(self) -> int:
-        return self.address
-
-    def free(self) -> None:
-        self.registry.pop(self.address)
+def _standin(monkeypatch, version: str, dynamic: bool = True, output: str = "probs") -> StandIn:
+    spec = {"size": 32, "classes": CLASSES, "max_batch": 4, "dynamic": dynamic, "output": output}
+    return StandIn(version, engine=spec).install(monkeypatch)
 
 
-def _fake_pycuda(log: list) -> types.ModuleType:
-    cuda = types.ModuleType("pycuda.driver")
-
-    class Context:
-        def push(self):
-            log.append("push")
-
-        def pop(self):
-            log.append("pop")
-
-        def detach(self):
-            log.append("detach")
-
-    class Device:
-        def __init__(self, i):
-            pass
-
-        def retain_primary_context(self):
-            return Context()
-
-    class Stream:
-        handle = 7
-
-        def synchronize(self):
-            log.append("sync")
-
-    def htod(dev, host, stream):
-        assert stream.handle == 7
-        _Memory.registry[int(dev)][: host.nbytes] = host.tobytes()
-        log.append(("htod", host.shape[0]))
-
-    def dtoh(host, dev, stream):
-        data = bytes(_Memory.registry[int(dev)][: host.nbytes])
-        host[...] = np.frombuffer(data, host.dtype).reshape(host.shape)
-        log.append(("dtoh", host.shape[0]))
-
-    cuda.init = lambda: None
-    cuda.Device, cuda.Stream = Device, Stream
-    cuda.pagelocked_empty = lambda shape, dtype: np.zeros(shape, dtype)
-    cuda.mem_alloc = _Memory
-    cuda.memcpy_htod_async, cuda.memcpy_dtoh_async = htod, dtoh
-    return cuda
-
-
-def _fake_tensorrt(version: str, spec: dict) -> types.ModuleType:
-    """An engine computing logits = gain * channel means (the colour model), max batch 4."""
-    trt = types.ModuleType("tensorrt")
-    trt.__version__ = version
-    trt.TensorIOMode = types.SimpleNamespace(INPUT="in", OUTPUT="out")
-    trt.nptype = lambda dtype: dtype
-
-    class Logger:
-        WARNING = 2
-
-        def __init__(self, level):
-            pass
-
-    size, n, max_batch = spec["size"], len(spec["classes"]), spec["max_batch"]
-    batch_dim = -1 if spec["dynamic"] else max_batch
-    names = ["input", spec["output"]]
-    shapes = {"input": (batch_dim, 3, size, size), spec["output"]: (batch_dim, n)}
-
-    class Context:
-        def __init__(self):
-            self.shape = None if spec["dynamic"] else shapes["input"]
-            self.addresses = {}
-
-        def _set(self, shape):
-            assert spec["dynamic"] or shape[0] == max_batch, "static engines take max batch"
-            assert 1 <= shape[0] <= max_batch
-            self.shape = tuple(shape)
-
-        def _out_shape(self):
-            return (self.shape[0], n)
-
-        def _run(self):
-            x = np.frombuffer(bytes(_Memory.registry[self.addresses["input"]]), np.float32)
-            x = x[: int(np.prod(self.shape))].reshape(self.shape)
-            logits = 4.0 * x.mean(axis=(2, 3))[:, :n]
-            out = softmax(logits) if spec["output"] == "probs" else logits
-            _Memory.registry[self.addresses[spec["output"]]][: out.nbytes] = out.tobytes()
-            return True
-
-        # TensorRT 10
-        def set_input_shape(self, name, shape):
-            self._set(shape)
-
-        def get_tensor_shape(self, name):
-            return self._out_shape()
-
-        def set_tensor_address(self, name, address):
-            self.addresses[name] = address
-
-        def execute_async_v3(self, stream_handle):
-            return self._run()
-
-        # TensorRT 8.5 / 8.6
-        def set_binding_shape(self, index, shape):
-            self._set(shape)
-
-        def get_binding_shape(self, index):
-            return self._out_shape()
-
-        def execute_async_v2(self, bindings, stream_handle):
-            self.addresses = dict(zip(names, bindings, strict=True))
-            return self._run()
-
-    class Engine:
-        def create_execution_context(self):
-            return Context()
-
-    engine = Engine()
-    if version.startswith("10"):
-        engine.num_io_tensors = 2
-        engine.get_tensor_name = names.__getitem__
-        engine.get_tensor_mode = lambda nm: "in" if nm == "input" else "out"
-        engine.get_tensor_shape = shapes.__getitem__
-        engine.get_tensor_dtype = lambda nm: np.float32
-        engine.get_tensor_profile_shape = lambda nm, p: [
-            (1, 3, size, size),
-            (max_batch, 3, size, size),
-            (max_batch, 3, size, size),
-        ]
-    else:
-        engine.num_bindings = 2
-        engine.get_binding_name = names.__getitem__
-        engine.binding_is_input = lambda i: i == 0
-        engine.get_binding_shape = lambda i: shapes[names[i]]
-        engine.get_binding_dtype = lambda i: np.float32
-        engine.get_profile_shape = lambda p, i: [
-            (1, 3, size, size),
-            (max_batch, 3, size, size),
-            (max_batch, 3, size, size),
-        ]
-
-    class Runtime:
-        def __init__(self, logger):
-            pass
-
-        def deserialize_cuda_engine(self, data):
-            return engine if data == b"ENGINE" else None
-
-    trt.Logger, trt.Runtime = Logger, Runtime
-    return trt
-
-
-@pytest.mark.parametrize("version", ["8.5.2.2", "8.6.1", "10.3.0"])
+@pytest.mark.parametrize("version", ["8.5.2.2", "8.6.1", "10.3.0", "11.4.0.106"])
 @pytest.mark.parametrize("dynamic", [True, False])
 @pytest.mark.parametrize("output", ["probs", "logits"])
-def test_tensorrt_backend_both_io_apis(tmp_path, monkeypatch, version, dynamic, output):
-    spec = {"size": 32, "classes": CLASSES, "max_batch": 4, "dynamic": dynamic, "output": output}
-    log: list = []
-    pycuda = types.ModuleType("pycuda")
-    pycuda.driver = _fake_pycuda(log)
-    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
-    monkeypatch.setitem(sys.modules, "pycuda.driver", pycuda.driver)
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(version, spec))
+def test_tensorrt_backend_one_io_path(tmp_path, monkeypatch, version, dynamic, output):
+    """Named I/O tensors on every supported version (8.5 added them, 10 removed bindings)."""
+    trt = _standin(monkeypatch, version, dynamic, output)
+    in_use = device_memory_in_use()  # other tests' calibrators may hold stand-in buffers
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"ENGINE")
     write_sidecar(engine, ModelCard("colour", CLASSES, Preprocess(32)), tensorrt_version=version)
@@ -281,11 +120,24 @@ def test_tensorrt_backend_both_io_apis(tmp_path, monkeypatch, version, dynamic, 
     assert backend.name == "tensorrt" and backend.max_batch == 4
     probs = check_contract(backend)  # 5 images: two chunks for a max batch of 4
     assert probs.argmax(1).tolist() == EXPECTED
-    copies = [e[1] for e in log if isinstance(e, tuple) and e[0] == "htod"]
+    copies = [e[1] for e in trt.log if isinstance(e, tuple) and e[0] == "htod"]
     assert copies == ([4, 1] if dynamic else [4, 4])  # dynamic engines copy only real rows
-    assert log.count("push") == log.count("pop")  # every call leaves the context as found
+    assert trt.log.count("push") == trt.log.count("pop")  # every call leaves the context as found
+    assert ("deserialize", None) in trt.calls  # a GPU engine: no DLA core set
     backend.close()
-    assert "detach" in log and not _Memory.registry
+    assert "detach" in trt.log and device_memory_in_use() == in_use
+    assert not any(name.startswith(("num_bindings", "get_binding")) for _, name in trt.used)
+
+
+def test_tensorrt_dla_engine_deserializes_onto_its_core(tmp_path, monkeypatch):
+    trt = _standin(monkeypatch, "10.3.0", dynamic=False)
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"ENGINE")
+    card = ModelCard("colour", CLASSES, Preprocess(32))
+    write_sidecar(engine, card, tensorrt_version="10.3.0", dla_core=1)
+    with load_backend(engine) as backend:
+        check_contract(backend)
+    assert ("deserialize", 1) in trt.calls and ("Runtime", "DLA_core") in trt.used
 
 
 @pytest.mark.parametrize("version", ["8.6.1", "10.3.0"])
@@ -313,24 +165,21 @@ def test_tensorrt_backend_applies_the_sidecar_temperature(tmp_path, monkeypatch,
 
 
 def test_tensorrt_version_gate_and_stale_engines(tmp_path, monkeypatch):
-    assert io_api("10.3.0") == "tensor" and io_api("8.6.1") == "bindings"
-    assert io_api("8.5.2.2") == "bindings"
-    with pytest.raises(UserError, match="TensorRT 8.4.1 is too old"):
-        io_api("8.4.1")
-    spec = {"size": 32, "classes": CLASSES, "max_batch": 4, "dynamic": True, "output": "probs"}
-    pycuda = types.ModuleType("pycuda")
-    pycuda.driver = _fake_pycuda([])
-    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
-    monkeypatch.setitem(sys.modules, "pycuda.driver", pycuda.driver)
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt("10.3.0", spec))
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"ENGINE")
+    card = ModelCard("colour", CLASSES, Preprocess(32))
+    _standin(monkeypatch, "8.4.1")
+    write_sidecar(engine, card, tensorrt_version="8.4.1")
+    with pytest.raises(UserError, match="TensorRT 8.4.1 is too old"):
+        load_backend(engine)
+    _standin(monkeypatch, "10.3.0")
+    Path(f"{engine}.json").unlink()
     with pytest.raises(UserError, match="no sidecar card"):
         load_backend(engine)
-    write_sidecar(engine, ModelCard("colour", CLASSES, Preprocess(32)), tensorrt_version="8.6.1")
+    write_sidecar(engine, card, tensorrt_version="8.6.1")
     with pytest.raises(UserError, match="built with TensorRT 8.6.1 but 10.3.0"):
         load_backend(engine)
-    write_sidecar(engine, ModelCard("colour", CLASSES, Preprocess(32)), tensorrt_version="10.3.1")
+    write_sidecar(engine, card, tensorrt_version="10.3.1")
     engine.write_bytes(b"OTHER GPU")
     with pytest.raises(UserError, match="cannot deserialize"):
         load_backend(engine)
@@ -342,7 +191,8 @@ def test_tensorrt_missing_is_one_line_naming_the_extra(tmp_path, monkeypatch):
     engine.write_bytes(b"ENGINE")
     write_sidecar(engine, ModelCard("colour", CLASSES, Preprocess(32)))
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import fails
-    with pytest.raises(UserError, match=r"wbc-edge\[jetson\]"):
+    # no extra brings TensorRT: the message names what does
+    with pytest.raises(UserError, match=r"comes with JetPack.*pip install tensorrt-cu12"):
         load_backend(engine)
 
 

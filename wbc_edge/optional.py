@@ -24,6 +24,19 @@ EXTRA_FOR = {
 }
 
 
+class MissingTensorRTError(MissingExtraError):
+    """TensorRT is not a pip dependency of any extra: JetPack or NVIDIA's wheel provides it."""
+
+    def __init__(self) -> None:
+        super().__init__("tensorrt", "jetson")
+        self.args = (
+            "tensorrt is not installed, and no wbc-edge extra can install it: on a Jetson it "
+            "comes with JetPack (`sudo apt install nvidia-jetpack`, seen from a venv made with "
+            "--system-site-packages; jetson/setup.sh does both), on a PC with an NVIDIA GPU it "
+            "is NVIDIA's wheel (`pip install tensorrt-cu12`)",
+        )
+
+
 def require(module: str) -> ModuleType:
     """Import ``module`` or raise a one-line MissingExtraError naming the extra that brings it."""
     try:
@@ -32,8 +45,5 @@ def require(module: str) -> ModuleType:
         root = module.split(".")[0]
         extra = EXTRA_FOR.get(module, EXTRA_FOR.get(root, "dev"))
         if root == "tensorrt":
-            raise MissingExtraError(
-                "tensorrt (it comes with JetPack on a Jetson, or NVIDIA's tensorrt wheel on a PC)",
-                extra,
-            ) from exc
+            raise MissingTensorRTError() from exc
         raise MissingExtraError(root, extra) from exc

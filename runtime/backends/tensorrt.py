@@ -1,14 +1,15 @@
-"""TensorRT engine backend (Jetson and NVIDIA GPUs), TensorRT 8.5 to 10.x.
+"""TensorRT engine backend (Jetson and NVIDIA GPUs), TensorRT 8.5 to 11.x.
 
-TensorRT 8.5/8.6 (JetPack 5.1/6.0) address I/O by binding index (``execute_async_v2``);
-TensorRT 10 (JetPack 6.1+) removed bindings and names I/O tensors (``num_io_tensors``,
-``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``). :func:`io_api` is the one
-place that picks between them; the two small ``_*IO`` classes hide the difference from the rest.
+One I/O code path for every supported version: named I/O tensors (``num_io_tensors``,
+``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``), which TensorRT 8.5 added and
+10 made the only API (binding indices were deprecated in 8.5 and removed in 10). What else
+differs between versions is decided in :mod:`wbc_edge.runtime.tensorrt_versions`.
 
 Buffers are allocated once for the engine's largest batch: pinned host memory (so copies can be
 asynchronous) and device memory, one CUDA stream, host->device copy, execute, device->host copy,
 one synchronise per batch. The card comes from the sidecar ``<engine>.json`` that
-``build-engine`` writes, because an engine file cannot carry metadata.
+``build-engine`` writes, because an engine file cannot carry metadata; the sidecar also names
+the DLA core a DLA engine was built for, which the runtime must be told before deserializing.
 """
 
 from __future__ import annotations
@@ -23,38 +24,23 @@ from wbc_edge.errors import UserError
 from wbc_edge.optional import require
 from wbc_edge.runtime.backends import BackendBase, output_to_read, softmax
 from wbc_edge.runtime.card import read_sidecar
-
-
-def _version_tuple(version: str) -> tuple[int, int]:
-    major, minor = (version.split(".") + ["0"])[:2]
-    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
-
-
-def io_api(version: str) -> str:
-    """``"tensor"`` (named I/O tensors) for TensorRT >= 10, ``"bindings"`` for 8.5/8.6."""
-    v = _version_tuple(version)
-    if v >= (10, 0):
-        return "tensor"
-    if v >= (8, 5):
-        return "bindings"
-    raise UserError(f"TensorRT {version} is too old: wbc-edge needs 8.5 or newer (JetPack 5.1+)")
+from wbc_edge.runtime.tensorrt_versions import features, same_engine_series
 
 
 @dataclass
 class _Tensor:
     name: str
-    index: int
     is_input: bool
     dtype: np.dtype
     max_shape: tuple[int, ...]  # largest shape the engine accepts (batch at its profile max)
 
 
 class _TensorIO:
-    """TensorRT 10 named-tensor API."""
+    """The engine's I/O tensors by name (TensorRT >= 8.5)."""
 
     def __init__(self, trt: Any, engine: Any, context: Any) -> None:
         self.engine, self.context = engine, context
-        self.tensors = []
+        self.tensors: list[_Tensor] = []
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
             is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
@@ -62,7 +48,7 @@ class _TensorIO:
             if is_input and shape[0] == -1:
                 shape = tuple(engine.get_tensor_profile_shape(name, 0)[2])
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
-            self.tensors.append(_Tensor(name, i, is_input, dtype, shape))
+            self.tensors.append(_Tensor(name, is_input, dtype, shape))
 
     def dynamic_batch(self, t: _Tensor) -> bool:
         return self.engine.get_tensor_shape(t.name)[0] == -1
@@ -80,35 +66,6 @@ class _TensorIO:
             raise RuntimeError("TensorRT execute_async_v3 failed")
 
 
-class _BindingIO:
-    """TensorRT 8.5/8.6 binding-index API."""
-
-    def __init__(self, trt: Any, engine: Any, context: Any) -> None:
-        self.engine, self.context = engine, context
-        self.tensors = []
-        for i in range(engine.num_bindings):
-            is_input = engine.binding_is_input(i)
-            shape = tuple(engine.get_binding_shape(i))
-            if is_input and shape[0] == -1:
-                shape = tuple(engine.get_profile_shape(0, i)[2])
-            dtype = np.dtype(trt.nptype(engine.get_binding_dtype(i)))
-            self.tensors.append(_Tensor(engine.get_binding_name(i), i, is_input, dtype, shape))
-
-    def dynamic_batch(self, t: _Tensor) -> bool:
-        return self.engine.get_binding_shape(t.index)[0] == -1
-
-    def set_input_shape(self, t: _Tensor, shape: tuple[int, ...]) -> None:
-        if self.dynamic_batch(t):  # static bindings refuse a shape change
-            self.context.set_binding_shape(t.index, shape)
-
-    def output_shape(self, t: _Tensor) -> tuple[int, ...]:
-        return tuple(self.context.get_binding_shape(t.index))
-
-    def execute(self, stream: Any, addresses: list[int]) -> None:
-        if not self.context.execute_async_v2(bindings=addresses, stream_handle=stream.handle):
-            raise RuntimeError("TensorRT execute_async_v2 failed")
-
-
 class TensorRTBackend(BackendBase):
     name = "tensorrt"
 
@@ -119,10 +76,10 @@ class TensorRTBackend(BackendBase):
         trt = require("tensorrt")
         cuda = require("pycuda.driver")
         self.version = trt.__version__
-        api = io_api(self.version)
+        features(self.version)  # refuses a TensorRT older than 8.5
         # build-engine records the version it built with; a mismatch cannot deserialize.
         built_with = self.build_info.get("tensorrt_version")
-        if built_with and _version_tuple(str(built_with)) != _version_tuple(self.version):
+        if built_with and not same_engine_series(str(built_with), self.version):
             raise UserError(
                 f"{self.path} was built with TensorRT {built_with} but {self.version} is "
                 "installed: rebuild it on this device with `wbc-edge build-engine`"
@@ -135,6 +92,9 @@ class TensorRTBackend(BackendBase):
         try:
             self._trt_logger = trt.Logger(trt.Logger.WARNING)
             self._runtime = trt.Runtime(self._trt_logger)
+            dla_core = self.build_info.get("dla_core")
+            if dla_core is not None:  # a DLA engine deserializes only onto its own core
+                self._runtime.DLA_core = int(dla_core)
             engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
             if engine is None:
                 raise UserError(
@@ -143,8 +103,7 @@ class TensorRTBackend(BackendBase):
                 )
             self._engine = engine
             self._context = engine.create_execution_context()
-            io_class = _TensorIO if api == "tensor" else _BindingIO
-            self._io = io_class(trt, engine, self._context)
+            self._io = _TensorIO(trt, engine, self._context)
             self._setup_buffers(cuda)
         finally:
             self._ctx.pop()
