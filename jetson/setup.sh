@@ -6,10 +6,15 @@
 # Safe to run again: every step checks what is already there. See jetson/README.md.
 #
 # Usage: sudo jetson/setup.sh [--dry-run] [--venv DIR] [--cpu-only] [--service]
+#                              [--lab-user NAME]
+#   --service        also install the systemd unit, its user and every folder it uses
+#   --lab-user NAME  who may drop images and models and read results (group wbc-edge);
+#                    default: the user who ran sudo
 #
 # Environment (for tests and unusual layouts):
 #   WBC_EDGE_ROOT    root the release is read from (default /): /etc/nv_tegra_release and the
 #                    dpkg database under it; tests point it at a fake tree.
+#   WBC_EDGE_ARCH    machine architecture (default: uname -m); a Jetson is aarch64.
 #   WBC_EDGE_VENV    where the venv goes (default /opt/wbc-edge/venv; --venv wins).
 #   WBC_EDGE_PYTHON  interpreter the venv is made from (default: the release's Python).
 #
@@ -24,6 +29,10 @@ VENV="${WBC_EDGE_VENV:-/opt/wbc-edge/venv}"
 PYTHON="${WBC_EDGE_PYTHON:-}"
 CUDA_HOME_DIR="/usr/local/cuda"
 SERVICE_USER="wbc-edge"
+STATE_DIR="/var/lib/wbc-edge"
+ENV_DST="/etc/wbc-edge/wbc-edge.env"
+LAB_USER="${SUDO_USER:-}"
+ARCH="${WBC_EDGE_ARCH:-$(uname -m)}"
 DRY_RUN=0
 CPU_ONLY=0
 SERVICE=0
@@ -38,7 +47,7 @@ die() {
 }
 
 usage() {
-  sed -n '8,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '8,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 # Run a command, or only print it under --dry-run (quoted so it can be pasted into a shell).
@@ -62,6 +71,11 @@ while [ $# -gt 0 ]; do
       VENV="$2"
       shift
       ;;
+    --lab-user)
+      [ $# -ge 2 ] || die 2 "--lab-user needs a user name"
+      LAB_USER="$2"
+      shift
+      ;;
     -h | --help)
       usage
       exit 0
@@ -72,6 +86,12 @@ while [ $# -gt 0 ]; do
 done
 
 # --- 1. Which L4T release is this? -------------------------------------------------------------
+# Every Jetson is aarch64; an x86 PC with a copied release file is not one.
+if [ "$ARCH" != "aarch64" ]; then
+  die 3 "not a Jetson: this machine is $ARCH (Jetsons are aarch64). setup.sh is for Jetson" \
+    "devices flashed with JetPack 5.1 or 6.x; on a PC install with" \
+    "\`pip install 'wbc-edge[runtime]'\` instead."
+fi
 # Two witnesses: the release file L4T writes at flash time and the nvidia-l4t-core package that
 # apt upgrades. They agree on a healthy system; when they do not, the package is the truth.
 RELEASE_FILE="$ROOT/etc/nv_tegra_release"
@@ -115,9 +135,11 @@ SUPPORTED="supported: JetPack 5.1.x (L4T R35.2-R35.6, TensorRT 8.5, CPU-only), J
 SUPPORTED+=" (R36.2/R36.3, TensorRT 8.6), JetPack 6.1/6.2 (R36.4, TensorRT 10.3)"
 case "$L4T_MAJOR.$L4T_MINOR" in
   35.2 | 35.3 | 35.4 | 35.5 | 35.6)
-    # R35.2 = 5.1, R35.3 = 5.1.1, ... R35.6 = 5.1.4
+    # R35.2 = 5.1, R35.3 = 5.1.1, R35.4 = 5.1.2, R35.5 = 5.1.3, R35.6.0 = 5.1.4,
+    # R35.6.1 and R35.6.2 = 5.1.5
     JETPACK="5.1"
     [ "$L4T_MINOR" -eq 2 ] || JETPACK="5.1.$((L4T_MINOR - 2))"
+    if [ "$L4T_MINOR" -eq 6 ] && [ "$L4T_PATCH" -ge 1 ]; then JETPACK="5.1.5"; fi
     TRT="8.5"
     CUDA="11.4"
     SYS_PY="3.8"
@@ -135,9 +157,13 @@ case "$L4T_MAJOR.$L4T_MINOR" in
     SYS_PY="3.10"
     ;;
   36.4)
+    # R36.4.0 = 6.1, R36.4.2 = 6.1.1, R36.4.3 = 6.2, R36.4.4 and R36.4.7 = 6.2.1
     case "$L4T_PATCH" in
-      0 | 1 | 2) JETPACK="6.1" ;;
-      *) JETPACK="6.2" ;;
+      0 | 1) JETPACK="6.1" ;;
+      2) JETPACK="6.1.1" ;;
+      3) JETPACK="6.2" ;;
+      4 | 7) JETPACK="6.2.1" ;;
+      *) JETPACK="6.2.x" ;;
     esac
     TRT="10.3"
     CUDA="12.6"
@@ -283,13 +309,19 @@ else
 fi
 
 # --- 8. Optional: the systemd service ------------------------------------------------------------
+# Every folder the unit and the env file name is made here, owned by the service user and its
+# group: the lab user joins that group to drop images (incoming) and engines (models) and to
+# read results (the unit's UMask=0027 leaves them group-readable). The setgid bit keeps files
+# that others put there in the group.
+env_value() { sed -n "s/^$1=//p" "$2" | tail -n 1; }
+
 if [ "$SERVICE" -eq 1 ]; then
   if id -u "$SERVICE_USER" >/dev/null 2>&1; then
     say "user $SERVICE_USER exists"
   else
     groups="video"
     if getent group render >/dev/null 2>&1; then groups="video,render"; fi
-    run useradd --system --user-group --home-dir /var/lib/wbc-edge --shell /usr/sbin/nologin \
+    run useradd --system --user-group --home-dir "$STATE_DIR" --shell /usr/sbin/nologin \
       --groups "$groups" "$SERVICE_USER"
   fi
   unit_src="$REPO_DIR/jetson/wbc-edge.service"
@@ -301,15 +333,44 @@ if [ "$SERVICE" -eq 1 ]; then
     chmod 0644 "$unit_dst"
   fi
   run install -d -m 0755 /etc/wbc-edge
-  if [ -e /etc/wbc-edge/wbc-edge.env ]; then
-    say "/etc/wbc-edge/wbc-edge.env exists; leaving your settings alone"
+  env_file="$REPO_DIR/jetson/wbc-edge.env.example"
+  if [ -e "$ENV_DST" ]; then
+    say "$ENV_DST exists; leaving your settings alone"
+    env_file="$ENV_DST"
   else
-    run install -m 0644 "$REPO_DIR/jetson/wbc-edge.env.example" /etc/wbc-edge/wbc-edge.env
+    run install -m 0644 "$env_file" "$ENV_DST"
+  fi
+
+  # The folders, read from the env file the service will use.
+  model="$(env_value WBC_EDGE_MODEL "$env_file")"
+  source_uri="$(env_value WBC_EDGE_SOURCE "$env_file")"
+  run_args="$(env_value WBC_EDGE_ARGS "$env_file")"
+  out_re='--out[= ]([^ ]+)'
+  results=""
+  if [[ "$run_args" =~ $out_re ]]; then results="${BASH_REMATCH[1]}"; fi
+  [ -n "$results" ] || die 5 "$env_file: WBC_EDGE_ARGS has no --out FOLDER for the results"
+  case "$results" in /*) ;; *) results="$STATE_DIR/$results" ;; esac
+  folders=("0750 $STATE_DIR" "2770 $(dirname "$model")" "2750 $results")
+  case "$source_uri" in
+    /dev/*) ;;                               # a camera node, not a folder
+    /*) folders+=("2770 ${source_uri%/}") ;; # a watched folder
+  esac
+  for entry in "${folders[@]}"; do
+    run install -d -o "$SERVICE_USER" -g "$SERVICE_USER" -m "${entry%% *}" "${entry#* }"
+  done
+  if [ -n "$LAB_USER" ] && [ "$LAB_USER" != root ]; then
+    run usermod -a -G "$SERVICE_USER" "$LAB_USER"
+    say "lab user $LAB_USER is in group $SERVICE_USER (log out and in again for it to apply)"
+  else
+    warn "no lab user (run with sudo from your account, or pass --lab-user NAME): only root" \
+      "can read the results until someone is added with: sudo usermod -a -G $SERVICE_USER NAME"
   fi
   run systemctl daemon-reload
 fi
 
 # --- 9. Next steps -------------------------------------------------------------------------------
+engine="student.int8.engine"
+[ "$SERVICE" -eq 0 ] || engine="$model" # where the service's env file expects it
 done_word="is set up"
 [ "$DRY_RUN" -eq 0 ] || done_word="would be set up (dry run: nothing was changed)"
 cat <<EOF
@@ -325,16 +386,16 @@ EOF
 else
   cat <<EOF
   2. Build the engine here (engines are tied to this GPU and TensorRT $TRT):
-       $VENV/bin/wbc-edge build-engine --onnx student.int8.onnx --out student.engine
+       $VENV/bin/wbc-edge build-engine --onnx student.int8.onnx --out $engine
   3. Max the clocks for stable numbers, then run and measure:
        sudo nvpmodel -q; sudo jetson_clocks
-       $VENV/bin/wbc-edge run csi://0 --model student.engine
-       $VENV/bin/wbc-edge bench --student student.engine --teacher teacher.onnx
+       $VENV/bin/wbc-edge run csi://0 --model $engine --smear
+       $VENV/bin/wbc-edge bench --student $engine --teacher teacher.onnx
 EOF
 fi
 if [ "$SERVICE" -eq 1 ]; then
   cat <<EOF
-  Service: edit /etc/wbc-edge/wbc-edge.env, then
+  Service: check $ENV_DST (model, source, options), then
        sudo systemctl enable --now wbc-edge && journalctl -u wbc-edge -f
 EOF
 fi

@@ -7,6 +7,7 @@ setup.sh reads the release from under $WBC_EDGE_ROOT, so each test lays out a fa
 from __future__ import annotations
 
 import configparser
+import json
 import os
 import re
 import shutil
@@ -32,12 +33,22 @@ RELEASE_LINES = {
 }
 
 
+def release_line(release: str) -> str:
+    if release in RELEASE_LINES:
+        return RELEASE_LINES[release]
+    major, minor, patch = release.split(".")
+    return (
+        f"# R{major} (release), REVISION: {minor}.{patch}, GCID: 1, BOARD: generic, "
+        "EABI: aarch64, DATE: Mon Jan  1 00:00:00 UTC 2026"
+    )
+
+
 def fake_root(tmp_path: Path, release: str | None, package: str | None = None) -> Path:
     """A fake filesystem root with an L4T release file and/or an nvidia-l4t-core package."""
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     if release is not None:
-        (root / "etc" / "nv_tegra_release").write_text(RELEASE_LINES[release] + "\n")
+        (root / "etc" / "nv_tegra_release").write_text(release_line(release) + "\n")
     if package is not None:
         dpkg = root / "var" / "lib" / "dpkg"
         dpkg.mkdir(parents=True)
@@ -49,9 +60,12 @@ def fake_root(tmp_path: Path, release: str | None, package: str | None = None) -
     return root
 
 
-def run_setup(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_setup(
+    root: Path, *args: str, arch: str = "aarch64", **env_extra: str
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WBC_EDGE_")}
-    env["WBC_EDGE_ROOT"] = str(root)
+    env.pop("SUDO_USER", None)
+    env.update(WBC_EDGE_ROOT=str(root), WBC_EDGE_ARCH=arch, **env_extra)
     return subprocess.run(
         ["bash", str(SETUP), "--dry-run", *args],
         capture_output=True,
@@ -126,6 +140,34 @@ def test_setup_refuses_non_jetson(tmp_path: Path) -> None:
     assert res.stdout == ""
 
 
+@pytest.mark.parametrize(
+    ("release", "jetpack"),
+    [
+        ("35.5.0", "5.1.3"),
+        ("35.6.0", "5.1.4"),
+        ("35.6.1", "5.1.5"),
+        ("35.6.2", "5.1.5"),
+        ("36.4.0", "6.1"),
+        ("36.4.2", "6.1.1"),
+        ("36.4.3", "6.2"),
+        ("36.4.4", "6.2.1"),
+        ("36.4.7", "6.2.1"),
+    ],
+)
+def test_setup_names_the_jetpack_release(tmp_path: Path, release: str, jetpack: str) -> None:
+    res = run_setup(fake_root(tmp_path, release), "--cpu-only")
+    assert res.returncode == 0, res.stderr
+    assert f"L4T R{release} = JetPack {jetpack} (" in res.stdout
+
+
+def test_setup_refuses_a_pc_with_a_release_file(tmp_path: Path) -> None:
+    """A copied /etc/nv_tegra_release does not make an x86 PC a Jetson."""
+    res = run_setup(fake_root(tmp_path, "36.4.3"), arch="x86_64")
+    assert res.returncode == 3
+    assert "not a Jetson" in res.stderr and "x86_64" in res.stderr and "aarch64" in res.stderr
+    assert res.stdout == ""
+
+
 def test_setup_refuses_old_release(tmp_path: Path) -> None:
     res = run_setup(fake_root(tmp_path, "32.7.4"))
     assert res.returncode == 4
@@ -137,12 +179,63 @@ def test_setup_bad_option(tmp_path: Path) -> None:
     assert res.returncode == 2 and "unknown option --frobnicate" in res.stderr
 
 
+def _env_example() -> dict[str, str]:
+    text = (JETSON / "wbc-edge.env.example").read_text()
+    return dict(re.findall(r"^(\w+)=(.*)$", text, re.M))
+
+
+def folders_the_service_needs() -> set[str]:
+    """Every folder the unit and the env file name: the state and working folder, the model's
+    folder, a watched source folder and the results (--out)."""
+    svc = _unit()["Service"]
+    env = _env_example()
+    folders = {svc["WorkingDirectory"], f"/var/lib/{svc['StateDirectory']}"}
+    folders.add(str(Path(env["WBC_EDGE_MODEL"]).parent))
+    if env["WBC_EDGE_SOURCE"].startswith("/") and not env["WBC_EDGE_SOURCE"].startswith("/dev"):
+        folders.add(env["WBC_EDGE_SOURCE"].rstrip("/"))
+    out = re.search(r"--out[= ](\S+)", env["WBC_EDGE_ARGS"])
+    assert out, "the env example must name a results folder (--out)"
+    folders.add(out.group(1))
+    return folders
+
+
 def test_setup_service_plan(tmp_path: Path) -> None:
-    res = run_setup(fake_root(tmp_path, "36.4.3"), "--service", "--venv", str(tmp_path / "v"))
+    res = run_setup(
+        fake_root(tmp_path, "36.4.3"),
+        "--service",
+        "--venv",
+        str(tmp_path / "v"),
+        SUDO_USER="labtech",
+    )
     assert res.returncode == 0, res.stderr
     assert f"s#/opt/wbc-edge/venv#{tmp_path / 'v'}#g" in res.stdout
     assert "systemctl daemon-reload" in res.stdout
     assert "systemctl enable --now wbc-edge" in res.stdout
+    planned = dict(
+        (m.group(2), m.group(1))
+        for m in re.finditer(
+            r"^\+ install -d -o wbc-edge -g wbc-edge -m (\d+) (\S+)$", res.stdout, re.M
+        )
+    )
+    needed = folders_the_service_needs()
+    assert needed <= set(planned), f"setup.sh never makes {needed - set(planned)}"
+    env = _env_example()
+    results = re.search(r"--out[= ](\S+)", env["WBC_EDGE_ARGS"]).group(1)
+    assert planned[results] == "2750"  # group-readable, group kept on new files
+    assert planned[str(Path(env["WBC_EDGE_MODEL"]).parent)] == "2770"  # the lab user drops models
+    assert "+ usermod -a -G wbc-edge labtech" in res.stdout
+    # the next steps build the engine where the env file expects it
+    assert f"--out {env['WBC_EDGE_MODEL']}" in res.stdout
+
+
+def test_setup_service_without_a_lab_user_says_how_to_add_one(tmp_path: Path) -> None:
+    res = run_setup(fake_root(tmp_path, "36.4.3"), "--service", "--venv", str(tmp_path / "v"))
+    assert res.returncode == 0, res.stderr
+    assert "usermod -a -G wbc-edge NAME" in res.stderr and "+ usermod" not in res.stdout
+    res = run_setup(
+        fake_root(tmp_path / "b", "36.4.3"), "--service", "--lab-user", "ana", "--venv", "v"
+    )
+    assert "+ usermod -a -G wbc-edge ana" in res.stdout
 
 
 def test_setup_installing_needs_root(tmp_path: Path) -> None:
@@ -158,7 +251,7 @@ def test_setup_installing_needs_root(tmp_path: Path) -> None:
         root = fake_root(shared, "36.4.3")
         for p in [shared, *shared.rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)
-        env = {**os.environ, "WBC_EDGE_ROOT": str(root)}
+        env = {**os.environ, "WBC_EDGE_ROOT": str(root), "WBC_EDGE_ARCH": "aarch64"}
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
     finally:
         shutil.rmtree(shared)
@@ -204,6 +297,9 @@ def test_unit_sections_and_keys() -> None:
     assert used <= defined, f"ExecStart uses {used - defined} that the env example lacks"
     assert "video" in svc["SupplementaryGroups"].split()
     assert unit["Install"]["WantedBy"] == "multi-user.target"
+    # a configuration error (exit 2) stops the restarts; the journal has its one line
+    assert "2" in svc["RestartPreventExitStatus"].split()
+    assert svc["KillSignal"] == "SIGINT"  # the runtime drains on SIGINT
 
 
 def test_unit_hardening_keeps_devices() -> None:
@@ -291,5 +387,47 @@ def test_dockerfile_parses() -> None:
     copied = {args.split()[0] for w, args in ins if w == "COPY"}
     for folder in ("wbc_edge", "runtime", "kd", "export", "benchmarks", "pyproject.toml"):
         assert folder in copied
-    assert dict(ins)["ENTRYPOINT"] == '["wbc-edge"]'
     assert any(w == "USER" and a != "root" for w, a in ins)
+
+
+def test_dockerfile_runtime_behaviour() -> None:
+    """No GPU at build time, SIGINT on `docker stop`, a health check, /data checked."""
+    ins = _instructions((JETSON / "Dockerfile").read_text())
+    for word, args in ins:
+        if word == "RUN":  # a build without --runtime nvidia has no GPU: import nothing GPU
+            assert not re.search(r"import[^;\"]*\b(tensorrt|pycuda)\b", args), args
+    last = dict(ins)
+    assert last["STOPSIGNAL"] == "SIGINT"  # the runtime drains on SIGINT, as under systemd
+    assert "tensorrt" in last["HEALTHCHECK"] and "cuda.init()" in last["HEALTHCHECK"]
+    entry = json.loads(last["ENTRYPOINT"])
+    copied = {args.split()[-1]: args.split()[0] for w, args in ins if w == "COPY"}
+    script = REPO / copied[f"/usr/local/bin/{entry[0]}"]
+    assert "exec wbc-edge" in script.read_text()
+
+
+def test_docker_entrypoint_refuses_unwritable_data(tmp_path: Path) -> None:
+    script = JETSON / "docker-entrypoint.sh"
+    data = Path(tempfile.mkdtemp(prefix="wbc-edge-data-"))
+    try:
+        data.chmod(0o555)
+        cmd = ["sh", str(script), "--help"]
+        if os.geteuid() == 0:  # root may write anywhere: run as nobody
+            if shutil.which("setpriv") is None:
+                pytest.skip("running as root without setpriv: cannot test a read-only /data")
+            cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *cmd]
+        env = {**os.environ, "WBC_EDGE_DATA": str(data)}
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=30)
+    finally:
+        data.chmod(0o755)
+        shutil.rmtree(data)
+    assert res.returncode == 2
+    assert "not writable" in res.stderr and "chown" in res.stderr and "named volume" in res.stderr
+    # a writable /data: it becomes wbc-edge itself
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "wbc-edge"
+    fake.write_text('#!/bin/sh\necho "wbc-edge $*"\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "WBC_EDGE_DATA": str(tmp_path), "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    res = subprocess.run(["sh", str(script), "run", "x"], capture_output=True, text=True, env=env)
+    assert res.returncode == 0 and res.stdout == "wbc-edge run x\n"

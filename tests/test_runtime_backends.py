@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,22 @@ def test_provider_choice():
     assert choose_providers(["CPUExecutionProvider"], "auto") == ["CPUExecutionProvider"]
     with pytest.raises(UserError, match="no CUDA provider"):
         choose_providers(["CPUExecutionProvider"], "cuda")
+
+
+def test_gpu_hint_names_where_jetson_builds_come_from(monkeypatch):
+    from wbc_edge.runtime.backends import onnxruntime as ort_backend
+
+    assert "pypi.jetson-ai-lab" in ort_backend.gpu_install_hint("aarch64")
+    assert "CPU-only on aarch64" in ort_backend.gpu_install_hint("aarch64")
+    assert "jetson" not in ort_backend.gpu_install_hint("x86_64")
+    monkeypatch.setattr(ort_backend.platform, "machine", lambda: "aarch64")
+    with pytest.raises(UserError, match="Jetson AI Lab"):
+        choose_providers(["CPUExecutionProvider"], "cuda")
+
+
+def test_onnxruntime_reports_the_provider_it_got(tmp_path):
+    with load_backend(make_onnx(tmp_path / "m.onnx"), device="cpu") as model:
+        assert model.providers == ["CPUExecutionProvider"]
 
 
 def test_softmax_is_stable():
@@ -210,3 +227,26 @@ def test_tensorrt_engine_built_on_this_device_matches_onnxruntime(tmp_path):
         big = np.concatenate([colour_batch()] * 4)  # 20 images: three engine calls
         assert np.allclose(trt_model.predict(big), ort_model.predict(big), atol=1e-4)
     assert np.allclose(a, b, atol=1e-4)
+
+
+def test_cuda_requested_but_fallen_back_to_cpu_is_refused(tmp_path, monkeypatch):
+    """onnxruntime drops a GPU provider that cannot start without raising; --device cuda must
+    not then run on the CPU unnoticed."""
+    import onnxruntime as ort
+
+    from wbc_edge.runtime.backends import onnxruntime as ort_backend
+
+    class Session(ort.InferenceSession):
+        def __init__(self, path, options, providers):
+            super().__init__(path, options, providers=["CPUExecutionProvider"])
+
+    fake = types.SimpleNamespace(
+        get_available_providers=lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        SessionOptions=ort.SessionOptions,
+        GraphOptimizationLevel=ort.GraphOptimizationLevel,
+        InferenceSession=Session,
+    )
+    real = ort_backend.require
+    monkeypatch.setattr(ort_backend, "require", lambda m: fake if m == "onnxruntime" else real(m))
+    with pytest.raises(UserError, match="fell back to the CPU"):
+        load_backend(make_onnx(tmp_path / "m.onnx"), device="cuda")

@@ -2,11 +2,18 @@
 
 The card comes from the file's metadata, so an ``.onnx`` file is all a deployment needs. An
 export with a fixed batch dimension still accepts any batch: it is run in chunks of that size.
+The backend reports the providers the session really got (``providers``, most preferred first):
+onnxruntime falls back to the CPU without an error when a GPU provider cannot start.
+
+``onnxruntime`` and ``onnxruntime-gpu`` from PyPI have no CUDA provider on aarch64, so on a
+Jetson the GPU build comes from NVIDIA's Jetson AI Lab wheel index, the one jetson-containers
+installs from (:data:`JETSON_AI_LAB_INDEX`).
 """
 
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +25,20 @@ from wbc_edge.runtime.card import read_onnx_card
 
 # Most capable first; onnxruntime falls back along the list when one cannot start.
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+# JetPack 6 (CUDA 12.6); jetson-containers' PIP_INDEX_URL for JetPack 6.1/6.2.
+JETSON_AI_LAB_INDEX = "https://pypi.jetson-ai-lab.dev/jp6/cu126"
+
+
+def gpu_install_hint(machine: str | None = None) -> str:
+    """Where an onnxruntime with the CUDA provider comes from on this kind of machine."""
+    machine = machine or platform.machine()
+    if machine == "aarch64":
+        return (
+            "PyPI's onnxruntime wheels are CPU-only on aarch64; on a Jetson install NVIDIA's "
+            f"build: pip install onnxruntime-gpu --index-url {JETSON_AI_LAB_INDEX} "
+            "(Jetson AI Lab), or run a TensorRT engine (`wbc-edge build-engine`)"
+        )
+    return "install onnxruntime-gpu (and CUDA/cuDNN) or use --device cpu"
 
 
 def choose_providers(available: list[str], device: str) -> list[str]:
@@ -28,7 +49,7 @@ def choose_providers(available: list[str], device: str) -> list[str]:
     if device == "cuda" and not gpu:
         raise UserError(
             "--device cuda: this onnxruntime has no CUDA provider "
-            f"(it has {', '.join(available)}); install onnxruntime-gpu or use --device cpu"
+            f"(it has {', '.join(available)}): {gpu_install_hint()}"
         )
     return ([] if device == "cpu" else gpu) + ["CPUExecutionProvider"]
 
@@ -56,6 +77,12 @@ class OnnxRuntimeBackend(BackendBase):
         except Exception as exc:  # onnxruntime raises its own exception types
             raise UserError(f"{self.path}: onnxruntime cannot load it ({exc})") from exc
         self.providers = self.session.get_providers()
+        if device == "cuda" and not set(self.providers) & set(_GPU_PROVIDERS):
+            raise UserError(
+                f"{self.path}: --device cuda, but onnxruntime could not start its CUDA provider "
+                "and fell back to the CPU (CUDA or cuDNN libraries missing?); see its warnings "
+                "above, or use --device cpu"
+            )
         first = self.session.get_inputs()[0]
         self.input_name = first.name
         fixed = first.shape[0]
