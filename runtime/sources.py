@@ -28,7 +28,9 @@ import glob
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import numpy as np
 
@@ -83,6 +85,14 @@ class SourceOptions:
     # Files: hand over the checked bytes and let the pipeline's decode workers decode them at
     # the model's scale, in parallel (set by the pipeline; a plain capture() decodes in full).
     defer_decode: bool = False
+    # Cameras. USB (v4l2/camera): the pixel format asked for; "" prefers MJPEG, which UVC
+    # cameras deliver at high resolutions where raw YUYV cannot keep the frame rate; the
+    # format the camera really gave is ``fourcc_got``. CSI: nvvidconv's flip-method (0-7) and
+    # nvarguscamerasrc's sensor-mode (-1: the sensor's default for the size asked).
+    fourcc: str = ""
+    fourcc_got: str = ""
+    flip: int = 0
+    sensor_mode: int = -1
 
     def describe(self) -> str:
         parts = [f"source {self.uri!r}", f"kind={self.kind}", f"live={self.live}"]
@@ -94,6 +104,12 @@ class SourceOptions:
             parts.append(f"size={self.width}x{self.height}")
         if self.fps:
             parts.append(f"fps={self.fps:g}")
+        if self.fourcc_got or self.fourcc:
+            parts.append(f"format={self.fourcc_got or self.fourcc}")
+        if self.kind == "csi":
+            parts.append(f"flip-method={self.flip}")
+            if self.sensor_mode >= 0:
+                parts.append(f"sensor-mode={self.sensor_mode}")
         if self.live:
             limit = self.reconnect_tries or "unlimited"
             parts.append(
@@ -102,15 +118,87 @@ class SourceOptions:
         return ", ".join(parts)
 
 
-def csi_pipeline(sensor: int, width: int = 1280, height: int = 720, fps: float = 30) -> str:
+# nvvidconv's flip-method values by the names jetson-utils' --input-flip uses.
+FLIP_METHODS = {
+    "none": 0,
+    "counterclockwise": 1,
+    "rotate-180": 2,
+    "clockwise": 3,
+    "horizontal": 4,
+    "upper-right-diagonal": 5,
+    "vertical": 6,
+    "upper-left-diagonal": 7,
+}
+
+
+def gst_fraction(fps: float) -> str:
+    """A GStreamer framerate: 30 -> "30/1", 29.97 -> "2997/100" (not truncated to 29)."""
+    rate = Fraction(fps or 30).limit_denominator(1001)
+    return f"{rate.numerator}/{rate.denominator}"
+
+
+def csi_pipeline(
+    sensor: int,
+    width: int = 1280,
+    height: int = 720,
+    fps: float = 30,
+    flip: int = 0,
+    sensor_mode: int = -1,
+) -> str:
     """GStreamer pipeline for a Jetson CSI camera, ending in BGR frames for OpenCV."""
-    rate = int(fps or 30)
+    mode = f" sensor-mode={sensor_mode}" if sensor_mode >= 0 else ""
     return (
-        f"nvarguscamerasrc sensor-id={sensor} ! "
-        f"video/x-raw(memory:NVMM), width={width}, height={height}, framerate={rate}/1, "
-        "format=NV12 ! nvvidconv ! video/x-raw, format=BGRx ! videoconvert ! "
+        f"nvarguscamerasrc sensor-id={sensor}{mode} ! "
+        f"video/x-raw(memory:NVMM), width={width}, height={height}, "
+        f"framerate={gst_fraction(fps)}, format=NV12 ! nvvidconv flip-method={flip} ! "
+        "video/x-raw, format=BGRx ! videoconvert ! "
         "video/x-raw, format=BGR ! appsink drop=true max-buffers=1"
     )
+
+
+def _camera_query(uri: str, query: str, allowed: tuple[str, ...]) -> dict[str, str]:
+    """``flip=rotate-180&sensor-mode=2`` -> {"flip": "rotate-180", "sensor-mode": "2"}."""
+    params = {}
+    for key, values in parse_qs(query, keep_blank_values=True).items():
+        if key not in allowed:
+            raise UserError(
+                f"{uri}: unknown option {key!r} (this source takes {', '.join(allowed)})"
+            )
+        params[key] = values[-1]
+    return params
+
+
+def _csi_options(uri: str, text: str) -> SourceOptions:
+    sensor, _, query = text[len("csi://") :].partition("?")
+    if not sensor.isdigit():
+        raise UserError(f"{uri}: a CSI camera is csi://N with a sensor number, e.g. csi://0")
+    params = _camera_query(uri, query, ("flip", "sensor-mode"))
+    opts = SourceOptions(uri, "csi", sensor, live=True)
+    flip = params.get("flip", "none")
+    if flip.isdigit() and int(flip) in FLIP_METHODS.values():
+        opts.flip = int(flip)
+    elif flip in FLIP_METHODS:
+        opts.flip = FLIP_METHODS[flip]
+    else:
+        raise UserError(f"{uri}: flip={flip!r}: use 0-7 or one of {', '.join(FLIP_METHODS)}")
+    mode = params.get("sensor-mode", "-1")
+    if not mode.lstrip("-").isdigit():
+        raise UserError(
+            f"{uri}: sensor-mode={mode!r} is not a number (see v4l2-ctl --list-formats-ext)"
+        )
+    opts.sensor_mode = int(mode)
+    return opts
+
+
+def _v4l2_options(uri: str, device: str) -> SourceOptions:
+    device, _, query = device.partition("?")
+    params = _camera_query(uri, query, ("format",))
+    fourcc = params.get("format", "").upper()
+    if fourcc and len(fourcc) != 4:
+        raise UserError(f"{uri}: format={fourcc!r}: give a FOURCC such as MJPG or YUYV")
+    opts = SourceOptions(uri, "v4l2", device, live=True)
+    opts.fourcc = fourcc
+    return opts
 
 
 def parse_uri(uri: str, watch: bool = False) -> SourceOptions:
@@ -121,14 +209,11 @@ def parse_uri(uri: str, watch: bool = False) -> SourceOptions:
     if text.isdigit():
         return SourceOptions(uri, "camera", text, live=True)
     if text.startswith("v4l2://"):
-        return SourceOptions(uri, "v4l2", text[len("v4l2://") :], live=True)
+        return _v4l2_options(uri, text[len("v4l2://") :])
     if text.startswith("/dev/video"):
-        return SourceOptions(uri, "v4l2", text, live=True)
+        return _v4l2_options(uri, text)
     if text.startswith("csi://"):
-        sensor = text[len("csi://") :]
-        if not sensor.isdigit():
-            raise UserError(f"{uri}: a CSI camera is csi://N with a sensor number, e.g. csi://0")
-        return SourceOptions(uri, "csi", sensor, live=True)
+        return _csi_options(uri, text)
     if "!" in text:
         return SourceOptions(uri, "gstreamer", text, live=True)
     if text.startswith(("rtsp://", "rtsps://", "http://", "https://")):
@@ -346,15 +431,21 @@ class VideoSource(Source):
         elif o.kind == "v4l2":
             cap = cv2.VideoCapture(o.resource, cv2.CAP_V4L2)
         elif o.kind == "csi":
-            cap = cv2.VideoCapture(
-                csi_pipeline(int(o.resource), o.width or 1280, o.height or 720, o.fps or 30),
-                cv2.CAP_GSTREAMER,
-            )
+            pipeline = csi_pipeline(
+                int(o.resource), o.width or 1280, o.height or 720, o.fps or 30, o.flip,
+                o.sensor_mode,
+            )  # fmt: skip
+            cap = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
         elif o.kind == "gstreamer":
             cap = cv2.VideoCapture(o.resource, cv2.CAP_GSTREAMER)
         else:  # rtsp and video files
             cap = cv2.VideoCapture(o.resource)
         if cap.isOpened() and o.kind in ("camera", "v4l2"):
+            # The pixel format first: V4L2 picks the sizes and rates a format offers. A camera
+            # without MJPEG refuses it and keeps its own format, which is then reported.
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*(o.fourcc or "MJPG")))
+            code = int(cap.get(cv2.CAP_PROP_FOURCC))
+            o.fourcc_got = "".join(chr((code >> (8 * i)) & 0xFF) for i in range(4)).strip("\x00")
             if o.width and o.height:
                 cap.set(cv2.CAP_PROP_FRAME_WIDTH, o.width)
                 cap.set(cv2.CAP_PROP_FRAME_HEIGHT, o.height)

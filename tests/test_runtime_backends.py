@@ -162,11 +162,7 @@ def test_tensorrt_backend_applies_the_sidecar_temperature(tmp_path, monkeypatch,
     """The engine's sidecar card carries temperature and threshold; the backend divides the
     engine's logits by that temperature (as the .pt and .onnx backends do)."""
     spec = {"size": 32, "classes": CLASSES, "max_batch": 8, "dynamic": True, "output": "logits"}
-    pycuda = types.ModuleType("pycuda")
-    pycuda.driver = _fake_pycuda([])
-    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
-    monkeypatch.setitem(sys.modules, "pycuda.driver", pycuda.driver)
-    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt(version, spec))
+    StandIn(version, engine=spec).install(monkeypatch)
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"ENGINE")
     card = ModelCard("colour", CLASSES, Preprocess(32), temperature=2.5, confidence_threshold=0.8)

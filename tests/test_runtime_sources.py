@@ -221,3 +221,73 @@ def test_video_as_camera_is_paced_and_reconnects_after_loss(tmp_path):
 def test_missing_camera_fails_at_once_with_a_user_error():
     with pytest.raises(UserError, match="cannot open"):
         open_source("/dev/video99")
+
+
+# -- cameras: what is asked of the device ----------------------------------------------------
+
+
+def test_csi_pipeline_keeps_fractional_fps_and_takes_flip_and_sensor_mode():
+    from wbc_edge.runtime.sources import csi_pipeline
+
+    line = csi_pipeline(0, 1920, 1080, 29.97, flip=2, sensor_mode=1)
+    assert "framerate=2997/100" in line  # not truncated to 29
+    assert "nvarguscamerasrc sensor-id=0 sensor-mode=1 !" in line
+    assert "nvvidconv flip-method=2 !" in line
+    assert "framerate=30/1" in csi_pipeline(1) and "sensor-mode" not in csi_pipeline(1)
+    opts = parse_uri("csi://1?flip=rotate-180&sensor-mode=4")
+    assert (opts.resource, opts.flip, opts.sensor_mode) == ("1", 2, 4)
+    assert "flip-method=2" in opts.describe() and "sensor-mode=4" in opts.describe()
+    assert parse_uri("csi://0?flip=6").flip == 6
+    for bad, message in (
+        ("csi://0?flip=sideways", "flip="),
+        ("csi://0?flip=9", "flip="),
+        ("csi://0?sensor-mode=x", "sensor-mode"),
+        ("csi://0?exposure=1", "unknown option 'exposure'"),
+    ):
+        with pytest.raises(UserError, match=message):
+            parse_uri(bad)
+
+
+def test_usb_camera_prefers_mjpeg_and_reports_what_it_got(monkeypatch):
+    """UVC cameras give raw YUYV by default, too slow at high resolutions; MJPEG is asked for
+    first, and the format the camera really delivers is what the source reports."""
+    from wbc_edge.runtime import sources
+
+    asked: list = []
+
+    class FakeCapture:
+        offered: tuple[str, ...] = ()
+
+        def __init__(self, resource, backend=None):
+            self.fourcc = cv2.VideoWriter_fourcc(*"YUYV")
+            self.offers = {cv2.VideoWriter_fourcc(*f) for f in self.offered}
+
+        def isOpened(self):  # noqa: N802 (OpenCV's name)
+            return True
+
+        def set(self, prop, value):
+            asked.append((prop, value))
+            if prop == cv2.CAP_PROP_FOURCC and int(value) in self.offers:
+                self.fourcc = int(value)
+                return True
+            return prop != cv2.CAP_PROP_FOURCC
+
+        def get(self, prop):
+            return float(self.fourcc) if prop == cv2.CAP_PROP_FOURCC else 0.0
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(cv2, "VideoCapture", FakeCapture)
+    for offered, uri, got in (
+        (("YUYV", "MJPG"), "v4l2:///dev/video0", "MJPG"),
+        (("YUYV",), "/dev/video0", "YUYV"),  # no MJPEG: keeps its own, says so
+        (("YUYV", "MJPG"), "v4l2:///dev/video0?format=yuyv", "YUYV"),
+    ):
+        asked.clear()
+        FakeCapture.offered = offered
+        source = sources.VideoSource(parse_uri(uri))
+        props = [p for p, _ in asked]
+        assert props[0] == cv2.CAP_PROP_FOURCC  # the format before the size
+        assert source.options.fourcc_got == got and f"format={got}" in source.options.describe()
+        source.close()
