@@ -235,11 +235,11 @@ class StandIn:
                 object.__setattr__(self, "_device", device)
 
             @property
-            def DLA_core(self) -> int | None:  # noqa: N802 (TensorRT's name)
+            def DLA_core(self) -> int | None:
                 return self._dla
 
             @DLA_core.setter
-            def DLA_core(self, core: int) -> None:  # noqa: N802
+            def DLA_core(self, core: int) -> None:
                 object.__setattr__(self, "_dla", core)
 
             def set_memory_pool_limit(self, pool: str, size: int) -> None:
@@ -255,7 +255,7 @@ class StandIn:
             def set_calibration_profile(self, profile: Any) -> None:
                 calls.append(("calibration_profile",))
 
-            def can_run_on_DLA(self, layer: ILayer) -> bool:  # noqa: N802
+            def can_run_on_DLA(self, layer: ILayer) -> bool:
                 return object.__getattribute__(layer, "_name") not in gpu_only_layers
 
             def create_timing_cache(self, blob: bytes) -> ITimingCache:
@@ -320,11 +320,11 @@ class StandIn:
                 object.__setattr__(self, "_dla", None)
 
             @property
-            def DLA_core(self) -> int | None:  # noqa: N802
+            def DLA_core(self) -> int | None:
                 return self._dla
 
             @DLA_core.setter
-            def DLA_core(self, core: int) -> None:  # noqa: N802
+            def DLA_core(self, core: int) -> None:
                 object.__setattr__(self, "_dla", core)
 
             def deserialize_cuda_engine(self, data: bytes) -> Any:
