@@ -27,12 +27,13 @@ import numpy as np
 from wbc_edge.errors import UserError
 from wbc_edge.runtime.backends import Backend, load_backend
 from wbc_edge.runtime.card import ModelCard
-from wbc_edge.runtime.pipeline import FALLBACK_THRESHOLD, PipelineConfig, review_threshold
+from wbc_edge.runtime.options import FALLBACK_THRESHOLD, TOPK, PipelineConfig
+from wbc_edge.runtime.post import predictions, review_threshold
 
 # The streaming pipeline's defaults, so `wbc-edge run` and the API agree.
 DEFAULT_THRESHOLD: float = FALLBACK_THRESHOLD  # when neither caller nor card gives one
 DEFAULT_MARGIN: float = PipelineConfig.margin
-DEFAULT_TOPK = 3  # classes each result lists (the records' top3)
+DEFAULT_TOPK = TOPK
 
 Image = str | Path | np.ndarray
 
@@ -71,23 +72,6 @@ class Field:
 
     def __iter__(self) -> Iterator[Prediction]:
         return iter(self.cells)
-
-
-def predictions(
-    probs: np.ndarray,
-    class_names: Sequence[str],
-    threshold: float = DEFAULT_THRESHOLD,
-    k: int = DEFAULT_TOPK,
-) -> list[tuple[str, float, list[tuple[str, float]], bool]]:
-    """(label, prob, top-k, uncertain) per row of ``probs``: the one post-processing step the
-    API and the streaming pipeline's records share."""
-    out = []
-    for p in probs:
-        order = np.argsort(p)[::-1][:k]
-        best = float(p[order[0]])
-        top = [(class_names[j], float(p[j])) for j in order]
-        out.append((class_names[order[0]], best, top, best < threshold))
-    return out
 
 
 class Model:

@@ -28,10 +28,6 @@ from wbc_edge.runtime.scale import CropScale
 CARD_VERSION = 2
 ONNX_METADATA_KEY = "wbc_edge.card"
 
-# Classes whose presence in blood suggests leukaemia or another marrow disorder. The runtime
-# flags them by default; "blast" matches Myeloblast, Lymphoblast, ... by substring.
-DEFAULT_IMMATURE = ("Promyelocyte", "ImmatureGranulocyte", "Erythroblast", "blast")
-
 CHANNEL_ORDERS = ("RGB", "BGR")
 
 

@@ -1,7 +1,9 @@
-"""CLI commands of the runtime: ``wbc-edge run``.
+"""CLI commands of the runtime: ``wbc-edge run``, a thin layer over the run service.
 
-Only typer and the standard library at module level: the runtime's packages load inside the
-command, and nothing here ever imports torch (only a ``.pt`` model pulls it in).
+Only typer, the standard library and the stdlib-only option defaults at module level: the
+runtime's packages load inside the command, and nothing here ever imports torch (only a ``.pt``
+model pulls it in). Each option's default is the one in :mod:`wbc_edge.runtime.options` /
+:class:`~wbc_edge.runtime.service.RunSettings`, and ``--help`` shows it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from wbc_edge.runtime.options import (
+    DEFAULT_IMMATURE,
+    DEFAULT_OUT,
+    FALLBACK_THRESHOLD,
+    IMMATURE_FLAG,
+    PipelineConfig,
+)
+from wbc_edge.runtime.service import RunSettings
+
+_P = PipelineConfig  # the pipeline's defaults, shown in --help
 
 
 def run(
@@ -50,38 +63,46 @@ def run(
         typer.Option(
             help="Results folder (cells.csv, cells.jsonl, errors.jsonl); reused to resume."
         ),
-    ] = Path("wbc-run"),
-    batch: Annotated[int | None, typer.Option(help="Cells per inference batch [16].")] = None,
+    ] = Path(DEFAULT_OUT),
+    batch: Annotated[
+        int | None, typer.Option(help=f"Cells per inference batch [default: {_P.batch}].")
+    ] = None,
     queue: Annotated[
         int | None,
-        typer.Option(help="Frames waiting for inference; a camera drops the oldest beyond [32]."),
+        typer.Option(
+            help="Frames waiting for inference; a camera drops the oldest beyond "
+            f"[default: {_P.queue_size}]."
+        ),
     ] = None,
     min_confidence: Annotated[
         float | None,
         typer.Option(
-            help="Cells below this probability go to review, not the count [the model card's "
-            "certified confidence_threshold; 0.5 when it has none]."
+            help="Cells below this probability go to review, not the count [default: the model "
+            f"card's certified confidence_threshold; {FALLBACK_THRESHOLD} when it has none]."
         ),
     ] = None,
     immature: Annotated[
         str | None,
         typer.Option(
             help="Comma-separated classes (substrings) to flag "
-            "[Promyelocyte,ImmatureGranulocyte,Erythroblast,blast]."
+            f"[default: {','.join(DEFAULT_IMMATURE)}]."
         ),
     ] = None,
     immature_flag: Annotated[
         float, typer.Option(help="Flag when immature cells exceed this share of the count.")
-    ] = 0.05,
+    ] = IMMATURE_FLAG,
     margin: Annotated[
-        float | None, typer.Option(help="Smear: crop margin, a fraction of the cell box [0.15].")
+        float | None,
+        typer.Option(
+            help=f"Smear: crop margin, a fraction of the cell box [default: {_P.margin}]."
+        ),
     ] = None,
     report: Annotated[
         Path | None, typer.Option(help="Write an HTML report (table + cell gallery) here.")
     ] = None,
     report_per_class: Annotated[
         int, typer.Option(help="Most thumbnails per class in the report.")
-    ] = 60,
+    ] = RunSettings.report_per_class,
     annotate: Annotated[
         Path | None, typer.Option(help="Write every frame with boxes and labels to this folder.")
     ] = None,
@@ -91,166 +112,67 @@ def run(
     limit: Annotated[
         int, typer.Option(help="Stop after this many frames or files (0: no limit).")
     ] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = RunSettings.device,
     threads: Annotated[
         int, typer.Option(help="ONNX Runtime CPU threads (0: half the cores on CPU).")
-    ] = 0,
+    ] = RunSettings.threads,
     realtime: Annotated[
         bool,
         typer.Option(help="Treat a video file as a live camera (paced, drops frames if behind)."),
-    ] = False,
+    ] = RunSettings.realtime,
     settle: Annotated[
         float, typer.Option(help="--watch: seconds a file must stop growing before it is read.")
-    ] = 1.0,
-    poll: Annotated[float, typer.Option(help="--watch: seconds between folder listings.")] = 0.5,
-    width: Annotated[int, typer.Option(help="Camera capture width (0: its default).")] = 0,
-    height: Annotated[int, typer.Option(help="Camera capture height (0: its default).")] = 0,
-    fps: Annotated[float, typer.Option(help="Camera frame rate (0: its default).")] = 0.0,
+    ] = RunSettings.settle,
+    poll: Annotated[
+        float, typer.Option(help="--watch: seconds between folder listings.")
+    ] = RunSettings.poll,
+    width: Annotated[
+        int, typer.Option(help="Camera capture width (0: its default).")
+    ] = RunSettings.width,
+    height: Annotated[
+        int, typer.Option(help="Camera capture height (0: its default).")
+    ] = RunSettings.height,
+    fps: Annotated[
+        float, typer.Option(help="Camera frame rate (0: its default).")
+    ] = RunSettings.fps,
 ) -> None:
     """Classify white cells from a camera, stream or folder; results are appended to --out and a
     restarted run continues where the last one stopped."""
-    import json
-    import time
-
-    from wbc_edge.console import console
     from wbc_edge.errors import UserError
-    from wbc_edge.runtime.backends import load_backend
-    from wbc_edge.runtime.card import DEFAULT_IMMATURE
-    from wbc_edge.runtime.live import Differential, watch_run
-    from wbc_edge.runtime.pipeline import Pipeline, PipelineConfig
-    from wbc_edge.runtime.report import Annotator, Gallery, write_report
-    from wbc_edge.runtime.sinks import RunOutput, read_records
-    from wbc_edge.runtime.sources import open_source
+    from wbc_edge.runtime.service import run_service
 
     if (source is None) == (camera is None):
         raise UserError("give exactly one source: SOURCE or --camera N")
-    uri = str(camera) if camera is not None else str(source)
-    defaults = PipelineConfig()
     config = PipelineConfig(
         mode="smear" if smear else "crops",
-        batch=batch if batch is not None else defaults.batch,
+        batch=_P.batch if batch is None else batch,
         threshold=min_confidence,  # None: the card's certified threshold (review_threshold)
-        margin=margin if margin is not None else defaults.margin,
-        queue_size=queue if queue is not None else defaults.queue_size,
+        margin=_P.margin if margin is None else margin,
+        queue_size=_P.queue_size if queue is None else queue,
         max_items=limit,
     )
-    bad_threshold = min_confidence is not None and not 0 <= min_confidence <= 1
-    if config.batch < 1 or config.queue_size < 1 or bad_threshold:
-        raise UserError("--batch and --queue must be >= 1, --min-confidence between 0 and 1")
-    patterns = [p.strip() for p in immature.split(",")] if immature else list(DEFAULT_IMMATURE)
-
-    if model is None:
-        from wbc_edge.models import default_model
-
-        model = default_model()
-    backend = load_backend(model, device=device, threads=threads)
-    with backend, RunOutput(out) as output:
-        card = backend.card
-        diff = Differential(card.class_names, patterns, immature_flag)
-        earlier = read_records(output.jsonl_path) if output.jsonl_path.is_file() else []
-        unknown = {r.label for r in earlier} - set(card.class_names)
-        if unknown:
-            raise UserError(
-                f"{output.jsonl_path} holds classes {sorted(unknown)} that {model} does not "
-                "have: use another --out for this model"
-            )
-        diff.add(earlier)
-        src = open_source(
-            uri,
-            watch=watch,
-            done=output.done(),
-            realtime=realtime,
-            settle_s=settle,
-            poll_s=poll,
-            width=width,
-            height=height,
-            fps=fps,
-        )
-        with src:
-            extra = getattr(backend, "providers", None)
-            console.print(
-                f"model {model} ({card.architecture}, {card.num_classes} classes, "
-                f"{card.preprocess.input_size}px) on {backend.name}"
-                + (f" {extra}" if extra else ""),
-                highlight=False,
-            )
-            console.print(src.options.describe(), highlight=False)
-            console.print(_review_line(min_confidence, card), highlight=False, soft_wrap=True)
-            skipped = getattr(src, "skipped", 0)
-            if earlier or skipped:
-                console.print(
-                    f"resuming {out}: {len(output.done())} items done before "
-                    f"({len(earlier)} cells), {skipped} of them in this source",
-                    highlight=False,
-                )
-            gallery = Gallery(card.class_names, report_per_class) if report else None
-            observers = [lambda item: diff.add(item.records)]
-            observers += [o for o in (gallery, Annotator(annotate) if annotate else None) if o]
-            pipeline = Pipeline(src, backend, output, config, observers)
-            started = time.strftime("%Y-%m-%d %H:%M:%S")
-            cpu_start = time.process_time()
-            pipeline.start()
-            stats = watch_run(pipeline, diff, f"wbc-edge run {uri}", live=live)
-            cpu_s = time.process_time() - cpu_start
-
-        elapsed = time.perf_counter() - stats.started
-        model_ms = 1000 * backend.total_inference_s / backend.images if backend.images else 0.0
-        summary = {
-            "source": uri,
-            "model": str(model),
-            "backend": backend.name,
-            "mode": config.mode,
-            "started": started,
-            "seconds": round(elapsed, 3),
-            "items": stats.items,
-            "cells": stats.cells,
-            "errors": stats.errors,
-            "dropped_frames": stats.dropped,
-            "cells_per_s": round(stats.cells / elapsed, 2) if elapsed > 0 else 0.0,
-            "latency_ms_p50": round(stats.latency_ms(50), 2),
-            "latency_ms_p95": round(stats.latency_ms(95), 2),
-            "model_ms_per_cell": round(model_ms, 3),
-            "process_cpu_s": round(cpu_s, 3),  # all threads, the model's own included
-            "stage_cpu_s": stats.stage_cpu_s,
-            "differential": diff.to_dict(),
-        }
-        (output.dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        if not live:  # the live view already shows the final table
-            console.print(diff.table("Differential (all results in this folder)"))
-        console.print(
-            f"{stats.items} items, {stats.cells} cells, {stats.errors} errors, "
-            f"{stats.dropped} frames dropped in {elapsed:.1f} s "
-            f"({summary['cells_per_s']} cells/s); results in {output.dir}",
-            highlight=False,
-        )
-        if diff.flagged:
-            console.print(f"[bold white on red]{diff.flag_text()}[/]")
-        if report:
-            info = {
-                "title": "WBC differential",
-                "source": uri,
-                "model": f"{model.name} ({card.architecture})",
-                "started": started,
-                "cells counted": diff.counted,
-                "in review": diff.in_review,
-                "gallery": "cells classified in this session",
-            }
-            path = write_report(report, diff, gallery, info)
-            console.print(f"report written to {path}", highlight=False)
-
-
-def _review_line(min_confidence: float | None, card) -> str:  # noqa: ANN001
-    """Which review threshold this run uses and where it comes from."""
-    from wbc_edge.runtime.pipeline import review_threshold
-
-    value = review_threshold(min_confidence, card)
-    if min_confidence is not None:
-        return f"review: cells below {value:.4f} (--min-confidence)"
-    if card.confidence_threshold is not None:
-        target = card.calibration.get("target_error")
-        aim = f" for <= {100 * target:g}% error of counted cells" if target else ""
-        return f"review: cells below {value:.4f} (the card's certified threshold{aim})"
-    return f"review: cells below {value:.4f} (the card certifies no threshold; plain default)"
+    settings = RunSettings(
+        source=str(camera) if camera is not None else str(source),
+        model=model,
+        out=out,
+        pipeline=config,
+        watch=watch,
+        immature=[p.strip() for p in immature.split(",")] if immature else list(DEFAULT_IMMATURE),
+        immature_flag=immature_flag,
+        report=report,
+        report_per_class=report_per_class,
+        annotate=annotate,
+        live=live,
+        device=device,
+        threads=threads,
+        realtime=realtime,
+        settle=settle,
+        poll=poll,
+        width=width,
+        height=height,
+        fps=fps,
+    )
+    run_service(settings)
 
 
 def register(app: typer.Typer) -> None:

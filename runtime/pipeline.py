@@ -24,52 +24,13 @@ from typing import Any
 import numpy as np
 
 from wbc_edge.runtime.backends import Backend
-from wbc_edge.runtime.card import ModelCard
-from wbc_edge.runtime.sinks import CellRecord, RunOutput, now_iso
+from wbc_edge.runtime.options import PipelineConfig
+from wbc_edge.runtime.post import cell_records, review_threshold
+from wbc_edge.runtime.queues import BlockingQueue, DropOldestQueue
+from wbc_edge.runtime.sinks import CellRecord, RunOutput
 from wbc_edge.runtime.sources import EndOfStream, Frame, Source
 
 _END = object()  # passed down the queues after the last item
-
-
-class DropOldestQueue:
-    """A bounded queue whose ``put`` never blocks: when full, the oldest item is discarded.
-
-    So the end-of-stream marker always gets in too, and the consumer always sees the end.
-    """
-
-    def __init__(self, maxsize: int) -> None:
-        if maxsize < 1:
-            raise ValueError("maxsize must be at least 1")
-        self.maxsize = maxsize
-        self.dropped = 0
-        self._items: collections.deque[Any] = collections.deque()
-        self._cond = threading.Condition()
-
-    def put(self, item: Any, timeout: float | None = None) -> None:
-        with self._cond:
-            if len(self._items) >= self.maxsize:
-                self._items.popleft()
-                self.dropped += 1
-            self._items.append(item)
-            self._cond.notify()
-
-    def get(self, timeout: float | None = None) -> Any:
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._items, timeout):
-                raise queue.Empty
-            return self._items.popleft()
-
-    def get_nowait(self) -> Any:
-        return self.get(timeout=0)
-
-    def qsize(self) -> int:
-        return len(self._items)
-
-
-class BlockingQueue(queue.Queue):
-    """A bounded queue whose ``put`` waits for room (nothing may be lost); ``dropped`` is 0."""
-
-    dropped = 0
 
 
 @dataclass
@@ -87,32 +48,6 @@ class Item:
     @property
     def latency_s(self) -> float:
         return self.done - self.frame.captured
-
-
-FALLBACK_THRESHOLD = 0.5  # review threshold for a model whose card certifies none
-
-
-def review_threshold(explicit: float | None, card: ModelCard) -> float:
-    """The confidence below which a cell goes to review: an explicit value wins, then the
-    card's certified ``confidence_threshold`` (set on validation for a stated error of counted
-    cells, :mod:`wbc_edge.calibration`), then :data:`FALLBACK_THRESHOLD`."""
-    if explicit is not None:
-        return float(explicit)
-    if card.confidence_threshold is not None:
-        return card.confidence_threshold
-    return FALLBACK_THRESHOLD
-
-
-@dataclass
-class PipelineConfig:
-    mode: str = "crops"  # "crops": each image is one cell; "smear": find the cells first
-    batch: int = 16
-    # Cells below this probability go to review; None: the card's certified
-    # confidence_threshold, or FALLBACK_THRESHOLD when the card has none.
-    threshold: float | None = None
-    margin: float = 0.15  # smear: crop margin as a fraction of the cell's box side
-    queue_size: int = 32
-    max_items: int = 0  # stop after this many frames or files (0: no limit)
 
 
 @dataclass
@@ -380,30 +315,7 @@ class Pipeline:
     def _records(self, item: Item) -> list[CellRecord]:
         if item.probs is None:
             return []
-        from wbc_edge.runtime.api import predictions  # the API's post-processing, shared
-
-        stamp = now_iso()
-        rows = predictions(item.probs, self.class_names, self.threshold, k=3)
-        records = []
-        for i, (box, (label, prob, top, uncertain)) in enumerate(
-            zip(item.boxes, rows, strict=True)
-        ):
-            records.append(
-                CellRecord(
-                    time=stamp,
-                    source=item.frame.source,
-                    frame=item.frame.index,
-                    file=item.frame.file,
-                    cell=i,
-                    box=tuple(int(v) for v in box),  # type: ignore[arg-type]
-                    label=label,
-                    prob=prob,
-                    top3=top,
-                    uncertain=uncertain,
-                    key=item.frame.key,
-                )
-            )
-        return records
+        return cell_records(item.frame, item.boxes, item.probs, self.class_names, self.threshold)
 
 
 def _cells(item: Item) -> int:

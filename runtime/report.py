@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from wbc_edge.runtime.live import Differential
+from wbc_edge.runtime.post import Differential
 from wbc_edge.runtime.sinks import CellRecord
 
 

@@ -20,7 +20,9 @@ from runtime_models import BLUE, CLASSES, GREEN, RED, make_onnx, paint_field, so
 
 from wbc_edge import cli
 from wbc_edge.runtime.backends import load_backend
-from wbc_edge.runtime.pipeline import DropOldestQueue, Pipeline, PipelineConfig
+from wbc_edge.runtime.options import PipelineConfig
+from wbc_edge.runtime.pipeline import Pipeline
+from wbc_edge.runtime.queues import DropOldestQueue
 from wbc_edge.runtime.sinks import RunOutput, read_records
 from wbc_edge.runtime.sources import EndOfStream, Frame, Source, SourceOptions, open_source
 

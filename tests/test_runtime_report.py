@@ -13,7 +13,7 @@ import pytest
 from runtime_models import BLUE, CLASSES, GREEN, RED, make_onnx, write_images
 
 from wbc_edge import cli
-from wbc_edge.runtime.live import Differential
+from wbc_edge.runtime.post import Differential
 from wbc_edge.runtime.report import Gallery, render_html
 from wbc_edge.runtime.sinks import CellRecord
 
