@@ -120,6 +120,31 @@ def _check_model(path: Path) -> None:
     require_file(path, "model file", "pass --student/--teacher with an .onnx, .engine or .pt file")
 
 
+def export_teacher(checkpoint: Path, out: Path, data: Path | None, split: str) -> Path:
+    """Export a teacher checkpoint to ONNX in ``out`` (named from its card) through
+    ``export onnx``'s own parity-checked path; real images from a manifest when given."""
+    from wbc_edge.console import console
+    from wbc_edge.export.onnx_export import (
+        DEFAULT_OPSET,
+        export_onnx,
+        load_checkpoint,
+        sample_inputs,
+    )
+    from wbc_edge.runtime.names import file_name
+
+    net, card = load_checkpoint(checkpoint)
+    rows = None
+    if data is not None and data.is_file():
+        from wbc_edge.data.manifest import read_manifest
+
+        rows = read_manifest(data, split=split)
+    sample, source = sample_inputs(card, rows, 16)
+    onnx_path = out / file_name(card, "onnx")
+    report = export_onnx(net, card, onnx_path, DEFAULT_OPSET, sample, source)
+    console.print(f"teacher {checkpoint} -> {onnx_path}: {report.line()}", highlight=False)
+    return onnx_path
+
+
 def run_worker(
     spec: dict[str, Any], workdir: Path, on_progress: Any = None, env: dict[str, str] | None = None
 ) -> dict[str, Any]:
@@ -209,6 +234,7 @@ def run_bench(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
             row["_probs"] = np.load(probs_file) if probs_file.is_file() else None
             rows.append(row)
 
+    unique_names(rows)
     _relate(rows, cfg.baseline)
     for row in rows:
         row.pop("_probs", None)
@@ -230,6 +256,27 @@ def run_bench(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
         },
         "rows": rows,
     }
+
+
+def unique_names(rows: list[dict[str, Any]]) -> None:
+    """Rows are named from their cards (``student-tinyresnet_xs.onnx``); models that share a
+    card name (a kd and an mlffakd student) get their file name added, then its folder."""
+    base = [row["name"] for row in rows]
+
+    def label(i: int, level: int) -> str:
+        path = Path(rows[i]["path"])
+        return [base[i], f"{base[i]} ({path.name})", f"{base[i]} ({path.parent.name}/{path.name})"][
+            level
+        ]
+
+    levels = [0] * len(rows)
+    for _ in range(2):
+        names = [label(i, lv) for i, lv in enumerate(levels)]
+        for i, name in enumerate(names):
+            if names.count(name) > 1:
+                levels[i] += 1
+    for i, row in enumerate(rows):
+        row["name"] = label(i, levels[i])
 
 
 def _relate(rows: list[dict[str, Any]], baseline: Path | None = None) -> None:

@@ -16,7 +16,11 @@ def bench(
     ],
     teacher: Annotated[
         Path | None,
-        typer.Option(help="The teacher: agreement (and speed-up unless --baseline) is against it."),
+        typer.Option(
+            help="The teacher: agreement (and speed-up unless --baseline) is against it. A "
+            "checkpoint (.pt) is exported to ONNX into --out first (parity-checked), so teacher "
+            "and student run on the same backend."
+        ),
     ] = None,
     baseline: Annotated[
         Path | None,
@@ -73,6 +77,10 @@ def bench(
     from wbc_edge.benchmarks.report import print_table, write_reports
     from wbc_edge.console import console
 
+    if teacher is not None and teacher.suffix.lower() in (".pt", ".pth"):
+        from wbc_edge.benchmarks.bench import export_teacher
+
+        teacher = export_teacher(teacher, out, data, split)
     cfg = BenchConfig(
         students=list(student),
         teacher=teacher,

@@ -92,7 +92,8 @@ def table_rows(report: dict[str, Any]) -> list[list[str]]:
 
 def _base_name(report: dict[str, Any]) -> str:
     base = report["settings"].get("speedup_against")
-    return Path(base).name if base else "the teacher"
+    row = next((r for r in report["rows"] if base and r["path"] == base), None)
+    return row["name"] if row else "the teacher"
 
 
 def notes(report: dict[str, Any]) -> list[str]:

@@ -22,6 +22,7 @@ from wbc_edge.benchmarks.bench import latency_stats
 from wbc_edge.benchmarks.machine import PowerMonitor, wait_for_samples
 from wbc_edge.errors import UserError
 from wbc_edge.runtime.decode import model_min_side
+from wbc_edge.runtime.names import model_name
 
 SYNTHETIC_SHAPE = (363, 360, 3)  # a pbc9 crop's size, so resizing costs what it does on real data
 
@@ -133,7 +134,7 @@ def measure(spec_in: dict[str, Any]) -> dict[str, Any]:
 
     result: dict[str, Any] = {
         "path": str(path),
-        "name": Path(path).name,
+        "name": model_name(card) + Path(path).suffix,  # from the card: runtime.names
         "backend": backend.name,
         "providers": list(getattr(backend, "providers", []) or []),
         "architecture": card.architecture,

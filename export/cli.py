@@ -23,7 +23,12 @@ app = typer.Typer(no_args_is_help=True, rich_markup_mode=None)  # plain help: se
 def onnx_cmd(
     model: Annotated[Path, typer.Option(help="Checkpoint (.pt) written by train-teacher/distill.")],
     out: Annotated[
-        Path | None, typer.Option(help="ONNX file to write (default: beside the checkpoint).")
+        Path | None,
+        typer.Option(
+            help="ONNX file to write [default: <role>-<architecture>.onnx from the card, beside "
+            "the checkpoint].",
+            show_default=False,
+        ),
     ] = None,
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default: 17).")] = None,
     data: Annotated[
@@ -45,7 +50,10 @@ def onnx_cmd(
     net, card = load_checkpoint(model)
     rows = _rows(data, split) if data else None
     sample, source = sample_inputs(card, rows, num)
-    out = out or model.with_suffix(".onnx")
+    if out is None:
+        from wbc_edge.runtime.names import file_name
+
+        out = model.with_name(file_name(card, "onnx"))
     report = export_onnx(net, card, out, opset or DEFAULT_OPSET, sample, source)
     console.print(f"wrote {out}: {report.line()}", highlight=False, soft_wrap=True)
 
@@ -61,11 +69,19 @@ def int8_cmd(
         str, typer.Option(help="tensorrt (symmetric Q/DQ for TensorRT) or cpu (ONNX Runtime).")
     ] = "tensorrt",
     out: Annotated[
-        Path | None, typer.Option(help="INT8 ONNX (default: <onnx>.int8-<target>.onnx).")
+        Path | None,
+        typer.Option(
+            help="INT8 ONNX [default: <role>-<architecture>.int8-<target>.onnx beside --onnx].",
+            show_default=False,
+        ),
     ] = None,
     cache: Annotated[
         Path | None,
-        typer.Option(help="TensorRT calibration cache to write (default: <onnx>.calib.cache)."),
+        typer.Option(
+            help="TensorRT calibration cache to write "
+            "[default: <role>-<architecture>.calib.cache beside --onnx].",
+            show_default=False,
+        ),
     ] = None,
     eval_split: Annotated[
         str, typer.Option(help="Split on which FP32 and INT8 are compared.")
@@ -186,7 +202,12 @@ def triton_cmd(
     model: Annotated[Path, typer.Option(help="ONNX file or TensorRT engine (with its sidecar).")],
     out: Annotated[Path, typer.Option(help="Model repository folder.")],
     name: Annotated[
-        str | None, typer.Option(help="Model name in the repository (default: file stem).")
+        str | None,
+        typer.Option(
+            help="Model name in the repository [default: from the card, e.g. "
+            "student-tinyresnet_xs-int8].",
+            show_default=False,
+        ),
     ] = None,
     max_batch: Annotated[int, typer.Option(help="Triton max_batch_size.")] = 32,
 ) -> None:
@@ -226,7 +247,11 @@ def build_engine_cmd(
     ] = None,
     workspace: Annotated[int, typer.Option(help="Builder workspace in MB.")] = 1024,
     out: Annotated[
-        Path | None, typer.Option(help="Engine file (default: <onnx>.<precision>.engine).")
+        Path | None,
+        typer.Option(
+            help="Engine file [default: <role>-<architecture>.<precision>.engine beside --onnx].",
+            show_default=False,
+        ),
     ] = None,
     timing_cache: Annotated[
         Path | None, typer.Option(help="Timing cache file, read and updated (faster rebuilds).")

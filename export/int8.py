@@ -39,6 +39,7 @@ from wbc_edge.export import calib_cache
 from wbc_edge.export.onnx_export import set_metadata
 from wbc_edge.metrics import agreement, classification_report
 from wbc_edge.optional import require
+from wbc_edge.runtime import names
 from wbc_edge.runtime.card import ModelCard, Preprocess, read_onnx_card
 from wbc_edge.runtime.preprocess import read_image
 
@@ -395,8 +396,8 @@ def quantize_int8(
     if card.extra.get("precision") == "int8":
         raise UserError(f"{onnx_path} is already INT8: quantize the FP32 export instead")
     settings = TARGETS[target]
-    out = Path(out) if out else default_out(onnx_path, target)
-    cache_out = Path(cache_out) if cache_out else default_cache(onnx_path)
+    out = Path(out) if out else default_out(onnx_path, card, target)
+    cache_out = Path(cache_out) if cache_out else default_cache(onnx_path, card)
     picked = select_calibration_rows(calib_rows, num, seed)
     warnings = []
     if len(picked) < MIN_CALIBRATION_IMAGES:
@@ -623,14 +624,15 @@ def _default_for(s: QuantSettings | None) -> str:
     return ",".join(same)
 
 
-def default_out(onnx_path: Path, target: str) -> Path:
-    """``student.onnx`` -> ``student.int8-tensorrt.onnx``."""
-    return onnx_path.with_name(f"{onnx_path.stem}.int8-{target}.onnx")
+def default_out(onnx_path: Path, card: ModelCard, target: str) -> Path:
+    """Beside the FP32 ONNX, named from its card (:mod:`wbc_edge.runtime.names`):
+    ``student-tinyresnet_xs.int8-tensorrt.onnx``."""
+    return onnx_path.with_name(names.int8_name(card, target))
 
 
-def default_cache(onnx_path: Path) -> Path:
-    """``student.onnx`` -> ``student.calib.cache`` (it belongs to the FP32 network)."""
-    return onnx_path.with_name(f"{onnx_path.stem}.calib.cache")
+def default_cache(onnx_path: Path, card: ModelCard) -> Path:
+    """``student-tinyresnet_xs.calib.cache`` (it belongs to the FP32 network)."""
+    return onnx_path.with_name(names.calib_cache_name(card))
 
 
 def _default_op_types() -> list[str]:

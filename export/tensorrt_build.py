@@ -46,6 +46,7 @@ from wbc_edge.export import calib_cache
 from wbc_edge.export.onnx_export import onnx_io
 from wbc_edge.optional import require
 from wbc_edge.runtime.card import ModelCard, Preprocess, read_onnx_card, read_sidecar, write_sidecar
+from wbc_edge.runtime.names import file_name
 from wbc_edge.runtime.preprocess import read_image
 from wbc_edge.runtime.tensorrt_versions import TrtFeatures, features
 
@@ -157,9 +158,10 @@ def is_qdq(onnx_path: str | Path) -> bool:
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node)
 
 
-def default_engine_path(onnx_path: Path, precision: str) -> Path:
-    """``student.onnx`` -> ``student.fp16.engine``."""
-    return onnx_path.with_name(f"{onnx_path.stem}.{precision}.engine")
+def default_engine_path(onnx_path: Path, card: ModelCard, precision: str) -> Path:
+    """Beside the ONNX, named from its card (:mod:`wbc_edge.runtime.names`):
+    ``student-tinyresnet_xs.int8-tensorrt.onnx`` -> ``student-tinyresnet_xs.int8.engine``."""
+    return onnx_path.with_name(file_name(card, "engine", precision))
 
 
 def reusable(engine: Path, key: EngineKey) -> bool:
@@ -243,7 +245,7 @@ def build_engine(
         calib_cache.read(calib_cache_path)  # fails early on a malformed file
     io = onnx_io(onnx_path)
     input_name = io["inputs"][0]["name"]
-    out = Path(out) if out else default_engine_path(onnx_path, precision)
+    out = Path(out) if out else default_engine_path(onnx_path, card, precision)
     line = trtexec_command(
         onnx_path,
         out,

@@ -3,18 +3,21 @@
 One Jetson serves one or two cameras; a GPU box running Triton serves many, with dynamic
 batching gathering single-cell requests from every camera into one batch. Layout::
 
-    REPO/NAME/config.pbtxt     platform, I/O names, dims, types, batching, labels
+    REPO/NAME/config.pbtxt     platform, I/O names, dims, types, batching, labels, and the
+                               card's preprocessing as ``parameters`` (``wbc_edge.*``)
     REPO/NAME/labels.txt       class names, one per line, in the model's output order
+    REPO/NAME/client.py        a client that reads those parameters and preprocesses images the
+                               card's way (:mod:`wbc_edge.export.triton_client`, copied)
     REPO/NAME/1/model.onnx     (or model.plan + model.plan.json, the engine's sidecar card)
 
-The config is checked before it is written: it must parse as protobuf text against
-:func:`model_config_class`, a subset of Triton's ``model_config.proto`` with upstream's field
-numbers, and name exactly the model's inputs and outputs.
+The config is checked before it is written: it must parse with Triton's own ``ModelConfig``
+message (``tritonclient``'s ``model_config_pb2``, through protobuf's text format) and name
+exactly the model's inputs and outputs. NAME comes from the card (:mod:`wbc_edge.runtime.names`).
 """
 
 from __future__ import annotations
 
-import re
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from wbc_edge.export.onnx_export import onnx_io
 from wbc_edge.optional import require
 from wbc_edge.runtime.backends import backend_kind
 from wbc_edge.runtime.card import ModelCard, read_onnx_card, read_sidecar, sidecar_path
+from wbc_edge.runtime.names import triton_name
 
 PLATFORMS = {
     "onnxruntime": ("onnxruntime_onnx", "model.onnx"),
@@ -40,12 +44,9 @@ TRITON_TYPES = {
     "FLOAT": "TYPE_FP32",
     "DOUBLE": "TYPE_FP64",
 }
-DATA_TYPES = [
-    "TYPE_INVALID", "TYPE_BOOL", "TYPE_UINT8", "TYPE_UINT16", "TYPE_UINT32", "TYPE_UINT64",
-    "TYPE_INT8", "TYPE_INT16", "TYPE_INT32", "TYPE_INT64", "TYPE_FP16", "TYPE_FP32",
-    "TYPE_FP64", "TYPE_STRING", "TYPE_BF16",
-]  # fmt: skip
 LABELS = "labels.txt"
+CLIENT = "client.py"
+PARAM_PREFIX = "wbc_edge."  # config parameters carrying the card's preprocessing
 
 
 def write_repository(
@@ -70,7 +71,7 @@ def write_repository(
                 f"--max-batch {max_batch} exceeds the engine's profile maximum {engine_max}: "
                 f"lower it or rebuild with `wbc-edge build-engine --batch 1,8,{max_batch}`"
             )
-    name = name or re.sub(r"[^A-Za-z0-9_-]", "_", model.name.split(".")[0])
+    name = name or triton_name(card)
     text = config_text(name, kind, io, card, max_batch, queue_delay_us)
     validate(text, io)
     folder = Path(repo) / name
@@ -82,6 +83,7 @@ def write_repository(
     if kind == "tensorrt":
         shutil.copyfile(sidecar_path(model), sidecar_path(folder / "1" / platform_file))
     (folder / LABELS).write_text("\n".join(card.class_names) + "\n")
+    shutil.copyfile(Path(__file__).with_name("triton_client.py"), folder / CLIENT)
     (folder / "config.pbtxt").write_text(text)
     return folder
 
@@ -113,11 +115,37 @@ def config_text(
     ]
     if kind == "tensorrt":
         lines += ["instance_group [", "  {", "    kind: KIND_GPU", "    count: 1", "  }", "]"]
+    for key, value in preprocessing_parameters(card).items():
+        lines += [
+            "parameters {",
+            f"  key: {json.dumps(key)}",
+            f"  value: {{ string_value: {json.dumps(value)} }}",
+            "}",
+        ]
     return "\n".join(lines) + "\n"
 
 
+def preprocessing_parameters(card: ModelCard) -> dict[str, str]:
+    """The card's preprocessing as Triton config parameters (string values, JSON-encoded), so a
+    client asking Triton for the model's config learns how to prepare an image."""
+    spec = card.preprocess_spec()
+    values = {
+        "input_size": spec.input_size,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "channel_order": spec.channel_order,
+        "interpolation": spec.interpolation,
+        "temperature": card.temperature,
+        "confidence_threshold": card.confidence_threshold,
+        "architecture": card.architecture,
+        "class_names": card.class_names,
+    }
+    return {PARAM_PREFIX + k: json.dumps(v) for k, v in values.items()}
+
+
 def validate(text: str, io: dict[str, Any]) -> Any:
-    """Parse ``text`` as a Triton ModelConfig; its inputs and outputs must be the model's."""
+    """Parse ``text`` as Triton's own ``inference.ModelConfig``; its inputs and outputs must be
+    the model's. Returns the parsed message."""
     text_format = require("google.protobuf.text_format")
     msg = model_config_class()()
     try:
@@ -133,79 +161,15 @@ def validate(text: str, io: dict[str, Any]) -> Any:
 
 
 def model_config_class() -> type:
-    """The message class of a subset of Triton's ``inference.ModelConfig`` (field numbers as in
-    triton-inference-server/common ``model_config.proto``), built without protoc."""
-    descriptor_pb2 = require("google.protobuf.descriptor_pb2")
-    descriptor_pool = require("google.protobuf.descriptor_pool")
-    message_factory = require("google.protobuf.message_factory")
-    f = descriptor_pb2.FieldDescriptorProto
-    fdp = descriptor_pb2.FileDescriptorProto(
-        name="wbc_edge_model_config.proto", package="inference", syntax="proto3"
-    )
-    dtype = fdp.enum_type.add(name="DataType")
-    for number, value in enumerate(DATA_TYPES):
-        dtype.value.add(name=value, number=number)
+    """Triton's ``inference.ModelConfig`` message, generated from upstream's
+    ``model_config.proto`` and shipped in ``tritonclient`` (the export extra)."""
+    try:
+        from tritonclient.grpc import model_config_pb2
+    except ImportError as exc:
+        from wbc_edge.errors import MissingExtraError
 
-    def message(name: str, fields: list[tuple[str, int, int, int, str]]) -> Any:
-        m = fdp.message_type.add(name=name)
-        for fname, number, ftype, label, type_name in fields:
-            field = m.field.add(name=fname, number=number, type=ftype, label=label)
-            if type_name:
-                field.type_name = type_name
-        return m
-
-    opt, rep = f.LABEL_OPTIONAL, f.LABEL_REPEATED
-    message(
-        "ModelInput",
-        [
-            ("name", 1, f.TYPE_STRING, opt, ""),
-            ("data_type", 2, f.TYPE_ENUM, opt, ".inference.DataType"),
-            ("dims", 4, f.TYPE_INT64, rep, ""),
-        ],
-    )
-    message(
-        "ModelOutput",
-        [
-            ("name", 1, f.TYPE_STRING, opt, ""),
-            ("data_type", 2, f.TYPE_ENUM, opt, ".inference.DataType"),
-            ("dims", 3, f.TYPE_INT64, rep, ""),
-            ("label_filename", 4, f.TYPE_STRING, opt, ""),
-        ],
-    )
-    message(
-        "ModelDynamicBatching",
-        [
-            ("preferred_batch_size", 1, f.TYPE_INT32, rep, ""),
-            ("max_queue_delay_microseconds", 2, f.TYPE_UINT64, opt, ""),
-        ],
-    )
-    group = message(
-        "ModelInstanceGroup",
-        [
-            ("name", 1, f.TYPE_STRING, opt, ""),
-            ("count", 2, f.TYPE_INT32, opt, ""),
-            ("gpus", 3, f.TYPE_INT32, rep, ""),
-            ("kind", 4, f.TYPE_ENUM, opt, ".inference.ModelInstanceGroup.Kind"),
-        ],
-    )
-    kind = group.enum_type.add(name="Kind")
-    for number, value in enumerate(("KIND_AUTO", "KIND_GPU", "KIND_CPU", "KIND_MODEL")):
-        kind.value.add(name=value, number=number)
-    message(
-        "ModelConfig",
-        [
-            ("name", 1, f.TYPE_STRING, opt, ""),
-            ("platform", 2, f.TYPE_STRING, opt, ""),
-            ("max_batch_size", 4, f.TYPE_INT32, opt, ""),
-            ("input", 5, f.TYPE_MESSAGE, rep, ".inference.ModelInput"),
-            ("output", 6, f.TYPE_MESSAGE, rep, ".inference.ModelOutput"),
-            ("instance_group", 7, f.TYPE_MESSAGE, rep, ".inference.ModelInstanceGroup"),
-            ("dynamic_batching", 11, f.TYPE_MESSAGE, opt, ".inference.ModelDynamicBatching"),
-        ],
-    )
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("inference.ModelConfig"))
+        raise MissingExtraError("tritonclient[grpc]", "export") from exc
+    return model_config_pb2.ModelConfig
 
 
 def _card_and_io(model: Path, kind: str) -> tuple[ModelCard, dict[str, Any]]:

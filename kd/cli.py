@@ -134,6 +134,14 @@ def register(app: typer.Typer) -> None:
         student: Annotated[
             str | None, typer.Option("--student", help="Student name (tinyresnet_xs, ...).")
         ] = None,
+        size: Annotated[
+            int | None,
+            typer.Option(
+                "--size",
+                help="Input size in pixels [default: the teacher's input size, which the "
+                "teacher cache and feature losses need (another is refused); 128 without one].",
+            ),
+        ] = None,
         epochs: EpochsOpt = None,
         batch_size: BatchOpt = None,
         lr: LrOpt = None,
@@ -161,6 +169,7 @@ def register(app: typer.Typer) -> None:
             model=student or ("tinyresnet_xs" if fresh else None),
             teacher=str(teacher) if teacher else None,
             method=method or ("mlffakd" if fresh else None),
+            size=size,
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,

@@ -9,6 +9,8 @@ file is named from its card, so the names chain from one step to the next::
     <role>-<architecture>.calib.cache           the TensorRT calibration cache of the FP32 net
     <role>-<architecture>.<precision>.engine    student-tinyresnet_xs.int8.engine (build-engine)
 
+A card without a role (a random-init reference) is named by its architecture alone.
+
 :func:`model_name` is the same name without the file type; bench rows and Triton model names
 use it, so a table never says "best.onnx: 8x faster than best.onnx".
 """
@@ -24,32 +26,40 @@ _SUFFIX = {"checkpoint": ".pt", "onnx": ".onnx", "engine": ".engine"}
 
 
 def model_role(card: ModelCard) -> str:
-    """``teacher`` or ``student``: the card's own ``role`` (written by the trainer), else
-    inferred for cards written before it existed (a distilled model names its teacher)."""
+    """``teacher``, ``student`` or ``""`` (unknown): the card's own ``role`` (the trainer writes
+    it), else inferred for cards written before it existed: a distilled model names its
+    teacher, and a teacher was fine-tuned with plain cross-entropy (``method`` ce)."""
     role = card.extra.get("role")
     if role in ROLES:
         return str(role)
     if card.extra.get("teacher") or card.architecture.startswith("tinyresnet"):
         return "student"
-    return "teacher" if "efficientnet" in card.architecture else "model"
+    if card.extra.get("method") == "ce" and "efficientnet" in card.architecture:
+        return "teacher"
+    return ""
 
 
 def base_name(card: ModelCard) -> str:
-    """``student-tinyresnet_xs``: role and architecture, the part every artifact shares."""
-    return f"{model_role(card)}-{card.architecture}"
+    """``student-tinyresnet_xs``: role and architecture (the architecture alone when the card
+    has no role, e.g. a random-init reference), the part every artifact of a model shares."""
+    role = model_role(card)
+    return f"{role}-{card.architecture}" if role else card.architecture
 
 
 def model_name(card: ModelCard) -> str:
     """The artifact's name without its file type, from the card's format and precision:
     ``student-tinyresnet_xs``, ``student-tinyresnet_xs.int8-cpu``, ``...int8`` (an engine)."""
-    base = base_name(card)
     precision = card.extra.get("precision", "fp32")
     if card.extra.get("format") == "tensorrt":
-        return f"{base}.{precision}"
+        return f"{base_name(card)}.{precision}"
     if precision == "int8":
-        target = card.extra.get("int8_target")
-        return f"{base}.int8-{target}" if target else f"{base}.int8"
-    return base
+        return int8_name(card, card.extra.get("int8_target", ""))[: -len(".onnx")]
+    return base_name(card)
+
+
+def int8_name(card: ModelCard, target: str) -> str:
+    """The Q/DQ INT8 ONNX quantized for ``target`` from ``card``'s FP32 model."""
+    return f"{base_name(card)}.int8-{target}.onnx" if target else f"{base_name(card)}.int8.onnx"
 
 
 def file_name(card: ModelCard, kind: str, precision: str | None = None) -> str:

@@ -191,7 +191,7 @@ def test_power_monitor_absent(monkeypatch: pytest.MonkeyPatch) -> None:
 # --- end to end -----------------------------------------------------------------------------------
 
 
-def tiny_onnx(path: Path, width: int, seed: int, size: int = 32) -> Path:
+def tiny_onnx(path: Path, width: int, seed: int, size: int = 32, role: str = "") -> Path:
     """Conv(3->width) + ReLU + global pool + MatMul + softmax, with a model card, built with onnx
     directly (no torch): params = 27*width + width + width*3, MACs = size^2*width*27 + width*3."""
     onnx = pytest.importorskip("onnx")
@@ -223,7 +223,7 @@ def tiny_onnx(path: Path, width: int, seed: int, size: int = 32) -> Path:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    card = ModelCard("tiny-test", CLASSES, Preprocess(size))
+    card = ModelCard(f"tiny{width}", CLASSES, Preprocess(size), extra={"role": role} if role else {})
     helper.set_model_props(model, {ONNX_METADATA_KEY: card.to_json()})
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
@@ -244,8 +244,8 @@ def class_tree(root: Path, per_class: int = 4) -> Path:
 
 
 def test_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    teacher = tiny_onnx(tmp_path / "teacher.onnx", width=8, seed=1)
-    student = tiny_onnx(tmp_path / "student.onnx", width=4, seed=2)
+    teacher = tiny_onnx(tmp_path / "teacher.onnx", width=8, seed=1, role="teacher")
+    student = tiny_onnx(tmp_path / "student.onnx", width=4, seed=2, role="student")
     data = class_tree(tmp_path / "cells")
     out = tmp_path / "report"
     argv = ["bench", "--student", str(student), "--teacher", str(teacher), "--data", str(data)]
@@ -279,7 +279,8 @@ def test_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert 0.0 <= s_row["agreement"] <= 1.0 and t_row["agreement"] is None
 
     md = (out / "tiny.md").read_text()
-    assert "| student.onnx | student | onnxruntime (CPU) | 4 |" in md
+    # Rows are named from the cards (runtime.names), not from the file names.
+    assert "| student-tiny4.onnx | student | onnxruntime (CPU) | 4 |" in md
     assert "## Machine" in md and report["command"] in md
     delta = 100 * (s_row["accuracy"] - t_row["accuracy"])
     assert f"{delta:+.2f} points from the teacher's" in md.split("## Summary")[1]
@@ -292,9 +293,9 @@ def test_bench_speedup_against_a_baseline(
 ) -> None:
     """--baseline: speed-up against another model (the reference study's B3) while agreement
     stays against the teacher; the baseline gets a row of its own."""
-    teacher = tiny_onnx(tmp_path / "teacher.onnx", width=8, seed=1)
+    teacher = tiny_onnx(tmp_path / "teacher.onnx", width=8, seed=1, role="teacher")
     base = tiny_onnx(tmp_path / "b3.onnx", width=16, seed=3)
-    student = tiny_onnx(tmp_path / "student.onnx", width=4, seed=2)
+    student = tiny_onnx(tmp_path / "student.onnx", width=4, seed=2, role="student")
     out = tmp_path / "r"
     other = tiny_onnx(tmp_path / "resnet.onnx", width=6, seed=4)
     argv = ["bench", "--student", str(student), "--teacher", str(teacher), "--baseline", str(base)]
@@ -305,12 +306,29 @@ def test_bench_speedup_against_a_baseline(
     rows = {r["name"]: r for r in report["rows"]}
     assert [r["role"] for r in report["rows"]] == ["teacher", "baseline", "reference", "student"]
     assert report["settings"]["speedup_against"] == str(base)
-    assert rows["b3.onnx"]["batches"]["2"]["speedup"] == pytest.approx(1.0)
-    ratio = (
-        rows["b3.onnx"]["batches"]["2"]["p50_ms"] / rows["student.onnx"]["batches"]["2"]["p50_ms"]
-    )
-    assert rows["student.onnx"]["batches"]["2"]["speedup"] == pytest.approx(ratio)
-    assert "Speed-up: b3.onnx's p50" in (out / "bench.md").read_text()
+    base_row, student_row = rows["tiny16.onnx"], rows["student-tiny4.onnx"]
+    assert base_row["batches"]["2"]["speedup"] == pytest.approx(1.0)
+    ratio = base_row["batches"]["2"]["p50_ms"] / student_row["batches"]["2"]["p50_ms"]
+    assert student_row["batches"]["2"]["speedup"] == pytest.approx(ratio)
+    assert "Speed-up: tiny16.onnx's p50" in (out / "bench.md").read_text()
+
+
+def test_rows_with_the_same_card_name_get_their_file_added() -> None:
+    from wbc_edge.benchmarks.bench import unique_names
+
+    rows = [
+        {"name": "student-t.onnx", "path": "runs/kd/student-t.onnx"},
+        {"name": "student-t.onnx", "path": "runs/mlffakd/student-t.onnx"},
+        {"name": "student-t.onnx", "path": "runs/ce/other.onnx"},
+        {"name": "teacher-e.onnx", "path": "t.onnx"},
+    ]
+    unique_names(rows)
+    assert [r["name"] for r in rows] == [
+        "student-t.onnx (kd/student-t.onnx)",
+        "student-t.onnx (mlffakd/student-t.onnx)",
+        "student-t.onnx (other.onnx)",
+        "teacher-e.onnx",
+    ]
 
 
 def test_bench_energy_with_tegrastats(
@@ -454,3 +472,28 @@ def test_cost_onnx_matches_torch_with_computed_padding(tmp_path: Path) -> None:
     got = onnx_cost(path, 30)
     assert got["macs"] == expected["macs"] == 15 * 15 * 8 * 27 + 8 * 8 * 16 * 72 + 16 * 3
     assert got["params"] == expected["params"]
+
+
+def test_bench_teacher_checkpoint_is_exported_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`bench --teacher X.pt`: exported to ONNX in --out (named from its card), then benched on
+    the same backend as the student."""
+    pytest.importorskip("torch", reason="exporting a checkpoint needs the train extra")
+    from wbc_edge.kd.checkpoint import save_checkpoint
+    from wbc_edge.kd.students import create_student
+    from wbc_edge.runtime.card import ModelCard
+
+    card = ModelCard("tinyresnet_xs", CLASSES, input_size=32, extra={"role": "teacher"})
+    ckpt = save_checkpoint(tmp_path / "best.pt", create_student("tinyresnet_xs", 3), card)
+    student = tiny_onnx(tmp_path / "student.onnx", width=4, seed=2, role="student")
+    out = tmp_path / "r"
+    argv = ["bench", "--student", str(student), "--teacher", str(ckpt), "--batch", "1"]
+    argv += ["--warmup", "0", "--iters", "2", "--out", str(out)]
+    assert run(argv) == 0, capsys.readouterr().err
+    exported = out / "teacher-tinyresnet_xs.onnx"
+    report = json.loads((out / "bench.json").read_text())
+    teacher_row = report["rows"][0]
+    assert teacher_row["role"] == "teacher" and teacher_row["path"] == str(exported)
+    assert teacher_row["backend"] == "onnxruntime" and teacher_row["name"] == exported.name
+    assert "--teacher " + str(exported) in report["command"]

@@ -104,7 +104,8 @@ def test_cli_exports_checkpoint_with_manifest_images(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     err = capsys.readouterr().err
     assert "12 manifest images" in " ".join(err.split())
-    assert read_onnx_card(tmp_path / "student.onnx").architecture == "tinyresnet_xs"
+    # Named from the card (role inferred: a tinyresnet is a student), not from the .pt's name.
+    assert read_onnx_card(tmp_path / "student-tinyresnet_xs.onnx").architecture == "tinyresnet_xs"
 
 
 def test_cli_missing_checkpoint_is_a_user_error(tmp_path, capsys):

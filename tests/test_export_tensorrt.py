@@ -246,7 +246,7 @@ def test_build_engine_and_triton_never_import_torch(tiny_onnx, tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "HEAVY []" in done.stdout, done.stdout + done.stderr
-    assert (tmp_path / "tiny" / "config.pbtxt").is_file()
+    assert (tmp_path / "tinynet-test" / "config.pbtxt").is_file()  # named from the card
 
 
 @pytest.fixture(scope="module")

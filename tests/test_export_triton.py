@@ -1,24 +1,33 @@
-"""Triton repository: config.pbtxt parses as protobuf text (Triton's field numbers) and matches
-the model's inputs/outputs; labels, layout, engine variant and bad input."""
+"""Triton repository: config.pbtxt parses with Triton's own ModelConfig (tritonclient's
+model_config_pb2) and matches the model's inputs/outputs; the card's preprocessing travels in its
+parameters and the shipped client uses it; labels, layout, engine variant and bad input."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
-from google.protobuf import text_format
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
 
 sys.path.insert(0, str(Path(__file__).parent))
 from export_phantoms import CLASSES, TinyNet, card  # noqa: E402
 
 from wbc_edge import cli  # noqa: E402
 from wbc_edge.errors import UserError  # noqa: E402
+from wbc_edge.export import triton_client  # noqa: E402
 from wbc_edge.export.onnx_export import export_onnx, onnx_io  # noqa: E402
-from wbc_edge.export.triton import model_config_class, write_repository  # noqa: E402
-from wbc_edge.runtime.card import read_sidecar, write_sidecar  # noqa: E402
+from wbc_edge.export.triton import (  # noqa: E402
+    model_config_class,
+    preprocessing_parameters,
+    write_repository,
+)
+from wbc_edge.runtime.backends import load_backend  # noqa: E402
+from wbc_edge.runtime.card import ModelCard, read_sidecar, write_sidecar  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +47,9 @@ def _parse(folder: Path):
 
 def test_onnx_repository_matches_the_model(tiny_onnx, tmp_path):
     folder = write_repository(tiny_onnx, tmp_path / "repo", max_batch=16)
-    assert folder == tmp_path / "repo" / "tiny"
+    assert folder == tmp_path / "repo" / "tinynet-test"  # named from the card
     cfg = _parse(folder)
-    assert cfg.name == "tiny" and cfg.platform == "onnxruntime_onnx"
+    assert cfg.name == "tinynet-test" and cfg.platform == "onnxruntime_onnx"
     assert cfg.max_batch_size == 16
     proto = onnx.load(str(folder / "1" / "model.onnx"))
     graph_in = [
@@ -50,8 +59,8 @@ def test_onnx_repository_matches_the_model(tiny_onnx, tmp_path):
     assert [o.name for o in cfg.output] == [o.name for o in proto.graph.output]
     assert list(cfg.input[0].dims) == [3, 32, 32]
     assert [list(o.dims) for o in cfg.output] == [[len(CLASSES)], [len(CLASSES)]]
-    dtypes = model_config_class()().DESCRIPTOR.file.enum_types_by_name["DataType"]
-    assert dtypes.values_by_number[cfg.input[0].data_type].name == "TYPE_FP32"
+    assert cfg.input[0].data_type == model_config_pb2.TYPE_FP32
+    assert model_config_class() is model_config_pb2.ModelConfig  # Triton's own message
     probs = next(o for o in cfg.output if o.name == "probs")
     assert probs.label_filename == "labels.txt"
     assert (folder / "labels.txt").read_text().split() == CLASSES
@@ -88,4 +97,88 @@ def test_bad_inputs(tmp_path, tiny_onnx):
 def test_cli(tiny_onnx, tmp_path, capsys):
     code = cli.run(["export", "triton", "--model", str(tiny_onnx), "--out", str(tmp_path / "r")])
     assert code == 0
-    assert _parse(tmp_path / "r" / "tiny").platform == "onnxruntime_onnx"
+    assert _parse(tmp_path / "r" / "tinynet-test").platform == "onnxruntime_onnx"
+
+
+def _as_json(folder: Path) -> dict:
+    """The config as Triton's client returns it (get_model_config(..., as_json=True))."""
+    return json_format.MessageToDict(_parse(folder), preserving_proto_field_name=True)
+
+
+def test_the_config_carries_the_cards_preprocessing(tiny_onnx, tmp_path):
+    folder = write_repository(tiny_onnx, tmp_path / "repo")
+    prep = triton_client.preprocessing(_as_json(folder))
+    c = card()
+    assert prep["input_size"] == c.input_size and prep["class_names"] == CLASSES
+    assert prep["mean"] == list(c.mean) and prep["std"] == list(c.std)
+    assert (prep["channel_order"], prep["interpolation"]) == (c.channel_order, c.interpolation)
+    assert (folder / "client.py").read_text() == Path(triton_client.__file__).read_text()
+    with pytest.raises(ValueError, match="lacks wbc_edge parameters"):
+        triton_client.preprocessing({"parameters": {}})
+
+
+@pytest.mark.parametrize(
+    "order, interp, mean, std",
+    [
+        ("RGB", "area", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+        ("BGR", "cubic", (0.1, 0.4, 0.7), (0.2, 0.3, 0.9)),
+    ],
+)
+def test_the_client_prepares_images_as_the_card_does(order, interp, mean, std):
+    c = ModelCard(
+        "x", CLASSES, input_size=24, mean=mean, std=std, channel_order=order, interpolation=interp
+    )
+    params = {k: {"string_value": v} for k, v in preprocessing_parameters(c).items()}
+    prep = triton_client.preprocessing({"parameters": params})
+    rng = np.random.default_rng(0)
+    images = [
+        rng.integers(0, 256, shape, dtype=np.uint8)
+        for shape in ((40, 50, 3), (16, 16, 3), (30, 30))
+    ]
+    np.testing.assert_allclose(
+        triton_client.preprocess(images, prep), c.preprocess_spec()(images), rtol=0, atol=1e-6
+    )
+
+
+class _OnnxTriton:
+    """Stands in for tritonclient.grpc.InferenceServerClient over one repository, serving its
+    model.onnx with ONNX Runtime: the client snippet's own requests, without a server."""
+
+    def __init__(self, folder: Path) -> None:
+        import onnxruntime as ort
+
+        self.folder = folder
+        self.session = ort.InferenceSession(str(folder / "1" / "model.onnx"))
+
+    def get_model_config(self, name: str, as_json: bool = False) -> dict:
+        assert name == self.folder.name and as_json
+        return {"config": _as_json(self.folder)}
+
+    def infer(self, name: str, inputs: list, outputs: list):
+        feed = {i.name(): self._array(i) for i in inputs}
+        probs = self.session.run([outputs[0].name()], feed)[0]
+        return type("Result", (), {"as_numpy": lambda self_, key: probs})()
+
+    @staticmethod
+    def _array(request) -> np.ndarray:
+        shape = request.shape()
+        return np.frombuffer(request._get_content(), np.float32).reshape(shape)
+
+
+def test_the_shipped_client_classifies_like_the_runtime(tiny_onnx, tmp_path):
+    folder = write_repository(tiny_onnx, tmp_path / "repo")
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(5)]
+    got = triton_client.classify(_OnnxTriton(folder), folder.name, images)
+    with load_backend(tiny_onnx) as backend:
+        probs = backend.predict(backend.card.preprocess_spec()(images))
+    assert [g[0] for g in got] == [CLASSES[i] for i in probs.argmax(1)]
+    np.testing.assert_allclose([g[1] for g in got], probs.max(1), atol=1e-5)
+
+
+def test_a_config_triton_would_reject_is_refused(tiny_onnx):
+    from wbc_edge.export.triton import validate
+
+    io = onnx_io(tiny_onnx)
+    with pytest.raises(UserError, match="does not parse"):
+        validate('name: "x"\nmax_batch_size: 4\ndynamic_batching { preferred_batch: 8 }\n', io)
