@@ -128,13 +128,8 @@ def config_text(
 def preprocessing_parameters(card: ModelCard) -> dict[str, str]:
     """The card's preprocessing as Triton config parameters (string values, JSON-encoded), so a
     client asking Triton for the model's config learns how to prepare an image."""
-    spec = card.preprocess_spec()
     values = {
-        "input_size": spec.input_size,
-        "mean": list(spec.mean),
-        "std": list(spec.std),
-        "channel_order": spec.channel_order,
-        "interpolation": spec.interpolation,
+        **card.preprocess.to_dict(),  # input_size, crop, mean, std, channel order, interpolation
         "temperature": card.temperature,
         "confidence_threshold": card.confidence_threshold,
         "architecture": card.architecture,

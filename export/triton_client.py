@@ -37,7 +37,7 @@ def preprocessing(config: dict[str, Any]) -> dict[str, Any]:
         if key.startswith(PARAM_PREFIX)
     }
     missing = {"input_size", "mean", "std", "channel_order", "interpolation", "class_names"}
-    missing -= set(prep)
+    missing -= set(prep)  # crop_fraction / crop_aspect are absent for models made before them
     if missing:
         raise ValueError(f"model config lacks wbc_edge parameters {sorted(missing)}")
     return prep
@@ -45,16 +45,21 @@ def preprocessing(config: dict[str, Any]) -> dict[str, Any]:
 
 def preprocess(images_bgr: list[np.ndarray], prep: dict[str, Any]) -> np.ndarray:
     """BGR uint8 images (as ``cv2.imread`` gives) -> the float32 NCHW batch the model takes:
-    square resize to the input size, channel order, ``(x / 255 - mean) / std``."""
+    centred crop (``crop_fraction`` of the side, window shape ``crop_aspect``), square resize
+    to the input size, channel order, ``(x / 255 - mean) / std``."""
     import cv2
 
     size = int(prep["input_size"])
+    fraction, aspect = float(prep.get("crop_fraction", 1.0)), prep.get("crop_aspect")
     out = []
     for image in images_bgr:
         if image.ndim == 2:
             image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         elif image.shape[2] == 4:
             image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        if fraction != 1.0 or aspect is not None:
+            y0, y1, x0, x1 = _crop_window(*image.shape[:2], fraction, aspect)
+            image = image[y0:y1, x0:x1]
         h, w = image.shape[:2]
         if (h, w) != (size, size):
             interp = prep["interpolation"]
@@ -68,6 +73,22 @@ def preprocess(images_bgr: list[np.ndarray], prep: dict[str, Any]) -> np.ndarray
     x -= np.asarray(prep["mean"], np.float32)
     x /= np.asarray(prep["std"], np.float32)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def _crop_window(height: int, width: int, fraction: float, aspect: float | None) -> tuple:
+    """The largest centred window of shape ``aspect`` (width / height; None: the image's own),
+    scaled by ``fraction``; at least one pixel each way."""
+    if aspect is None:
+        h, w = height * fraction, width * fraction
+    elif width / height >= aspect:
+        h = height * fraction
+        w = h * aspect
+    else:
+        w = width * fraction
+        h = w / aspect
+    h, w = max(1, min(height, round(h))), max(1, min(width, round(w)))
+    y0, x0 = (height - h) // 2, (width - w) // 2
+    return y0, y0 + h, x0, x0 + w
 
 
 def classify(client: Any, model: str, images_bgr: list[np.ndarray]) -> list[tuple[str, float]]:

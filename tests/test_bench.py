@@ -223,7 +223,9 @@ def tiny_onnx(path: Path, width: int, seed: int, size: int = 32, role: str = "")
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    card = ModelCard(f"tiny{width}", CLASSES, Preprocess(size), extra={"role": role} if role else {})
+    card = ModelCard(
+        f"tiny{width}", CLASSES, Preprocess(size), extra={"role": role} if role else {}
+    )
     helper.set_model_props(model, {ONNX_METADATA_KEY: card.to_json()})
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
@@ -482,9 +484,9 @@ def test_bench_teacher_checkpoint_is_exported_first(
     pytest.importorskip("torch", reason="exporting a checkpoint needs the train extra")
     from wbc_edge.kd.checkpoint import save_checkpoint
     from wbc_edge.kd.students import create_student
-    from wbc_edge.runtime.card import ModelCard
+    from wbc_edge.runtime.card import ModelCard, Preprocess
 
-    card = ModelCard("tinyresnet_xs", CLASSES, input_size=32, extra={"role": "teacher"})
+    card = ModelCard("tinyresnet_xs", CLASSES, Preprocess(32), extra={"role": "teacher"})
     ckpt = save_checkpoint(tmp_path / "best.pt", create_student("tinyresnet_xs", 3), card)
     student = tiny_onnx(tmp_path / "student.onnx", width=4, seed=2, role="student")
     out = tmp_path / "r"

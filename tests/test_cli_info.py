@@ -77,3 +77,4 @@ def test_every_help_shows_flags_without_a_type():
     assert seen > 15
     with root.context_class(root) as ctx:
         assert "--smear / --crops" in _help(root.get_command(ctx, "run"))
+        assert "--size <int>" in _help(root.get_command(ctx, "distill"))

@@ -27,7 +27,7 @@ from wbc_edge.export.triton import (  # noqa: E402
     write_repository,
 )
 from wbc_edge.runtime.backends import load_backend  # noqa: E402
-from wbc_edge.runtime.card import ModelCard, read_sidecar, write_sidecar  # noqa: E402
+from wbc_edge.runtime.card import ModelCard, Preprocess, read_sidecar, write_sidecar  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -109,25 +109,25 @@ def test_the_config_carries_the_cards_preprocessing(tiny_onnx, tmp_path):
     folder = write_repository(tiny_onnx, tmp_path / "repo")
     prep = triton_client.preprocessing(_as_json(folder))
     c = card()
-    assert prep["input_size"] == c.input_size and prep["class_names"] == CLASSES
-    assert prep["mean"] == list(c.mean) and prep["std"] == list(c.std)
-    assert (prep["channel_order"], prep["interpolation"]) == (c.channel_order, c.interpolation)
+    pre = c.preprocess
+    assert prep["input_size"] == pre.input_size and prep["class_names"] == CLASSES
+    assert prep["mean"] == list(pre.mean) and prep["std"] == list(pre.std)
+    assert (prep["channel_order"], prep["interpolation"]) == (pre.channel_order, pre.interpolation)
+    assert (prep["crop_fraction"], prep["crop_aspect"]) == (pre.crop_fraction, pre.crop_aspect)
     assert (folder / "client.py").read_text() == Path(triton_client.__file__).read_text()
     with pytest.raises(ValueError, match="lacks wbc_edge parameters"):
         triton_client.preprocessing({"parameters": {}})
 
 
 @pytest.mark.parametrize(
-    "order, interp, mean, std",
+    "pre",
     [
-        ("RGB", "area", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-        ("BGR", "cubic", (0.1, 0.4, 0.7), (0.2, 0.3, 0.9)),
+        Preprocess(24),
+        Preprocess(24, 0.8, 0.75, (0.1, 0.4, 0.7), (0.2, 0.3, 0.9), "BGR", "cubic"),
     ],
 )
-def test_the_client_prepares_images_as_the_card_does(order, interp, mean, std):
-    c = ModelCard(
-        "x", CLASSES, input_size=24, mean=mean, std=std, channel_order=order, interpolation=interp
-    )
+def test_the_client_prepares_images_as_the_card_does(pre):
+    c = ModelCard("x", CLASSES, pre)
     params = {k: {"string_value": v} for k, v in preprocessing_parameters(c).items()}
     prep = triton_client.preprocessing({"parameters": params})
     rng = np.random.default_rng(0)
@@ -136,7 +136,7 @@ def test_the_client_prepares_images_as_the_card_does(order, interp, mean, std):
         for shape in ((40, 50, 3), (16, 16, 3), (30, 30))
     ]
     np.testing.assert_allclose(
-        triton_client.preprocess(images, prep), c.preprocess_spec()(images), rtol=0, atol=1e-6
+        triton_client.preprocess(images, prep), c.preprocess(images), rtol=0, atol=1e-6
     )
 
 
@@ -171,7 +171,7 @@ def test_the_shipped_client_classifies_like_the_runtime(tiny_onnx, tmp_path):
     images = [rng.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(5)]
     got = triton_client.classify(_OnnxTriton(folder), folder.name, images)
     with load_backend(tiny_onnx) as backend:
-        probs = backend.predict(backend.card.preprocess_spec()(images))
+        probs = backend.predict(backend.card.preprocess(images))
     assert [g[0] for g in got] == [CLASSES[i] for i in probs.argmax(1)]
     np.testing.assert_allclose([g[1] for g in got], probs.max(1), atol=1e-5)
 
