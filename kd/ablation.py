@@ -40,8 +40,9 @@ def prebuild_teacher_cache(
 ) -> None:
     """Build the teacher cache each method will ask for, once, before the runs start."""
     from wbc_edge.data.manifest import class_names, read_manifest
+    from wbc_edge.kd.config import TrainConfig
     from wbc_edge.kd.data import decode_cached
-    from wbc_edge.kd.trainer import TrainConfig, _teacher_cache, build_for_config, run_preprocess
+    from wbc_edge.kd.trainer import _teacher_cache, build_for_config, run_preprocess
 
     rows = read_manifest(data)
     train_rows = [r for r in rows if r.split == "train"]

@@ -51,7 +51,8 @@ ChannelsLastOpt = Annotated[
 
 
 def _run(config: Path | None, resume: Path | None, **options: Any) -> None:
-    from wbc_edge.kd.trainer import TrainConfig, train
+    from wbc_edge.kd.config import TrainConfig
+    from wbc_edge.kd.trainer import train
 
     if resume is not None:
         from wbc_edge.errors import require_file

@@ -210,7 +210,6 @@ AUGMENT_PRESETS: dict[str, Jitter] = {
         jpeg_quality=30,
     ),
 }
-DEFAULT_AUGMENT = "mild"
 
 
 def augment_preset(name: str) -> Jitter:

@@ -1,171 +1,59 @@
 """One training loop for the teacher and for every distillation method.
 
-The loop knows nothing about methods: it builds a distiller (``"ce"`` for teacher training),
+The loop knows nothing about methods: it builds a distiller (``CE`` for teacher training),
 calls ``forward_train`` and sums the returned loss dict (mdistiller's design). Around it:
 
 * AdamW, linear warm-up then cosine decay (set per step, so the schedule state is one number),
   label smoothing (passed to the distiller), AMP on CUDA only;
 * determinism: every epoch's shuffling, augmentation and dropout draw from generators seeded
   by (seed, epoch), so ``--resume`` repeats exactly what an uninterrupted run would have done;
-* a run folder: ``config.yaml`` (resolved options), ``metrics.csv``, ``curves.png``,
+* a run folder (:mod:`wbc_edge.kd.run_folder`): ``config.yaml`` (the resolved
+  :class:`~wbc_edge.kd.config.TrainConfig`), ``metrics.csv``, ``curves.png``,
   ``train.log``, ``best.pt`` (best validation epoch), ``last.pt`` and ``resume.pt`` (optimizer,
   connectors, step); after training ``best.pt`` is calibrated on the validation split
   (temperature and counted-cell threshold, :mod:`wbc_edge.kd.calibrate`), scored on the test
   split, and its card gets ``test_accuracy`` / ``test_macro_f1`` / ECE before and after;
-* DDP when started by ``torchrun`` (``WORLD_SIZE`` > 1): each rank trains on its share, rank 0
-  validates and writes.
+* DDP when started by ``torchrun`` (``WORLD_SIZE`` > 1, :mod:`wbc_edge.kd.distributed`): each
+  rank trains on its share, rank 0 validates and writes.
 """
 
 from __future__ import annotations
 
-import csv
-import dataclasses
 import inspect
 import math
-import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
-from wbc_edge.calibration import DEFAULT_DELTA, DEFAULT_TARGET_ERROR
-from wbc_edge.console import console, progress
+from wbc_edge.console import progress
 from wbc_edge.data.manifest import class_names as manifest_classes
 from wbc_edge.data.manifest import fingerprint, read_manifest
-from wbc_edge.errors import UserError, require_file
+from wbc_edge.errors import UserError
 from wbc_edge.kd.checkpoint import load_model, save_checkpoint
+from wbc_edge.kd.config import TrainConfig
 from wbc_edge.kd.data import (
-    DEFAULT_AUGMENT,
     NO_JITTER,
     BatchLoader,
     augment_preset,
     decode_cached,
     rows_key,
 )
+from wbc_edge.kd.distributed import TrainStep, barrier, init_distributed
+from wbc_edge.kd.run_folder import (
+    RunLog,
+    load_resume,
+    plot_curves,
+    save_resume,
+    write_config,
+    write_metrics,
+    write_summary,
+)
 from wbc_edge.runtime.card import ModelCard, Preprocess
 from wbc_edge.runtime.scale import CropScale
-
-
-@dataclass
-class TrainConfig:
-    """Every option of a training run; the CLI, a YAML file and the API all fill this."""
-
-    data: str = ""
-    out: str = ""
-    kind: str = "distill"  # "teacher" or "distill"
-    model: str = ""  # teacher: timm EfficientNet name; distill: student name
-    weights: str | None = "imagenet"  # teacher initialisation (imagenet | PATH | none)
-    teacher: str | None = None  # distill: trained teacher checkpoint
-    method: str = "ce"
-    method_options: dict[str, Any] = field(default_factory=dict)
-    size: int | None = None  # None: the teacher's input size, or Preprocess's default
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    seed: int = 0
-    augment: str = DEFAULT_AUGMENT  # preset of kd.data.AUGMENT_PRESETS: none, mild, crosslab
-    jitter: bool = True  # older run folders' switch; False = augment "none"
-    channels_last: bool = False
-    freeze_stages: int = 0  # teacher: stem + this many early blocks kept at ImageNet weights
-    teacher_cache: bool = True
-    cache_dir: str | None = None
-    threads: int | None = None
-    amp: bool = True
-    device: str = "auto"
-    target_error: float = DEFAULT_TARGET_ERROR  # calibration: error allowed among counted cells
-    calibration_delta: float = DEFAULT_DELTA
-
-    @classmethod
-    def from_sources(cls, config_file: str | None, **overrides: Any) -> TrainConfig:
-        """Defaults < YAML file < explicit (non-None) overrides."""
-        values: dict[str, Any] = {}
-        if config_file:
-            path = require_file(config_file, "config file")
-            try:
-                loaded = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as exc:
-                raise UserError(f"{path} is not valid YAML ({exc})") from exc
-            if not isinstance(loaded, dict):
-                raise UserError(f"{path} must be a mapping of option: value")
-            values.update(loaded)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UserError(f"unknown option(s) {unknown}: known are {sorted(known)}")
-        return cls(**values)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
-
-
-# --- distributed helpers -----------------------------------------------------------------------
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_kind: str) -> Dist:
-    """Join the process group when torchrun started us; a plain run stays single-process."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def _barrier(d: Dist) -> None:
-    if d.world_size > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-class _TrainStep(nn.Module):
-    """DDP synchronises gradients through ``forward``; this routes it to ``forward_train``."""
-
-    def __init__(self, distiller: nn.Module) -> None:
-        super().__init__()
-        self.distiller = distiller
-
-    def forward(self, images, targets, teacher_out=None):  # noqa: ANN001
-        return self.distiller.forward_train(images, targets, teacher_out)
-
-
-# --- the run -------------------------------------------------------------------------------------
-
-
-class RunLog:
-    """Lines to train.log and the console (rank 0 only)."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-
-    def __call__(self, msg: str) -> None:
-        stamp = time.strftime("%H:%M:%S")
-        if self.path is not None:
-            with open(self.path, "a") as f:
-                f.write(f"{stamp} {msg}\n")
-            console.print(msg, highlight=False, soft_wrap=True)
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -180,38 +68,6 @@ def _device(cfg: TrainConfig) -> torch.device:
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(cfg.device)
-
-
-class Supervised(nn.Module):
-    """Plain label-smoothed cross-entropy training in the distiller interface.
-
-    Teacher fine-tuning uses this rather than the ``"ce"`` distiller so the teacher can be
-    trained without any of the distillation code.
-    """
-
-    needs_teacher = False
-    needs_teacher_features = False
-
-    def __init__(self, model: nn.Module, label_smoothing: float = 0.1) -> None:
-        super().__init__()
-        self.student = model
-        self.teacher = None
-        self.label_smoothing = label_smoothing
-
-    def forward_train(self, images, targets, teacher_out=None):  # noqa: ANN001, ANN201
-        logits = self.student(images)
-        return logits, {
-            "ce": F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
-        }
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.student(images)
-
-    def get_learnable_parameters(self) -> list[nn.Parameter]:
-        return list(self.student.parameters())
-
-    def get_extra_parameters(self) -> int:
-        return 0
 
 
 def _distiller_kwargs(method: str, options: dict[str, Any], label_smoothing: float) -> dict:
@@ -229,12 +85,13 @@ def _distiller_kwargs(method: str, options: dict[str, Any], label_smoothing: flo
 def build_for_config(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, ModelCard | None]:
     """The distiller of a run and (for distillation) the teacher's card."""
     if cfg.kind == "teacher":
+        from wbc_edge.kd.distillers import CE
         from wbc_edge.kd.teacher import create_teacher, freeze_early_stages
 
         weights = None if str(cfg.weights).lower() in ("none", "random") else cfg.weights
         model = create_teacher(cfg.model, num_classes=num_classes, weights=weights)
         freeze_early_stages(model, cfg.freeze_stages)
-        return Supervised(model, cfg.label_smoothing), None
+        return CE(model, label_smoothing=cfg.label_smoothing), None
     from wbc_edge.kd.distillers import DISTILLERS, build_distiller
     from wbc_edge.kd.students import STUDENTS, create_student
 
@@ -300,7 +157,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
                 f"{out} already holds a run: continue it with --resume {out}, or pick a new --out"
             )
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(cfg.to_yaml())
+        write_config(out, cfg.to_yaml())
     log = RunLog(out / "train.log" if dist_info.main else None)
 
     jitter = augment_preset(cfg.augment) if cfg.jitter else NO_JITTER
@@ -363,7 +220,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         for building in (True, False):
             if dist_info.main == building:
                 cache = _teacher_cache(cfg, distiller, arrays["train"], by_split["train"], pre)
-            _barrier(dist_info)
+            barrier(dist_info)
         log(f"teacher cache: {cache.folder}")
 
     train_loader = BatchLoader(
@@ -410,10 +267,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
     start_epoch, step, best = 0, 0, {"val_accuracy": -1.0, "val_loss": float("inf"), "epoch": -1}
     history: list[dict[str, float]] = []
     if resume:
-        start_epoch, step, best, history = _load_resume(out, distiller, optimizer, scaler)
+        start_epoch, step, best, history = load_resume(out, distiller, optimizer, scaler)
         log(f"resumed at epoch {start_epoch} (step {step})")
 
-    step_module: nn.Module = _TrainStep(distiller)
+    step_module: nn.Module = TrainStep(distiller)
     if dist_info.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -498,19 +355,19 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
                 }
                 save_checkpoint(out / "best.pt", student, card, epoch + 1)
             save_checkpoint(out / "last.pt", student, card, epoch + 1)
-            _save_resume(out, distiller, optimizer, scaler, epoch + 1, step, best, history)
-            _write_metrics(out, history)
+            save_resume(out, distiller, optimizer, scaler, epoch + 1, step, best, history)
+            write_metrics(out, history)
             log(
                 f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
                 f"acc {100 * row['train_accuracy']:.2f}% | val loss {row['val_loss']:.4f} "
                 f"acc {100 * rep.accuracy:.2f}% F1 {100 * rep.macro_f1:.2f}% | "
                 f"{row['epoch_seconds']:.0f}s{' *' if improved else ''}"
             )
-        _barrier(dist_info)
+        barrier(dist_info)
 
     summary: dict[str, Any] = {}
     if dist_info.main:
-        _plot_curves(out, history)
+        plot_curves(out, history)
         summary = _finish(
             out,
             cfg,
@@ -525,7 +382,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             time.time() - t_start,
             log,
         )
-    _barrier(dist_info)
+    barrier(dist_info)
     return summary
 
 
@@ -564,8 +421,6 @@ def _teacher_cache(cfg, distiller, images, rows, pre):  # noqa: ANN001, ANN202
 def _finish(out, cfg, names, arrays, targets, loader, device, best, n_student, n_extra, wall, log):  # noqa: ANN001, ANN202
     """Calibrate best.pt on val, score it on test, store the numbers in its card, write
     summary.json."""
-    import json
-
     from wbc_edge.kd.calibrate import calibrate_card, summary_line
     from wbc_edge.kd.evaluate import predict_loader
     from wbc_edge.metrics import classification_report
@@ -617,88 +472,7 @@ def _finish(out, cfg, names, arrays, targets, loader, device, best, n_student, n
             )
         save_checkpoint(best_path, model, card, payload["epoch"])
     log(f"wall time {wall:.0f}s")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_summary(out, summary)
     return summary
 
 
-def _learnable_state(distiller: nn.Module) -> dict[str, torch.Tensor]:
-    """Student + connectors (not the frozen teacher, which is reloaded from its file)."""
-    return {
-        k: v.detach().cpu()
-        for k, v in distiller.state_dict().items()
-        if not k.startswith("teacher.")
-    }
-
-
-def _save_resume(out, distiller, optimizer, scaler, epoch, step, best, history) -> None:  # noqa: ANN001
-    payload = {
-        "epoch": epoch,
-        "step": step,
-        "best": best,
-        "history": history,
-        "distiller": _learnable_state(distiller),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-    }
-    tmp = out / "resume.pt.tmp"
-    torch.save(payload, tmp)
-    tmp.replace(out / "resume.pt")
-
-
-def _load_resume(out, distiller, optimizer, scaler):  # noqa: ANN001, ANN202
-    path = out / "resume.pt"
-    if not path.is_file():
-        raise UserError(f"{out} has no resume.pt: it is not a wbc-edge run folder")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    distiller.load_state_dict(payload["distiller"], strict=False)
-    optimizer.load_state_dict(payload["optimizer"])
-    scaler.load_state_dict(payload["scaler"])
-    return payload["epoch"], payload["step"], payload["best"], payload["history"]
-
-
-def _write_metrics(out: Path, history: list[dict[str, float]]) -> None:
-    keys: list[str] = []
-    for row in history:
-        keys += [k for k in row if k not in keys]
-    with open(out / "metrics.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys, lineterminator="\n")
-        w.writeheader()
-        w.writerows(history)
-
-
-_NOT_TERMS = ("train_loss", "train_accuracy")
-
-
-def _plot_curves(out: Path, history: list[dict[str, float]]) -> None:
-    if not history:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ep = [h["epoch"] for h in history]
-    fig, (a, t, b) = plt.subplots(1, 3, figsize=(15, 4))
-    a.plot(ep, [h["train_loss"] for h in history], label="train (sum of losses)")
-    a.plot(ep, [h["val_loss"] for h in history], label="val (cross-entropy)")
-    a.set_xlabel("epoch")
-    a.set_ylabel("loss")
-    a.legend()
-    # Each weighted term of the method (train_loss_ce, _kd, _at, _fusion, ...): whether the
-    # feature terms sit at the cross-entropy's scale, and whether they fall.
-    terms = [k for k in history[0] if k.startswith("train_") and k not in _NOT_TERMS]
-    for k in terms:
-        t.plot(ep, [h.get(k, float("nan")) for h in history], label=k.removeprefix("train_"))
-    t.set_xlabel("epoch")
-    t.set_ylabel("weighted loss term (train)")
-    t.set_yscale("log")
-    t.legend()
-    b.plot(ep, [100 * h["train_accuracy"] for h in history], label="train")
-    b.plot(ep, [100 * h["val_accuracy"] for h in history], label="val")
-    b.set_xlabel("epoch")
-    b.set_ylabel("accuracy (%)")
-    b.legend()
-    fig.suptitle(out.name)
-    fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=100)
-    plt.close(fig)

@@ -15,6 +15,7 @@ from wbc_edge.data.manifest import ManifestRow, read_manifest, write_manifest
 from wbc_edge.data.scan import sha256_file
 from wbc_edge.kd import trainer as trainer_mod
 from wbc_edge.kd.checkpoint import load_model, read_checkpoint, save_checkpoint
+from wbc_edge.kd.config import TrainConfig
 from wbc_edge.kd.data import (
     BatchLoader,
     Jitter,
@@ -24,11 +25,12 @@ from wbc_edge.kd.data import (
     normalize_tensor,
 )
 from wbc_edge.kd.distillers import build_distiller
+from wbc_edge.kd.distributed import init_distributed
 from wbc_edge.kd.features import stage_features
 from wbc_edge.kd.students import create_student
 from wbc_edge.kd.teacher import create_teacher
 from wbc_edge.kd.teacher_cache import build_teacher_cache
-from wbc_edge.kd.trainer import TrainConfig, init_distributed, train
+from wbc_edge.kd.trainer import train
 from wbc_edge.runtime.card import ModelCard, Preprocess
 from wbc_edge.runtime.preprocess import normalize, read_image
 
@@ -295,7 +297,7 @@ def test_resume_repeats_the_uninterrupted_run(
     whole = tiny_cfg(phantoms, tmp_path / "whole", epochs=3)
     train(whole)
 
-    real_save = trainer_mod._save_resume
+    real_save = trainer_mod.save_resume
 
     def save_then_crash(out, distiller, optimizer, scaler, epoch, *args):  # noqa: ANN001
         real_save(out, distiller, optimizer, scaler, epoch, *args)
@@ -303,10 +305,10 @@ def test_resume_repeats_the_uninterrupted_run(
             raise KeyboardInterrupt
 
     cut = tiny_cfg(phantoms, tmp_path / "cut", epochs=3)
-    monkeypatch.setattr(trainer_mod, "_save_resume", save_then_crash)
+    monkeypatch.setattr(trainer_mod, "save_resume", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         train(cut)
-    monkeypatch.setattr(trainer_mod, "_save_resume", real_save)
+    monkeypatch.setattr(trainer_mod, "save_resume", real_save)
     assert read_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 2
     train(cut, resume=True)
     assert "resumed at epoch 2" in (tmp_path / "cut" / "train.log").read_text()

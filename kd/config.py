@@ -1,0 +1,76 @@
+"""The options of a training run: one dataclass that the CLI, a YAML file and the API fill.
+
+Each option has its one default here; ``wbc-edge train-teacher`` / ``distill`` read them from
+this class for their ``--help`` and pass only what the user gave (None otherwise), so the CLI
+and the API cannot disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from wbc_edge.calibration import DEFAULT_DELTA, DEFAULT_TARGET_ERROR
+from wbc_edge.errors import UserError, require_file
+
+# Standard library, yaml and numpy only (no torch), so the CLI can read the defaults for --help.
+DEFAULT_AUGMENT = "mild"  # a preset of kd.data.AUGMENT_PRESETS
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run; the CLI, a YAML file and the API all fill this."""
+
+    data: str = ""
+    out: str = ""
+    kind: str = "distill"  # "teacher" or "distill"
+    model: str = ""  # teacher: timm EfficientNet name; distill: student name
+    weights: str | None = "imagenet"  # teacher initialisation (imagenet | PATH | none)
+    teacher: str | None = None  # distill: trained teacher checkpoint
+    method: str = "ce"
+    method_options: dict[str, Any] = field(default_factory=dict)
+    size: int | None = None  # None: the teacher's input size, or Preprocess's default
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    seed: int = 0
+    augment: str = DEFAULT_AUGMENT  # preset of kd.data.AUGMENT_PRESETS: none, mild, crosslab
+    jitter: bool = True  # older run folders' switch; False = augment "none"
+    channels_last: bool = False
+    freeze_stages: int = 0  # teacher: stem + this many early blocks kept at ImageNet weights
+    teacher_cache: bool = True
+    cache_dir: str | None = None
+    threads: int | None = None
+    amp: bool = True
+    device: str = "auto"
+    target_error: float = DEFAULT_TARGET_ERROR  # calibration: error allowed among counted cells
+    calibration_delta: float = DEFAULT_DELTA
+
+    @classmethod
+    def from_sources(cls, config_file: str | None, **overrides: Any) -> TrainConfig:
+        """Defaults < YAML file < explicit (non-None) overrides."""
+        values: dict[str, Any] = {}
+        if config_file:
+            path = require_file(config_file, "config file")
+            try:
+                loaded = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise UserError(f"{path} is not valid YAML ({exc})") from exc
+            if not isinstance(loaded, dict):
+                raise UserError(f"{path} must be a mapping of option: value")
+            values.update(loaded)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserError(f"unknown option(s) {unknown}: known are {sorted(known)}")
+        return cls(**values)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
