@@ -139,8 +139,8 @@ def register(app: typer.Typer) -> None:
             int | None,
             typer.Option(
                 "--size",
-                help="Input size in pixels [default: the teacher's input size, which the "
-                "teacher cache and feature losses need (another is refused); 128 without one].",
+                help="Input size in pixels [default: the teacher's input size; a smaller one "
+                "trades detail for speed, the teacher still sees its own; 128 without one].",
             ),
         ] = None,
         epochs: EpochsOpt = None,
@@ -154,6 +154,14 @@ def register(app: typer.Typer) -> None:
         threads: ThreadsOpt = None,
         channels_last: ChannelsLastOpt = None,
         augment: AugmentOpt = None,
+        teacher_views: Annotated[
+            str | None,
+            typer.Option(
+                "--teacher-views",
+                help="view: the teacher's output on the student's view; mean: its mean over "
+                "the 8 dihedral views (test-time augmentation as the target).",
+            ),
+        ] = None,
         no_teacher_cache: Annotated[
             bool, typer.Option("--no-teacher-cache", help="Run the teacher live every step.")
         ] = False,
@@ -179,6 +187,7 @@ def register(app: typer.Typer) -> None:
             cache_dir=str(cache_dir) if cache_dir else None,
             threads=threads,
             channels_last=channels_last,
+            teacher_views=teacher_views,
             teacher_cache=False if no_teacher_cache else None,
             augment=augment,
         )

@@ -45,6 +45,9 @@ class TrainConfig:
     channels_last: bool = False
     freeze_stages: int = 0  # teacher: stem + this many early blocks kept at ImageNet weights
     teacher_cache: bool = True
+    # "view": the teacher's output for the view the student sees; "mean": the mean of the
+    # teacher's softmax over all 8 dihedral views (test-time augmentation as the target).
+    teacher_views: str = "view"
     cache_dir: str | None = None
     threads: int | None = None
     amp: bool = True

@@ -95,6 +95,8 @@ def build_for_config(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, Mod
     from wbc_edge.kd.distillers import DISTILLERS, build_distiller
     from wbc_edge.kd.students import STUDENTS, create_student
 
+    if cfg.teacher_views not in ("view", "mean"):
+        raise UserError(f"teacher_views must be 'view' or 'mean', not {cfg.teacher_views!r}")
     if cfg.method not in DISTILLERS:
         raise UserError(f"unknown method {cfg.method!r}: use one of {', '.join(DISTILLERS)}")
     if cfg.model not in STUDENTS:
@@ -127,12 +129,9 @@ def run_preprocess(cfg: TrainConfig, teacher_card: ModelCard | None) -> Preproce
         mean, std = teacher_preprocess(cfg.model)
         pre = Preprocess(mean=mean, std=std)
     elif teacher_card is not None:
+        # Same view of the cell as the teacher; a smaller --size trades detail for speed (the
+        # teacher cache is computed from the teacher's own preprocessing either way).
         pre = teacher_card.preprocess
-        if cfg.size and cfg.size != pre.input_size:
-            raise UserError(
-                f"--size {cfg.size} differs from the teacher's input size "
-                f"{pre.input_size}: leave --size out"
-            )
     else:
         pre = Preprocess()
     return pre.replace(input_size=cfg.size) if cfg.size else pre
@@ -219,7 +218,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
         # Rank 0 builds it; the other ranks wait and then open the finished folder.
         for building in (True, False):
             if dist_info.main == building:
-                cache = _teacher_cache(cfg, distiller, arrays["train"], by_split["train"], pre)
+                cache = _teacher_cache(
+                    cfg, distiller, by_split["train"], teacher_card.preprocess, pre, arrays["train"]
+                )
             barrier(dist_info)
         log(f"teacher cache: {cache.folder}")
 
@@ -299,6 +300,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
                     t_logits, t_feats = cache.lookup(
                         batch.index, batch.k, distiller.needs_teacher_features
                     )
+                    if cfg.teacher_views == "mean":
+                        t_logits = cache.view_mean_logits(batch.index)
                     t_out = TeacherOut(t_logits.to(device), [f.to(device) for f in t_feats])
                 with torch.autocast(device.type, enabled=use_amp):
                     logits, losses = step_module(x, y, t_out)
@@ -403,7 +406,10 @@ def _training_scale(rows: list, log: RunLog) -> CropScale | None:  # rows: list[
     return scale
 
 
-def _teacher_cache(cfg, distiller, images, rows, pre):  # noqa: ANN001, ANN202
+def _teacher_cache(cfg, distiller, rows, pre, student_pre, student_images):  # noqa: ANN001, ANN202
+    """The teacher's outputs on the train rows, seen through the teacher's own preprocessing
+    ``pre`` (decoded again when the student's differs, e.g. a smaller --size)."""
+    images = student_images if pre == student_pre else decode_cached(rows, pre, cfg.cache_dir)
     from wbc_edge.kd.data import DEFAULT_CACHE_DIR
     from wbc_edge.kd.teacher_cache import (
         build_teacher_cache,

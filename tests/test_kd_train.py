@@ -13,6 +13,7 @@ import torch
 
 from wbc_edge.data.manifest import ManifestRow, read_manifest, write_manifest
 from wbc_edge.data.scan import sha256_file
+from wbc_edge.errors import UserError
 from wbc_edge.kd import trainer as trainer_mod
 from wbc_edge.kd.checkpoint import load_model, read_checkpoint, save_checkpoint
 from wbc_edge.kd.config import TrainConfig
@@ -245,7 +246,40 @@ def test_teacher_cache_equals_live_teacher(
         torch.testing.assert_close(cached[name], direct[name], rtol=2e-2, atol=1e-3)
 
 
+def test_view_mean_target_is_the_log_of_the_mean_softmax_over_views(
+    phantoms: Path, teacher_ckpt: Path, tmp_path: Path
+) -> None:
+    teacher, card = load_model(teacher_ckpt)
+    images = decode_cached(read_manifest(phantoms, "train"), card.preprocess, tmp_path)
+    cache = build_teacher_cache(teacher, images, card.preprocess, tmp_path / "t")
+    index = torch.tensor([3, 1])
+    mean = cache.view_mean_logits(index)
+    per_view = torch.stack([cache.lookup(index, torch.full((2,), k))[0] for k in range(8)], 1)
+    expected = torch.log(torch.softmax(per_view, -1).mean(1))
+    torch.testing.assert_close(mean, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(per_view[:, 0], per_view[:, 5])  # the views really differ
+
+
 # --- trainer, checkpoints, resume ---------------------------------------------------------------
+
+
+def test_student_smaller_than_teacher_learns_from_the_teachers_own_view(
+    phantoms: Path, teacher_ckpt: Path, tmp_path: Path
+) -> None:
+    cfg = tiny_cfg(
+        phantoms, tmp_path / "run", method="kd", teacher=str(teacher_ckpt), size=24,
+        teacher_views="mean", epochs=1,
+    )
+    summary = train(cfg)
+    _, card = load_model(tmp_path / "run" / "best.pt")
+    assert card.preprocess.input_size == 24  # the student's own size, not the teacher's 32
+    assert summary["test_accuracy"] >= 0.0
+    caches = list((tmp_path / "cache").glob("teacher-*"))
+    assert len(caches) == 1
+    logits = np.load(caches[0] / "logits.npy", mmap_mode="r")
+    assert logits.shape[:2] == (len(read_manifest(phantoms, "train")), 8)
+    with pytest.raises(UserError, match="teacher_views"):
+        train(tiny_cfg(phantoms, tmp_path / "bad", teacher=str(teacher_ckpt), teacher_views="x"))
 
 
 def test_distill_run_writes_folder_and_saves_student_only(
