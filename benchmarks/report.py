@@ -217,7 +217,7 @@ def write_reports(report: dict[str, Any], out: Path, name: str) -> list[Path]:
 def print_table(report: dict[str, Any]) -> None:
     from rich.table import Table
 
-    from wbc_edge.console import console
+    from wbc_edge.console import console, print_table
 
     cols, rows = visible(CONSOLE_COLUMNS, table_rows(report))
     table = Table(title="wbc-edge bench", show_lines=False)
@@ -225,6 +225,6 @@ def print_table(report: dict[str, Any]) -> None:
         table.add_column(col, justify="left" if col in ("model", "backend") else "right")
     for r in rows:
         table.add_row(*r)
-    console.print(table)
+    print_table(table)
     for line in describe(report["machine"]):
         console.print(line, highlight=False)

@@ -104,7 +104,11 @@ def run(
         int, typer.Option(help="Most thumbnails per class in the report.")
     ] = RunSettings.report_per_class,
     annotate: Annotated[
-        Path | None, typer.Option(help="Write every frame with boxes and labels to this folder.")
+        Path | None,
+        typer.Option(
+            help="Write every frame with boxes and labels: to a video file (out.mp4, .avi, "
+            ".mkv, .mov; at the source's frame rate) or to a folder of JPEGs (any other path)."
+        ),
     ] = None,
     live: Annotated[
         bool, typer.Option("--live/--no-live", help="Live console view, or log lines.")

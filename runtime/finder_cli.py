@@ -61,7 +61,7 @@ def finder_eval(
     import cv2
     from rich.table import Table
 
-    from wbc_edge.console import console
+    from wbc_edge.console import console, print_table
     from wbc_edge.errors import UserError
     from wbc_edge.runtime.finder import FinderParams
     from wbc_edge.runtime.finder_eval import (
@@ -102,7 +102,7 @@ def finder_eval(
             f"{s['mean_iou']:.3f}",
             f"{s['ms_per_field']:.1f}",
         )
-    console.print(table)
+    print_table(table)
     if sweep:
         with console.status("sensitivity: each parameter at 0.75x and 1.25x"):
             summary["sensitivity"] = sensitivity(data, params, iou=iou, limit=limit)

@@ -72,4 +72,5 @@ def watch_run(pipeline, diff: Differential, title: str, live: bool = True, every
             console.print(status_line(pipeline.stats, pipeline.backend) + flag, highlight=False)
 
         wait_loop(min(every_s, 0.5), log)
+        log()  # the final rates, however short the run
     return pipeline.finish()

@@ -53,7 +53,7 @@ class RunSettings:
 def run_service(settings: RunSettings) -> dict[str, Any]:
     """Run ``settings.source`` through the model into ``settings.out``; returns the summary
     (also written to ``summary.json``). A restarted run continues where the last one stopped."""
-    from wbc_edge.console import console
+    from wbc_edge.console import console, print_table
     from wbc_edge.runtime.backends import load_backend
     from wbc_edge.runtime.live import watch_run
     from wbc_edge.runtime.pipeline import Pipeline
@@ -110,13 +110,21 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
                     highlight=False,
                 )
             gallery = Gallery(card.class_names, s.report_per_class) if s.report else None
+            # A video keeps the source's frame rate (a camera's or a video file's own).
+            annotator = Annotator(s.annotate, src.options.fps) if s.annotate else None
             observers = [lambda item: diff.add(item.records)]
-            observers += [o for o in (gallery, Annotator(s.annotate) if s.annotate else None) if o]
+            observers += [o for o in (gallery, annotator) if o]
             pipeline = Pipeline(src, backend, output, config, observers)
             started = time.strftime("%Y-%m-%d %H:%M:%S")
             cpu_start = time.process_time()
             pipeline.start()
-            stats = watch_run(pipeline, diff, f"wbc-edge run {uri}", live=s.live)
+            # In a log there is no screen to redraw: log lines, then the whole table below.
+            live = s.live and console.is_terminal
+            try:
+                stats = watch_run(pipeline, diff, f"wbc-edge run {uri}", live=live)
+            finally:
+                if annotator is not None:
+                    annotator.close()
             cpu_s = time.process_time() - cpu_start
 
         elapsed = time.perf_counter() - stats.started
@@ -141,8 +149,8 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
             "differential": diff.to_dict(),
         }
         (output.dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        if not s.live:  # the live view already shows the final table
-            console.print(diff.table("Differential (all results in this folder)"))
+        if not live:  # the live view already shows the final table
+            print_table(diff.table("Differential (all results in this folder)"))
         console.print(
             f"{stats.items} items, {stats.cells} cells, {stats.errors} errors, "
             f"{stats.dropped} frames dropped in {elapsed:.1f} s "

@@ -24,9 +24,10 @@ results of an earlier run) and never yield them again.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -426,20 +427,23 @@ class VideoSource(Source):
         import cv2
 
         o = self.options
-        if o.kind == "camera":
-            cap = cv2.VideoCapture(int(o.resource))
-        elif o.kind == "v4l2":
-            cap = cv2.VideoCapture(o.resource, cv2.CAP_V4L2)
-        elif o.kind == "csi":
-            pipeline = csi_pipeline(
-                int(o.resource), o.width or 1280, o.height or 720, o.fps or 30, o.flip,
-                o.sensor_mode,
-            )  # fmt: skip
-            cap = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
-        elif o.kind == "gstreamer":
-            cap = cv2.VideoCapture(o.resource, cv2.CAP_GSTREAMER)
-        else:  # rtsp and video files
-            cap = cv2.VideoCapture(o.resource)
+        # OpenCV logs its own warnings when a device fails to open ("can't open camera by
+        # index"); ours says it once, in one line, so theirs are silenced for the open.
+        with _opencv_quiet():
+            if o.kind == "camera":
+                cap = cv2.VideoCapture(int(o.resource))
+            elif o.kind == "v4l2":
+                cap = cv2.VideoCapture(o.resource, cv2.CAP_V4L2)
+            elif o.kind == "csi":
+                pipeline = csi_pipeline(
+                    int(o.resource), o.width or 1280, o.height or 720, o.fps or 30, o.flip,
+                    o.sensor_mode,
+                )  # fmt: skip
+                cap = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
+            elif o.kind == "gstreamer":
+                cap = cv2.VideoCapture(o.resource, cv2.CAP_GSTREAMER)
+            else:  # rtsp and video files
+                cap = cv2.VideoCapture(o.resource)
         if cap.isOpened() and o.kind in ("camera", "v4l2"):
             # The pixel format first: V4L2 picks the sizes and rates a format offers. A camera
             # without MJPEG refuses it and keeps its own format, which is then reported.
@@ -517,3 +521,20 @@ def _opencv_has_gstreamer() -> bool:
     return any(
         "GStreamer" in line and "YES" in line for line in cv2.getBuildInformation().splitlines()
     )
+
+
+@contextlib.contextmanager
+def _opencv_quiet() -> Iterator[None]:
+    """OpenCV's log at errors only, for the duration of the block (restored after)."""
+    import cv2
+
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is None:  # an OpenCV build without the logging module
+        yield
+        return
+    before = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        logging.setLogLevel(before)

@@ -405,13 +405,25 @@ def test_watch_run_classifies_arrivals_and_ctrl_c_drains_then_resumes(tmp_path, 
     assert {n.split("_")[0] for n in names} == {"img", "late", "down", "after"}
 
 
-def test_live_view_shows_rates_and_the_differential(tmp_path, model, capsys):
+def test_live_view_shows_rates_and_the_differential(tmp_path, model, capsys, monkeypatch):
+    from wbc_edge.console import console
+
+    monkeypatch.setattr(console, "_force_terminal", True)  # the live view is for terminals
     write_images(tmp_path / "in", COLOURS * 3)
     args = ["run", str(tmp_path / "in"), "-m", str(model), "--out", str(tmp_path / "out")]
     assert cli.run(args) == 0
     err = capsys.readouterr().err
     assert "cells/s" in err and "latency p50" in err and "Promyelocyte" in err
     assert "IMMATURE CELLS" in err
+
+
+def test_in_a_log_the_live_view_becomes_log_lines_and_a_final_status(tmp_path, model, capsys):
+    write_images(tmp_path / "in", COLOURS * 3)
+    args = ["run", str(tmp_path / "in"), "-m", str(model), "--out", str(tmp_path / "out")]
+    assert cli.run(args) == 0  # --live is the default, but capsys is no terminal
+    err = capsys.readouterr().err
+    assert "cells/s" in err and "latency p50" in err and "Differential" in err
+    assert "\x1b[" not in err  # no cursor movement or colour in a log
 
 
 @pytest.mark.parametrize("channel_order", ["RGB", "BGR"])

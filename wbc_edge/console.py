@@ -1,6 +1,15 @@
-"""One console and one progress-bar style for every command."""
+"""One console and one progress-bar style for every command.
+
+Output for people goes to stderr (stdout stays for data, e.g. ``wbc-edge info``). On a terminal
+it is fitted to the screen; in a log or CI, where there is no screen to fit, lines are not
+wrapped and tables are printed at their full width by :func:`print_table`, so nothing is cut
+("bes…", "Baso…").
+"""
 
 from __future__ import annotations
+
+import io
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -13,6 +22,20 @@ from rich.progress import (
 )
 
 console = Console(stderr=True)
+if not console.is_terminal:
+    console.soft_wrap = True
+
+
+def print_table(table: Any) -> None:
+    """Print a rich table whole: fitted to a terminal, at its natural width anywhere else."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    wide = Console(file=io.StringIO(), width=10_000, color_system=None, soft_wrap=True)
+    wide.print(table)
+    text = "\n".join(line.rstrip() for line in wide.file.getvalue().splitlines())
+    console.file.write(text + "\n")
+    console.file.flush()
 
 
 def progress(transient: bool = False) -> Progress:

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from wbc_edge.console import console
+from wbc_edge.console import console, print_table
 from wbc_edge.errors import UserError
 
 # Small enough for well under 15 minutes on a 2-core CPU; --data DIR switches to real cells.
@@ -175,7 +175,7 @@ def summarise(bench_json: Path, reports: list[Path], bench_dir: Path, started: f
             f"{r['size_bytes'] / 1e6:.2f}",
         )
     console.rule("[bold]done")
-    console.print(table)
+    print_table(table)
     for path in reports:
         console.print(f"HTML report: {path}")
     for png in sorted(bench_dir.glob("*.png")):

@@ -63,6 +63,7 @@ def check_cmd(
 def _print_check(report: CheckReport, console: Console) -> None:
     from rich.table import Table
 
+    from wbc_edge.console import print_table
     from wbc_edge.data.check import KINDS
 
     table = Table(title=f"data check: {report.root}")
@@ -77,7 +78,7 @@ def _print_check(report: CheckReport, console: Console) -> None:
     table.add_row(
         "all", str(sum(report.files.values())), *(str(kinds[k]) for k in KINDS), style="bold"
     )
-    console.print(table)
+    print_table(table)
     for p in report.problems[:MAX_LISTED]:
         console.print(f"{p.kind:>14}  {p.label}/{p.path.name}: {p.detail}", highlight=False)
     if len(report.problems) > MAX_LISTED:
@@ -127,6 +128,7 @@ def split_cmd(
 def _print_split(result: SplitResult, console: Console) -> None:
     from rich.table import Table
 
+    from wbc_edge.console import print_table
     from wbc_edge.data.manifest import SPLITS
 
     counts = result.counts()
@@ -143,7 +145,7 @@ def _print_split(result: SplitResult, console: Console) -> None:
         table.add_row(c, *cells, str(sum(per.values())))
     totals = [sum(counts[c][s] for c in counts) for s in SPLITS]
     table.add_row("all", *map(str, totals), str(len(result.rows)), style="bold")
-    console.print(table)
+    print_table(table)
 
     dups = result.duplicate_units()
     console.print(
@@ -184,7 +186,7 @@ def import_pbc_cmd(
     """PBC's 8 folders -> the 9 pbc9 classes (promyelocytes split out of ig by PMY_)."""
     from rich.table import Table
 
-    from wbc_edge.console import console
+    from wbc_edge.console import console, print_table
     from wbc_edge.data.import_pbc import import_pbc
 
     result = import_pbc(pbc_dir, out, link=link, force=force)
@@ -194,7 +196,7 @@ def import_pbc_cmd(
     for c in sorted(result.counts):
         table.add_row(c, str(result.counts[c]))
     table.add_row("all", str(sum(result.counts.values())), style="bold")
-    console.print(table)
+    print_table(table)
     if result.unplaced:
         names = ", ".join(p.name for p in result.unplaced[:5])
         console.print(
