@@ -207,13 +207,20 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option("--out", help="Write metrics.json, report.md, PNG here.")
         ] = None,
         batch_size: BatchOpt = None,
+        tta: Annotated[
+            bool,
+            typer.Option(
+                "--tta/--no-tta",
+                help="Average over the 8 dihedral views (flips and 90-degree rotations).",
+            ),
+        ] = False,
     ) -> None:
         """Accuracy, macro P/R/F1, per-class report, confusion matrix, ECE, and the coverage and
         error of counted cells at the card's confidence threshold."""
         from wbc_edge.console import console
         from wbc_edge.kd.evaluate import evaluate as run_evaluate
 
-        result = run_evaluate(model, data, split, out, batch_size or 32)
+        result = run_evaluate(model, data, split, out, batch_size or 32, 8 if tta else 1)
         console.print(
             f"{model.name}: accuracy {100 * result['accuracy']:.2f}%  macro-F1 "
             f"{100 * result['macro_f1']:.2f}%  ECE {result['ece']:.4f}  coverage "

@@ -71,11 +71,30 @@ class Predictions:
     backend: str
 
 
+def dihedral_views(batch: np.ndarray, views: int) -> list[np.ndarray]:
+    """The first ``views`` of the 8 symmetries of a square (rotations by 90 degrees, then the
+    same flipped) of an NCHW batch, in the order of :func:`wbc_edge.kd.data.dihedral`."""
+    if views not in (1, 8):
+        raise UserError(f"views must be 1 (no test-time augmentation) or 8, not {views}")
+    out = []
+    for k in range(views):
+        x = np.rot90(batch, k % 4, axes=(2, 3))
+        out.append(np.ascontiguousarray(x[..., ::-1] if k >= 4 else x))
+    return out
+
+
 def predict(
-    model_path: str | Path, data: str | Path, split: str | None = "test", batch_size: int = 32
+    model_path: str | Path,
+    data: str | Path,
+    split: str | None = "test",
+    batch_size: int = 32,
+    views: int = 1,
 ) -> Predictions:
     """Run every sample of ``data`` (one split of a manifest, or a class-folder tree) through the
-    model's backend, decoded and preprocessed as `run` does."""
+    model's backend, decoded and preprocessed as `run` does.
+
+    ``views=8`` averages the calibrated probabilities over the 8 dihedral views (test-time
+    augmentation: a blood cell has no up or left, so every view is an equally valid image)."""
     from wbc_edge.console import progress
     from wbc_edge.runtime.backends import load_backend
     from wbc_edge.runtime.decode import model_min_side, read_image
@@ -103,7 +122,16 @@ def predict(
                         images.append(read_image(str(s.path), min_side))
                     except (ValueError, OSError) as exc:
                         raise UserError(f"{exc}: fix or remove it from {data}") from exc
-                probs.append(np.asarray(backend.predict(spec(images)), np.float64))
+                batch = spec(images)
+                probs.append(
+                    np.mean(
+                        [
+                            np.asarray(backend.predict(v), np.float64)
+                            for v in dihedral_views(batch, views)
+                        ],
+                        axis=0,
+                    )
+                )
                 p.advance(task, len(chunk))
         backend_name = backend.name
     probs_all = np.concatenate(probs) if probs else np.zeros((0, card.num_classes))
@@ -117,6 +145,7 @@ def evaluate(
     split: str | None = "test",
     out: str | Path | None = None,
     batch_size: int = 32,
+    views: int = 1,
 ) -> dict[str, Any]:
     """Predict every sample, compute the shared metrics, and write the report files to ``out``.
 
@@ -126,7 +155,7 @@ def evaluate(
     from wbc_edge.calibration import selective
 
     t0 = time.time()
-    pred = predict(model_path, data, split, batch_size)
+    pred = predict(model_path, data, split, batch_size, views)
     card = pred.card
     report = classification_report(pred.probs, pred.y, card.class_names)
     counted = selective(pred.probs, pred.y, card.confidence_threshold)
@@ -138,6 +167,7 @@ def evaluate(
         "split": split if Path(data).is_file() else None,
         "num_images": len(pred.samples),
         "input_size": card.preprocess.input_size,
+        "views": views,
         **report.summary(),
         "temperature": card.temperature,
         "confidence_threshold": card.confidence_threshold,

@@ -130,3 +130,37 @@ def test_cli_evaluate_prints_summary(
     assert code == 0
     assert "accuracy" in capsys.readouterr().err
     assert (tmp_path / "o" / "metrics.json").is_file()
+
+
+def test_dihedral_views_are_the_training_views() -> None:
+    from wbc_edge.kd.data import dihedral
+    from wbc_edge.kd.evaluate import dihedral_views
+
+    x = np.random.default_rng(0).normal(size=(2, 3, 5, 5)).astype(np.float32)
+    views = dihedral_views(x, 8)
+    for k, v in enumerate(views):
+        np.testing.assert_array_equal(v, dihedral(torch.from_numpy(x), k).numpy())
+    assert len({v.tobytes() for v in views}) == 8
+    with pytest.raises(UserError, match="views"):
+        dihedral_views(x, 4)
+
+
+def test_tta_averages_the_eight_views(setup) -> None:  # noqa: ANN001
+    from wbc_edge.kd.evaluate import predict
+
+    ckpt, cells, _ = setup
+    one = predict(ckpt, cells, views=1)
+    eight = predict(ckpt, cells, views=8)
+    payload = torch.load(ckpt, map_location="cpu", weights_only=True)
+    card = ModelCard.from_dict(payload["card"])
+    model = create_student(card.architecture, card.num_classes).eval()
+    model.load_state_dict(payload["state_dict"])
+    x = torch.from_numpy(card.preprocess([read_image(str(s.path)) for s in one.samples]))
+    from wbc_edge.kd.data import dihedral
+
+    with torch.no_grad():
+        by_hand = torch.stack(
+            [torch.softmax(model(dihedral(x, k)) / card.temperature, 1) for k in range(8)]
+        ).mean(0)
+    np.testing.assert_allclose(eight.probs, by_hand.numpy(), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(one.probs, eight.probs)
