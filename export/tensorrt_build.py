@@ -132,14 +132,16 @@ def trtexec_command(
     dla_core: int | None = None,
     calib: str | Path | None = None,
     timing_cache: str | Path | None = None,
+    strongly_typed: bool = False,
 ) -> str:
-    """The trtexec line that builds the same engine (TensorRT 8.5-10.x syntax)."""
+    """The trtexec line that builds the same engine: TensorRT 8.5-10.x syntax, or 11's
+    (``strongly_typed``: no --fp16/--int8, precision comes from the ONNX)."""
     shapes = [f"{input_name}:{b}x3x{input_size}x{input_size}" for b in batch]
     args = ["trtexec", f"--onnx={onnx}", f"--saveEngine={out}"]
     args += [f"--minShapes={shapes[0]}", f"--optShapes={shapes[1]}", f"--maxShapes={shapes[2]}"]
-    if precision in ("fp16", "int8"):
+    if precision in ("fp16", "int8") and not strongly_typed:
         args.append("--fp16")
-    if precision == "int8":
+    if precision == "int8" and not strongly_typed:
         args.append("--int8")
         if calib is not None:
             args.append(f"--calib={calib}")
@@ -246,6 +248,13 @@ def build_engine(
     io = onnx_io(onnx_path)
     input_name = io["inputs"][0]["name"]
     out = Path(out) if out else default_engine_path(onnx_path, card, precision)
+    # TensorRT's version shapes the trtexec line (11 has no --fp16/--int8), but the line is
+    # printed before anything can fail, so a machine without TensorRT still gets it.
+    try:
+        trt, missing = require("tensorrt"), None
+    except MissingExtraError as exc:
+        trt, missing = None, exc
+    feats = features(trt.__version__) if trt is not None else None
     line = trtexec_command(
         onnx_path,
         out,
@@ -257,6 +266,7 @@ def build_engine(
         dla_core,
         calib_cache_path if implicit else None,
         timing_cache,
+        strongly_typed=feats.strongly_typed if feats else False,
     )
     echo(f"equivalent trtexec command:\n  {line}")
     if implicit and calib_cache_path is None:
@@ -264,14 +274,11 @@ def build_engine(
             "note: trtexec cannot calibrate on images; write a cache with `wbc-edge export int8 "
             f"--onnx {onnx_path} --calib SPLIT.csv` and add --calib=<that cache> to the line"
         )
-    try:
-        trt = require("tensorrt")
-    except MissingExtraError as exc:
+    if trt is None or feats is None:
         raise UserError(
-            f"{exc}. TensorRT engines are built on the device that runs them: run "
+            f"{missing}. TensorRT engines are built on the device that runs them: run "
             "`wbc-edge build-engine` on the Jetson, or the trtexec command above there"
-        ) from exc
-    feats = features(trt.__version__)
+        ) from missing
     if precision == "fp16" and feats.strongly_typed:
         raise UserError(
             f"TensorRT {feats.version} builds strongly typed networks only: FP16 must already be "

@@ -270,7 +270,7 @@ import importlib, sys
 trt_want, cpu_only = sys.argv[1], sys.argv[2] == "1"
 mods = ["numpy", "cv2", "onnxruntime", "wbc_edge", "wbc_edge.runtime", "wbc_edge.runtime.card"]
 if not cpu_only:
-    mods += ["tensorrt", "pycuda.driver"]
+    mods += ["onnx", "tensorrt", "pycuda.driver"]  # onnx: build-engine reads the graph
 bad = []
 for name in mods:
     try:
@@ -299,7 +299,7 @@ sys.exit(1 if bad else 0)
 '
 if [ "$DRY_RUN" -eq 1 ]; then
   say "+ check: import numpy cv2 onnxruntime wbc_edge.runtime$([ "$CPU_ONLY" -eq 1 ] ||
-    printf ' tensorrt (%s.x) pycuda.driver + GPU' "$TRT") (and no torch)"
+    printf ' onnx tensorrt (%s.x) pycuda.driver + GPU' "$TRT") (and no torch)"
   run "$VENV/bin/wbc-edge" --help
 else
   say "checking imports in $VENV:"

@@ -62,7 +62,7 @@ def have(version: str) -> bool:
     return (wheel_dir(version) / "tensorrt_bindings" / "__init__.py").is_file()
 
 
-def fetch(version: str, timeout_s: int = 120) -> str | None:
+def fetch(version: str, timeout_s: int = 60) -> str | None:
     """Install the bindings of ``version`` into the cache; None when done, else the reason."""
     if have(version):
         return None
@@ -71,7 +71,7 @@ def fetch(version: str, timeout_s: int = 120) -> str | None:
     shutil.rmtree(tmp, ignore_errors=True)
     cmd = [
         sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile", "--quiet",
-        "--disable-pip-version-check", "--retries", "1", "--timeout", "20",
+        "--disable-pip-version-check", "--retries", "0", "--timeout", "15",
         "--target", str(tmp), WHEELS[version],
     ]  # fmt: skip
     try:

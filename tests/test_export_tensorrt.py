@@ -131,6 +131,8 @@ def test_trtexec_command_matches_options():
         assert part in line
     fp32 = trtexec_command("m.onnx", "m.engine", "fp32", "input", 64)
     assert "--fp16" not in fp32 and "--int8" not in fp32 and "DLA" not in fp32
+    trt11 = trtexec_command("m.onnx", "m.engine", "int8", "input", 64, strongly_typed=True)
+    assert "--fp16" not in trt11 and "--int8" not in trt11  # removed in TensorRT 11
 
 
 def test_parse_batch():
@@ -300,6 +302,8 @@ def test_tensorrt_11_is_strongly_typed(monkeypatch, tiny_onnx, qdq_onnx, tmp_pat
     tensorrt_build.build_engine(tiny_onnx, tmp_path / "b.engine", "fp32", echo=quiet)
     notes: list[str] = []
     tensorrt_build.build_engine(qdq_onnx, tmp_path / "c.engine", "int8", echo=notes.append)
+    line = next(n for n in notes if n.startswith("equivalent trtexec"))
+    assert "--int8" not in line and "--fp16" not in line  # trtexec 11 has neither
     assert ("network", 0) in trt.calls
     assert not [c for c in trt.calls if c[0] == "flag"]
     assert ("BuilderFlag", "FP16") not in trt.used and (
@@ -398,6 +402,8 @@ def test_build_engine_with_only_the_jetson_extras(tmp_path):
 
     from runtime_models import make_onnx
 
+    if sys.version_info < (3, 11):
+        pytest.skip("only_extras.py reads pyproject.toml with tomllib (Python 3.11+)")
     onnx = make_onnx(tmp_path / "m.onnx")
     helper = Path(__file__).parent / "only_extras.py"
     cmd = [sys.executable, str(helper), "runtime,jetson", "--", "build-engine", "--onnx", str(onnx)]
