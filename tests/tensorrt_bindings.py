@@ -110,26 +110,96 @@ def build_placeholders(out: Path, major: int) -> Path:
     return out
 
 
-# Run in a child process (one TensorRT per process): argv = wheel folder, JSON of
-# [owner, name] pairs; prints the TensorRT version and the pairs the module lacks.
+# Run in a child process (one TensorRT per process): argv = wheel folder, a JSON file of
+# {"names": [[owner, name]], "calls": [[owner, method, [kinds], [keywords]]]}; prints the
+# TensorRT version, the names the module lacks and the calls no signature of it accepts.
 CHECK_PY = r"""
-import json, sys
+import json, re, sys
 sys.path.insert(0, sys.argv[1])
 import tensorrt_bindings as trt
-missing = []
-for owner, name in json.loads(sys.argv[2]):
-    holder = trt if owner == "tensorrt" else getattr(trt, owner, None)
-    if holder is None or not hasattr(holder, name):
-        missing.append([owner, name])
-print(json.dumps({"version": trt.__version__, "missing": missing}))
+todo = json.load(open(sys.argv[2]))
+
+def holder(owner):
+    return trt if owner == "tensorrt" else getattr(trt, owner, None)
+
+missing = [[o, n] for o, n in todo["names"] if holder(o) is None or not hasattr(holder(o), n)]
+
+def split(text):
+    # "a: int, b: List[int] = [1, 2]" -> ["a: int", "b: List[int] = [1, 2]"]
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[(<" and 1 or (ch in "])>" and -1 or 0)
+        if ch == "," and depth == 0:
+            parts.append(cur.strip()); cur = ""
+        else:
+            cur += ch
+    return [p for p in parts + [cur.strip()] if p]
+
+def signatures(func, name):
+    out = []
+    for line in (func.__doc__ or "").splitlines():
+        m = re.match(r"^\s*(?:\d+\. )?" + re.escape(name) + r"\((.*)\) -> ", line)
+        if m and "*args" not in m.group(1):
+            params = []
+            for p in split(m.group(1)):
+                pname, _, rest = p.partition(":")
+                ptype, _, default = rest.partition("=")
+                params.append((pname.strip(), ptype.strip(), bool(default.strip())))
+            out.append([p for p in params if p[0] != "self"])
+    return out
+
+def fits(params, kinds, keywords):
+    if len(kinds) > len(params):
+        return False
+    for (pname, ptype, _), kind in zip(params, kinds):
+        base = ptype.split(".")[-1]
+        base = {"SupportsInt": "int", "SupportsFloat": "float"}.get(base, base)
+        if base in ("str", "int", "bool", "float") or kind in ("str", "int", "bool", "float"):
+            ok = {"str": ("str",), "int": ("int", "bool"), "bool": ("bool",),
+                  "float": ("float", "int")}.get(base, ())
+            if base in ("str", "int", "bool", "float") and kind not in ok:
+                return False
+            if kind == "str" and base != "str":
+                return False
+        real_kind, real_base = getattr(trt, kind, None), getattr(trt, base, None)
+        if isinstance(real_kind, type) and isinstance(real_base, type):
+            if not issubclass(real_kind, real_base):  # a BuilderFlag for a MemoryPoolType
+                return False
+    rest = params[len(kinds):]
+    names = {p[0] for p in rest}
+    if any(k not in names for k in keywords):
+        return False
+    return all(has_default or pname in keywords for pname, _, has_default in rest)
+
+bad, unparsed = [], []
+for owner, method, kinds, keywords in todo["calls"]:
+    h = holder(owner)
+    func = getattr(h, method, None) if h is not None else None
+    if func is None:
+        continue  # already reported as a missing name
+    sigs = signatures(func, method)
+    if not sigs:
+        unparsed.append([owner, method])
+    elif not any(fits(p, kinds, keywords) for p in sigs):
+        bad.append([owner, method, kinds, keywords, func.__doc__.strip().splitlines()[0]])
+print(json.dumps({"version": trt.__version__, "missing": missing, "bad_calls": bad,
+                  "unparsed": unparsed}))
 """
 
 
-def missing_names(version: str, libs: Path, names: list[tuple[str, str]]) -> dict:
-    """Ask NVIDIA's real module of ``version`` which of ``names`` it lacks."""
+def check(version: str, libs: Path, names: list, calls: list | None = None) -> dict:
+    """Ask NVIDIA's real module of ``version`` which of ``names`` it lacks and which
+    ``calls`` (owner, method, argument kinds, keywords) none of its signatures accepts."""
+    import tempfile
+
     env = {**os.environ, "LD_LIBRARY_PATH": str(libs)}
-    cmd = [sys.executable, "-c", CHECK_PY, str(wheel_dir(version)), json.dumps(sorted(names))]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump({"names": sorted(names), "calls": sorted(calls or [])}, f)
+    try:
+        cmd = [sys.executable, "-c", CHECK_PY, str(wheel_dir(version)), f.name]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    finally:
+        os.unlink(f.name)
     if done.returncode != 0:
         raise RuntimeError(f"importing NVIDIA's tensorrt {version} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])

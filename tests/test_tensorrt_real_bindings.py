@@ -1,5 +1,6 @@
-"""Every TensorRT name our builder and backend use exists in NVIDIA's real bindings, in each
-version where the code uses it (8.6.1 = JetPack 6.0, 10.3.0 = JetPack 6.1/6.2, 11.4 = PCs).
+"""Every TensorRT name our builder and backend use exists in NVIDIA's real bindings, and every
+call fits a signature there, in each version where the code uses it (8.6.1 = JetPack 6.0,
+10.3.0 = JetPack 6.1/6.2, 11.4 = PCs).
 
 How the names are found, so that a new call cannot escape the check:
 
@@ -12,7 +13,9 @@ How the names are found, so that a new call cannot escape the check:
    until a scenario covers it. Methods our calibrator overrides are read the same way.
 3. A child process imports NVIDIA's real module of that version (wheels from PyPI, see
    ``tensorrt_bindings.py``; placeholder ``libnvinfer`` built here with gcc) and reports which
-   recorded names it lacks. None may be missing.
+   recorded names it lacks, and which recorded calls fit none of the method's signatures (read
+   from pybind11's docstrings: number of arguments, keywords, str/int/bool arguments, and
+   TensorRT objects of the right class). None may be missing or misfit.
 
 TensorRT 8.5 (JetPack 5.1) has no bindings wheel on PyPI; its names are the 8.6 ones less what
 8.6 added, which our code does not use (Polygraphy takes the same 8.5+ tensor API).
@@ -43,8 +46,12 @@ def _quiet(line: str) -> None:
     pass
 
 
-def _exercise(version: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> set[tuple[str, str]]:
-    """Run every builder and backend scenario at ``version``; the names our code touched."""
+Recording = tuple[set[tuple[str, str]], set[tuple]]
+
+
+def _exercise(version: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> Recording:
+    """Run every builder and backend scenario at ``version``; the names our code touched and
+    the calls it made (class, method, argument kinds, keywords)."""
     from export_phantoms import write_phantoms
 
     from wbc_edge.data.manifest import read_manifest
@@ -58,6 +65,7 @@ def _exercise(version: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> se
     cache = calib_cache.write(folder / "c.cache", {"input": 1 / 127}, calib_cache.header(version))
     timing = folder / "timing.cache"
     used: set[tuple[str, str]] = set()
+    calls: set[tuple] = set()
 
     def build(qdq: bool = False, standin: dict | None = None, **kw) -> None:
         trt = StandIn(version, **(standin or {})).install(monkeypatch)
@@ -67,6 +75,7 @@ def _exercise(version: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> se
         with contextlib.suppress(UserError):
             tensorrt_build.build_engine(onnx, folder / "m.engine", echo=_quiet, **kw)
         used.update(trt.used)
+        calls.update(trt.signatures)
 
     for precision in ("fp32", "fp16"):
         build(precision=precision)
@@ -93,17 +102,23 @@ def _exercise(version: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> se
         with load_backend(engine) as model:
             model.predict(np.zeros((5, 3, 32, 32), np.float32))
         used.update(trt.used)
-    return used
+        calls.update(trt.signatures)
+    return used, calls
 
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory) -> dict[str, set[tuple[str, str]]]:
+def exercised(tmp_path_factory) -> dict[str, Recording]:
     mp = pytest.MonkeyPatch()
     try:
         folder = tmp_path_factory.mktemp("trt-names")
         return {v: _exercise(v, folder / v, mp) for v in bindings.WHEELS}
     finally:
         mp.undo()
+
+
+@pytest.fixture(scope="module")
+def recorded(exercised) -> dict[str, set[tuple[str, str]]]:
+    return {v: names for v, (names, _) in exercised.items()}
 
 
 # -- what the source uses -------------------------------------------------------------------
@@ -262,25 +277,31 @@ def _real_bindings(version: str) -> None:
 
 
 @pytest.mark.parametrize("version", list(bindings.WHEELS))
-def test_names_exist_in_nvidia_bindings(version, recorded, source_uses, placeholders):
+def test_names_exist_in_nvidia_bindings(version, exercised, source_uses, placeholders):
     _real_bindings(version)
-    names = set(recorded[version])
+    names, calls = set(exercised[version][0]), exercised[version][1]
     feats = features(version)
     if feats.implicit_int8:  # the calibrator methods TensorRT calls back must be its names
         for base, methods in source_uses[TRT_MODULES[0]].overrides.items():
             names |= {(base, m) for m in methods}
     libs = placeholders[parse_version(version)[0]]
-    report = bindings.missing_names(version, libs, sorted(names))
+    report = bindings.check(version, libs, sorted(names), [list(c) for c in calls])
     assert report["version"] == version
     assert not report["missing"], (
         f"TensorRT {version} lacks what our code uses there: {report['missing']}"
     )
+    # every call fits one of the method's signatures (arity, keywords, str/int/bool arguments)
+    assert not report["bad_calls"], (
+        f"calls TensorRT {version} does not accept: {report['bad_calls']}"
+    )
+    assert not report["unparsed"], f"signatures not read from the docstrings: {report['unparsed']}"
+    assert len(calls) >= 20  # the calls were really recorded
     # the check can fail: names the code must keep away from this version are really absent
     absent = {"8.6.1": [], "10.3.0": [("ICudaEngine", "num_bindings")]}.get(
         version, [("BuilderFlag", "FP16"), ("IBuilderConfig", "int8_calibrator")]
     )
     if absent:
-        back = bindings.missing_names(version, libs, absent)["missing"]
+        back = bindings.check(version, libs, absent)["missing"]
         assert [tuple(m) for m in back] == absent
     # and the version gates match the version's real API
     if not feats.precision_flags:

@@ -23,6 +23,34 @@ from typing import Any
 import numpy as np
 
 
+class _EnumValue(str):
+    """A member of a stand-in enum: compares equal to its own text (what the behaviour tests
+    look for), and says which TensorRT enum it belongs to (what the signature check needs)."""
+
+    enum = ""
+
+
+def _kind(value: Any) -> str:
+    """What a call passed, in the words of pybind11's signatures (str, int, bool, ...)."""
+    if isinstance(value, _EnumValue):
+        return value.enum
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, np.integer)):
+        return "int"
+    for kind in (str, float, bytes):
+        if isinstance(value, kind):
+            return kind.__name__
+    if isinstance(value, (tuple, list)):
+        return "sequence"
+    return getattr(type(value), "_trt", type(value).__name__)
+
+
+def _make(cls: type, *args: Any) -> Any:
+    """An object TensorRT itself returns (not a constructor our code calls): not recorded."""
+    return type.__call__(cls, *args)
+
+
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
@@ -67,6 +95,8 @@ class StandIn:
     ) -> None:
         self.version = version
         self.used: set[tuple[str, str]] = set()
+        # (class, method, kinds of the positional arguments, keyword names) of every call
+        self.signatures: set[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = set()
         self.calls: list[tuple] = []  # what the builder was asked to do
         self.log: list = []  # what the runtime did with CUDA
         self.batches: list[tuple] = []  # calibration batches copied to the device
@@ -83,31 +113,52 @@ class StandIn:
     # -- recording ------------------------------------------------------------------------
 
     def _recorded_base(self) -> tuple[type, type]:
-        used = self.used
+        used, signatures = self.used, self.signatures
 
-        def log(cls: type, name: str) -> None:
-            if name.startswith("_"):
-                return
+        def owner(cls: type, name: str) -> str | None:
+            """The TensorRT class that defines ``name`` for ``cls``; None when it is ours."""
             for c in type.__getattribute__(cls, "__mro__"):
                 own = type.__getattribute__(c, "__dict__")
                 if name in own:  # defined by a stand-in class (recorded) or by our subclass
-                    if "_trt" in own:
-                        used.add((own["_trt"], name))
-                    return
+                    return own.get("_trt")
             # an attribute no class defines: ours when our subclass set it, TensorRT's otherwise
-            own = type.__getattribute__(cls, "__dict__")
-            if "_trt" in own:
-                used.add((own["_trt"], name))
+            return type.__getattribute__(cls, "__dict__").get("_trt")
+
+        def log(cls: type, name: str) -> str | None:
+            if name.startswith("_"):
+                return None
+            trt_name = owner(cls, name)
+            if trt_name:
+                used.add((trt_name, name))
+            return trt_name
+
+        def recording(trt_name: str, name: str, method: Any) -> Any:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                kinds = tuple(_kind(a) for a in args)
+                signatures.add((trt_name, name, kinds, tuple(sorted(kwargs))))
+                return method(*args, **kwargs)
+
+            return call
 
         class Meta(type):
             def __getattribute__(cls, name: str) -> Any:
                 log(cls, name)
                 return type.__getattribute__(cls, name)
 
+            def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+                trt_name = type.__getattribute__(cls, "__dict__").get("_trt")
+                if trt_name:  # a TensorRT constructor (not our subclass's)
+                    kinds = tuple(_kind(a) for a in args)
+                    signatures.add((trt_name, "__init__", kinds, tuple(sorted(kwargs))))
+                return type.__call__(cls, *args, **kwargs)
+
         class Recorded(metaclass=Meta):
             def __getattribute__(self, name: str) -> Any:
-                log(type(self), name)
-                return object.__getattribute__(self, name)
+                trt_name = log(type(self), name)
+                value = object.__getattribute__(self, name)
+                if trt_name and callable(value) and not isinstance(value, type):
+                    return recording(trt_name, name, value)
+                return value
 
             def __setattr__(self, name: str, value: Any) -> None:
                 log(type(self), name)
@@ -129,11 +180,15 @@ class StandIn:
         calls, used = self.calls, self.used
         _, R = self._recorded_base()
 
-        def enum(trt_name: str, **members: Any) -> type:
-            return type(trt_name, (R,), {"_trt": trt_name, **members})
+        def enum(trt_name: str, **members: str) -> type:
+            values = {}
+            for name, text in members.items():
+                values[name] = _EnumValue(text)
+                values[name].enum = trt_name
+            return type(trt_name, (R,), {"_trt": trt_name, **values})
 
         NetworkDefinitionCreationFlag = enum(
-            "NetworkDefinitionCreationFlag", EXPLICIT_BATCH=0, STRONGLY_TYPED=1
+            "NetworkDefinitionCreationFlag", EXPLICIT_BATCH="0", STRONGLY_TYPED="1"
         )
         MemoryPoolType = enum("MemoryPoolType", WORKSPACE="workspace")
         BuilderFlag = enum("BuilderFlag", FP16="FP16", INT8="INT8", GPU_FALLBACK="GPU_FB")
@@ -164,7 +219,7 @@ class StandIn:
             num_layers = len(layer_names)
 
             def get_layer(self, index: int) -> ILayer:
-                return ILayer(layer_names[index])
+                return _make(ILayer, layer_names[index])
 
         class IParserError(R):
             _trt = "IParserError"
@@ -192,7 +247,7 @@ class StandIn:
                 return parse_ok
 
             def get_error(self, index: int) -> IParserError:
-                return IParserError()
+                return _make(IParserError)
 
         class IOptimizationProfile(R):
             _trt = "IOptimizationProfile"
@@ -260,7 +315,7 @@ class StandIn:
 
             def create_timing_cache(self, blob: bytes) -> ITimingCache:
                 calls.append(("timing_cache_in", bytes(blob)))
-                return ITimingCache(blob)
+                return _make(ITimingCache, blob)
 
             def set_timing_cache(self, cache: ITimingCache, ignore_mismatch: bool) -> bool:
                 accepted = timing_cache_ok or not object.__getattribute__(cache, "_blob")
@@ -282,13 +337,13 @@ class StandIn:
 
             def create_network(self, flags: int = 0) -> INetworkDefinition:
                 calls.append(("network", flags))
-                return INetworkDefinition()
+                return _make(INetworkDefinition)
 
             def create_builder_config(self) -> IBuilderConfig:
-                return IBuilderConfig()
+                return _make(IBuilderConfig)
 
             def create_optimization_profile(self) -> IOptimizationProfile:
-                return IOptimizationProfile()
+                return _make(IOptimizationProfile)
 
             def build_serialized_network(self, network: Any, config: IBuilderConfig) -> Any:
                 cal = object.__getattribute__(config, "_calibrator")
@@ -329,7 +384,7 @@ class StandIn:
 
             def deserialize_cuda_engine(self, data: bytes) -> Any:
                 calls.append(("deserialize", object.__getattribute__(self, "_dla")))
-                return engine() if engine is not None and data == b"ENGINE" else None
+                return _make(engine) if engine is not None and data == b"ENGINE" else None
 
         version = self.version
 
@@ -418,7 +473,7 @@ class StandIn:
                 return [(1, 3, size, size), (max_batch, 3, size, size), (max_batch, 3, size, size)]
 
             def create_execution_context(self) -> IExecutionContext:
-                return IExecutionContext()
+                return _make(IExecutionContext)
 
         return ICudaEngine
 
