@@ -121,12 +121,16 @@ class Model:
     def _fields(self, loaded: list[tuple[str, np.ndarray]]) -> list[Field]:
         from wbc_edge.runtime.finder import cells_in_field
 
-        found = [cells_in_field(image, self.margin) for _, image in loaded]
-        crops = [c for _, cs in found for c in cs]
+        scale = self.spec.crop_scale
+        found = [
+            cells_in_field(image, self.margin, fov_rbc=scale.fov_rbc if scale else None)
+            for _, image in loaded
+        ]
+        crops = [c for f in found for c in f.crops]
         probs = self.backend.predict(self.spec(crops))
         rows = self._rows(probs)
         fields, start = [], 0
-        for (src, image), (boxes, _) in zip(loaded, found, strict=True):
+        for (src, image), boxes in zip(loaded, (f.boxes for f in found), strict=True):
             cells = [
                 self._prediction(probs[start + i], rows[start + i], box, src)
                 for i, box in enumerate(boxes)

@@ -97,6 +97,20 @@ def run(
             help=f"Smear: crop margin, a fraction of the cell box [default: {_P.margin}]."
         ),
     ] = None,
+    rbc_px: Annotated[
+        float | None,
+        typer.Option(
+            help="Smear: red-cell diameter in pixels, for a calibrated microscope "
+            "[measured in every field].",
+        ),
+    ] = None,
+    um_per_px: Annotated[
+        float | None,
+        typer.Option(
+            help="Smear: micrometres per pixel of the camera (a red cell is taken as 7.5 um); "
+            "instead of --rbc-px [measured in every field].",
+        ),
+    ] = None,
     report: Annotated[
         Path | None, typer.Option(help="Write an HTML report (table + cell gallery) here.")
     ] = None,
@@ -154,7 +168,13 @@ def run(
         margin=_P.margin if margin is None else margin,
         queue_size=_P.queue_size if queue is None else queue,
         max_items=limit,
+        rbc_px=rbc_px,
+        um_per_px=um_per_px,
     )
+    if (rbc_px is not None and rbc_px <= 0) or (um_per_px is not None and um_per_px <= 0):
+        raise UserError("--rbc-px and --um-per-px must be positive")
+    if rbc_px is not None and um_per_px is not None:
+        raise UserError("give --rbc-px or --um-per-px, not both")
     settings = RunSettings(
         source=str(camera) if camera is not None else str(source),
         model=model,

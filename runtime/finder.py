@@ -21,13 +21,16 @@ It works at a fixed ``work_rbc_px`` pixels per red cell (each field is resized t
 morphology acts alike on every camera and a 4K field costs what a VGA one does.
 
 Every length is in red-cell diameters. Red cells are the one stable ruler in a smear (about
-7.5 um), so the parameters survive a change of camera, objective or resolution; the red-cell
-diameter in pixels is ``rbc_diameter`` times the field's shorter side unless given in pixels.
+7.5 um), so the parameters survive a change of camera, objective or resolution.
+:func:`cells_in_field` measures the red-cell diameter in each field
+(:mod:`wbc_edge.runtime.scale`) unless it is given; :func:`find_cells` alone takes it from
+``FinderParams`` (``rbc_diameter`` times the field's shorter side unless given in pixels).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -95,10 +98,6 @@ class FinderParams:
             return float(self.rbc_diameter_px)
         return self.rbc_diameter * min(shape[:2])
 
-    def crop_px(self, shape: tuple[int, ...], fov_rbc: float = 4.8) -> float:
-        """Side in pixels of a crop spanning ``fov_rbc`` red-cell diameters in this field
-        (4.8 = the 36 um of a PBC/CellaVision crop), for :func:`crop_cell`'s ``side``."""
-        return fov_rbc * self.rbc_px(shape)
 
 
 def stain_score(image_bgr: np.ndarray) -> np.ndarray:
@@ -261,15 +260,19 @@ def _clip(b: Box, w: int, h: int) -> Box:
 
 
 def crop_cell(
-    image: np.ndarray, box: Box, margin: float = 0.15, side: float | None = None
+    image: np.ndarray,
+    box: Box,
+    margin: float = 0.15,
+    side: float | None = None,
+    fill: Sequence[float] | None = None,
 ) -> np.ndarray:
     """A square crop centred on ``box``: ``margin`` of its side added on each side, or a fixed
-    ``side`` in pixels.
+    ``side`` in pixels (the model's field of view, :func:`field_scale`).
 
     The classifier was trained on centred single-cell crops, so the crop keeps the cell in the
-    middle: where the square runs past the field's edge it is padded by replicating the border
-    instead of being shifted or cut. Training crops with a fixed field of view (PBC's span about
-    36 um, 4.8 red cells) are matched best by a fixed ``side``: see :meth:`FinderParams.crop_px`.
+    middle: where the square runs past the field's edge it is padded with ``fill`` (default: the
+    field's :func:`background_colour`), which looks like empty slide; replicated border pixels
+    would draw stripes of cells the model never saw.
     """
     import cv2
 
@@ -286,14 +289,79 @@ def crop_cell(
     if any(pad):
         if crop.size == 0:
             raise ValueError(f"box {box.to_list()} lies outside the {w}x{h} image")
-        crop = cv2.copyMakeBorder(crop, *pad, cv2.BORDER_REPLICATE)
+        value = [float(v) for v in (fill if fill is not None else background_colour(image))]
+        crop = cv2.copyMakeBorder(crop, *pad, cv2.BORDER_CONSTANT, value=value)
     return np.ascontiguousarray(crop)
 
 
+RBC_UM = 7.5  # a normal red cell's diameter in micrometres, for --um-per-px
+
+
+@dataclass(frozen=True)
+class FieldScale:
+    """The scale one field was cropped at, recorded with its cells.
+
+    ``source`` says where ``rbc_px`` came from: ``measured`` in this field
+    (:func:`wbc_edge.runtime.scale.red_cell_diameter`), ``given`` by the user (``--rbc-px`` or
+    ``--um-per-px``), or ``assumed`` (no whole red cell in the field: ``rbc_diameter`` x its
+    shorter side). ``crop_px`` is the side of the crops cut; None when the model's card records
+    no crop scale and cells are cropped by their box + margin.
+    """
+
+    rbc_px: float
+    source: str
+    crop_px: float | None = None
+
+
+def field_scale(
+    image: np.ndarray,
+    fov_rbc: float | None = None,
+    rbc_px: float | None = None,
+    um_per_px: float | None = None,
+    params: FinderParams | None = None,
+) -> FieldScale:
+    """The red-cell diameter of a field and the side of crops spanning ``fov_rbc`` of them."""
+    from wbc_edge.runtime.scale import red_cell_diameter
+
+    if rbc_px is not None:
+        d, source = float(rbc_px), "given"
+    elif um_per_px is not None:
+        d, source = RBC_UM / float(um_per_px), "given"
+    else:
+        measured = red_cell_diameter(image).diameter_px
+        if measured is not None:
+            d, source = measured, "measured"
+        else:
+            d, source = (params or FinderParams()).rbc_px(image.shape), "assumed"
+    return FieldScale(d, source, fov_rbc * d if fov_rbc else None)
+
+
+@dataclass
+class FieldCells:
+    """The white cells of one field: boxes ``(x1, y1, x2, y2)``, centred crops, the scale."""
+
+    boxes: list[tuple[int, int, int, int]]
+    crops: list[np.ndarray]
+    scale: FieldScale
+
+
 def cells_in_field(
-    image: np.ndarray, margin: float = 0.15, params: FinderParams | None = None
-) -> tuple[list[tuple[int, int, int, int]], list[np.ndarray]]:
-    """The white cells of a smear field: their boxes ``(x1, y1, x2, y2)`` and centred crops,
-    as the streaming pipeline and the Python API both classify them."""
-    boxes = find_cells(image, params)
-    return [(*b.p1, *b.p2) for b in boxes], [crop_cell(image, b, margin) for b in boxes]
+    image: np.ndarray,
+    margin: float = 0.15,
+    params: FinderParams | None = None,
+    fov_rbc: float | None = None,
+    rbc_px: float | None = None,
+    um_per_px: float | None = None,
+) -> FieldCells:
+    """Find the white cells of a smear field and crop each as the model saw its training cells.
+
+    With ``fov_rbc`` (the card's ``preprocess.crop_scale.fov_rbc``) every crop spans that many
+    red-cell diameters of this field, so a cell reaches the network at its training size
+    whatever the camera; without it, the box + ``margin``. The streaming pipeline and the
+    Python API both call this.
+    """
+    scale = field_scale(image, fov_rbc, rbc_px, um_per_px, params)
+    found = find_cells(image, replace(params or FinderParams(), rbc_diameter_px=scale.rbc_px))
+    fill = background_colour(image)
+    crops = [crop_cell(image, b, margin, side=scale.crop_px, fill=fill) for b in found]
+    return FieldCells([(*b.p1, *b.p2) for b in found], crops, scale)

@@ -25,6 +25,9 @@ class PipelineConfig:
     # Cells below this top probability go to review, not the count; None: the card's certified
     # confidence_threshold, or FALLBACK_THRESHOLD when the card has none.
     threshold: float | None = None
-    margin: float = 0.15  # smear: crop margin as a fraction of the cell's box side
+    margin: float = 0.15  # smear: crop margin as a fraction of the cell's box side (cards
+    # without a crop scale; with one, crops span the card's field of view in red cells)
+    rbc_px: float | None = None  # smear: red-cell diameter in px (None: measured per field)
+    um_per_px: float | None = None  # smear: camera calibration, instead of rbc_px
     queue_size: int = 32
     max_items: int = 0  # stop after this many frames or files (0: no limit)

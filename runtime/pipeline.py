@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from wbc_edge.runtime.backends import Backend
+from wbc_edge.runtime.finder import FieldScale
 from wbc_edge.runtime.options import PipelineConfig
 from wbc_edge.runtime.post import cell_records, review_threshold
 from wbc_edge.runtime.queues import BlockingQueue, DropOldestQueue
@@ -43,6 +44,7 @@ class Item:
     batch: np.ndarray | None = None
     probs: np.ndarray | None = None
     records: list[CellRecord] = field(default_factory=list)
+    scale: FieldScale | None = None  # smear: the scale the field's cells were cropped at
     done: float = 0.0
 
     @property
@@ -255,7 +257,15 @@ class Pipeline:
     def _find_and_crop(self, item: Item) -> None:
         image = item.frame.image
         if self.config.mode == "smear":
-            item.boxes, item.crops = self._finder.cells_in_field(image, self.config.margin)
+            crop_scale = self.preprocess.crop_scale
+            found = self._finder.cells_in_field(
+                image,
+                self.config.margin,
+                fov_rbc=crop_scale.fov_rbc if crop_scale else None,
+                rbc_px=self.config.rbc_px,
+                um_per_px=self.config.um_per_px,
+            )
+            item.boxes, item.crops, item.scale = found.boxes, found.crops, found.scale
         else:
             h, w = image.shape[:2]
             item.crops, item.boxes = [image], [(0, 0, w, h)]
@@ -315,7 +325,9 @@ class Pipeline:
     def _records(self, item: Item) -> list[CellRecord]:
         if item.probs is None:
             return []
-        return cell_records(item.frame, item.boxes, item.probs, self.class_names, self.threshold)
+        return cell_records(
+            item.frame, item.boxes, item.probs, self.class_names, self.threshold, item.scale
+        )
 
 
 def _cells(item: Item) -> int:

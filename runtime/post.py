@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from wbc_edge.runtime.card import ModelCard
+from wbc_edge.runtime.finder import FieldScale
 from wbc_edge.runtime.options import DEFAULT_IMMATURE, FALLBACK_THRESHOLD, IMMATURE_FLAG, TOPK
 from wbc_edge.runtime.sinks import CellRecord, now_iso
 from wbc_edge.runtime.sources import Frame
@@ -55,9 +56,10 @@ def cell_records(
     probs: np.ndarray,
     class_names: Sequence[str],
     threshold: float,
+    scale: FieldScale | None = None,
 ) -> list[CellRecord]:
     """One :class:`CellRecord` per classified cell of ``frame`` (``boxes`` and ``probs`` rows
-    in the same order), stamped now."""
+    in the same order), stamped now; ``scale`` is the smear field's crop scale."""
     stamp = now_iso()
     rows = predictions(probs, class_names, threshold, k=TOPK)
     return [
@@ -73,6 +75,8 @@ def cell_records(
             top3=top,
             uncertain=uncertain,
             key=frame.key,
+            rbc_px=scale.rbc_px if scale else None,
+            scale=scale.source if scale else "",
         )
         for i, (box, (label, prob, top, uncertain)) in enumerate(zip(boxes, rows, strict=True))
     ]

@@ -63,6 +63,11 @@ class CellRecord:
     top3: list[tuple[str, float]]
     uncertain: bool
     key: str = ""
+    # Smear fields: the red-cell diameter (px) the field was cropped at and where it came from
+    # (measured / given / assumed, :class:`wbc_edge.runtime.finder.FieldScale`). JSONL only:
+    # the CSV keeps its columns so older run folders still resume.
+    rbc_px: float | None = None
+    scale: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -77,6 +82,7 @@ class CellRecord:
             "top3": [[name, round(p, 5)] for name, p in self.top3],
             "uncertain": self.uncertain,
             "key": self.key,
+            **({"rbc_px": round(self.rbc_px, 2), "scale": self.scale} if self.rbc_px else {}),
         }
 
     def csv_row(self) -> list[Any]:
@@ -112,6 +118,8 @@ class CellRecord:
             top3=[(n, float(p)) for n, p in d["top3"]],
             uncertain=bool(d["uncertain"]),
             key=d.get("key", ""),
+            rbc_px=d.get("rbc_px"),
+            scale=d.get("scale", ""),
         )
 
 

@@ -25,6 +25,7 @@ def make_onnx(
     probs_output: bool = True,
     card: bool = True,
     extra_nodes: int = 0,
+    preprocess: Preprocess | None = None,
 ) -> Path:
     """Write the colour classifier; ``extra_nodes`` adds identity convs to slow it down."""
     import onnx
@@ -66,7 +67,7 @@ def make_onnx(
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     if card:
-        meta = ModelCard("colour_test", classes, Preprocess(size)).to_json()
+        meta = ModelCard("colour_test", classes, preprocess or Preprocess(size)).to_json()
         helper.set_model_props(model, {ONNX_METADATA_KEY: meta})
     onnx.save(model, str(path))
     return path

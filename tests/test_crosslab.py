@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,6 +14,7 @@ from wbc_edge.data.synth_fields import render_field
 from wbc_edge.errors import UserError
 from wbc_edge.kd.data import AUGMENT_PRESETS, NO_JITTER, augment_preset, jitter_uint8
 from wbc_edge.runtime.card import ModelCard, Preprocess
+from wbc_edge.runtime.finder import cells_in_field
 from wbc_edge.runtime.scale import CropScale, measure_crops, red_cell_diameter
 
 RBC_UM = 2 * 3.8  # the phantoms' mean red-cell diameter (radius drawn from 3.5-4.1 um)
@@ -37,7 +39,47 @@ def test_red_cell_diameter_follows_magnification_and_the_drawn_cells() -> None:
             for o in field_at(2, seed)[1]
             if o.name == "RBC" and not o.truncated
         ]
-        assert 0.8 <= d2 / np.median(whole) <= 1.1  # close to the drawn red cells' boxes
+        assert 0.9 <= d2 / np.median(whole) <= 1.1  # close to the drawn red cells' boxes
+
+
+def test_cells_reach_the_model_at_one_size_at_1x_and_2x() -> None:
+    """The issue's scale test: crops of the same field of view in red cells, whatever the
+    magnification, so a white cell fills the same share of its crop (within 10%)."""
+    share = {}
+    for mag in (1, 2):
+        image, _ = field_at(mag)
+        found = cells_in_field(image, fov_rbc=5.0)
+        assert found.scale.source == "measured" and found.boxes
+        side = found.scale.crop_px
+        assert all(c.shape[:2] == (round(side), round(side)) for c in found.crops)
+        share[mag] = sorted(
+            ((x1 + x2) / 2 / mag, max(x2 - x1, y2 - y1) / side) for x1, y1, x2, y2 in found.boxes
+        )
+    assert len(share[1]) == len(share[2])
+    for (x1, s1), (x2, s2) in zip(share[1], share[2], strict=True):
+        assert abs(x1 - x2) < 5  # the same cell
+        assert s2 == pytest.approx(s1, rel=0.10)
+
+
+def test_smear_run_records_the_scale_of_each_field(tmp_path: Path) -> None:
+    from runtime_models import make_onnx
+
+    from wbc_edge import cli
+    from wbc_edge.runtime.sinks import read_records
+
+    scale = CropScale(rbc_px=75.0, fov_rbc=4.8, crop_px=360.0)
+    model = make_onnx(tmp_path / "m.onnx", preprocess=Preprocess(32, crop_scale=scale))
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "f.png"), field_at(1)[0])
+    base = ["run", str(tmp_path / "in"), "-m", str(model), "--smear", "--no-live"]
+    assert cli.run([*base, "--out", str(tmp_path / "a")]) == 0
+    records = read_records(next((tmp_path / "a").rglob("cells.jsonl")))
+    measured = red_cell_diameter(field_at(1)[0]).diameter_px
+    assert records and {r.scale for r in records} == {"measured"}
+    assert records[0].rbc_px == pytest.approx(measured, abs=0.01)
+    assert cli.run([*base, "--out", str(tmp_path / "b"), "--um-per-px", "0.3"]) == 0
+    records = read_records(next((tmp_path / "b").rglob("cells.jsonl")))
+    assert {(r.scale, r.rbc_px) for r in records} == {("given", 25.0)}
 
 
 def test_crop_scale_of_phantom_crops_is_their_field_of_view() -> None:

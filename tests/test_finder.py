@@ -13,7 +13,7 @@ import pytest
 
 from wbc_edge.cli import run
 from wbc_edge.errors import UserError
-from wbc_edge.runtime.finder import Box, FinderParams, crop_cell, find_cells
+from wbc_edge.runtime.finder import Box, FinderParams, crop_cell, field_scale, find_cells
 from wbc_edge.runtime.finder_eval import evaluate, match, read_voc_boxes, voc_fields
 
 REPO = Path(__file__).resolve().parents[1]
@@ -165,26 +165,31 @@ def test_crop_cell_is_square_and_centred() -> None:
     assert np.array_equal(crop, img[25:55, 35:65])
 
 
-def test_crop_cell_pads_at_the_border_and_keeps_the_cell_centred() -> None:
-    img = np.zeros((100, 120, 3), np.uint8)
-    img[0:20, 0:20] = 200  # the "cell" in the corner
+def test_crop_cell_pads_at_the_border_with_the_background_and_keeps_the_cell_centred() -> None:
+    img = np.full((100, 120, 3), (40, 30, 20), np.uint8)  # cells and stain
+    img[:, 60:] = (225, 215, 205)  # the bright half is empty slide
+    img[0:20, 0:20] = 90  # the "cell" in the corner
     crop = crop_cell(img, Box(0, 0, 20, 20), margin=0.5)
     assert crop.shape == (40, 40, 3)
-    # cell centre (10, 10) sits in the crop's centre; padding replicates the cell's border
-    assert (crop[10:30, 10:30] == 200).all()
-    assert (crop[:10, :10] == 200).all() and (crop[35:, 35:] == 0).all()
+    # cell centre (10, 10) sits in the crop's centre; the padding is slide, not replicated cell
+    assert (crop[10:30, 10:30] == 90).all()
+    assert (crop[:10, :10] == (225, 215, 205)).all()
+    assert (crop[35:, 35:] == (40, 30, 20)).all()  # inside the image: the image itself
+    assert (crop_cell(img, Box(0, 0, 20, 20), 0.5, fill=(1, 2, 3))[:10, :10] == (1, 2, 3)).all()
     with pytest.raises(ValueError, match="outside"):
         crop_cell(img, Box(500, 500, 520, 520))
 
 
 def test_crop_cell_with_a_fixed_field_of_view() -> None:
     img = np.zeros((480, 640, 3), np.uint8)
-    params = FinderParams()  # a red cell is 0.21 x 480 = 100.8 px in this field
-    side = params.crop_px(img.shape)
-    assert side == pytest.approx(4.8 * 100.8)
+    side = field_scale(img, fov_rbc=4.8, rbc_px=100.0).crop_px
+    assert side == pytest.approx(480.0)
     small, large = Box(300, 200, 340, 240), Box(250, 150, 390, 290)
     assert crop_cell(img, small, side=side).shape == crop_cell(img, large, side=side).shape
-    assert crop_cell(img, small, side=side).shape == (484, 484, 3)
+    assert crop_cell(img, small, side=side).shape == (480, 480, 3)
+    assert field_scale(img, 4.8, um_per_px=0.075).rbc_px == pytest.approx(100.0)
+    blank = field_scale(img)  # nothing to measure: the finder's assumed ruler, said so
+    assert blank.source == "assumed" and blank.crop_px is None
 
 
 def test_match_is_greedy_one_to_one() -> None:
