@@ -83,31 +83,57 @@ def attention_map(feature: Tensor, p: float = 2.0, size: tuple[int, int] | None 
 def at_loss(
     student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor], p: float = 2.0
 ) -> Tensor:
-    """Attention transfer summed over stage pairs: mean squared difference of attention maps.
+    """Attention transfer, resolution-independent: per stage pair the squared distance of the
+    two unit attention vectors, averaged over the batch and then over the stages.
 
-    Channel counts may differ (the map averages channels away); when spatial sizes differ the
-    larger map is pooled to the smaller.
+    Each stage's term lies in [0, 2] (0: same map, 2: disjoint maps), whatever the map size, so
+    the loss starts below the cross-entropy's ln(C) and a weight of about 1 balances them. The
+    paper's ``beta/(H*W*N) * sum`` (beta = 1000, its ``mean`` form) weights each stage by
+    1/(H*W) instead: at 128 px that is 1000/16 per unit of distance at the 4x4 stage against
+    1000/1024 at 32x32, so the deepest stage dominated and the sum started near 17 against a
+    cross-entropy of 2.2 (kd-ablation.md). Channel counts may differ (the map averages channels
+    away); when spatial sizes differ the larger map is pooled to the smaller.
     """
     if len(student_feats) != len(teacher_feats):
         raise ValueError(f"{len(student_feats)} student vs {len(teacher_feats)} teacher stages")
     total = student_feats[0].new_zeros((), dtype=torch.float32)
     for fs, ft in zip(student_feats, teacher_feats, strict=True):
         size = _smaller_size(fs, ft)
-        total = total + (attention_map(fs, p, size) - attention_map(ft, p, size)).pow(2).mean()
-    return total
+        diff = attention_map(fs, p, size) - attention_map(ft, p, size)
+        total = total + diff.pow(2).sum(1).mean()
+    return total / len(student_feats)
+
+
+def standardize(feature: Tensor, eps: float = 1e-5) -> Tensor:
+    """Per-channel zero mean and unit variance over (batch, height, width), in float32.
+
+    Applied to the teacher's stage outputs before the hierarchical context loss: Lite0's raw
+    stage outputs have standard deviations of 3-9, so the loss on them started at 53-76 and the
+    connectors never fitted them (kd-ablation.md). A connector ending in BatchNorm can produce
+    any per-channel mean and scale, so the standardised target is always within its reach.
+    """
+    f = feature.float()
+    mean = f.mean(dim=(0, 2, 3), keepdim=True)
+    var = f.var(dim=(0, 2, 3), keepdim=True, unbiased=False)
+    return (f - mean) / torch.sqrt(var + eps)
 
 
 def hcl_loss(
     student_feats: Sequence[Tensor],
     teacher_feats: Sequence[Tensor],
     levels: Sequence[int] = (4, 2, 1),
+    standardize_teacher: bool = True,
 ) -> Tensor:
-    """Hierarchical context loss of ReviewKD (Chen et al. 2021), summed over stage pairs.
+    """Hierarchical context loss of ReviewKD (Chen et al. 2021), averaged over stage pairs.
 
     Per pair: MSE of the full maps plus MSE of their average-pooled pyramids (levels 4, 2, 1,
     skipping levels not smaller than the map), weights halving per level, normalised by the sum
-    of the weights. Channels must match (the fusion connectors project to teacher channels);
-    when spatial sizes differ the larger map is pooled to the smaller.
+    of the weights. With ``standardize_teacher`` (the default) the teacher's maps are first
+    standardised per channel (:func:`standardize`), so the loss has a known size: a zero
+    prediction scores at most 1 per stage, a fresh connector (unit-variance output, unrelated
+    to the target) about 2, a perfect one 0. Averaging (not summing) over stages keeps that
+    size for any number of taps. Channels must match (the fusion connectors project to teacher
+    channels); when spatial sizes differ the larger map is pooled to the smaller.
     """
     total = student_feats[0].new_zeros((), dtype=torch.float32)
     for fs, ft in zip(student_feats, teacher_feats, strict=True):
@@ -115,6 +141,8 @@ def hcl_loss(
             raise ValueError(f"hcl_loss: {fs.shape[1]} vs {ft.shape[1]} channels; project first")
         size = _smaller_size(fs, ft)
         fs, ft = _pool_to(fs.float(), size), _pool_to(ft.float(), size)
+        if standardize_teacher:
+            ft = standardize(ft)
         loss, weight, weights = F.mse_loss(fs, ft), 1.0, 1.0
         for level in levels:
             if level >= size[0]:
@@ -125,7 +153,7 @@ def hcl_loss(
             )
             weights += weight
         total = total + loss / weights
-    return total
+    return total / len(student_feats)
 
 
 def _smaller_size(a: Tensor, b: Tensor) -> tuple[int, int]:
