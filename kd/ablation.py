@@ -91,7 +91,8 @@ def run_ablation(
 
     require_file(data, "manifest", "make one with `wbc-edge data split`")
     require_file(teacher, "teacher checkpoint", "train one with `wbc-edge train-teacher`")
-    unknown = [m for m in methods if m not in DISTILLERS]
+    variants = {spec: parse_variant(spec) for spec in methods}
+    unknown = [m for m, _ in variants.values() if m not in DISTILLERS]
     if unknown:
         raise UserError(f"unknown method(s) {unknown}: use {', '.join(DISTILLERS)}")
     if not seeds or parallel < 1:
@@ -99,7 +100,8 @@ def run_ablation(
     command = "wbc-edge " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else ""
     t0 = time.time()
     if not report_only:
-        prebuild_teacher_cache(data, teacher, methods, student, cache_dir)
+        base_methods = list(dict.fromkeys(m for m, _ in variants.values()))
+        prebuild_teacher_cache(data, teacher, base_methods, student, cache_dir)
     cache_seconds = time.time() - t0
 
     total_threads = threads or os.cpu_count() or 1
@@ -107,8 +109,9 @@ def run_ablation(
     jobs = []
     # Seed-major order: if the time runs out, every method has its first seeds done.
     for seed in seeds:
-        for method in methods:
-            run = runs_dir / f"{student}-{method}-s{seed}"
+        for spec in methods:
+            method, options = variants[spec]
+            run = runs_dir / run_name(student, spec, seed)
             if report_only or (run / "summary.json").is_file():
                 continue
             argv = [sys.executable, "-c", "from wbc_edge.cli import main; main()", "distill"]
@@ -133,6 +136,8 @@ def run_ablation(
                 argv += ["--batch-size", str(batch_size)] if batch_size else []
                 argv += ["--lr", str(lr)] if lr else []
                 argv += ["--cache-dir", str(cache_dir)] if cache_dir else []
+                for key, value in options.items():
+                    argv += ["--option", f"{key}={value}"]
             argv += ["--threads", str(per_run)]
             jobs.append((run, argv))
     console.print(
@@ -158,6 +163,21 @@ def run_ablation(
     out.with_suffix(".md").write_text(markdown(payload))
     console.print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
     return payload
+
+
+def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"at@at_weight=1+p=3"`` -> ``("at", {"at_weight": 1, "p": 3})``: a method with options,
+    so weights can be compared in one ablation (values read as YAML scalars)."""
+    from wbc_edge.kd.distillers import parse_options
+
+    method, _, rest = spec.partition("@")
+    items = [i for i in rest.split("+") if i]
+    return method, parse_options(items, f"method variant {spec!r}:")
+
+
+def run_name(student: str, spec: str, seed: int) -> str:
+    """Run folder of one method (or variant) and seed: ``tinyresnet_xs-at@at_weight=1-s0``."""
+    return f"{student}-{spec}-s{seed}"
 
 
 def _run_jobs(jobs: list[tuple[Path, list[str]]], parallel: int) -> None:
@@ -206,14 +226,17 @@ def collect(runs_dir: Path, methods: list[str], seeds: list[int], student: str) 
     for method in methods:
         rows = []
         for seed in seeds:
-            path = runs_dir / f"{student}-{method}-s{seed}" / "summary.json"
+            path = runs_dir / run_name(student, method, seed) / "summary.json"
             if path.is_file():
                 rows.append(json.loads(path.read_text()))
         runs += rows
         acc = _mean_std([r["test_accuracy"] for r in rows])
         f1 = _mean_std([r["test_macro_f1"] for r in rows])
+        val = _mean_std([r["best_val_accuracy"] for r in rows])
         table[method] = {
             "runs": len(rows),
+            "val_accuracy_mean": val[0],
+            "val_accuracy_std": val[1],
             "accuracy_mean": acc[0],
             "accuracy_std": acc[1],
             "macro_f1_mean": f1[0],
@@ -247,19 +270,20 @@ def markdown(p: dict[str, Any]) -> str:
             if p["total_wall_seconds"] is not None
             else "; table written with --report-only from the runs finished"
         ),
-        "- accuracy and macro-F1 on the test split (best-validation epoch), mean +- sample std "
-        "over seeds",
+        "- validation accuracy (best epoch; the split that chooses weights) and accuracy and "
+        "macro-F1 on the test split (that epoch), mean +- sample std over seeds",
         "",
-        "| method | runs | epochs | test accuracy (%) | test macro-F1 (%) | student params | "
-        "training-only params | wall time / run (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | runs | epochs | val accuracy (%) | test accuracy (%) | test macro-F1 (%) | "
+        "student params | training-only params | wall time / run (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for method, m in p["methods"].items():
         if not m["runs"]:
-            lines.append(f"| {method} | 0 | | not run | | | | |")
+            lines.append(f"| {method} | 0 | | | not run | | | | |")
             continue
         lines.append(
-            f"| {method} | {m['runs']} | {m['epochs']} | {100 * m['accuracy_mean']:.2f} +- "
+            f"| {method} | {m['runs']} | {m['epochs']} | {100 * m['val_accuracy_mean']:.2f} +- "
+            f"{100 * m['val_accuracy_std']:.2f} | {100 * m['accuracy_mean']:.2f} +- "
             f"{100 * m['accuracy_std']:.2f} | {100 * m['macro_f1_mean']:.2f} +- "
             f"{100 * m['macro_f1_std']:.2f} | {m['student_parameters']:,} | "
             f"{m['extra_parameters']:,} | {m['wall_seconds_mean']:.0f} |"
@@ -268,12 +292,13 @@ def markdown(p: dict[str, Any]) -> str:
         "",
         "Per run:",
         "",
-        "| run | test accuracy (%) | macro-F1 (%) | best epoch | wall (s) |",
-        "|---|---|---|---|---|",
+        "| run | val accuracy (%) | test accuracy (%) | macro-F1 (%) | best epoch | wall (s) |",
+        "|---|---|---|---|---|---|",
     ]
     for r in p["runs"]:
         lines.append(
-            f"| {r['run']} | {100 * r['test_accuracy']:.2f} | {100 * r['test_macro_f1']:.2f} | "
+            f"| {r['run']} | {100 * r['best_val_accuracy']:.2f} | {100 * r['test_accuracy']:.2f} | "
+            f"{100 * r['test_macro_f1']:.2f} | "
             f"{r['best_epoch']} | {r['wall_seconds']:.0f} |"
         )
     return "\n".join(lines) + "\n"

@@ -68,6 +68,14 @@ def _run(config: Path | None, resume: Path | None, **options: Any) -> None:
     train(cfg)
 
 
+def _method_options(items: list[str] | None) -> dict[str, Any] | None:
+    if not items:
+        return None
+    from wbc_edge.kd.distillers import parse_options
+
+    return parse_options(items)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train-teacher")
     def train_teacher(
@@ -165,6 +173,14 @@ def register(app: typer.Typer) -> None:
         no_teacher_cache: Annotated[
             bool, typer.Option("--no-teacher-cache", help="Run the teacher live every step.")
         ] = False,
+        option: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--option",
+                help="A method option KEY=VALUE, repeatable (e.g. at_weight=1, fusion_weight=0.5;"
+                " kd/README.md lists them).",
+            ),
+        ] = None,
     ) -> None:
         """Distil a student from a frozen teacher (or train it alone with --method ce)."""
         if data is None and config is None and resume is None:
@@ -190,6 +206,7 @@ def register(app: typer.Typer) -> None:
             teacher_views=teacher_views,
             teacher_cache=False if no_teacher_cache else None,
             augment=augment,
+            method_options=_method_options(option),
         )
 
     @app.command("evaluate")

@@ -341,3 +341,20 @@ def build_distiller(
     if unknown:
         raise UserError(f"method {method!r} has no option(s) {unknown}: it takes {known}")
     return cls(student, teacher, **options)
+
+
+def parse_options(items: list[str], what: str = "--option") -> dict[str, object]:
+    """``["at_weight=1", "logit=dkd"]`` -> ``{"at_weight": 1, "logit": "dkd"}`` (values read as
+    YAML scalars); :func:`build_distiller` then checks the names against the method."""
+    import yaml
+
+    options: dict[str, object] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UserError(f"{what} {item!r}: write method options as KEY=VALUE")
+        try:
+            options[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise UserError(f"{what} {item!r}: {value!r} is not a value ({exc})") from exc
+    return options

@@ -436,6 +436,7 @@ def test_ablation_table_is_mean_and_sample_std(tmp_path: Path) -> None:
         run.mkdir()
         summary = dict(
             run=run.name,
+            best_val_accuracy=acc + 0.02,
             test_accuracy=acc,
             test_macro_f1=acc - 0.01,
             epochs=3,
@@ -467,7 +468,33 @@ def test_ablation_table_is_mean_and_sample_std(tmp_path: Path) -> None:
         total_wall_seconds=60.0,
     )
     text = markdown(table)
-    assert "| kd | 2 | 3 | 92.00 +- 2.83 |" in text and "| at | 0 | | not run |" in text
+    assert "| kd | 2 | 3 | 94.00 +- 2.83 | 92.00 +- 2.83 |" in text
+    assert "| at | 0 | | | not run |" in text
+
+
+def test_ablation_variants_carry_method_options(
+    tmp_path: Path, teacher_ckpt: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from wbc_edge.errors import UserError
+    from wbc_edge.kd.ablation import parse_variant, run_name
+
+    assert parse_variant("kd") == ("kd", {})
+    assert parse_variant("at@at_weight=1+p=3") == ("at", {"at_weight": 1, "p": 3})
+    assert parse_variant("mlffakd@logit=dkd") == ("mlffakd", {"logit": "dkd"})
+    assert run_name("tinyresnet_xs", "at@at_weight=1", 2) == "tinyresnet_xs-at@at_weight=1-s2"
+    with pytest.raises(UserError, match="KEY=VALUE"):
+        parse_variant("at@at_weight")
+    from wbc_edge.cli import run
+
+    code = run(["distill", "--data", str(tmp_path / "s.csv"), "--option", "nonsense"])
+    assert code == 2 and "KEY=VALUE" in capsys.readouterr().err
+    cfg = TrainConfig(
+        model="tinyresnet_xs",
+        method="at",
+        teacher=str(teacher_ckpt),
+        method_options={"at_weight": 1},
+    )
+    assert trainer_mod.build_for_config(cfg, 3)[0].at_weight == 1
 
 
 def test_loader_view_is_the_cached_teacher_view(phantoms: Path, tmp_path: Path) -> None:
