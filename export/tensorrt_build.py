@@ -254,7 +254,10 @@ def build_engine(
         trt, missing = require("tensorrt"), None
     except MissingExtraError as exc:
         trt, missing = None, exc
-    feats = features(trt.__version__) if trt is not None else None
+    try:
+        feats = features(trt.__version__) if trt is not None else None
+    except UserError as exc:  # older than 8.5: refused, after the line is printed
+        feats, missing = None, exc
     line = trtexec_command(
         onnx_path,
         out,
@@ -274,11 +277,13 @@ def build_engine(
             "note: trtexec cannot calibrate on images; write a cache with `wbc-edge export int8 "
             f"--onnx {onnx_path} --calib SPLIT.csv` and add --calib=<that cache> to the line"
         )
-    if trt is None or feats is None:
+    if trt is None:
         raise UserError(
             f"{missing}. TensorRT engines are built on the device that runs them: run "
             "`wbc-edge build-engine` on the Jetson, or the trtexec command above there"
         ) from missing
+    if feats is None:
+        raise UserError(str(missing)) from missing
     if precision == "fp16" and feats.strongly_typed:
         raise UserError(
             f"TensorRT {feats.version} builds strongly typed networks only: FP16 must already be "

@@ -294,6 +294,14 @@ def test_build_calls_follow_the_tensorrt_version(monkeypatch, tiny_onnx, tmp_pat
     assert not rebuilt.reused  # another batch profile is another engine
 
 
+def test_too_old_tensorrt_is_refused_after_the_trtexec_line(monkeypatch, tiny_onnx, tmp_path):
+    StandIn("8.4.1").install(monkeypatch)
+    notes: list[str] = []
+    with pytest.raises(UserError, match="TensorRT 8.4.1 is too old"):
+        tensorrt_build.build_engine(tiny_onnx, tmp_path / "a.engine", "fp16", echo=notes.append)
+    assert notes and notes[0].startswith("equivalent trtexec command")
+
+
 def test_tensorrt_11_is_strongly_typed(monkeypatch, tiny_onnx, qdq_onnx, tmp_path):
     """TensorRT 11 removed BuilderFlag.FP16/INT8: no flag is set, FP16 from FP32 is refused."""
     trt = StandIn("11.4.0.106").install(monkeypatch)
