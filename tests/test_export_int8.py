@@ -251,15 +251,14 @@ def test_cli_sweep_records_every_setting(trained, tmp_path, capsys):
 def test_older_onnxruntime_recalibrates_to_the_same_model(trained, tmp_path, monkeypatch):
     """Without calibration_cache_path, quantize() recalibrates from the same images: the
     resulting scales must equal those from the precomputed ranges."""
-    from wbc_edge.export import int8
-    from wbc_edge.export.int8 import TENSORRT, ImageReader, quantize
+    from wbc_edge.export.int8 import TENSORRT, ImageReader, quantization, quantize
 
     onnx_path, manifest = trained
     paths = [r.path for r in select_calibration_rows(read_manifest(manifest, "train"), 32)]
     spec = card().preprocess
     ranges = calibrate(onnx_path, paths, spec, "minmax", symmetric=True)
     a = quantize(onnx_path, tmp_path / "cached.onnx", ranges, TENSORRT)
-    monkeypatch.setattr(int8, "_accepts_cache", lambda: False)
+    monkeypatch.setattr(quantization, "_accepts_cache", lambda: False)
     with pytest.raises(UserError, match="upgrade onnxruntime"):
         quantize(onnx_path, tmp_path / "x.onnx", ranges, TENSORRT)
     b = quantize(
