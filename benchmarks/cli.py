@@ -46,7 +46,10 @@ def bench(
     limit: Annotated[
         int | None, typer.Option(help="Use at most N images (spread over all classes).")
     ] = None,
-    batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1,8,32",
+    batch: Annotated[
+        str | None,
+        typer.Option(help="Batch sizes, comma-separated [1,8,32]; --stream: one size [16]."),
+    ] = None,
     warmup: Annotated[int, typer.Option(help="Untimed calls before timing.")] = 5,
     iters: Annotated[
         int | None, typer.Option(help="Timed calls per batch size (default 50).")
@@ -67,16 +70,44 @@ def bench(
             help="A line for the report's notes (where the models came from); repeatable."
         ),
     ] = None,
-    name: Annotated[str, typer.Option(help="File stem of the reports: NAME.json, NAME.md.")] = (
-        "bench"
-    ),
+    name: Annotated[
+        str | None,
+        typer.Option(help="File stem of the reports: NAME.json, NAME.md [bench; --stream: stream]"),
+    ] = None,
+    stream: Annotated[
+        str | None,
+        typer.Option(
+            help="End to end instead: run the first --student over this folder, glob or video "
+            "as `wbc-edge run` does (cells/s, latency, per-stage times) beside the decode limit."
+        ),
+    ] = None,
+    smear: Annotated[
+        bool, typer.Option("--smear/--crops", help="--stream: frames are fields (find cells).")
+    ] = False,
+    realtime: Annotated[
+        bool, typer.Option(help="--stream: pace a video file like a live camera.")
+    ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="--stream: decode/prepare threads [0: one per core, <= 4]."),
+    ] = None,
+    fps: Annotated[
+        float, typer.Option(help="--stream --realtime: frames/s (0: the video's own).")
+    ] = 0.0,
 ) -> None:
-    """Latency, throughput, size, memory and accuracy of students against their teacher."""
+    """Latency, throughput, size, memory and accuracy of students against their teacher; with
+    --stream, the whole run pipeline on a folder or video against its decode limit."""
     from wbc_edge.benchmarks.bench import BenchConfig, parse_batches, run_bench
     from wbc_edge.benchmarks.plots import write_plots
     from wbc_edge.benchmarks.report import print_table, write_reports
     from wbc_edge.console import console
 
+    if stream is not None:
+        _bench_stream(student, stream, smear, realtime, batch, workers, threads, device, limit,
+                      fps, out, name or "stream")  # fmt: skip
+        return
+    name = name or "bench"
+    batch = batch or "1,8,32"
     if teacher is not None and teacher.suffix.lower() in (".pt", ".pth"):
         from wbc_edge.benchmarks.bench import export_teacher
 
@@ -101,6 +132,66 @@ def bench(
     print_table(report)
     written = write_reports(report, out, name) + write_plots(report, out, name)
     for path in written:
+        console.print(f"wrote {path}", highlight=False)
+
+
+def _bench_stream(
+    student: list[Path],
+    source: str,
+    smear: bool,
+    realtime: bool,
+    batch: str | None,
+    workers: int | None,
+    threads: int,
+    device: str,
+    limit: int | None,
+    fps: float,
+    out: Path,
+    name: str,
+) -> None:
+    import json
+
+    from wbc_edge.benchmarks.bench import parse_batches
+    from wbc_edge.benchmarks.stream import StreamConfig, markdown, print_report, run_stream_bench
+    from wbc_edge.console import console
+    from wbc_edge.errors import UserError
+
+    if len(student) != 1:
+        raise UserError("bench --stream measures one model: give exactly one --student")
+    sizes = parse_batches(batch) if batch else []
+    if len(sizes) > 1:
+        raise UserError(f"bench --stream takes one --batch size, not {batch}")
+    if workers is not None and workers < 0:
+        raise UserError("--workers must be 0 (one per core) or more")
+    cfg = StreamConfig(
+        model=student[0],
+        source=source,
+        smear=smear,
+        realtime=realtime,
+        batch=sizes[0] if sizes else None,
+        workers=workers,
+        threads=threads,
+        device=device,
+        limit=limit or 0,
+        fps=fps,
+    )
+    args = ["wbc-edge", "bench", "--stream", source, "--student", str(cfg.model)]
+    args += ["--smear"] if smear else []
+    args += ["--realtime"] if realtime else []
+    args += ["--fps", str(fps)] if fps else []
+    args += ["--batch", str(cfg.batch)] if cfg.batch else []
+    args += ["--workers", str(workers)] if workers is not None else []
+    args += ["--threads", str(threads)] if threads else []
+    args += ["--limit", str(limit)] if limit else []
+    args += ["--device", device, "--out", str(out), "--name", name]
+    report = run_stream_bench(cfg, command=shlex.join(args))
+    print_report(report)
+    out.mkdir(parents=True, exist_ok=True)
+    for path, text in (
+        (out / f"{name}.json", json.dumps(report, indent=2) + "\n"),
+        (out / f"{name}.md", markdown(report)),
+    ):
+        path.write_text(text)
         console.print(f"wrote {path}", highlight=False)
 
 

@@ -134,6 +134,12 @@ def run(
     threads: Annotated[
         int, typer.Option(help="ONNX Runtime CPU threads (0: half the cores on CPU).")
     ] = RunSettings.threads,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Threads decoding and preprocessing images [{_P.workers}: one per core, <= 4]."
+        ),
+    ] = None,
     realtime: Annotated[
         bool,
         typer.Option(help="Treat a video file as a live camera (paced, drops frames if behind)."),
@@ -170,6 +176,7 @@ def run(
         max_items=limit,
         rbc_px=rbc_px,
         um_per_px=um_per_px,
+        workers=_P.workers if workers is None else workers,
     )
     if (rbc_px is not None and rbc_px <= 0) or (um_per_px is not None and um_per_px <= 0):
         raise UserError("--rbc-px and --um-per-px must be positive")

@@ -118,12 +118,18 @@ def decode_image(data: bytes, name: str, min_side: int = 0) -> np.ndarray:
     that somehow came back smaller than asked is redone in full, so the caller can rely on
     ``min(h, w) >= min_side`` whenever the image itself is that large.
     """
+    return decode_scaled(data, name, min_side)[0]
+
+
+def decode_scaled(data: bytes, name: str, min_side: int = 0) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`decode_image`, plus the file's own (width, height): records give boxes in the
+    file's pixels, whatever scale it was decoded at."""
     import cv2
 
     if not data:
         raise ValueError(f"{name}: empty file")
     buf = np.frombuffer(data, np.uint8)
-    factor = 1
+    factor, size = 1, None
     if min_side > 0:
         size = jpeg_size(data)
         if size is not None:
@@ -137,10 +143,12 @@ def decode_image(data: bytes, name: str, min_side: int = 0) -> np.ndarray:
         if image is not None and min(image.shape[:2]) < min_side:
             image = None
     if image is None:
-        image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+        image, factor = cv2.imdecode(buf, cv2.IMREAD_COLOR), 1
     if image is None:
         raise ValueError(f"{name}: not a readable image")
-    return image
+    if factor == 1 or size is None:
+        size = (image.shape[1], image.shape[0])
+    return image, size
 
 
 def read_image(path: str | Path, min_side: int = 0) -> np.ndarray:

@@ -7,6 +7,7 @@ runtime (numpy, OpenCV, a backend) at start-up.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 # Classes whose presence in blood suggests leukaemia or another marrow disorder. The runtime
@@ -31,3 +32,7 @@ class PipelineConfig:
     um_per_px: float | None = None  # smear: camera calibration, instead of rbc_px
     queue_size: int = 32
     max_items: int = 0  # stop after this many frames or files (0: no limit)
+    workers: int = 0  # threads decoding and preprocessing images (0: one per core, at most 4)
+
+    def resolved_workers(self) -> int:
+        return self.workers if self.workers > 0 else max(1, min(4, os.cpu_count() or 1))

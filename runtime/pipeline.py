@@ -1,10 +1,22 @@
-"""The streaming pipeline: capture -> prepare -> infer -> output, each stage its own thread.
+"""The streaming pipeline: capture -> prepare (a pool of workers) -> infer -> output.
+
+Capture reads files (or grabs camera frames); a small pool of worker threads
+(:class:`~wbc_edge.runtime.pool.OrderedPool`) decodes each file at the model's scale
+(:func:`~wbc_edge.runtime.decode.decode_image`), finds the cells of a field and preprocesses
+them, in parallel and in order; inference runs in its own thread, one batch at a time, and the
+output stage writes the records. OpenCV and ONNX Runtime release the GIL, so on two cores the
+workers decode the next files while the model runs.
 
 Stages talk through bounded queues, so memory stays flat however fast the source is. What
 happens when inference falls behind depends on the source: a live camera's queue drops the
 *oldest* frame (the newest view of the slide matters, and the camera cannot wait), a folder's
 queue blocks the reader instead (every file must be classified). Inference gathers the
-prepared cells of several frames into one batch for throughput.
+prepared cells of whatever frames are waiting into one batch and never waits for more, so a
+camera frame is never held back for a batch to fill.
+
+Every item's time in each stage (read, decode, find, preprocess, infer, write; wall clock and
+the thread's CPU) adds up in :attr:`Stats.stage_s` / :attr:`Stats.stage_cpu_s`: what bounds a
+run on a given machine, for the summary and ``bench --stream``.
 
 :meth:`Pipeline.stop` (Ctrl-C) stops capture only: frames already in the queues are still
 classified and written, then every stage ends in order. A failure in any stage aborts the rest
@@ -24,14 +36,18 @@ from typing import Any
 import numpy as np
 
 from wbc_edge.runtime.backends import Backend
+from wbc_edge.runtime.decode import decode_scaled, model_min_side
 from wbc_edge.runtime.finder import FieldScale
 from wbc_edge.runtime.options import PipelineConfig
+from wbc_edge.runtime.pool import END as POOL_END
+from wbc_edge.runtime.pool import OrderedPool
 from wbc_edge.runtime.post import cell_records, review_threshold
 from wbc_edge.runtime.queues import BlockingQueue, DropOldestQueue
 from wbc_edge.runtime.sinks import CellRecord, RunOutput
 from wbc_edge.runtime.sources import EndOfStream, Frame, Source
 
 _END = object()  # passed down the queues after the last item
+STAGES = ("read", "decode", "find", "preprocess", "infer", "write")
 
 
 @dataclass
@@ -46,6 +62,8 @@ class Item:
     records: list[CellRecord] = field(default_factory=list)
     scale: FieldScale | None = None  # smear: the scale the field's cells were cropped at
     done: float = 0.0
+    times: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage: (wall, cpu) s
+    size: tuple[int, int] | None = None  # a decoded file's own (width, height)
 
     @property
     def latency_s(self) -> float:
@@ -62,12 +80,43 @@ class Stats:
     errors: int = 0
     dropped: int = 0
     latencies: collections.deque[float] = field(
-        default_factory=lambda: collections.deque(maxlen=2000)
+        default_factory=lambda: collections.deque(maxlen=20000)
     )
     recent: collections.deque[tuple[float, int, int]] = field(
         default_factory=lambda: collections.deque(maxlen=200)
     )  # (time, items, cells) samples for rates over the last seconds
-    stage_cpu_s: dict[str, float] = field(default_factory=dict)  # CPU time of each stage thread
+    # Seconds spent in each of STAGES, summed over items: wall clock, and the CPU time of the
+    # thread doing it (on a loaded machine wall > CPU; the CPU figure is what the work costs).
+    stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    stage_cpu_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    workers: int = 0
+
+    def add_time(self, stage: str, wall: float, cpu: float) -> None:
+        """Add one step's time (each stage is added to by one thread only)."""
+        self.stage_s[stage] += wall
+        self.stage_cpu_s[stage] += cpu
+
+    def stage_line(self) -> str:
+        """One log line: ms per cell in each stage (wall clock; CPU in brackets)."""
+        parts = []
+        for name, v in self.stage_summary().items():
+            if v["wall_s"]:
+                parts.append(f"{name} {v['ms_per_cell']:.3f} ({v['cpu_ms_per_cell']:.3f})")
+        return f"ms per cell, wall (CPU), {self.workers} workers: " + ", ".join(parts)
+
+    def stage_summary(self) -> dict[str, dict[str, float]]:
+        """Per stage: total wall and CPU seconds, and ms per item and per cell."""
+        out = {}
+        for name in STAGES:
+            wall, cpu = self.stage_s[name], self.stage_cpu_s[name]
+            out[name] = {
+                "wall_s": round(wall, 4),
+                "cpu_s": round(cpu, 4),
+                "ms_per_item": round(1000 * wall / self.items, 4) if self.items else 0.0,
+                "ms_per_cell": round(1000 * wall / self.cells, 4) if self.cells else 0.0,
+                "cpu_ms_per_cell": round(1000 * cpu / self.cells, 4) if self.cells else 0.0,
+            }
+        return out
 
     def rates(self, window_s: float = 5.0) -> tuple[float, float]:
         """Items/s and cells/s over the last ``window_s`` seconds."""
@@ -118,6 +167,14 @@ class Pipeline:
         self._threads: list[threading.Thread] = []
         self._ended: list[threading.Event] = []  # one per stage, set as its last act
         self._finder: Any = None
+        # Crops are decoded at the smallest scale that still fills the model's input; a smear
+        # field is decoded in full (the finder works in the field's own pixels).
+        self.min_side = model_min_side(self.preprocess) if self.config.mode == "crops" else 0
+        options = getattr(source, "options", None)
+        if options is not None and hasattr(options, "defer_decode"):
+            options.defer_decode = True  # files arrive as bytes; the workers decode them
+        self.stats.workers = self.config.resolved_workers()
+        self.pool = OrderedPool(self._prepare_one, self.stats.workers, name="wbc-prepare")
 
     # -- control ------------------------------------------------------------------------------
 
@@ -128,7 +185,8 @@ class Pipeline:
             self._finder = finder
         stages = [
             ("capture", self._capture),
-            ("prepare", self._prepare),
+            ("dispatch", self._dispatch),
+            ("collect", self._collect),
             ("infer", self._infer),
             ("output", self._output),
         ]
@@ -182,6 +240,7 @@ class Pipeline:
     def finish(self) -> Stats:
         """After the stages ended: final counters, or the exception that ended a stage."""
         self.stats.dropped = self.frames.dropped
+        self.pool.close()
         if self._failure is not None:
             raise self._failure
         return self.stats
@@ -189,7 +248,6 @@ class Pipeline:
     # -- stages -------------------------------------------------------------------------------
 
     def _guard(self, name: str, stage: Callable[[], None], ended: threading.Event) -> None:
-        start = time.thread_time()
         try:
             stage()
         except BaseException as exc:  # handed to the main thread by finish()
@@ -198,8 +256,6 @@ class Pipeline:
             self._abort.set()
             self._stop.set()
         finally:
-            # Which stage is busiest tells where a faster machine (or more threads) would help.
-            self.stats.stage_cpu_s[name] = round(time.thread_time() - start, 3)
             ended.set()
 
     def _put(self, q: Any, item: Any) -> bool:
@@ -233,6 +289,7 @@ class Pipeline:
                 if frame is None:
                     continue
                 count += 1
+                self.stats.add_time("read", frame.read_s, frame.read_cpu_s)
                 if not self._put(self.frames, frame):
                     return
         finally:
@@ -241,22 +298,61 @@ class Pipeline:
             else:
                 self._put(self.frames, _END)
 
-    def _prepare(self) -> None:
-        while (frame := self._get(self.frames)) is not _END:
-            item = Item(frame)
-            if frame.image is not None:
-                try:
-                    self._find_and_crop(item)
-                except Exception as exc:  # one bad frame must not end a long run
-                    frame.error = f"{frame.key}: cannot prepare ({type(exc).__name__}: {exc})"
-                    item.boxes, item.crops, item.batch = [], [], None
+    def _dispatch(self) -> None:
+        """Hand frames to the worker pool (waiting while it has enough in flight)."""
+        try:
+            while (frame := self._get(self.frames)) is not _END:
+                while not self.pool.submit(frame, timeout=0.1):
+                    if self._abort.is_set():
+                        return
+        finally:
+            self.pool.end()
+
+    def _collect(self) -> None:
+        """Take the workers' items in capture order and pass them on to inference."""
+        while not self._abort.is_set():
+            try:
+                done = self.pool.next(timeout=0.1)
+            except queue.Empty:
+                continue
+            if done is POOL_END:
+                break
+            item = done.value
+            if done.error is not None:  # _prepare_one keeps its errors; this is a last resort
+                frame = done.item
+                frame.error = f"{frame.key}: cannot prepare ({done.error})"
+                item = Item(frame)
+            for stage, (wall, cpu) in item.times.items():
+                self.stats.add_time(stage, wall, cpu)
             if not self._put(self.prepared, item):
                 return
         self._put(self.prepared, _END)
 
+    def _prepare_one(self, frame: Frame) -> Item:
+        """Decode (files), find the cells (smear), preprocess: one worker, one frame."""
+        item = Item(frame)
+        try:
+            if frame.data is not None:
+                t0, c0 = time.perf_counter(), time.thread_time()
+                data, frame.data = frame.data, None
+                frame.image, item.size = decode_scaled(data, frame.file or frame.key, self.min_side)
+                item.times["decode"] = (time.perf_counter() - t0, time.thread_time() - c0)
+            if frame.image is not None:
+                self._find_and_crop(item)
+        except Exception as exc:  # one bad frame must not end a long run
+            if not frame.error:
+                frame.error = (
+                    str(exc)
+                    if isinstance(exc, ValueError) and "decode" not in item.times
+                    else f"{frame.key}: cannot prepare ({type(exc).__name__}: {exc})"
+                )
+            item.boxes, item.crops, item.batch = [], [], None
+        return item
+
     def _find_and_crop(self, item: Item) -> None:
         image = item.frame.image
         if self.config.mode == "smear":
+            t0, c0 = time.perf_counter(), time.thread_time()
             crop_scale = self.preprocess.crop_scale
             found = self._finder.cells_in_field(
                 image,
@@ -266,10 +362,13 @@ class Pipeline:
                 um_per_px=self.config.um_per_px,
             )
             item.boxes, item.crops, item.scale = found.boxes, found.crops, found.scale
-        else:
-            h, w = image.shape[:2]
+            item.times["find"] = (time.perf_counter() - t0, time.thread_time() - c0)
+        else:  # the box is the whole file, in its own pixels (not the reduced decode's)
+            w, h = item.size or (image.shape[1], image.shape[0])
             item.crops, item.boxes = [image], [(0, 0, w, h)]
+        t0, c0 = time.perf_counter(), time.thread_time()
         item.batch = self.preprocess(item.crops)
+        item.times["preprocess"] = (time.perf_counter() - t0, time.thread_time() - c0)
 
     def _infer(self) -> None:
         end = False
@@ -291,7 +390,9 @@ class Pipeline:
                 cells += _cells(nxt)
             batches = [it.batch for it in group if _cells(it)]
             if batches:
+                t0, c0 = time.perf_counter(), time.thread_time()
                 probs = self.backend.predict(np.concatenate(batches))
+                self.stats.add_time("infer", time.perf_counter() - t0, time.thread_time() - c0)
                 start = 0
                 for it in group:
                     n = _cells(it)
@@ -305,6 +406,7 @@ class Pipeline:
     def _output(self) -> None:
         while (item := self._get(self.results)) is not _END:
             frame = item.frame
+            t0, c0 = time.perf_counter(), time.thread_time()
             if frame.error:
                 self.output.write_error(frame.key, frame.source, frame.error)
                 self.stats.errors += 1
@@ -312,6 +414,7 @@ class Pipeline:
                 item.records = self._records(item)
                 self.output.write_item(frame.key, item.records)
             item.done = time.perf_counter()
+            self.stats.add_time("write", item.done - t0, time.thread_time() - c0)
             self.stats.items += 1
             self.stats.cells += len(item.records)
             if not frame.error:

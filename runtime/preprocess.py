@@ -114,13 +114,15 @@ def lut_table(pre: Preprocess) -> np.ndarray:
 class LutNormalizer:
     """:func:`normalize` through a 256-entry table per channel: the runtime's normaliser.
 
-    The table is built by ``normalize`` itself, so every output value is bit-identical to it;
-    one ``cv2.LUT`` pass plus a transpose is about five times faster than numpy's four passes
-    over float32 data, which is a third of a cell's CPU time at 224 px.
+    The table is built by ``normalize`` itself, so every output value is bit-identical to it.
+    Each channel plane goes through ``cv2.LUT`` straight into its slot of the NCHW batch: no
+    float32 HxWx3 intermediate and no strided transpose (0.03 ms per 128 px image, against
+    0.19 ms for one 3-channel LUT plus a transpose, and about 1 ms for numpy's float passes).
     """
 
     def __init__(self, pre: Preprocess) -> None:
-        self.table = lut_table(pre).reshape(1, 256, 3)
+        table = lut_table(pre)
+        self.tables = [np.ascontiguousarray(table[:, c]).reshape(1, 256) for c in range(3)]
         self.size = pre.input_size
 
     def __call__(self, images: list[np.ndarray]) -> np.ndarray:
@@ -129,5 +131,6 @@ class LutNormalizer:
 
         out = np.empty((len(images), 3, self.size, self.size), np.float32)
         for i, image in enumerate(images):
-            out[i] = cv2.LUT(image, self.table).transpose(2, 0, 1)
+            for c, plane in enumerate(cv2.split(image)):
+                cv2.LUT(plane, self.tables[c], dst=out[i, c])
         return out

@@ -48,6 +48,8 @@ class RunSettings:
         bad_threshold = c.threshold is not None and not 0 <= c.threshold <= 1
         if c.batch < 1 or c.queue_size < 1 or bad_threshold:
             raise UserError("--batch and --queue must be >= 1, --min-confidence between 0 and 1")
+        if c.workers < 0:
+            raise UserError("--workers must be 0 (one per core) or more")
 
 
 def run_service(settings: RunSettings) -> dict[str, Any]:
@@ -143,9 +145,11 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
             "cells_per_s": round(stats.cells / elapsed, 2) if elapsed > 0 else 0.0,
             "latency_ms_p50": round(stats.latency_ms(50), 2),
             "latency_ms_p95": round(stats.latency_ms(95), 2),
+            "latency_ms_p99": round(stats.latency_ms(99), 2),
             "model_ms_per_cell": round(model_ms, 3),
             "process_cpu_s": round(cpu_s, 3),  # all threads, the model's own included
-            "stage_cpu_s": stats.stage_cpu_s,
+            "workers": stats.workers,
+            "stages": stats.stage_summary(),  # read, decode, find, preprocess, infer, write
             "differential": diff.to_dict(),
         }
         (output.dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -157,6 +161,7 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
             f"({summary['cells_per_s']} cells/s); results in {output.dir}",
             highlight=False,
         )
+        console.print(stats.stage_line(), highlight=False)
         if diff.flagged:
             console.print(f"[bold white on red]{diff.flag_text()}[/]")
         if s.report:

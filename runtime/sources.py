@@ -65,6 +65,8 @@ class Frame:
     error: str = ""
     captured: float = field(default_factory=time.perf_counter)
     data: bytes | None = None
+    read_s: float = 0.0  # wall and CPU seconds reading it (a video frame: grab and decode)
+    read_cpu_s: float = 0.0
 
 
 @dataclass
@@ -289,6 +291,7 @@ def read_frame(opts: SourceOptions, index: int, path: Path) -> Frame:
     """Read a file (and decode it in full unless ``opts.defer_decode``); errors go in the frame."""
     key = file_key(path)
     captured = time.perf_counter()  # latency counts reading and decoding too
+    cpu = time.thread_time()
     image, data, error = None, None, ""
     try:
         data = path.read_bytes()
@@ -297,7 +300,9 @@ def read_frame(opts: SourceOptions, index: int, path: Path) -> Frame:
             image, data = decode_image(data, str(path)), None
     except (OSError, ValueError) as exc:
         data, error = None, str(exc)
-    return Frame(opts.uri, index, key, image, file=key, error=error, captured=captured, data=data)
+    frame = Frame(opts.uri, index, key, image, file=key, error=error, captured=captured, data=data)
+    frame.read_s, frame.read_cpu_s = time.perf_counter() - captured, time.thread_time() - cpu
+    return frame
 
 
 class Source:
@@ -493,6 +498,7 @@ class VideoSource(Source):
                 return None
         if self.options.kind == "video" and self.options.live:
             self._pace()
+        t0, c0 = time.perf_counter(), time.thread_time()
         ok, image = self._cap.read()
         if not ok or image is None:
             self._lost()
@@ -500,7 +506,13 @@ class VideoSource(Source):
         self._tries = 0
         index = self.index
         self.index += 1
-        return Frame(self.options.uri, index, f"{self.options.uri}#{index}", image)
+        frame = Frame(self.options.uri, index, f"{self.options.uri}#{index}", image)
+        frame.read_s, frame.read_cpu_s = frame.captured - t0, time.thread_time() - c0
+        if self.options.kind == "video":
+            # A file's frame exists before it is decoded: its latency counts the decode. A
+            # camera's read() waits for the sensor, so its latency starts when read() returns.
+            frame.captured = t0
+        return frame
 
     def _pace(self) -> None:
         """A video file standing in for a camera delivers frames at its own frame rate."""

@@ -13,6 +13,7 @@ import pytest
 from wbc_edge.runtime.card import Preprocess
 from wbc_edge.runtime.decode import (
     decode_image,
+    decode_scaled,
     jpeg_size,
     model_min_side,
     read_image,
@@ -153,3 +154,10 @@ def test_pool_bounds_the_items_in_flight():
         assert [pool.next(timeout=1).value for _ in range(3)] == [1, 2, 3]
         assert pool.next(timeout=1) is END
     assert peak <= 2
+
+
+def test_decode_scaled_reports_the_files_own_size():
+    image, size = decode_scaled(jpeg(textured(363, 360)), "a.jpg", 128)
+    assert image.shape == (182, 180, 3) and size == (360, 363)
+    image, size = decode_scaled(jpeg(textured(100, 120)), "b.jpg", 128)
+    assert image.shape == (100, 120, 3) and size == (120, 100)

@@ -480,3 +480,30 @@ def test_a_damaged_results_file_is_a_one_line_user_error(tmp_path, model, capsys
     assert cli.run(args) == 2
     err = capsys.readouterr().err
     assert "cells.jsonl:1 is not a wbc-edge cell record" in err and "Traceback" not in err
+
+
+def test_run_decodes_crops_at_the_model_scale_and_reports_each_stage(tmp_path, monkeypatch):
+    """96 px JPEGs for a 32 px model decode at 1/2 (48 px): the box is still the file's 96 px."""
+    seen = []
+    model = make_onnx(tmp_path / "m32.onnx", size=32)
+    (tmp_path / "in").mkdir()
+    for i, colour in enumerate(COLOURS * 2):
+        cv2.imwrite(str(tmp_path / "in" / f"img_{i:04d}.jpg"), solid(colour, size=96, seed=i))
+    original = Pipeline._find_and_crop
+
+    def spy(self, item):
+        seen.append(item.frame.image.shape)
+        original(self, item)
+
+    monkeypatch.setattr(Pipeline, "_find_and_crop", spy)
+    out = tmp_path / "out"
+    args = ["run", str(tmp_path / "in"), "-m", str(model), "--out", str(out), "--no-live"]
+    assert cli.run([*args, "--workers", "2"]) == 0
+    assert seen == [(48, 48, 3)] * 6
+    records = read_records(out / "cells.jsonl")
+    assert [r.box for r in records] == [(0, 0, 96, 96)] * 6
+    assert [r.label for r in records] == CLASSES * 2  # colours survive the reduced decode
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["workers"] == 2
+    for stage in ("read", "decode", "preprocess", "infer", "write"):
+        assert summary["stages"][stage]["wall_s"] > 0, stage

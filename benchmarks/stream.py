@@ -1,0 +1,275 @@
+"""``wbc-edge bench --stream SOURCE``: ``run`` end to end, with the decode limit measured beside it.
+
+The end-to-end figure is the real pipeline (:class:`~wbc_edge.runtime.pipeline.Pipeline`: the
+same source, decode workers, batching, backend and record writer as ``wbc-edge run``) writing
+into a scratch results folder. Beside it, the **decode limit**: the same files read and decoded
+by the same function at the same scale (:func:`~wbc_edge.runtime.decode.decode_image` with the
+pipeline's own ``min_side``) on the same number of worker threads, and nothing else. No run of
+these files can be faster than that on this machine, so ``limit / end-to-end`` says how much of
+the rest (preprocessing, the model, writing) is left to win. A second limit adds the card's
+preprocessing (decode + resize + normalise): what the image work alone costs.
+
+Latency is per item, from the moment it was read from disk (or grabbed from the video) to the
+moment its record was written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import resource
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wbc_edge.errors import UserError
+
+
+@dataclass
+class StreamConfig:
+    model: Path
+    source: str
+    smear: bool = False
+    realtime: bool = False
+    batch: int | None = None  # None: the pipeline's default, as in `run`
+    workers: int | None = None
+    threads: int = 0  # ONNX Runtime intra-op threads (0: the runtime's default)
+    device: str = "auto"
+    limit: int = 0  # at most this many files or frames (0: all)
+    fps: float = 0.0  # --realtime: pace a video at this rate (0: its own)
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0}
+    p50, p95, p99 = np.percentile(np.asarray(values) * 1000.0, [50, 95, 99])
+    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "max": max(values) * 1000.0}
+
+
+def _files(source: str, limit: int) -> list[Path] | None:
+    """The files a folder/glob/image source reads (as `run` orders them), or None for a video."""
+    from wbc_edge.runtime.sources import list_files, parse_uri
+
+    opts = parse_uri(source)
+    if opts.kind == "video":
+        return None
+    if opts.kind not in ("folder", "glob", "image"):
+        raise UserError(
+            f"bench --stream {source}: give a folder, glob, image or video file "
+            f"(a {opts.kind} source has no decode limit to measure)"
+        )
+    files = list_files(opts)
+    return files[:limit] if limit else files
+
+
+def decode_limit(
+    files: list[Path], min_side: int, workers: int, preprocess: Any = None
+) -> dict[str, Any]:
+    """Images/s reading and decoding ``files`` on ``workers`` threads (and ``preprocess``-ing
+    them, when given: the card's resize + normalise as the pipeline does it)."""
+    from wbc_edge.runtime.decode import decode_image
+    from wbc_edge.runtime.pool import END, OrderedPool
+
+    def work(path: Path) -> int:
+        image = decode_image(path.read_bytes(), str(path), min_side)
+        if preprocess is not None:
+            preprocess(image)
+        return image.shape[0]
+
+    errors = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    with OrderedPool(work, workers, name="wbc-limit") as pool:
+        for path in files:
+            while not pool.submit(path, timeout=0):  # full: collect the oldest first
+                errors += pool.next().error is not None
+        pool.end()
+        while (done := pool.next()) is not END:
+            errors += done.error is not None
+    seconds = time.perf_counter() - t0
+    return {
+        "images": len(files),
+        "errors": errors,
+        "seconds": round(seconds, 4),
+        "images_per_s": round(len(files) / seconds, 1) if seconds > 0 else 0.0,
+        "cpu_ms_per_image": round(1000 * (time.process_time() - c0) / max(1, len(files)), 4),
+    }
+
+
+def video_decode_limit(path: str, limit: int) -> dict[str, Any]:
+    """Frames/s grabbing and decoding a video file with OpenCV, unpaced (one thread: a video
+    decodes in order)."""
+    import cv2
+
+    cap = cv2.VideoCapture(path)
+    frames = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    while not limit or frames < limit:
+        ok, _ = cap.read()
+        if not ok:
+            break
+        frames += 1
+    seconds = time.perf_counter() - t0
+    cap.release()
+    return {
+        "images": frames,
+        "errors": 0,
+        "seconds": round(seconds, 4),
+        "images_per_s": round(frames / seconds, 1) if seconds > 0 else 0.0,
+        "cpu_ms_per_image": round(1000 * (time.process_time() - c0) / max(1, frames), 4),
+    }
+
+
+def run_stream_bench(cfg: StreamConfig, command: str = "") -> dict[str, Any]:
+    """Measure ``cfg.source`` through the pipeline and its decode limit; the report dict."""
+    from wbc_edge.benchmarks.machine import machine_info
+    from wbc_edge.runtime.backends import load_backend
+    from wbc_edge.runtime.pipeline import Pipeline, PipelineConfig
+    from wbc_edge.runtime.sinks import RunOutput
+    from wbc_edge.runtime.sources import open_source
+
+    files = _files(cfg.source, cfg.limit)
+    if files is not None and not files:
+        raise UserError(f"bench --stream {cfg.source}: no files to read")
+    if files is not None:
+        for path in files:  # the page cache holds them for both passes alike
+            path.read_bytes()
+    defaults = PipelineConfig()
+    config = PipelineConfig(
+        mode="smear" if cfg.smear else "crops",
+        batch=cfg.batch or defaults.batch,
+        workers=cfg.workers if cfg.workers is not None else defaults.workers,
+        max_items=cfg.limit,
+    )
+    load_before = os.getloadavg()[0]
+    latencies: list[float] = []
+    with load_backend(cfg.model, device=cfg.device, threads=cfg.threads) as backend:
+        options: dict[str, Any] = {"fps": cfg.fps} if cfg.fps else {}
+        source = open_source(cfg.source, realtime=cfg.realtime, **options)
+        with (
+            tempfile.TemporaryDirectory(prefix="wbc-edge-stream-") as tmp,
+            source,
+            RunOutput(Path(tmp) / "out") as output,
+        ):
+            pipeline = Pipeline(
+                source, backend, output, config, [lambda it: latencies.append(it.latency_s)]
+            )
+            cpu0 = time.process_time()
+            stats = pipeline.run()
+            cpu_s = time.process_time() - cpu0
+            elapsed = time.perf_counter() - stats.started
+        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        pre = backend.card.preprocess
+        preprocess = None if cfg.smear else (lambda image: pre([image]))
+        card = backend.card
+        backend_name = backend.name
+    if files is not None:
+        limit = decode_limit(files, pipeline.min_side, stats.workers)
+        image_limit = (
+            decode_limit(files, pipeline.min_side, stats.workers, preprocess)
+            if preprocess is not None
+            else None
+        )
+    else:
+        limit, image_limit = video_decode_limit(cfg.source, cfg.limit), None
+    load_after = os.getloadavg()[0]
+
+    items_per_s = stats.items / elapsed if elapsed > 0 else 0.0
+    cells_per_s = stats.cells / elapsed if elapsed > 0 else 0.0
+    return {
+        "kind": "stream",
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command,
+        "machine": machine_info(),
+        "load_avg_1m": [round(load_before, 2), round(load_after, 2)],
+        "model": str(cfg.model),
+        "backend": backend_name,
+        "architecture": card.architecture,
+        "input_size": card.preprocess.input_size,
+        "source": cfg.source,
+        "mode": config.mode,
+        "realtime": cfg.realtime,
+        "batch": config.batch,
+        "workers": stats.workers,
+        "min_side": pipeline.min_side,
+        "items": stats.items,
+        "cells": stats.cells,
+        "errors": stats.errors,
+        "dropped": stats.dropped,
+        "seconds": round(elapsed, 3),
+        "items_per_s": round(items_per_s, 1),
+        "cells_per_s": round(cells_per_s, 1),
+        "latency_ms": {k: round(v, 2) for k, v in _percentiles(latencies).items()},
+        "process_cpu_ms_per_item": round(1000 * cpu_s / max(1, stats.items), 4),
+        "stages": stats.stage_summary(),
+        "decode_limit": limit,
+        "decode_preprocess_limit": image_limit,
+        "limit_ratio": round(limit["images_per_s"] / items_per_s, 2) if items_per_s else None,
+        "peak_rss_mb": round(peak_rss_mb, 1),
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The stream report as a short markdown page (the JSON beside it holds every figure)."""
+    from wbc_edge.benchmarks.machine import describe
+
+    r = report
+    lat = r["latency_ms"]
+    lim = r["decode_limit"]
+    rows = [
+        "| what | value |",
+        "|---|---|",
+        f"| items / cells | {r['items']} / {r['cells']} ({r['errors']} errors, "
+        f"{r['dropped']} dropped) |",
+        f"| end to end | {r['items_per_s']:.1f} items/s, **{r['cells_per_s']:.1f} cells/s** |",
+        f"| latency read -> record (ms) | p50 {lat['p50']:.1f}, p95 {lat['p95']:.1f}, "
+        f"p99 {lat['p99']:.1f}, max {lat['max']:.1f} |",
+        f"| decode limit (same files, same decode, {r['workers']} workers) | "
+        f"{lim['images_per_s']:.1f} images/s ({lim['cpu_ms_per_image']:.3f} CPU ms each) |",
+    ]
+    pre = r.get("decode_preprocess_limit")
+    if pre:
+        rows.append(
+            f"| decode + preprocess limit | {pre['images_per_s']:.1f} images/s "
+            f"({pre['cpu_ms_per_image']:.3f} CPU ms each) |"
+        )
+    rows += [
+        f"| limit / end to end | {r['limit_ratio']}x |",
+        f"| process CPU per item | {r['process_cpu_ms_per_item']:.3f} ms |",
+        f"| peak RSS | {r['peak_rss_mb']:.0f} MB |",
+        f"| load average (1 min) before / after | {r['load_avg_1m'][0]} / {r['load_avg_1m'][1]} |",
+    ]
+    stage_rows = [
+        "| stage | ms per cell (wall) | CPU ms per cell | total wall s |",
+        "|---|---|---|---|",
+    ]
+    for name, v in r["stages"].items():
+        stage_rows.append(
+            f"| {name} | {v['ms_per_cell']:.3f} | {v['cpu_ms_per_cell']:.3f} | {v['wall_s']:.3f} |"
+        )
+    head = [
+        f"# wbc-edge bench --stream `{r['source']}`",
+        "",
+        f"- model `{Path(r['model']).name}` ({r['architecture']}, {r['input_size']} px) on "
+        f"{r['backend']}; mode {r['mode']}{', realtime' if r['realtime'] else ''}; batch "
+        f"{r['batch']}; decode min side {r['min_side']} px (0: full decode)",
+        f"- {r['date']}; `{r['command']}`",
+        *[f"- {line}" for line in describe(r["machine"])],
+        "",
+    ]
+    note = [
+        "",
+        "Stage times add up over items; workers run decode, find and preprocess in parallel "
+        "with inference, so the wall figures overlap and do not sum to the run's time.",
+        "",
+    ]
+    return "\n".join(head + rows + ["", *stage_rows] + note)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    from wbc_edge.console import console
+
+    console.print(markdown(report), highlight=False, soft_wrap=True)
