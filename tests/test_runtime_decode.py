@@ -161,3 +161,12 @@ def test_decode_scaled_reports_the_files_own_size():
     assert image.shape == (182, 180, 3) and size == (360, 363)
     image, size = decode_scaled(jpeg(textured(100, 120)), "b.jpg", 128)
     assert image.shape == (100, 120, 3) and size == (120, 100)
+
+
+def test_rgb_resize_is_the_bgr_resize_with_channels_swapped():
+    from wbc_edge.runtime.card import Preprocess
+
+    image = textured(90, 70)
+    rgb = Preprocess(input_size=32, channel_order="RGB").resize(image)
+    bgr = Preprocess(input_size=32, channel_order="BGR").resize(image)
+    assert rgb.flags.c_contiguous and np.array_equal(rgb, bgr[:, :, ::-1])
