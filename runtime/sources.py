@@ -411,7 +411,11 @@ class WatchSource(Source):
             if now >= self._next_poll:
                 self._next_poll = now + self.options.poll_s
                 self._poll()
-                continue
+                if self._ready or time.monotonic() < deadline:
+                    continue
+                # A listing slower than poll_s (10,000 files on a busy machine) would otherwise
+                # poll again at once, for ever: return, so the caller can see a stop.
+                return None
             if now >= deadline:
                 return None
             time.sleep(min(self._next_poll, deadline) - now)

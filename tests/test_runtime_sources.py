@@ -291,3 +291,23 @@ def test_usb_camera_prefers_mjpeg_and_reports_what_it_got(monkeypatch):
         assert props[0] == cv2.CAP_PROP_FOURCC  # the format before the size
         assert source.options.fourcc_got == got and f"format={got}" in source.options.describe()
         source.close()
+
+
+def test_watch_capture_returns_on_time_when_listing_is_slower_than_poll(tmp_path, monkeypatch):
+    """A big folder on a busy machine: each listing outlasts poll_s. capture must still return
+    (None) by its timeout, or the pipeline never sees a stop (a 10,000-file soak hung so)."""
+    from wbc_edge.runtime.sources import WatchSource
+
+    source = open_source(str(tmp_path), watch=True, poll_s=0.05, settle_s=0.1)
+    listings = []
+
+    def slow_poll(self) -> None:
+        listings.append(time.monotonic())
+        time.sleep(0.15)
+
+    monkeypatch.setattr(WatchSource, "_poll", slow_poll)
+    got = []
+    worker = threading.Thread(target=lambda: got.append(source.capture(timeout=0.2)), daemon=True)
+    worker.start()
+    worker.join(2.0)  # a regression shows as a timeout here, not a hung test run
+    assert got == [None] and 1 <= len(listings) <= 3
