@@ -42,6 +42,7 @@ def onnx_cmd(
     from wbc_edge.console import console
     from wbc_edge.export.onnx_export import (
         DEFAULT_OPSET,
+        default_onnx_path,
         export_onnx,
         load_checkpoint,
         sample_inputs,
@@ -50,10 +51,7 @@ def onnx_cmd(
     net, card = load_checkpoint(model)
     rows = _rows(data, split) if data else None
     sample, source = sample_inputs(card, rows, num)
-    if out is None:
-        from wbc_edge.runtime.names import file_name
-
-        out = model.with_name(file_name(card, "onnx"))
+    out = out or default_onnx_path(model, card)
     report = export_onnx(net, card, out, opset or DEFAULT_OPSET, sample, source)
     console.print(f"wrote {out}: {report.line()}", highlight=False, soft_wrap=True)
 

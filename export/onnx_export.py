@@ -152,6 +152,14 @@ def export_onnx(
     return report
 
 
+def default_onnx_path(checkpoint: Path, card: ModelCard) -> Path:
+    """Beside the checkpoint, named from its card (:mod:`wbc_edge.runtime.names`):
+    ``runs/student/best.pt`` -> ``runs/student/student-tinyresnet_xs.onnx``."""
+    from wbc_edge.runtime.names import file_name
+
+    return checkpoint.with_name(file_name(card, "onnx"))
+
+
 def set_metadata(proto: Any, card: ModelCard, extra: dict[str, str] | None = None) -> None:
     """Put the card (and producer fields) into ``metadata_props``, replacing older entries."""
     fields = {ONNX_METADATA_KEY: card.to_json(), **(extra or {})}

@@ -40,12 +40,15 @@ def prebuild_teacher_cache(
 ) -> None:
     """Build the teacher cache each method will ask for, once, before the runs start."""
     from wbc_edge.data.manifest import class_names, read_manifest
+    from wbc_edge.kd.checkpoint import read_checkpoint
     from wbc_edge.kd.config import TrainConfig
     from wbc_edge.kd.data import decode_cached
     from wbc_edge.kd.trainer import _teacher_cache, build_for_config, run_preprocess
+    from wbc_edge.runtime.card import ModelCard
 
     rows = read_manifest(data)
     train_rows = [r for r in rows if r.split == "train"]
+    teacher_pre = ModelCard.from_dict(read_checkpoint(teacher)["card"]).preprocess
     done: set[str] = set()
     for method in methods:
         cfg = TrainConfig(
@@ -60,7 +63,8 @@ def prebuild_teacher_cache(
             continue
         pre = run_preprocess(cfg, card)
         images = decode_cached(train_rows, pre, cache_dir)
-        cache = _teacher_cache(cfg, distiller, images, train_rows, pre)
+        # The trainer's own call: the teacher sees its card's preprocessing, the student its own.
+        cache = _teacher_cache(cfg, distiller, train_rows, teacher_pre, pre, images)
         if str(cache.folder) not in done:
             console.print(f"teacher cache for {method}: {cache.folder}", highlight=False)
             done.add(str(cache.folder))
