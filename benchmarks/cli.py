@@ -224,3 +224,79 @@ def _command(cfg: object, out: Path, name: str) -> str:
 def register(app: typer.Typer) -> None:
     """Add this part's commands to ``app``."""
     app.command("bench")(bench)
+    app.command("cross-lab")(cross_lab)
+
+
+def cross_lab(
+    model: Annotated[Path, typer.Option(help="The model to score (.pt, .onnx, .engine).")],
+    row: Annotated[str, typer.Option(help="Name of the table row (e.g. 'zero-shot').")],
+    fields: Annotated[Path, typer.Option(help="Another lab's VOC fields with labels.csv.")] = Path(
+        "../shared/data/bccd-smears"
+    ),
+    split: Annotated[
+        Path, typer.Option(help="The fixed adapt/val/eval split of those fields (made if absent).")
+    ] = Path("benchmarks/results/bccd-split.csv"),
+    pbc: Annotated[
+        Path | None,
+        typer.Option(
+            help="The model's training manifest: PBC test accuracy, OOD in-distribution "
+            "crops, the field of view of old cards, rows mixed into adapt."
+        ),
+    ] = Path("benchmarks/results/pbc9-split.csv"),
+    crops: Annotated[
+        str, typer.Option(help="scale: the card's field of view in red cells; box: box + 15%.")
+    ] = "scale",
+    curve: Annotated[bool, typer.Option("--curve", help="Also the adapt learning curve.")] = False,
+    sizes: Annotated[str, typer.Option(help="Curve: adapt-pool fields per point.")] = ",".join(
+        ("0", "10", "25", "50", "100", "all")
+    ),
+    seeds: Annotated[str, typer.Option(help="Curve: seeds per point.")] = "0,1,2",
+    steps: Annotated[int, typer.Option(help="Curve: adapt steps per run.")] = 100,
+    save_adapted: Annotated[
+        Path | None,
+        typer.Option(help="Curve: keep the model adapted on all pool fields (seed 0) here."),
+    ] = None,
+    zero_shot: Annotated[
+        bool, typer.Option("--zero-shot", help="Record MODEL as models.zero_shot.")
+    ] = False,
+    out: Annotated[Path, typer.Option(help="Results folder.")] = Path("benchmarks/results"),
+    name: Annotated[str, typer.Option(help="Results file name.")] = "cross-lab",
+) -> None:
+    """Field-type accuracy, macro recall, confusion, OOD AUROC and PBC accuracy on another
+    lab's fields; rows accumulate in OUT/NAME.json and .md."""
+    from wbc_edge.benchmarks.crosslab import run_cross_lab
+    from wbc_edge.console import console
+    from wbc_edge.errors import UserError, require_dir
+
+    require_dir(fields, "fields folder", "pass --fields with JPEGImages/ and labels.csv")
+    if crops not in ("scale", "box"):
+        raise UserError(f"--crops {crops}: use scale or box")
+    say = lambda m: console.print(m, highlight=False, soft_wrap=True)  # noqa: E731
+    report = run_cross_lab(
+        model,
+        row,
+        fields,
+        split,
+        pbc,
+        crops,
+        curve,
+        [s.strip() for s in sizes.split(",") if s.strip()],
+        [int(s) for s in seeds.split(",") if s.strip()],
+        steps,
+        save_adapted,
+        out,
+        name,
+        say,
+    )
+    if zero_shot:
+        from wbc_edge.benchmarks.crosslab import write_results
+
+        report["models"]["zero_shot"] = str(model)
+        write_results(report, out, name)
+    r = report["rows"][row]
+    say(
+        f"{row}: field-type accuracy {100 * r['field_accuracy']:.1f}% on {r['fields']} fields, "
+        f"macro recall {r['macro_recall_NELM']:.3f}, "
+        f"OOD AUROC {r.get('ood_auroc', float('nan')):.3f}"
+        f", PBC test {100 * r.get('pbc_test_accuracy', float('nan')):.2f}% -> {out / name}.md"
+    )

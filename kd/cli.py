@@ -332,3 +332,74 @@ def register(app: typer.Typer) -> None:
             threads=threads,
             report_only=report_only,
         )
+
+    @app.command("adapt")
+    def adapt(
+        model: Annotated[Path, typer.Option("--model", help="The model to adapt (.pt).")],
+        data: Annotated[
+            Path,
+            typer.Option(
+                "--data",
+                help="The site's labelled examples: a folder of class folders of crops, or "
+                "smear fields in VOC layout (JPEGImages/) with labels.csv (image,category).",
+            ),
+        ],
+        out: Annotated[Path, typer.Option("--out", help="Adapted checkpoint to write (.pt).")],
+        pbc: Annotated[
+            Path | None,
+            typer.Option(
+                "--pbc",
+                help="The model's training manifest: half of every batch comes from its train "
+                "split, so classes the site lacks keep what the model knew (recommended).",
+            ),
+        ] = None,
+        steps: Annotated[int | None, typer.Option(help="Optimizer steps. [100]")] = None,
+        lr: Annotated[
+            float | None, typer.Option(help="Peak learning rate (AdamW). [0.001]")
+        ] = None,
+        batch_size: Annotated[
+            int | None, typer.Option("--batch-size", help="Crops per step. [32]")
+        ] = None,
+        seed: SeedOpt = None,
+        cache_dir: CacheOpt = None,
+    ) -> None:
+        """Fine-tune a model to a new microscope from a site's few labelled examples."""
+        from wbc_edge.console import console
+        from wbc_edge.kd.adapt import (
+            DEFAULT_BATCH,
+            DEFAULT_LR,
+            DEFAULT_STEPS,
+            _skipped_text,
+            adapt_model,
+            read_site,
+        )
+        from wbc_edge.kd.checkpoint import read_checkpoint
+        from wbc_edge.runtime.card import ModelCard
+
+        card = ModelCard.from_dict(read_checkpoint(model)["card"])
+        site = read_site(data, card, show_progress=True)
+        say = lambda m: console.print(m, highlight=False, soft_wrap=True)  # noqa: E731
+        say(
+            f"site {data}: {len(site.labels)} crops of {', '.join(site.classes)}"
+            + (
+                f" from {len(site.fields)} fields ({_skipped_text(site.skipped)})"
+                if site.fields
+                else ""
+            )
+        )
+        new = adapt_model(
+            model,
+            site,
+            out,
+            steps=DEFAULT_STEPS if steps is None else steps,
+            lr=DEFAULT_LR if lr is None else lr,
+            batch_size=DEFAULT_BATCH if batch_size is None else batch_size,
+            pbc=pbc,
+            seed=0 if seed is None else seed,
+            cache_dir=cache_dir,
+            log=say,
+        )
+        say(
+            f"wrote {out} (adaptation {new.extra['adaptation']['data_fingerprint']}, "
+            f"{new.extra['adaptation']['seconds']} s)"
+        )

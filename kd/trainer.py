@@ -53,6 +53,7 @@ from wbc_edge.kd.run_folder import (
     write_summary,
 )
 from wbc_edge.runtime.card import ModelCard, Preprocess
+from wbc_edge.runtime.ood import OodStats
 from wbc_edge.runtime.scale import CropScale
 
 
@@ -186,6 +187,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
             "augment": cfg.augment if cfg.jitter else "none",
         },
     )
+    card.ood = _training_ood(by_split["train"], log)
     if teacher_card is not None:
         card.extra["teacher"] = teacher_card.architecture
         card.extra["teacher_test_accuracy"] = teacher_card.metrics.get("test_accuracy")
@@ -404,6 +406,22 @@ def _training_scale(rows: list, log: RunLog) -> CropScale | None:  # rows: list[
         f"{scale.fov_rbc:.2f} red-cell diameters ({scale.measured}/{scale.sampled} crops)"
     )
     return scale
+
+
+def _training_ood(rows: list, log: RunLog) -> OodStats | None:  # rows: list[ManifestRow]
+    """Appearance statistics of the train crops for the card's out-of-distribution score."""
+    from wbc_edge.runtime import ood
+    from wbc_edge.runtime.decode import read_image
+    from wbc_edge.runtime.scale import DEFAULT_SCALE_SAMPLE, evenly_spaced
+
+    paths = evenly_spaced([str(r.path) for r in rows], DEFAULT_SCALE_SAMPLE)
+    try:
+        stats = ood.fit([read_image(p) for p in paths])
+    except ValueError as exc:
+        log(f"OOD statistics: not recorded ({exc})")
+        return None
+    log(f"OOD statistics: {stats.fitted_on} train crops, threshold {stats.threshold:.2f}")
+    return stats
 
 
 def _teacher_cache(cfg, distiller, rows, pre, student_pre, student_images):  # noqa: ANN001, ANN202

@@ -22,6 +22,7 @@ import numpy as np
 
 from wbc_edge.errors import UserError
 from wbc_edge.runtime import preprocess as _pre
+from wbc_edge.runtime.ood import OodStats
 from wbc_edge.runtime.scale import CropScale
 
 # 2: preprocessing nested under "preprocess" (version 1 cards kept it flat; both load).
@@ -167,6 +168,9 @@ class ModelCard:
     # threshold could be certified (the runtime then uses its plain default).
     confidence_threshold: float | None = None
     calibration: dict[str, Any] = field(default_factory=dict)  # how both were chosen
+    # Appearance statistics of the training crops for the out-of-distribution score
+    # (:mod:`wbc_edge.runtime.ood`); None: the model cannot tell (older cards).
+    ood: OodStats | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     card_version: int = CARD_VERSION
 
@@ -174,6 +178,8 @@ class ModelCard:
         self.class_names = list(self.class_names)
         if isinstance(self.preprocess, dict):
             self.preprocess = Preprocess.from_dict(self.preprocess)
+        if isinstance(self.ood, dict):
+            self.ood = OodStats.from_dict(self.ood)
         if not self.class_names:
             raise UserError("model card: class_names is empty")
         self.temperature = float(self.temperature)
@@ -194,6 +200,7 @@ class ModelCard:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["preprocess"] = self.preprocess.to_dict()
+        d["ood"] = self.ood.to_dict() if self.ood else None
         return d
 
     @classmethod

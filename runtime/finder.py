@@ -99,7 +99,6 @@ class FinderParams:
         return self.rbc_diameter * min(shape[:2])
 
 
-
 def stain_score(image_bgr: np.ndarray) -> np.ndarray:
     """How much bluer than green each pixel is, above the field's typical pixel (float32, 0..255).
 

@@ -31,6 +31,8 @@ def render(pipeline, diff: Differential, title: str) -> Group:
     parts.append(diff.table())
     if diff.flagged:
         parts.append(Panel(Text(diff.flag_text(), style="bold white on red")))
+    if diff.ood_warning:
+        parts.append(Panel(Text(diff.ood_warning, style="bold black on yellow")))
     return Group(*parts)
 
 
@@ -69,6 +71,8 @@ def watch_run(pipeline, diff: Differential, title: str, live: bool = True, every
 
         def log() -> None:
             flag = f"  [bold red]{diff.flag_text()}[/]" if diff.flagged else ""
+            if diff.ood_warning:
+                flag += f"  [bold yellow]{diff.ood_warning}[/]"
             console.print(status_line(pipeline.stats, pipeline.backend) + flag, highlight=False)
 
         wait_loop(min(every_s, 0.5), log)

@@ -61,6 +61,7 @@ class Item:
     probs: np.ndarray | None = None
     records: list[CellRecord] = field(default_factory=list)
     scale: FieldScale | None = None  # smear: the scale the field's cells were cropped at
+    ood: list[bool] | None = None  # per crop: out-of-distribution (None: card has no stats)
     done: float = 0.0
     times: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage: (wall, cpu) s
     size: tuple[int, int] | None = None  # a decoded file's own (width, height)
@@ -155,6 +156,7 @@ class Pipeline:
         self.stats = Stats()
         self.threshold = review_threshold(self.config.threshold, backend.card)
         self.preprocess = backend.card.preprocess
+        self.ood_stats = backend.card.ood  # None: the model's card cannot judge OOD
         self.class_names = backend.card.class_names
         size = self.config.queue_size
         self.frames = DropOldestQueue(size) if source.live else BlockingQueue(size)
@@ -368,6 +370,10 @@ class Pipeline:
             item.crops, item.boxes = [image], [(0, 0, w, h)]
         t0, c0 = time.perf_counter(), time.thread_time()
         item.batch = self.preprocess(item.crops)
+        if self.ood_stats is not None:
+            from wbc_edge.runtime import ood
+
+            item.ood = list(ood.scores(self.ood_stats, item.crops) > self.ood_stats.threshold)
         item.times["preprocess"] = (time.perf_counter() - t0, time.thread_time() - c0)
 
     def _infer(self) -> None:
@@ -429,7 +435,13 @@ class Pipeline:
         if item.probs is None:
             return []
         return cell_records(
-            item.frame, item.boxes, item.probs, self.class_names, self.threshold, item.scale
+            item.frame,
+            item.boxes,
+            item.probs,
+            self.class_names,
+            self.threshold,
+            item.scale,
+            item.ood,
         )
 
 

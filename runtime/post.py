@@ -57,6 +57,7 @@ def cell_records(
     class_names: Sequence[str],
     threshold: float,
     scale: FieldScale | None = None,
+    ood: Sequence[bool] | None = None,
 ) -> list[CellRecord]:
     """One :class:`CellRecord` per classified cell of ``frame`` (``boxes`` and ``probs`` rows
     in the same order), stamped now; ``scale`` is the smear field's crop scale."""
@@ -77,6 +78,7 @@ def cell_records(
             key=frame.key,
             rbc_px=scale.rbc_px if scale else None,
             scale=scale.source if scale else "",
+            ood=bool(ood[i]) if ood is not None else False,
         )
         for i, (box, (label, prob, top, uncertain)) in enumerate(zip(boxes, rows, strict=True))
     ]
@@ -104,10 +106,26 @@ class Differential:
         self.flag_fraction = flag_fraction
         self.counts = dict.fromkeys(self.class_names, 0)
         self.review = dict.fromkeys(self.class_names, 0)
+        self.ood = 0  # cells judged out-of-distribution (in review, never in the count)
 
     def add(self, records: Iterable[CellRecord]) -> None:
         for r in records:
-            (self.review if r.uncertain else self.counts)[r.label] += 1
+            (self.review if r.uncertain or r.ood else self.counts)[r.label] += 1
+            self.ood += r.ood
+
+    @property
+    def ood_share(self) -> float:
+        total = self.counted + self.in_review
+        return self.ood / total if total else 0.0
+
+    @property
+    def ood_warning(self) -> str:
+        """The plain-language warning when many cells look unlike the training data, or ''."""
+        from wbc_edge.runtime.ood import WARN_SHARE, WARNING
+
+        if self.ood and self.ood_share >= WARN_SHARE:
+            return f"{100 * self.ood_share:.0f}% of cells: {WARNING}"
+        return ""
 
     @property
     def counted(self) -> int:
@@ -149,6 +167,8 @@ class Differential:
             "immature_fraction": round(self.immature_fraction, 4),
             "flag_fraction": self.flag_fraction,
             "flagged": self.flagged,
+            "ood": self.ood,
+            "ood_share": round(self.ood_share, 4),
         }
 
     def table(self, title: str = "Differential") -> Table:

@@ -115,6 +115,8 @@ def render_html(diff: Differential, gallery: Gallery | None, info: dict[str, Any
     ]
     if diff.flagged:
         out.append(f'<div class="flag" id="flag">{esc(diff.flag_text())}</div>')
+    if diff.ood_warning:
+        out.append(f'<div class="flag" id="ood">{esc(diff.ood_warning)}</div>')
     out.append('<table id="differential"><thead><tr><th>class</th><th>count</th><th>%</th>')
     out.append("<th>review</th></tr></thead><tbody>")
     for c in diff.class_names:

@@ -204,7 +204,13 @@ def measure_files(paths: Sequence[str], limit: int | None = DEFAULT_SCALE_SAMPLE
     (all with ``None``), so the same files give the same answer on every run."""
     from wbc_edge.runtime.decode import read_image
 
+    return measure_crops([read_image(p) for p in evenly_spaced(paths, limit)])
+
+
+def evenly_spaced(paths: Sequence[str], limit: int | None) -> list[str]:
+    """``limit`` of the sorted ``paths``, evenly spaced (all of them with None): a sample that
+    is the same on every run and spreads over a manifest's classes."""
     paths = sorted(str(p) for p in paths)
     if limit is not None and len(paths) > limit:
         paths = [paths[int(i * len(paths) / limit)] for i in range(limit)]
-    return measure_crops([read_image(p) for p in paths])
+    return paths

@@ -164,6 +164,8 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
         console.print(stats.stage_line(), highlight=False)
         if diff.flagged:
             console.print(f"[bold white on red]{diff.flag_text()}[/]")
+        if diff.ood_warning:
+            console.print(f"[bold black on yellow]{diff.ood_warning}[/]", soft_wrap=True)
         if s.report:
             _write_report(s.report, diff, gallery, uri, Path(model), card.architecture, started)
     return summary

@@ -68,6 +68,9 @@ class CellRecord:
     # the CSV keeps its columns so older run folders still resume.
     rbc_px: float | None = None
     scale: str = ""
+    # Out-of-distribution (the crop looks unlike the training data, runtime/ood.py): such a
+    # cell is counted apart, under review, and raises no flag.
+    ood: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -83,6 +86,7 @@ class CellRecord:
             "uncertain": self.uncertain,
             "key": self.key,
             **({"rbc_px": round(self.rbc_px, 2), "scale": self.scale} if self.rbc_px else {}),
+            "ood": self.ood,
         }
 
     def csv_row(self) -> list[Any]:
@@ -120,6 +124,7 @@ class CellRecord:
             key=d.get("key", ""),
             rbc_px=d.get("rbc_px"),
             scale=d.get("scale", ""),
+            ood=bool(d.get("ood", False)),
         )
 
 

@@ -26,6 +26,7 @@ def make_onnx(
     card: bool = True,
     extra_nodes: int = 0,
     preprocess: Preprocess | None = None,
+    ood: object = None,
 ) -> Path:
     """Write the colour classifier; ``extra_nodes`` adds identity convs to slow it down."""
     import onnx
@@ -67,7 +68,8 @@ def make_onnx(
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     if card:
-        meta = ModelCard("colour_test", classes, preprocess or Preprocess(size)).to_json()
+        pre = preprocess or Preprocess(size)
+        meta = ModelCard("colour_test", classes, pre, ood=ood).to_json()  # type: ignore[arg-type]
         helper.set_model_props(model, {ONNX_METADATA_KEY: meta})
     onnx.save(model, str(path))
     return path

@@ -82,6 +82,34 @@ def test_smear_run_records_the_scale_of_each_field(tmp_path: Path) -> None:
     assert {(r.scale, r.rbc_px) for r in records} == {("given", 25.0)}
 
 
+def test_cells_unlike_the_training_data_are_ood_warned_and_raise_no_flag(tmp_path: Path) -> None:
+    from runtime_models import make_onnx
+
+    from wbc_edge import cli
+    from wbc_edge.runtime import ood
+    from wbc_edge.runtime.sinks import read_records
+
+    rng = np.random.default_rng(0)
+    # "Training" crops of another look entirely: dark, blue-grey.
+    dark = [np.clip(rng.normal((90, 60, 50), 12, (32, 32, 3)), 0, 255).astype(np.uint8)]
+    stats = ood.fit(
+        [np.clip(d + rng.normal(0, 6, d.shape), 0, 255).astype(np.uint8) for d in dark * 20]
+    )
+    model = make_onnx(
+        tmp_path / "m.onnx", classes=["Promyelocyte", "Lymphocyte", "Neutrophil"], ood=stats
+    )
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "f.png"), field_at(1)[0])
+    report = tmp_path / "r.html"
+    args = ["run", str(tmp_path / "in"), "-m", str(model), "--smear", "--no-live"]
+    assert cli.run([*args, "--out", str(tmp_path / "o"), "--report", str(report)]) == 0
+    records = read_records(next((tmp_path / "o").rglob("cells.jsonl")))
+    assert records and all(r.ood for r in records)
+    html = report.read_text()
+    assert 'id="ood"' in html and "adapt the model with" in html
+    assert 'id="flag"' not in html  # every cell is a Promyelocyte, but none is trusted
+
+
 def test_crop_scale_of_phantom_crops_is_their_field_of_view() -> None:
     rng = np.random.default_rng(0)
     crops = [render_cell(c, rng, size=96) for c in ("Neutrophil", "Lymphocyte") * 6]
@@ -150,3 +178,125 @@ def test_crosslab_preset_spans_every_part_and_unknown_names_are_one_line() -> No
     assert augment_preset("none") == NO_JITTER and not NO_JITTER.active
     with pytest.raises(UserError, match="none, mild, crosslab"):
         augment_preset("heavy")
+
+
+# --- adapt -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def site_and_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    import torch
+
+    from wbc_edge.data.synth_cells import CLASSES
+    from wbc_edge.data.synth_fields import make_fields
+    from wbc_edge.kd.checkpoint import save_checkpoint
+    from wbc_edge.kd.students import create_student
+
+    root = tmp_path_factory.mktemp("site")
+    make_fields(root, 4, size=(320, 240), seed=3, show_progress=False)
+    torch.manual_seed(0)
+    scale = CropScale(rbc_px=30.0, fov_rbc=4.8, crop_px=144.0)
+    card = ModelCard("tinyresnet_xs", list(CLASSES), preprocess=Preprocess(32, crop_scale=scale))
+    model = save_checkpoint(root / "m.pt", create_student("tinyresnet_xs", len(CLASSES)), card)
+    return root / "fields", model
+
+
+def test_adapt_two_steps_on_phantom_fields_records_the_adaptation(
+    site_and_model: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import torch
+
+    from wbc_edge.cli import run
+    from wbc_edge.kd.checkpoint import read_checkpoint
+
+    fields, model = site_and_model
+    out = tmp_path / "adapted.pt"
+    args = ["adapt", "--model", str(model), "--data", str(fields), "--out", str(out)]
+    assert run([*args, "--steps", "2", "--batch-size", "4"]) == 0
+    before, after = read_checkpoint(model), read_checkpoint(out)
+    done = after["card"]["extra"]["adaptation"]
+    labels = {r.split(",")[1] for r in (fields / "labels.csv").read_text().splitlines()[1:]}
+    assert done["steps"] == 2 and done["fields"] == 4 and len(done["data_fingerprint"]) == 16
+    assert {c.upper() for c in done["classes_seen"]} <= labels and done["classes_seen"]
+    assert after["card"]["data_fingerprint"] == before["card"]["data_fingerprint"]
+    assert after["card"]["ood"] == before["card"]["ood"]  # 4 crops: too few to refit
+    changed = [
+        k for k, v in before["state_dict"].items() if not torch.equal(v, after["state_dict"][k])
+    ]
+    assert changed
+
+
+@pytest.mark.parametrize(
+    ("text", "expect"),
+    [
+        ("name,kind\nSynthField_00000.jpg,Neutrophil\n", "header 'image,category'"),
+        ("image,category\nSynthField_00000.jpg,GIANTCELL\n", "it knows Basophil, "),
+    ],
+)
+def test_bad_label_files_and_unknown_classes_are_one_line(
+    site_and_model: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    text: str,
+    expect: str,
+) -> None:
+    import shutil
+
+    from wbc_edge.cli import run
+
+    fields, model = site_and_model
+    site = tmp_path / "site"
+    shutil.copytree(fields, site)
+    (site / "labels.csv").write_text(text)
+    code = run(
+        ["adapt", "--model", str(model), "--data", str(site), "--out", str(tmp_path / "a.pt")]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1
+    assert "labels.csv" in err and expect in err
+    assert not (tmp_path / "a.pt").exists()
+
+
+def test_unknown_class_folder_names_the_known_classes(
+    site_and_model: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from wbc_edge.cli import run
+
+    _, model = site_and_model
+    (tmp_path / "site" / "Megakaryocyte").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "site" / "Megakaryocyte" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    code = run(["adapt", "--model", str(model), "--data", str(tmp_path / "site"), "--out", "x.pt"])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and len(err.splitlines()) == 1
+    assert "'Megakaryocyte' is not a class" in err and "Neutrophil" in err
+
+
+# --- OOD score -------------------------------------------------------------------------------
+
+
+def test_ood_score_is_higher_on_a_colour_shifted_phantom_set() -> None:
+    from wbc_edge.runtime import ood
+
+    rng = np.random.default_rng(0)
+    classes = ("Neutrophil", "Lymphocyte", "Eosinophil", "Monocyte")
+    train = [render_cell(classes[i % 4], rng, size=64) for i in range(40)]
+    fresh = [render_cell(classes[i % 4], rng, size=64) for i in range(12)]
+    # Another lab: washed out toward light grey and bluer light.
+    shifted = [
+        np.clip(0.6 * c + 0.4 * np.array([215, 205, 200]), 0, 255).astype(np.uint8) for c in fresh
+    ]
+    stats = ood.fit(train)
+    s_in, s_out = ood.scores(stats, fresh), ood.scores(stats, shifted)
+    assert s_out.mean() > 1.3 * s_in.mean()  # measured: 3.68 vs 2.46
+    assert ood.auroc(s_in, s_out) > 0.85  # measured: 0.91
+    assert (s_out > stats.threshold).mean() > 0.4 > (s_in > stats.threshold).mean()
+    back = ModelCard.from_json(ModelCard("x", ["A"], ood=stats).to_json()).ood
+    np.testing.assert_allclose(ood.scores(back, shifted), s_out, rtol=1e-5)
+
+
+def test_auroc_counts_ties_half_and_orders() -> None:
+    from wbc_edge.runtime.ood import auroc
+
+    assert auroc(np.array([0.0, 1.0]), np.array([2.0, 3.0])) == 1.0
+    assert auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 0.0
+    assert auroc(np.array([1.0, 1.0]), np.array([1.0])) == 0.5

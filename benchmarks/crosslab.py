@@ -1,0 +1,416 @@
+"""``wbc-edge cross-lab``: how a model trained on one lab does on another lab's smear fields.
+
+On fields with one labelled white-cell type per field (bccd-smears' ``labels.csv``), a field's
+predicted type is the dominant class of its *counted* cells (top probability at or above the
+card's review threshold; all found cells when none is counted). Recorded per row (a model and
+a way of cropping): field-type accuracy, macro recall over Neutrophil / Eosinophil / Lymphocyte
+/ Monocyte (neutrophil fields are 58% of BCCD, so accuracy alone flatters a model that calls
+everything a neutrophil), the confusion, immature alarms raised, the out-of-distribution AUROC
+(PBC test crops against the fields' crops), and the PBC test accuracy beside it. With
+``--curve`` also the learning curve of ``wbc-edge adapt`` on 0 / 10 / 25 / 50 / 100 / all
+adapt-pool fields, several seeds, scored on the held-out evaluation fields.
+
+The 249 fields are split once (:func:`make_field_split`, stratified by type, seed 42) into an
+adapt pool and held-out evaluation fields, recorded in ``benchmarks/results/bccd-split.csv``:
+nothing is adapted or tuned on an evaluation field.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wbc_edge.errors import UserError
+
+FOUR = ("Neutrophil", "Eosinophil", "Lymphocyte", "Monocyte")
+CURVE_SIZES = ("0", "10", "25", "50", "100", "all")
+EVAL_FRACTION = 0.4
+VAL_FRACTION = 0.2  # of the adapt pool: the "all but validation" point leaves this out
+SPLIT_SEED = 42
+
+
+def make_field_split(root: str | Path, class_names: Sequence[str], seed: int = SPLIT_SEED):
+    """[(field, type, split)] over the fields with one white-cell type; split is ``eval``
+    (EVAL_FRACTION of each type), ``val`` (VAL_FRACTION of the rest) or ``adapt``."""
+    from wbc_edge.kd.adapt import LABEL_FILE, map_label, read_field_labels
+
+    table = read_field_labels(Path(root) / LABEL_FILE)
+    by_type: dict[str, list[str]] = {}
+    for name, labels in sorted(table.items()):
+        types = {map_label(t, class_names, LABEL_FILE) for t in labels}
+        if len(types) == 1 and (Path(root) / "JPEGImages" / name).is_file():
+            by_type.setdefault(types.pop(), []).append(name)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for t, names in sorted(by_type.items()):
+        order = [names[i] for i in rng.permutation(len(names))]
+        n_eval = int(round(EVAL_FRACTION * len(order)))
+        n_val = int(round(VAL_FRACTION * (len(order) - n_eval)))
+        for i, name in enumerate(order):
+            split = "eval" if i < n_eval else "val" if i < n_eval + n_val else "adapt"
+            rows.append((name, t, split))
+    return sorted(rows)
+
+
+def write_field_split(rows, path: str | Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["image", "type", "split"])
+        w.writerows(rows)
+
+
+def read_field_split(path: str | Path) -> list[tuple[str, str, str]]:
+    try:
+        with open(path, newline="") as f:
+            rows = [(r["image"], r["type"], r["split"]) for r in csv.DictReader(f)]
+    except (OSError, KeyError) as exc:
+        raise UserError(f"{path}: not a field split (image,type,split) ({exc})") from exc
+    return rows
+
+
+def field_crops(root: Path, names: Sequence[str], fov_rbc: float | None) -> dict[str, list]:
+    """{field: its white-cell crops} cut as ``run --smear`` cuts them (best finder score first)."""
+    from wbc_edge.runtime.decode import read_image
+    from wbc_edge.runtime.finder import cells_in_field
+
+    return {
+        n: cells_in_field(read_image(str(root / "JPEGImages" / n)), fov_rbc=fov_rbc).crops
+        for n in names
+    }
+
+
+def field_types(probs_by_field: dict[str, np.ndarray], names: Sequence[str], threshold: float):
+    """{field: dominant class of its counted cells, or "none" when no cell was found}."""
+    out = {}
+    for f, p in probs_by_field.items():
+        if not len(p):
+            out[f] = "none"
+            continue
+        counted = p[p.max(1) >= threshold]
+        use = counted if len(counted) else p
+        out[f] = names[int(np.bincount(use.argmax(1), minlength=len(names)).argmax())]
+    return out
+
+
+def field_metrics(truth: dict[str, str], pred: dict[str, str]) -> dict[str, Any]:
+    fields = sorted(truth)
+    acc = float(np.mean([pred[f] == truth[f] for f in fields]))
+    recall = {}
+    for c in FOUR:
+        mine = [f for f in fields if truth[f] == c]
+        if mine:
+            recall[c] = float(np.mean([pred[f] == c for f in mine]))
+    confusion: dict[str, dict[str, int]] = {}
+    for f in fields:
+        row = confusion.setdefault(truth[f], {})
+        row[pred[f]] = row.get(pred[f], 0) + 1
+    return {
+        "fields": len(fields),
+        "field_accuracy": acc,
+        "macro_recall_NELM": float(np.mean(list(recall.values()))) if recall else float("nan"),
+        "recall": recall,
+        "confusion": confusion,
+    }
+
+
+def _probs(backend, crops_by_field: dict[str, list]) -> dict[str, np.ndarray]:
+    out = {}
+    for f, crops in crops_by_field.items():
+        out[f] = backend.predict_images(crops) if crops else np.zeros((0, backend.card.num_classes))
+    return out
+
+
+def _immature_alarm(probs_by_field, card, threshold: float) -> bool:
+    """Would the run's immature flag go up over these (normal) fields?"""
+    from wbc_edge.runtime.options import DEFAULT_IMMATURE, IMMATURE_FLAG
+    from wbc_edge.runtime.post import immature_classes
+
+    imm = {card.class_names.index(c) for c in immature_classes(card.class_names, DEFAULT_IMMATURE)}
+    p = [x for x in probs_by_field.values() if len(x)]
+    if not p:
+        return False
+    p = np.concatenate(p)
+    counted = p[p.max(1) >= threshold]
+    return bool(len(counted) and np.isin(counted.argmax(1), list(imm)).mean() > IMMATURE_FLAG)
+
+
+def score_row(
+    model: str | Path,
+    root: Path,
+    fields: list[tuple[str, str, str]],
+    crops: dict[str, list],
+    pbc: str | Path | None,
+    pbc_crops: list | None = None,
+) -> dict[str, Any]:
+    """The row of one model on the evaluation fields (crops already cut)."""
+    from wbc_edge.runtime import ood
+    from wbc_edge.runtime.backends import load_backend
+    from wbc_edge.runtime.post import review_threshold
+
+    evals = {f: t for f, t, s in fields if s == "eval"}
+    with load_backend(model) as backend:
+        card = backend.card
+        thr = review_threshold(None, card)
+        probs = _probs(backend, {f: crops[f] for f in evals})
+        row = field_metrics(evals, field_types(probs, card.class_names, thr))
+        row["immature_alarm"] = _immature_alarm(probs, card, thr)
+        cells = [c for f in evals for c in crops[f]]
+        if pbc_crops is not None and cells:
+            p_in = backend.predict_images(pbc_crops)
+            p_out = np.concatenate([probs[f] for f in evals if len(probs[f])])
+            row["ood_auroc_msp"] = ood.auroc(1 - p_in.max(1), 1 - p_out.max(1))
+            if card.ood is not None:
+                s_in, s_out = ood.scores(card.ood, pbc_crops), ood.scores(card.ood, cells)
+                row["ood_auroc"] = ood.auroc(s_in, s_out)
+                row["ood_share_fields"] = float(np.mean(s_out > card.ood.threshold))
+                row["ood_share_pbc_test"] = float(np.mean(s_in > card.ood.threshold))
+    if pbc:
+        from wbc_edge.kd.evaluate import predict
+
+        pr = predict(model, pbc, "test")
+        row["pbc_test_accuracy"] = float((pr.probs.argmax(1) == pr.y).mean())
+    return row
+
+
+def learning_curve(
+    model: str | Path,
+    root: Path,
+    fields: list[tuple[str, str, str]],
+    crops: dict[str, list],
+    pbc: str | Path | None,
+    sizes: Sequence[str],
+    seeds: Sequence[int],
+    steps: int,
+    save_all: str | Path | None,
+    log,
+) -> list[dict[str, Any]]:
+    """Adapt on growing subsets of the adapt pool; score each on the evaluation fields."""
+    from wbc_edge.kd.adapt import adapt_model, read_site
+    from wbc_edge.runtime.card import ModelCard
+
+    pool = [(f, t) for f, t, s in fields if s == "adapt"]
+    points = []
+    with tempfile.TemporaryDirectory() as tmp:
+        card = _card(model)
+        for size in sizes:
+            n = len(pool) if size == "all" else int(size)
+            if n == 0:
+                row = score_row(model, root, fields, crops, None)
+                points.append({"fields": 0, "seed": None, **_curve_part(row)})
+                continue
+            for seed in seeds:
+                rng = np.random.default_rng(1000 + seed)
+                subset = _stratified(pool, min(n, len(pool)), rng)
+                site = read_site(root, card, fields=subset)
+                out = Path(tmp) / f"adapted-{size}-{seed}.pt"
+                t0 = time.time()
+                new: ModelCard = adapt_model(model, site, out, steps=steps, pbc=pbc, seed=seed)
+                row = score_row(out, root, fields, crops, None)
+                points.append(
+                    {
+                        "fields": len(site.fields),
+                        "crops": len(site.labels),
+                        "seed": seed,
+                        "adapt_seconds": round(time.time() - t0, 1),
+                        **_curve_part(row),
+                    }
+                )
+                log(
+                    f"curve {size} fields seed {seed}: accuracy "
+                    f"{100 * row['field_accuracy']:.1f}% "
+                    f"macro recall {row['macro_recall_NELM']:.2f}"
+                )
+                if size == "all" and seed == seeds[0] and save_all:
+                    Path(save_all).parent.mkdir(parents=True, exist_ok=True)
+                    Path(save_all).write_bytes(out.read_bytes())
+                    del new
+    return points
+
+
+def _curve_part(row: dict[str, Any]) -> dict[str, Any]:
+    keys = ("field_accuracy", "macro_recall_NELM", "recall", "immature_alarm")
+    return {k: row[k] for k in keys}
+
+
+def _stratified(pool: list[tuple[str, str]], n: int, rng: np.random.Generator) -> list[str]:
+    """``n`` fields of the pool in the pool's type proportions, each type at least once."""
+    by_type: dict[str, list[str]] = {}
+    for f, t in pool:
+        by_type.setdefault(t, []).append(f)
+    take = {t: max(1, int(round(n * len(v) / len(pool)))) for t, v in by_type.items()}
+    while sum(take.values()) > n:
+        biggest = max(take, key=lambda t: take[t])
+        take[biggest] -= 1
+    out = []
+    for t, names in sorted(by_type.items()):
+        out += [names[i] for i in rng.permutation(len(names))[: min(take[t], len(names))]]
+    return sorted(out)
+
+
+def _card(model: str | Path):
+    from wbc_edge.runtime.backends import load_backend
+
+    with load_backend(model) as b:
+        return b.card
+
+
+def training_fov(card, pbc: str | Path | None) -> float | None:
+    """The field of view the model's crops span: its card's, else measured on ``pbc``'s train
+    split (the data it was trained on), else None (box + margin)."""
+    if card.preprocess.crop_scale is not None:
+        return card.preprocess.crop_scale.fov_rbc
+    if pbc is None:
+        return None
+    from wbc_edge.data.manifest import read_manifest
+    from wbc_edge.runtime.scale import measure_files
+
+    return measure_files([str(r.path) for r in read_manifest(pbc, "train")]).fov_rbc
+
+
+def write_results(report: dict[str, Any], out: Path, name: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / f"{name}.md").write_text(markdown(report))
+    return [out / f"{name}.json", out / f"{name}.md"]
+
+
+def _pct(v: Any) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.1f}%"
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "# Another lab's microscope: bccd-smears evaluation fields",
+        "",
+        f"{report.get('eval_fields', '?')} held-out evaluation fields of bccd-smears (split in "
+        "`benchmarks/results/bccd-split.csv`; never adapted on). A field's type is the dominant "
+        "class of its counted cells. Macro recall is over Neutrophil, Eosinophil, Lymphocyte "
+        "and Monocyte. OOD AUROC: PBC test crops against the evaluation fields' crops "
+        "(appearance score of the card; max-softmax beside it).",
+        "",
+        "| row | model | crops | field-type accuracy | macro recall N/E/L/M | immature alarm | "
+        "OOD AUROC | (max-softmax) | PBC test accuracy |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in report.get("rows", {}).items():
+        lines.append(
+            f"| {name} | `{r['model']}` | {r['crops']} | {_pct(r['field_accuracy'])} | "
+            f"{_num(r['macro_recall_NELM'])} | {'yes' if r['immature_alarm'] else 'no'} | "
+            f"{_num(r.get('ood_auroc'))} | {_num(r.get('ood_auroc_msp'))} | "
+            f"{_pct(r.get('pbc_test_accuracy'))} |"
+        )
+    for name, r in report.get("rows", {}).items():
+        types = sorted({p for row in r["confusion"].values() for p in row})
+        lines += ["", f"Confusion of {name} (rows: BCCD type, columns: predicted):", ""]
+        lines.append("| type | " + " | ".join(types) + " |")
+        lines.append("|---|" + "---|" * len(types))
+        for t, row in sorted(r["confusion"].items()):
+            lines.append(f"| {t} | " + " | ".join(str(row.get(p, 0)) for p in types) + " |")
+    curve = report.get("curve")
+    if curve:
+        lines += [
+            "",
+            f"## Learning curve of `wbc-edge adapt` ({curve['model']}, {curve['steps']} steps, "
+            f"seeds {', '.join(map(str, curve['seeds']))}; scored on the evaluation fields)",
+            "",
+            "| adapt fields | field-type accuracy (mean ± sd) | macro recall N/E/L/M | runs |",
+            "|---|---|---|---|",
+        ]
+        by_n: dict[int, list] = {}
+        for p in curve["points"]:
+            by_n.setdefault(p["fields"], []).append(p)
+        for n, ps in sorted(by_n.items()):
+            a = np.array([p["field_accuracy"] for p in ps])
+            m = np.array([p["macro_recall_NELM"] for p in ps])
+            lines.append(
+                f"| {n} | {100 * a.mean():.1f} ± {100 * a.std():.1f}% | "
+                f"{m.mean():.3f} ± {m.std():.3f} | {len(ps)} |"
+            )
+    lines += [
+        "",
+        f"Models: zero-shot `{report['models'].get('zero_shot')}`, adapted "
+        f"`{report['models'].get('adapted')}`.",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Machine: {report['machine']}; {report['date']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def run_cross_lab(
+    model: Path,
+    row: str,
+    fields_root: Path,
+    split_path: Path,
+    pbc: Path | None,
+    crop: str,
+    curve: bool,
+    sizes: Sequence[str],
+    seeds: Sequence[int],
+    steps: int,
+    save_adapted: Path | None,
+    out: Path,
+    name: str,
+    log,
+) -> dict[str, Any]:
+    """Score ``model`` as ``row`` (and the curve), merge into ``out/name.json``, rewrite .md."""
+    import os
+
+    from wbc_edge.machine import cpu_name
+
+    card = _card(model)
+    if not split_path.is_file():
+        write_field_split(make_field_split(fields_root, card.class_names), split_path)
+        log(f"wrote the field split {split_path}")
+    fields = read_field_split(split_path)
+    fov = training_fov(card, pbc) if crop == "scale" else None
+    log(f"cropping at {f'{fov:.2f} red-cell diameters' if fov else 'box + 15%'}")
+    t0 = time.time()
+    crops = field_crops(fields_root, [f for f, _, _ in fields], fov)
+    pbc_crops = None
+    if pbc is not None:
+        from wbc_edge.data.manifest import read_manifest
+        from wbc_edge.runtime.decode import read_image
+
+        pbc_crops = [read_image(str(r.path)) for r in read_manifest(pbc, "test")]
+    result = score_row(model, fields_root, fields, crops, pbc, pbc_crops)
+    result.update(model=str(model), crops=f"{fov:.2f} RBC" if fov else "box+15%")
+    path = out / f"{name}.json"
+    report = json.loads(path.read_text()) if path.is_file() else {"rows": {}, "models": {}}
+    report["rows"][row] = result
+    report["eval_fields"] = result["fields"]
+    if curve:
+        points = learning_curve(
+            model, fields_root, fields, crops, pbc, sizes, seeds, steps, save_adapted, log
+        )
+        report["curve"] = {
+            "model": str(model),
+            "steps": steps,
+            "seeds": list(seeds),
+            "points": points,
+        }
+        if save_adapted:
+            report["models"]["adapted"] = str(save_adapted)
+    report["models"].setdefault("zero_shot", None)
+    report["command"] = "wbc-edge " + shlex.join(sys.argv[1:])
+    load = os.getloadavg()
+    report["machine"] = f"{cpu_name()}, {os.cpu_count()} cores, load average {load[0]:.1f}"
+    report["date"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    report["seconds"] = round(time.time() - t0, 1)
+    write_results(report, out, name)
+    return report
