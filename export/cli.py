@@ -36,7 +36,7 @@ def onnx_cmd(
         typer.Option(help="Split manifest: check parity on its real images (else random ones)."),
     ] = None,
     split: Annotated[str, typer.Option(help="Manifest split whose images check parity.")] = "val",
-    num: Annotated[int, typer.Option(help="Images in the parity check.")] = 32,
+    num: Annotated[int, typer.Option(min=1, help="Images in the parity check.")] = 32,
 ) -> None:
     """Export a checkpoint to ONNX (card and calibrated softmax inside), checked against PyTorch."""
     from wbc_edge.console import console
@@ -61,7 +61,9 @@ def int8_cmd(
     onnx: Annotated[Path, typer.Option(help="FP32 ONNX from `export onnx`.")],
     calib: Annotated[Path, typer.Option(help="Split manifest with the calibration images.")],
     split: Annotated[str, typer.Option(help="Split to calibrate on.")] = "train",
-    num: Annotated[int, typer.Option(help="Calibration images (classes interleaved).")] = 512,
+    num: Annotated[
+        int, typer.Option(min=1, help="Calibration images (classes interleaved).")
+    ] = 512,
     method: Annotated[str, typer.Option(help="entropy, percentile or minmax.")] = "entropy",
     target: Annotated[
         str, typer.Option(help="tensorrt (symmetric Q/DQ for TensorRT) or cpu (ONNX Runtime).")
@@ -110,7 +112,7 @@ def int8_sweep_cmd(
     results: Annotated[
         Path | None, typer.Option(help="Write <results>.json and <results>.md with the table.")
     ] = None,
-    num: Annotated[int, typer.Option(help="Calibration images.")] = 512,
+    num: Annotated[int, typer.Option(min=1, help="Calibration images.")] = 512,
     method: Annotated[str, typer.Option(help="entropy, percentile or minmax.")] = "entropy",
     eval_split: Annotated[str, typer.Option(help="Split the variants are evaluated on.")] = "test",
     batch: Annotated[str, typer.Option(help="Batch sizes timed, comma-separated.")] = "1,16",
@@ -207,7 +209,7 @@ def triton_cmd(
             show_default=False,
         ),
     ] = None,
-    max_batch: Annotated[int, typer.Option(help="Triton max_batch_size.")] = 32,
+    max_batch: Annotated[int, typer.Option(min=1, help="Triton max_batch_size.")] = 32,
 ) -> None:
     """Write a Triton Inference Server model repository (config.pbtxt, labels, model)."""
     from wbc_edge.console import console
@@ -228,7 +230,7 @@ def build_engine_cmd(
         typer.Option(help="Split manifest: implicit INT8 calibration images (TensorRT < 11)."),
     ] = None,
     calib_split: Annotated[str, typer.Option(help="Split of --calib to use.")] = "train",
-    num: Annotated[int, typer.Option(help="Calibration images from --calib.")] = 512,
+    num: Annotated[int, typer.Option(min=1, help="Calibration images from --calib.")] = 512,
     calib_cache: Annotated[
         Path | None, typer.Option(help="TensorRT calibration cache from `export int8`.")
     ] = None,

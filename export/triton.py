@@ -18,6 +18,7 @@ exactly the model's inputs and outputs. NAME comes from the card (:mod:`wbc_edge
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ def write_repository(
                 f"--max-batch {max_batch} exceeds the engine's profile maximum {engine_max}: "
                 f"lower it or rebuild with `wbc-edge build-engine --batch 1,8,{max_batch}`"
             )
-    name = name or triton_name(card)
+    name = checked_name(name) if name is not None else triton_name(card)
     text = config_text(name, kind, io, card, max_batch, queue_delay_us)
     validate(text, io)
     folder = Path(repo) / name
@@ -86,6 +87,21 @@ def write_repository(
     shutil.copyfile(Path(__file__).with_name("triton_client.py"), folder / CLIENT)
     (folder / "config.pbtxt").write_text(text)
     return folder
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def checked_name(text: str) -> str:
+    """``--name`` as a Triton model name that is one folder inside the repository, never a
+    path: the folder is replaced on every write (``rmtree``), so ``--name ../../x`` must never
+    reach the file system. (Names made from the card, ``triton_name``, are safe already.)"""
+    if not _NAME.fullmatch(text) or ".." in text:
+        raise UserError(
+            f"--name {text!r}: a Triton model name is one folder name (letters, digits, "
+            "'_', '-', '.'; no '/' or '..'), e.g. --name wbc_student"
+        )
+    return text
 
 
 def config_text(

@@ -11,6 +11,7 @@ The architecture is rebuilt from ``card.architecture``: a registered student nam
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +42,53 @@ def save_checkpoint_payload(path: str | Path, payload: dict[str, Any]) -> Path:
     return path
 
 
+# What other model files start with, so the refusal can say what was passed instead.
+_NOT_TORCH = {
+    ".onnx": "an ONNX model",
+    ".engine": "a TensorRT engine",
+    ".plan": "a TensorRT engine",
+    ".trt": "a TensorRT engine",
+    ".json": "a JSON file (an engine's sidecar card?)",
+}
+
+
+def torch_load(path: str | Path, what: str = "checkpoint") -> Any:
+    """``torch.load(weights_only=True)`` whose refusals are one line saying what the file is.
+
+    Torch's own message for a refused pickle is many lines long and suggests
+    ``weights_only=False``, which would run whatever code the file holds: never do that.
+    """
+    path = Path(path)
+    hint = "pass a .pt written by `wbc-edge train-teacher` or `wbc-edge distill`"
+    head = path.read_bytes()[:4] if path.is_file() else b""
+    is_torch = head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"  # zip format, or pickle
+    if not is_torch:
+        kind = _NOT_TORCH.get(path.suffix.lower())
+        if kind:
+            raise UserError(f"{path} is {kind}, not a PyTorch {what}: {hint}")
+        raise UserError(
+            f"{path} is not a readable PyTorch {what} (neither zip nor pickle data): {hint}"
+        )
+    try:
+        with warnings.catch_warnings():  # its pickle-protocol note would break the one line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle and zip errors have many types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise UserError(
+                f"{path} holds Python objects besides tensors, which wbc-edge refuses to "
+                f"unpickle (they could run code): {hint}"
+            ) from exc
+        raise UserError(f"{path} is not a loadable PyTorch {what} ({first}): {hint}") from exc
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The raw checkpoint dict, loaded safely; UserError when it is not a wbc-edge checkpoint."""
     path = require_file(
         path, "checkpoint", "pass a .pt written by `wbc-edge train-teacher/distill`"
     )
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle and zip errors have many types
-        raise UserError(f"{path} is not a loadable checkpoint ({exc})") from exc
+    payload = torch_load(path)
     if not isinstance(payload, dict) or "card" not in payload or "state_dict" not in payload:
         raise UserError(
             f"{path} is not a wbc-edge checkpoint (no card/state_dict): train it with wbc-edge"

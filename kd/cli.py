@@ -24,8 +24,8 @@ ResumeOpt = Annotated[
     Path | None,
     typer.Option("--resume", help="Continue the run in this folder from its last saved epoch."),
 ]
-EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Training epochs.")]
-BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Images per step.")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", min=1, help="Training epochs.")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per step.")]
 LrOpt = Annotated[float | None, typer.Option("--lr", help="Peak learning rate (AdamW).")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (data order, init).")]
 CacheOpt = Annotated[
@@ -87,7 +87,9 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option("--weights", help="imagenet (offline), a checkpoint PATH, or none."),
         ] = None,
-        size: Annotated[int | None, typer.Option("--size", help="Input size in pixels.")] = None,
+        size: Annotated[
+            int | None, typer.Option("--size", min=8, max=4096, help="Input size in pixels.")
+        ] = None,
         epochs: EpochsOpt = None,
         batch_size: BatchOpt = None,
         lr: LrOpt = None,

@@ -75,5 +75,20 @@ class TrainConfig:
             raise UserError(f"unknown option(s) {unknown}: known are {sorted(known)}")
         return cls(**values)
 
+    def __post_init__(self) -> None:
+        # The CLI refuses these as usage errors; a YAML file or the API gets the same rule here
+        # (epochs 0 ran "successfully" without writing best.pt; size 0 silently became 128).
+        bad = []
+        if not (isinstance(self.epochs, int) and self.epochs >= 1):
+            bad.append(f"epochs must be >= 1, not {self.epochs!r}")
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            bad.append(f"batch_size must be >= 1, not {self.batch_size!r}")
+        if self.size is not None and not (isinstance(self.size, int) and 8 <= self.size <= 4096):
+            bad.append(f"size must be 8..4096 pixels, not {self.size!r}")
+        if not (isinstance(self.lr, int | float) and self.lr > 0):
+            bad.append(f"lr must be > 0, not {self.lr!r}")
+        if bad:
+            raise UserError("training options: " + "; ".join(bad))
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)

@@ -19,6 +19,7 @@ from torch import nn
 
 from wbc_edge.console import console
 from wbc_edge.errors import UserError
+from wbc_edge.kd.checkpoint import torch_load
 
 
 class RunLog:
@@ -71,7 +72,7 @@ def load_resume(out, distiller, optimizer, scaler):  # noqa: ANN001, ANN202
     path = out / "resume.pt"
     if not path.is_file():
         raise UserError(f"{out} has no resume.pt: it is not a wbc-edge run folder")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload = torch_load(path, "resume file")
     distiller.load_state_dict(payload["distiller"], strict=False)
     optimizer.load_state_dict(payload["optimizer"])
     scaler.load_state_dict(payload["scaler"])

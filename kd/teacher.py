@@ -129,10 +129,9 @@ def offline_weights_path(name: str) -> Path:
 
 def _read_state_dict(path: Path) -> OrderedDict[str, torch.Tensor]:
     """A state dict from a bare state dict or a checkpoint holding one."""
-    try:
-        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip errors come in many types
-        raise UserError(f"{path} is not a readable PyTorch checkpoint ({exc})") from exc
+    from wbc_edge.kd.checkpoint import torch_load
+
+    obj: Any = torch_load(path, "state dict")
     if isinstance(obj, dict):
         for key in ("model", "state_dict", "model_state_dict"):
             if isinstance(obj.get(key), dict):

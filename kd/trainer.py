@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -139,7 +141,22 @@ def run_preprocess(cfg: TrainConfig, teacher_card: ModelCard | None) -> Preproce
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
-    """Run (or resume) one training run; returns the summary written to ``summary.json``."""
+    """Run (or resume) one training run; returns the summary written to ``summary.json``.
+
+    A new run that fails before its first checkpoint (bad data, a missing teacher) removes the
+    folder it created, so nothing is left that looks like a run but holds no model.
+    """
+    out = Path(cfg.out)
+    fresh = not resume and not out.exists()
+    try:
+        return _train(cfg, resume)
+    except BaseException:
+        if fresh and not (out / "last.pt").exists() and os.environ.get("RANK", "0") == "0":
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
     from wbc_edge.kd.evaluate import predict_loader
 
     t_start = time.time()

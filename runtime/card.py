@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,12 @@ class Preprocess:
             object.__setattr__(self, "crop_scale", CropScale.from_dict(self.crop_scale))
         if len(self.mean) != 3 or len(self.std) != 3:
             raise UserError("model card: mean and std need three values (one per channel)")
-        if any(s == 0 for s in self.std):
-            raise UserError("model card: std values must not be 0")
+        # A zero, negative or non-finite std turns inputs into NaN or inf, and NaN
+        # probabilities would pass as confident cells (NaN < threshold is False).
+        if not all(math.isfinite(v) for v in self.mean):
+            raise UserError(f"model card: mean must be finite numbers, not {list(self.mean)}")
+        if not all(math.isfinite(v) and v > 0 for v in self.std):
+            raise UserError(f"model card: std must be finite and positive, not {list(self.std)}")
         if self.channel_order not in CHANNEL_ORDERS:
             raise UserError(
                 f"model card: channel_order must be RGB or BGR, not {self.channel_order}"
@@ -86,8 +91,10 @@ class Preprocess:
                 f"model card: interpolation must be one of {', '.join(_pre.INTERPOLATIONS)}, "
                 f"not {self.interpolation}"
             )
-        if self.input_size < 1:
-            raise UserError(f"model card: input_size must be positive, not {self.input_size}")
+        if not 8 <= self.input_size <= 4096:  # below a few pixels no cell can be seen
+            raise UserError(
+                f"model card: input_size must be 8..4096 pixels, not {self.input_size}"
+            )
         if not 0.0 < self.crop_fraction <= 1.0:
             raise UserError(
                 f"model card: crop_fraction must be in (0, 1], not {self.crop_fraction}"
@@ -192,6 +199,8 @@ class ModelCard:
                     "model card: confidence_threshold must be between 0 and 1, "
                     f"not {self.confidence_threshold}"
                 )
+        if len(set(self.class_names)) != len(self.class_names):
+            raise UserError(f"model card: class_names repeat a name ({self.class_names})")
 
     @property
     def num_classes(self) -> int:

@@ -65,20 +65,24 @@ def run(
         ),
     ] = Path(DEFAULT_OUT),
     batch: Annotated[
-        int | None, typer.Option(help=f"Cells per inference batch [default: {_P.batch}].")
+        int | None,
+        typer.Option(min=1, help=f"Cells per inference batch [default: {_P.batch}]."),
     ] = None,
     queue: Annotated[
         int | None,
         typer.Option(
+            min=1,
             help="Frames waiting for inference; a camera drops the oldest beyond "
-            f"[default: {_P.queue_size}]."
+            f"[default: {_P.queue_size}].",
         ),
     ] = None,
     min_confidence: Annotated[
         float | None,
         typer.Option(
+            min=0.0,
+            max=1.0,
             help="Cells below this probability go to review, not the count [default: the model "
-            f"card's certified confidence_threshold; {FALLBACK_THRESHOLD} when it has none]."
+            f"card's certified confidence_threshold; {FALLBACK_THRESHOLD} when it has none].",
         ),
     ] = None,
     immature: Annotated[
@@ -89,7 +93,10 @@ def run(
         ),
     ] = None,
     immature_flag: Annotated[
-        float, typer.Option(help="Flag when immature cells exceed this share of the count.")
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="Flag when immature cells exceed this share of the count."
+        ),
     ] = IMMATURE_FLAG,
     margin: Annotated[
         float | None,
@@ -128,7 +135,7 @@ def run(
         bool, typer.Option("--live/--no-live", help="Live console view, or log lines.")
     ] = True,
     limit: Annotated[
-        int, typer.Option(help="Stop after this many frames or files (0: no limit).")
+        int, typer.Option(min=0, help="Stop after this many frames or files (0: no limit).")
     ] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = RunSettings.device,
     threads: Annotated[
@@ -159,6 +166,26 @@ def run(
     fps: Annotated[
         float, typer.Option(help="Camera frame rate (0: its default).")
     ] = RunSettings.fps,
+    reconnect_tries: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Camera/stream: give up after this many failed reconnects (0: never)."
+        ),
+    ] = RunSettings.reconnect_tries,
+    open_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1, help="Network stream: seconds to wait for it to open or send a frame."
+        ),
+    ] = RunSettings.open_timeout,
+    rotate_mb: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Start new cells/errors files when cells.jsonl reaches this many MB; the "
+            "earlier ones stay as dated parts (0: never). For cameras that run for weeks.",
+        ),
+    ] = RunSettings.rotate_mb,
 ) -> None:
     """Classify white cells from a camera, stream or folder; results are appended to --out and a
     restarted run continues where the last one stopped."""
@@ -202,6 +229,9 @@ def run(
         width=width,
         height=height,
         fps=fps,
+        reconnect_tries=reconnect_tries,
+        open_timeout=open_timeout,
+        rotate_mb=rotate_mb,
     )
     run_service(settings)
 

@@ -21,6 +21,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from wbc_edge.runtime.imagecheck import (
+    DEFAULT_LIMITS,
+    ImageLimits,
+    check_header,
+    check_pixels,
+    strict_jpeg,
+)
+
 if TYPE_CHECKING:
     from wbc_edge.runtime.card import Preprocess
 
@@ -111,31 +119,40 @@ def check_complete(data: bytes, name: str, suffix: str = "") -> None:
         raise ValueError(f"{name}: truncated image (no end marker)")
 
 
-def decode_image(data: bytes, name: str, min_side: int = 0) -> np.ndarray:
+def decode_image(
+    data: bytes, name: str, min_side: int = 0, limits: ImageLimits = DEFAULT_LIMITS
+) -> np.ndarray:
     """Bytes of an image file -> BGR uint8, as small as ``min_side`` allows (0: full size).
 
-    Raises ValueError naming the file when it is not a readable image. A reduced JPEG decode
-    that somehow came back smaller than asked is redone in full, so the caller can rely on
-    ``min(h, w) >= min_side`` whenever the image itself is that large.
+    Raises ValueError naming the file when it is not a readable image or not one the runtime
+    accepts (:mod:`~wbc_edge.runtime.imagecheck`: too many pixels, judged from the header
+    before decoding; too small; corrupt JPEG data; grey, blank or saturated). A reduced JPEG
+    decode that somehow came back smaller than asked is redone in full, so the caller can rely
+    on ``min(h, w) >= min_side`` whenever the image itself is that large.
     """
-    return decode_scaled(data, name, min_side)[0]
+    return decode_scaled(data, name, min_side, limits)[0]
 
 
-def decode_scaled(data: bytes, name: str, min_side: int = 0) -> tuple[np.ndarray, tuple[int, int]]:
+def decode_scaled(
+    data: bytes, name: str, min_side: int = 0, limits: ImageLimits = DEFAULT_LIMITS
+) -> tuple[np.ndarray, tuple[int, int]]:
     """:func:`decode_image`, plus the file's own (width, height): records give boxes in the
     file's pixels, whatever scale it was decoded at."""
     import cv2
 
     if not data:
         raise ValueError(f"{name}: empty file")
+    header_checked = check_header(data, name, limits)
     buf = np.frombuffer(data, np.uint8)
     factor, size = 1, None
     if min_side > 0:
         size = jpeg_size(data)
         if size is not None:
             factor = reduction(size[0], size[1], min_side)
-    image = None
-    if factor > 1:
+    image = strict_jpeg(data, name, factor) if data[:2] == b"\xff\xd8" else None
+    if image is not None and min(image.shape[:2]) < min_side:
+        image = None
+    if image is None and factor > 1:
         flag = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}.get(
             factor, cv2.IMREAD_REDUCED_COLOR_8
         )
@@ -146,6 +163,7 @@ def decode_scaled(data: bytes, name: str, min_side: int = 0) -> tuple[np.ndarray
         image, factor = cv2.imdecode(buf, cv2.IMREAD_COLOR), 1
     if image is None:
         raise ValueError(f"{name}: not a readable image")
+    check_pixels(image, name, limits, sides=not header_checked)
     if factor == 1 or size is None:
         size = (image.shape[1], image.shape[0])
     return image, size

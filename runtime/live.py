@@ -18,12 +18,17 @@ from wbc_edge.runtime.post import Differential
 def status_line(stats, backend) -> str:  # stats: pipeline.Stats, backend: Backend
     fps, cps = stats.rates()
     infer_ms = 1000 * backend.total_inference_s / backend.images if backend.images else 0.0
-    return (
+    line = (
         f"{fps:.1f} frames/s  {cps:.1f} cells/s  latency p50 {stats.latency_ms(50):.0f} ms "
         f"p95 {stats.latency_ms(95):.0f} ms  model {infer_ms:.2f} ms/cell  "
         f"frames {stats.items}  cells {stats.cells}  errors {stats.errors}  "
         f"dropped {stats.dropped}"
     )
+    if stats.stream_losses:  # a camera that drops out must be visible, not silently resumed
+        down = stats.stream_losses - stats.reconnects
+        line += f"  stream lost {stats.stream_losses}x, reconnected {stats.reconnects}x"
+        line += "  [DOWN: reconnecting]" if down else ""
+    return line
 
 
 def render(pipeline, diff: Differential, title: str) -> Group:

@@ -80,6 +80,8 @@ class Stats:
     cells: int = 0
     errors: int = 0
     dropped: int = 0
+    stream_losses: int = 0  # a camera or stream stopped delivering (each loss once)
+    reconnects: int = 0  # ... and came back
     latencies: collections.deque[float] = field(
         default_factory=lambda: collections.deque(maxlen=20000)
     )
@@ -288,6 +290,9 @@ class Pipeline:
                     frame = self.source.capture(timeout=0.2)
                 except EndOfStream:
                     break
+                finally:
+                    self.stats.stream_losses = getattr(self.source, "losses", 0)
+                    self.stats.reconnects = getattr(self.source, "reconnects", 0)
                 if frame is None:
                     continue
                 count += 1
@@ -412,9 +417,12 @@ class Pipeline:
     def _output(self) -> None:
         while (item := self._get(self.results)) is not _END:
             frame = item.frame
+            if not frame.error and item.probs is not None and not np.isfinite(item.probs).all():
+                # NaN compares False with the threshold, so it would count as confident.
+                frame.error = f"{frame.key}: the model gave non-finite probabilities"
             t0, c0 = time.perf_counter(), time.thread_time()
             if frame.error:
-                self.output.write_error(frame.key, frame.source, frame.error)
+                self.output.write_error(frame.key, frame.source, frame.error, frame.stat)
                 self.stats.errors += 1
             else:
                 item.records = self._records(item)

@@ -35,7 +35,7 @@ def predictions(
         order = np.argsort(p)[::-1][:k]
         best = float(p[order[0]])
         top = [(class_names[j], float(p[j])) for j in order]
-        out.append((class_names[order[0]], best, top, best < threshold))
+        out.append((class_names[order[0]], best, top, not best >= threshold))  # NaN-safe
     return out
 
 

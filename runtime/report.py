@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from wbc_edge.runtime.post import Differential
-from wbc_edge.runtime.sinks import CellRecord
+from wbc_edge.runtime.sinks import CellRecord, printable_name
 
 
 @dataclass
@@ -101,7 +101,9 @@ def render_html(diff: Differential, gallery: Gallery | None, info: dict[str, Any
     esc = html.escape
     info = dict(info)
     title = str(info.pop("title", "WBC differential"))
-    meta = " &middot; ".join(f"{esc(str(k))}: {esc(str(v))}" for k, v in info.items())
+    meta = " &middot; ".join(
+        f"{esc(printable_name(str(k)))}: {esc(printable_name(str(v)))}" for k, v in info.items()
+    )
     out = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -148,7 +150,7 @@ def render_html(diff: Differential, gallery: Gallery | None, info: dict[str, Any
 def _figure(t: Thumb) -> str:
     r = t.record
     esc = html.escape
-    where = Path(r.file).name if r.file else f"frame {r.frame}"
+    where = printable_name(Path(r.file).name) if r.file else f"frame {r.frame}"
     top3 = " ".join(f"{esc(n)} {p:.2f}" for n, p in r.top3)
     cls = "cell uncertain" if r.uncertain else "cell"
     return (
@@ -159,15 +161,33 @@ def _figure(t: Thumb) -> str:
     )
 
 
+REPORT_NAME = "report.html"
+
+
+def report_path(path: str | Path) -> Path:
+    """Where ``--report PATH`` writes: PATH itself, or ``PATH/report.html`` when PATH is a
+    folder (existing, or written with a trailing slash)."""
+    text = str(path)
+    path = Path(path)
+    if path.is_dir() or text.endswith(("/", "\\")):
+        return path / REPORT_NAME
+    return path
+
+
 def write_report(
     path: str | Path, diff: Differential, gallery: Gallery | None, info: dict[str, Any]
 ) -> Path:
-    """Write the report atomically (a half-written report is never left behind)."""
-    path = Path(path)
+    """Write the report atomically: a half-written report, or its temporary file, is never
+    left behind. ``path`` may be a folder (see :func:`report_path`)."""
+    path = report_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render_html(diff, gallery, info), encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(render_html(diff, gallery, info), encoding="utf-8")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

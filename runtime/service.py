@@ -42,6 +42,9 @@ class RunSettings:
     width: int = 0
     height: int = 0
     fps: float = 0.0
+    reconnect_tries: int = 0  # camera/stream: give up after this many failed reconnects (0: never)
+    open_timeout: float = 10.0  # network stream: seconds to open or to send a frame
+    rotate_mb: float = 0.0  # new cells/errors files when cells.jsonl reaches this size (0: never)
 
     def check(self) -> None:
         c = self.pipeline
@@ -50,6 +53,27 @@ class RunSettings:
             raise UserError("--batch and --queue must be >= 1, --min-confidence between 0 and 1")
         if c.workers < 0:
             raise UserError("--workers must be 0 (one per core) or more")
+        if c.max_items < 0 or not 0 <= self.immature_flag <= 1:
+            raise UserError("--limit must be >= 0 and --immature-flag between 0 and 1")
+        if self.reconnect_tries < 0 or self.open_timeout <= 0 or self.rotate_mb < 0:
+            raise UserError("--reconnect-tries and --rotate-mb must be >= 0, --open-timeout > 0")
+        self._check_out_outside_source()
+        if self.report is not None:
+            from wbc_edge.runtime.report import report_path
+
+            self.report = report_path(self.report)
+
+    def _check_out_outside_source(self) -> None:
+        """A results folder inside the folder being read would feed the run its own outputs."""
+        from wbc_edge.runtime.sources import parse_uri
+
+        source = Path(parse_uri(self.source, self.watch).resource)
+        if source.is_dir() and self.out.resolve().is_relative_to(source.resolve()):
+            what = "watched folder" if self.watch else "source folder"
+            raise UserError(
+                f"--out {self.out} is inside the {what} {source}: the run would read its own "
+                "results; put --out outside it"
+            )
 
 
 def run_service(settings: RunSettings) -> dict[str, Any]:
@@ -61,7 +85,7 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
     from wbc_edge.runtime.pipeline import Pipeline
     from wbc_edge.runtime.post import Differential
     from wbc_edge.runtime.report import Annotator, Gallery
-    from wbc_edge.runtime.sinks import RunOutput, read_records
+    from wbc_edge.runtime.sinks import RunOutput, iter_records
     from wbc_edge.runtime.sources import open_source
 
     settings.check()
@@ -72,27 +96,31 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
 
         model = default_model()
     backend = load_backend(model, device=s.device, threads=s.threads)
-    with backend, RunOutput(s.out) as output:
+    with backend, RunOutput(s.out, s.rotate_mb) as output:
         card = backend.card
         diff = Differential(card.class_names, s.immature, s.immature_flag)
-        earlier = read_records(output.jsonl_path) if output.jsonl_path.is_file() else []
-        unknown = {r.label for r in earlier} - set(card.class_names)
-        if unknown:
-            raise UserError(
-                f"{output.jsonl_path} holds classes {sorted(unknown)} that {model} does not "
-                "have: use another --out for this model"
-            )
-        diff.add(earlier)
+        earlier = 0  # streamed, not held: a camera's folder can hold millions of records
+        if output.jsonl_path.is_file():
+            for record in iter_records(output.jsonl_path):
+                if record.label not in diff.counts:
+                    raise UserError(
+                        f"{output.jsonl_path} holds class {record.label!r} that {model} does "
+                        "not have: use another --out for this model"
+                    )
+                diff.add([record])
+                earlier += 1
         src = open_source(
             uri,
             watch=s.watch,
-            done=output.done(),
+            done=output.resume,
             realtime=s.realtime,
             settle_s=s.settle,
             poll_s=s.poll,
             width=s.width,
             height=s.height,
             fps=s.fps,
+            reconnect_tries=s.reconnect_tries,
+            open_timeout_s=s.open_timeout,
         )
         with src:
             extra = getattr(backend, "providers", None)
@@ -107,8 +135,8 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
             skipped = getattr(src, "skipped", 0)
             if earlier or skipped:
                 console.print(
-                    f"resuming {s.out}: {len(output.done())} items done before "
-                    f"({len(earlier)} cells), {skipped} of them in this source",
+                    f"resuming {s.out}: {len(output.resume)} items done before "
+                    f"({earlier} cells), {skipped} of them in this source",
                     highlight=False,
                 )
             gallery = Gallery(card.class_names, s.report_per_class) if s.report else None
@@ -142,6 +170,8 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
             "cells": stats.cells,
             "errors": stats.errors,
             "dropped_frames": stats.dropped,
+            "stream_losses": stats.stream_losses,
+            "reconnects": stats.reconnects,
             "cells_per_s": round(stats.cells / elapsed, 2) if elapsed > 0 else 0.0,
             "latency_ms_p50": round(stats.latency_ms(50), 2),
             "latency_ms_p95": round(stats.latency_ms(95), 2),
@@ -157,9 +187,15 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
             print_table(diff.table("Differential (all results in this folder)"))
         console.print(
             f"{stats.items} items, {stats.cells} cells, {stats.errors} errors, "
-            f"{stats.dropped} frames dropped in {elapsed:.1f} s "
-            f"({summary['cells_per_s']} cells/s); results in {output.dir}",
+            f"{stats.dropped} frames dropped"
+            + (
+                f", stream lost {stats.stream_losses}x and reconnected {stats.reconnects}x"
+                if stats.stream_losses
+                else ""
+            )
+            + f" in {elapsed:.1f} s ({summary['cells_per_s']} cells/s); results in {output.dir}",
             highlight=False,
+            soft_wrap=True,  # one line in a log, whatever the terminal width
         )
         console.print(stats.stage_line(), highlight=False)
         if diff.flagged:

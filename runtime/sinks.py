@@ -4,14 +4,20 @@ An output folder holds::
 
     cells.jsonl   one JSON object per classified cell (the record of truth)
     cells.csv     the same records as a spreadsheet row each
-    errors.jsonl  files that could not be read (corrupt, truncated, not an image)
-    done.txt      the key of every finished item (file or frame), written after its records
+    errors.jsonl  items that could not be used (corrupt, truncated, not an image, rejected)
+    done.txt      the key of every finished file or video frame, written after its records
+    .lock         held by the run writing here (:mod:`wbc_edge.runtime.lock`)
 
 All the records of one item go out in one ``write`` and are flushed before the item is marked
 done, so a process killed at any moment leaves at most a torn last line. Reopening the folder
-repairs that (cuts the torn line, brings the CSV level with the JSONL) and :meth:`done` lists the
-items to skip: those in ``done.txt``, in the records, or in the errors log (an unreadable file
-is not retried for ever).
+repairs that (cuts the torn line, brings the CSV level with the JSONL) and :attr:`resume` holds
+what to skip (:mod:`wbc_edge.runtime.resume`): files done or failed (a failed file is tried again
+only once it changes), the last frame of each video file; frames of cameras and streams are not
+remembered at all, since they never come again.
+
+A file name that is not valid UTF-8 stays exact in the JSON (``\\udcff`` escapes, which
+``os.fsencode`` turns back into the bytes) and appears as ``\\xff`` in the CSV, the report and
+messages. A CSV cell that a spreadsheet would run as a formula is prefixed with ``'``.
 """
 
 from __future__ import annotations
@@ -19,13 +25,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from wbc_edge.console import console
 from wbc_edge.errors import UserError
+from wbc_edge.runtime.lock import FolderLock
+from wbc_edge.runtime.resume import LIVE_PREFIX, ResumeState
 
 CSV_FIELDS = [
     "time",
@@ -42,6 +51,26 @@ CSV_FIELDS = [
     "top3",
     "uncertain",
 ]
+
+
+# Spreadsheets run a cell starting with one of these as a formula (CSV injection): OWASP's advice
+# is to prefix the cell with a single quote, which they show as text.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def printable_name(text: str) -> str:
+    """``text`` as valid UTF-8: bytes of a file name that are not UTF-8 become ``\\xNN``."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that did not come from a file name
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def csv_cell(text: str) -> str:
+    """A text cell for cells.csv: printable, and never run as a formula by a spreadsheet."""
+    text = printable_name(text)
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def now_iso() -> str:
@@ -94,17 +123,17 @@ class CellRecord:
         x1, y1, x2, y2 = self.box
         return [
             self.time,
-            self.source,
+            csv_cell(self.source),
             self.frame,
-            self.file,
+            csv_cell(self.file),
             self.cell,
             x1,
             y1,
             x2,
             y2,
-            self.label,
+            csv_cell(self.label),
             f"{self.prob:.5f}",
-            top3,
+            csv_cell(top3),
             int(self.uncertain),
         ]
 
@@ -153,34 +182,58 @@ def _trim_torn_line(path: Path) -> bool:
         return True
 
 
-def read_records(path: str | Path) -> list[CellRecord]:
-    """Every record of a ``cells.jsonl`` (a torn last line is ignored)."""
-    records = []
+def iter_records(path: str | Path) -> Iterator[CellRecord]:
+    """The records of a ``cells.jsonl`` one at a time (a torn last line is ignored), so a
+    folder with millions of records is read in constant memory."""
     with Path(path).open(encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if not line.endswith("\n"):
                 continue
             try:
-                records.append(CellRecord.from_dict(json.loads(line)))
+                record = CellRecord.from_dict(json.loads(line))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 raise UserError(
                     f"{path}:{number} is not a wbc-edge cell record ({exc}): fix or move the "
                     "file, or write to another --out"
                 ) from exc
-    return records
+            yield record
+
+
+def read_records(path: str | Path) -> list[CellRecord]:
+    """Every record of a ``cells.jsonl`` (a torn last line is ignored)."""
+    return list(iter_records(path))
 
 
 class RunOutput:
-    """The output folder of a run; reopening it continues where the last run stopped."""
+    """The output folder of a run; reopening it continues where the last run stopped.
 
-    def __init__(self, out_dir: str | Path) -> None:
+    The folder is locked for as long as this object is open: a second run on it is refused
+    with a one-line error instead of interleaving its records with this one's.
+
+    ``rotate_mb`` > 0 keeps a camera that runs for weeks from growing one file without bound:
+    when ``cells.jsonl`` reaches that size, it, ``cells.csv`` and ``errors.jsonl`` are renamed
+    to ``<name>.<UTC time>.<ext>`` and new ones begin (the earlier parts are complete files and
+    can be archived or removed). ``done.txt`` is not rotated: it holds files and video frames,
+    which resume needs, never camera frames.
+    """
+
+    def __init__(self, out_dir: str | Path, rotate_mb: float = 0.0) -> None:
         self.dir = Path(out_dir)
+        self.rotate_bytes = int(rotate_mb * 1e6)
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.lock = FolderLock(self.dir).acquire()  # before the repair: it writes too
+        try:
+            self._open()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _open(self) -> None:
         self.jsonl_path = self.dir / "cells.jsonl"
         self.csv_path = self.dir / "cells.csv"
         self.errors_path = self.dir / "errors.jsonl"
         self.done_path = self.dir / "done.txt"
-        self._done = self._recover()
+        self.resume = self._recover()
         self._jsonl = self.jsonl_path.open("a", encoding="utf-8")
         new_csv = not self.csv_path.is_file() or self.csv_path.stat().st_size == 0
         self._csv = self.csv_path.open("a", encoding="utf-8", newline="")
@@ -188,63 +241,113 @@ class RunOutput:
             self._csv.write(_csv_text([CSV_FIELDS]))
             self._csv.flush()
         self._errors = self.errors_path.open("a", encoding="utf-8")
-        self._done_file = self.done_path.open("a", encoding="utf-8")
+        # surrogateescape: a key holding a non-UTF-8 file name goes out as its original bytes.
+        self._done_file = self.done_path.open("a", encoding="utf-8", errors="surrogateescape")
         self.records_written = 0
         self.errors_written = 0
 
-    def _recover(self) -> set[str]:
+    def _recover(self) -> ResumeState:
         for path in (self.jsonl_path, self.csv_path, self.errors_path, self.done_path):
             if _trim_torn_line(path):
                 console.print(f"[yellow]repaired[/] {path}: cut a line torn by an interruption")
-        done: set[str] = set()
-        records = read_records(self.jsonl_path) if self.jsonl_path.is_file() else []
-        done.update(r.key for r in records)
-        if self.errors_path.is_file():
-            with self.errors_path.open(encoding="utf-8") as f:
-                done.update(json.loads(line)["key"] for line in f)
+        state = ResumeState()
+        # Rotated parts first, the current file last: a later failure of a file wins.
+        for path in [*sorted(self.dir.glob("errors.*.jsonl")), self.errors_path]:
+            if not path.is_file():
+                continue
+            with path.open(encoding="utf-8") as f:
+                for line in f:
+                    entry = json.loads(line)
+                    stat = (entry["size"], entry["mtime_ns"]) if "size" in entry else None
+                    state.add_failed(entry["key"], stat)
+        records = 0
+        if self.jsonl_path.is_file():
+            for record in iter_records(self.jsonl_path):
+                state.add_done(record.key)
+                records += 1
         if self.done_path.is_file():
-            done.update(self.done_path.read_text(encoding="utf-8").splitlines())
+            with self.done_path.open(encoding="utf-8", errors="surrogateescape") as f:
+                for line in f:
+                    state.add_done(line.rstrip("\n"))
         self._level_csv(records)
-        return done
+        return state
 
-    def _level_csv(self, records: list[CellRecord]) -> None:
+    def _level_csv(self, records: int) -> None:
         """Append the rows a kill between the JSONL and CSV writes left out of the CSV."""
-        if not self.csv_path.is_file():
+        if not self.csv_path.is_file() or not records:
             return
         with self.csv_path.open(encoding="utf-8", newline="") as f:
             rows = max(0, sum(1 for _ in csv.reader(f)) - 1)
-        if rows < len(records):
+        if rows < records:
+            missing = [r for i, r in enumerate(iter_records(self.jsonl_path)) if i >= rows]
             with self.csv_path.open("a", encoding="utf-8", newline="") as f:
-                f.write(_csv_text([r.csv_row() for r in records[rows:]]))
-            console.print(f"[yellow]repaired[/] {self.csv_path}: {len(records) - rows} rows added")
+                f.write(_csv_text([r.csv_row() for r in missing]))
+            console.print(f"[yellow]repaired[/] {self.csv_path}: {records - rows} rows added")
 
     def done(self) -> set[str]:
-        """Keys of items finished by earlier runs into this folder."""
-        return set(self._done)
+        """Keys of files finished (or failed and unchanged) by earlier runs into this folder."""
+        return self.resume.done | set(self.resume.failed)
 
     def write_item(self, key: str, records: list[CellRecord]) -> None:
         """Append an item's records (possibly none: a field without white cells), then mark it
-        done; each file is flushed before the next is written."""
+        done; each file is flushed before the next is written. Camera and stream frames are not
+        marked: they never come again, and a camera's done list would grow for ever."""
         if records:
             self._jsonl.write("".join(json.dumps(r.to_dict()) + "\n" for r in records))
             self._jsonl.flush()
             self._csv.write(_csv_text([r.csv_row() for r in records]))
             self._csv.flush()
-        self._done_file.write(key + "\n")
-        self._done_file.flush()
-        self._done.add(key)
+        if not key.startswith(LIVE_PREFIX):
+            self._done_file.write(key + "\n")
+            self._done_file.flush()
+            self.resume.add_done(key)
         self.records_written += len(records)
+        if self.rotate_bytes and self._jsonl.tell() >= self.rotate_bytes:
+            self.rotate()
 
-    def write_error(self, key: str, source: str, message: str) -> None:
-        entry = {"time": now_iso(), "source": source, "key": key, "error": message}
+    def rotate(self) -> list[Path]:
+        """Close the current records and errors as complete parts and start new ones.
+
+        Renamed CSV and errors first, the JSONL (the record of truth) last: a kill in between
+        at worst leaves CSV rows that the next open adds again from the JSONL, never a lost or
+        repeated JSONL record.
+        """
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        self._jsonl.close()
+        self._csv.close()
+        self._errors.close()
+        parts = []
+        for path in (self.csv_path, self.errors_path, self.jsonl_path):
+            if path.is_file() and path.stat().st_size:
+                part = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
+                path.replace(part)
+                parts.append(part)
+        self._jsonl = self.jsonl_path.open("a", encoding="utf-8")
+        self._csv = self.csv_path.open("a", encoding="utf-8", newline="")
+        self._csv.write(_csv_text([CSV_FIELDS]))
+        self._csv.flush()
+        self._errors = self.errors_path.open("a", encoding="utf-8")
+        console.print(f"rotated {self.dir}: {', '.join(p.name for p in parts)}", highlight=False)
+        return parts
+
+    def write_error(
+        self, key: str, source: str, message: str, stat: tuple[int, int] | None = None
+    ) -> None:
+        """Log an item that could not be used; ``stat`` (size, mtime_ns) of a file lets a later
+        run try it again once it has changed."""
+        entry: dict[str, Any] = {"time": now_iso(), "source": source, "key": key}
+        entry["error"] = message
+        if stat is not None:
+            entry["size"], entry["mtime_ns"] = stat
         self._errors.write(json.dumps(entry) + "\n")
         self._errors.flush()
-        self._done.add(key)
+        self.resume.add_failed(key, stat)
         self.errors_written += 1
 
     def close(self) -> None:
         for f in (self._jsonl, self._csv, self._errors, self._done_file):
             f.close()
+        self.lock.release()
 
     def __enter__(self) -> RunOutput:
         return self

@@ -15,17 +15,22 @@
 ``folder/`` + ``watch``     new files as they arrive, each once, after it stops growing
 ==========================  ==========================================================
 
-``capture(timeout)`` says what happened: a :class:`Frame` (whose ``error`` is set when a file
-could not be decoded, so the caller logs it and goes on), ``None`` for a timeout, or
-:class:`EndOfStream`. A lost live camera is reopened with exponential back-off; while it is
-down ``capture`` returns ``None``. File sources take the set of items already done (from the
-results of an earlier run) and never yield them again.
+``capture(timeout)`` says what happened: a :class:`Frame` (whose ``error`` is set when an image
+is not accepted, :mod:`wbc_edge.runtime.imagecheck`, so the caller logs it and goes on),
+``None`` for a timeout, or :class:`EndOfStream`. A lost camera or stream is reopened with
+exponential back-off, each loss and reconnect said in the log with its count; while it is down
+``capture`` returns ``None``. A video file ends at its last frame, ``--realtime`` or not.
+Sources take what an earlier run into the same results finished
+(:class:`~wbc_edge.runtime.resume.ResumeState`) and never yield it again: files by key (a failed
+file again once it has changed), a video file from the frame after the last one done.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import os
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -35,8 +40,21 @@ from urllib.parse import parse_qs
 
 import numpy as np
 
+from wbc_edge.console import console
 from wbc_edge.errors import UserError
 from wbc_edge.runtime.decode import check_complete, decode_image
+from wbc_edge.runtime.imagecheck import check_pixels
+from wbc_edge.runtime.resume import (
+    ResumeState,
+    file_key,
+    file_stat,
+    live_key,
+    new_session_id,
+    video_key,
+)
+from wbc_edge.runtime.sinks import printable_name
+
+__all__ = ["file_key"]  # re-exported: callers and tests name it from here
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".h264"}
@@ -67,6 +85,7 @@ class Frame:
     data: bytes | None = None
     read_s: float = 0.0  # wall and CPU seconds reading it (a video frame: grab and decode)
     read_cpu_s: float = 0.0
+    stat: tuple[int, int] | None = None  # a file's (size, mtime_ns) when it was read
 
 
 @dataclass
@@ -96,13 +115,17 @@ class SourceOptions:
     fourcc_got: str = ""
     flip: int = 0
     sensor_mode: int = -1
+    open_timeout_s: float = 10.0  # streams: give up opening (or reading) after this long
+    notify: str = ""  # watch: "inotify" (events) or "polling" (listings), set when it opens
 
     def describe(self) -> str:
         parts = [f"source {self.uri!r}", f"kind={self.kind}", f"live={self.live}"]
         if self.resource and self.resource != self.uri:
             parts.append(f"resource={self.resource!r}")
         if self.kind == "watch":
-            parts += [f"poll={self.poll_s}s", f"settle={self.settle_s}s"]
+            parts += [f"poll={self.poll_s}s", f"settle={self.settle_s}s", f"notify={self.notify}"]
+        if self.kind == "rtsp":
+            parts.append(f"open timeout={self.open_timeout_s:g}s")
         if self.width or self.height:
             parts.append(f"size={self.width}x{self.height}")
         if self.fps:
@@ -244,24 +267,26 @@ def parse_uri(uri: str, watch: bool = False) -> SourceOptions:
 def open_source(
     uri: str,
     watch: bool = False,
-    done: Iterable[str] = (),
+    done: Iterable[str] | ResumeState = (),
     realtime: bool = False,
     **options: float | int | bool,
 ) -> Source:
-    """The source for ``uri``; ``done`` holds keys to skip (resume); ``realtime`` makes a video
-    file behave like a camera (paced at its frame rate, oldest frames dropped when behind)."""
+    """The source for ``uri``; ``done`` is what to skip (a results folder's ``resume``, or a set
+    of keys); ``realtime`` makes a video file behave like a camera (paced at its frame rate,
+    oldest frames dropped when behind) until its last frame."""
     opts = parse_uri(uri, watch)
     for name, value in options.items():
         if not hasattr(opts, name):
             raise TypeError(f"unknown source option {name}")
         setattr(opts, name, value)
+    resume = ResumeState.of(done)
     if opts.kind in ("folder", "glob", "image"):
-        return FileSource(opts, list_files(opts), set(done))
+        return FileSource(opts, list_files(opts), resume)
     if opts.kind == "watch":
-        return WatchSource(opts, set(done))
+        return WatchSource(opts, resume)
     if realtime and opts.kind == "video":
         opts.live = True
-    return VideoSource(opts)
+    return VideoSource(opts, resume)
 
 
 def list_files(opts: SourceOptions) -> list[Path]:
@@ -279,12 +304,11 @@ def list_files(opts: SourceOptions) -> list[Path]:
 
 def _candidate(path: Path) -> bool:
     """Skip hidden files and names writers use while a file is incomplete."""
-    return not path.name.startswith(".") and path.suffix.lower() not in PARTIAL_SUFFIXES
+    return _candidate_name(path.name)
 
 
-def file_key(path: str | Path) -> str:
-    """How a file is named in the results: its absolute path, so resume matches it exactly."""
-    return str(Path(path).absolute())
+def _candidate_name(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() not in PARTIAL_SUFFIXES
 
 
 def read_frame(opts: SourceOptions, index: int, path: Path) -> Frame:
@@ -292,16 +316,19 @@ def read_frame(opts: SourceOptions, index: int, path: Path) -> Frame:
     key = file_key(path)
     captured = time.perf_counter()  # latency counts reading and decoding too
     cpu = time.thread_time()
+    name = printable_name(str(path))  # messages and logs stay valid UTF-8
+    stat = file_stat(path)
     image, data, error = None, None, ""
     try:
         data = path.read_bytes()
-        check_complete(data, str(path), path.suffix)
+        check_complete(data, name, path.suffix)
         if not opts.defer_decode:
-            image, data = decode_image(data, str(path)), None
+            image, data = decode_image(data, name), None
     except (OSError, ValueError) as exc:
-        data, error = None, str(exc)
+        data, error = None, printable_name(str(exc))
     frame = Frame(opts.uri, index, key, image, file=key, error=error, captured=captured, data=data)
     frame.read_s, frame.read_cpu_s = time.perf_counter() - captured, time.thread_time() - cpu
+    frame.stat = stat
     return frame
 
 
@@ -332,11 +359,16 @@ class Source:
 class FileSource(Source):
     """A fixed, sorted list of files (folder, glob or one image), read once."""
 
-    def __init__(self, opts: SourceOptions, files: list[Path], done: set[str]) -> None:
+    def __init__(self, opts: SourceOptions, files: list[Path], resume: ResumeState) -> None:
         super().__init__(opts)
         self.files = files
-        self.skipped = sum(file_key(p) in done for p in files)
-        self._todo = iter([(i, p) for i, p in enumerate(files) if file_key(p) not in done])
+        todo = []
+        for i, p in enumerate(files):
+            key = file_key(p)
+            if not resume.finished(key, file_stat(p) if key in resume.failed else None):
+                todo.append((i, p))
+        self.skipped = len(files) - len(todo)
+        self._todo = iter(todo)
 
     def __len__(self) -> int:
         return len(self.files) - self.skipped
@@ -350,53 +382,121 @@ class FileSource(Source):
         return read_frame(self.options, index, path)
 
 
+# How often a watch with inotify still lists the whole folder, in case an event was missed
+# (the kernel's queue overflowed, or a network file system sends none).
+RESCAN_S = 30.0
+
+
 class WatchSource(Source):
     """New files in a folder, each read once, after its size and mtime stop changing.
 
-    A file is ready when two listings at least ``settle_s`` apart saw the same size and mtime;
-    a JPEG/PNG that still lacks its end marker then waits for more data, and is logged as
-    truncated only if it stays that way for ``20 x settle_s``.
+    A file is ready when two looks at least ``settle_s`` apart saw the same size and mtime; a
+    JPEG/PNG that still lacks its end marker then waits for more data, and is logged as
+    truncated only if it stays that way for ``20 x settle_s``. A file that failed is read again
+    when its size or mtime changes (a writer that paused, then finished it).
+
+    With ``watchdog`` (inotify on Linux) only the files that events name are looked at, plus a
+    full listing every :data:`RESCAN_S`, so an idle watch over a large folder costs nearly
+    nothing; without it (or when inotify refuses, e.g. out of watches) the folder is listed
+    every ``poll_s``.
     """
 
-    def __init__(self, opts: SourceOptions, done: set[str]) -> None:
+    def __init__(self, opts: SourceOptions, resume: ResumeState) -> None:
         super().__init__(opts)
-        self.root = Path(opts.resource)
-        self.seen = set(done)
-        self._watching: dict[str, tuple[int, float, float]] = {}  # key -> size, mtime, since
-        self._ready: list[Path] = []
+        self.root = file_key(opts.resource)
+        self.resume = resume
+        # key -> (stat, monotonic time it was first seen with that stat)
+        self._watching: dict[str, tuple[tuple[int, int], float]] = {}
+        self._ready: list[str] = []
         self._next_poll = 0.0
+        self._next_scan = 0.0
+        self._dirty: set[str] = set()
+        self._dirty_lock = threading.Lock()
+        self._first_seen: dict[str, float] = {}  # truncated files waiting for their end
+        self._observer = self._start_observer()
+        opts.notify = "inotify" if self._observer is not None else "polling"
+
+    def _start_observer(self):  # -> watchdog Observer | None
+        try:
+            from watchdog.events import FileSystemEventHandler
+            from watchdog.observers import Observer
+        except ImportError:
+            return None
+        source = self
+
+        class Handler(FileSystemEventHandler):
+            def on_any_event(self, event) -> None:
+                if event.is_directory:
+                    source._next_scan = 0.0  # a folder moved in: list it all
+                    return
+                paths = [event.src_path, getattr(event, "dest_path", "")]
+                with source._dirty_lock:
+                    source._dirty.update(os.fsdecode(p) for p in paths if p)
+
+        observer = Observer()
+        try:
+            observer.schedule(Handler(), self.root, recursive=True)
+            observer.start()
+        except OSError as exc:  # inotify watch or instance limit
+            console.print(f"[yellow]watch[/] {self.root}: inotify unavailable ({exc}); polling")
+            return None
+        return observer
+
+    def _scan(self) -> Iterator[str]:
+        for dirpath, _dirs, names in os.walk(self.root):
+            for name in names:
+                if _candidate_name(name):
+                    yield os.path.join(dirpath, name)
+
+    def _consider(self, key: str, now: float) -> None:
+        if key in self.resume.done or key in self._watching:
+            return
+        if not _candidate_name(os.path.basename(key)):
+            return
+        stat = file_stat(key)
+        if stat is None or not os.path.isfile(key):
+            return
+        if key in self.resume.failed and self.resume.finished(key, stat):
+            return  # failed before and unchanged since
+        self._watching[key] = (stat, now)
 
     def _poll(self) -> None:
         now = time.monotonic()
+        if self._observer is None or now >= self._next_scan:
+            self._next_scan = now + RESCAN_S
+            for key in self._scan():
+                self._consider(key, now)
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, set()
+        for key in dirty:
+            self._consider(key, now)
         ready = []
-        for path in sorted(self.root.rglob("*")):
-            key = file_key(path)
-            if key in self.seen or not _candidate(path):
-                continue
-            try:
-                st = path.stat()
-            except OSError:  # deleted or renamed between listing and stat
-                continue
-            if not path.is_file():
-                continue
-            previous = self._watching.get(key)
-            if previous is None or previous[:2] != (st.st_size, st.st_mtime):
-                self._watching[key] = (st.st_size, st.st_mtime, now)
-            elif st.st_size > 0 and now - previous[2] >= self.options.settle_s:
-                ready.append(path)
-        for path in ready:
-            self.seen.add(file_key(path))
-        self._ready.extend(ready)
+        for key, (stat, since) in list(self._watching.items()):
+            current = file_stat(key)
+            if current is None:  # deleted or renamed away
+                del self._watching[key]
+            elif current != stat:
+                self._watching[key] = (current, now)
+            elif stat[0] > 0 and now - since >= self.options.settle_s:
+                ready.append(key)
+        for key in sorted(ready):
+            del self._watching[key]
+        self._ready.extend(sorted(ready))
 
-    def _read(self, path: Path) -> Frame | None:
-        key = file_key(path)
-        frame = read_frame(self.options, self.index, path)
+    def _read(self, key: str) -> Frame | None:
+        frame = read_frame(self.options, self.index, Path(key))
         if "truncated" in frame.error:
-            since = self._watching.get(key, (0, 0.0, time.monotonic()))[2]
-            if time.monotonic() - since < 20 * self.options.settle_s:
-                self.seen.discard(key)  # not finished yet: look again on a later poll
+            first = self._first_seen.get(key, time.monotonic())
+            if time.monotonic() - first < 20 * self.options.settle_s:
+                self._first_seen.setdefault(key, first)
+                self._consider(key, time.monotonic())  # not finished yet: look again later
                 return None
-        self._watching.pop(key, None)
+        self._first_seen.pop(key, None)
+        # Handed out: a later look must not offer it again (the output marks it for good).
+        if frame.error:
+            self.resume.add_failed(key, frame.stat)
+        else:
+            self.resume.done.add(key)
         self.index += 1
         return frame
 
@@ -420,17 +520,45 @@ class WatchSource(Source):
                 return None
             time.sleep(min(self._next_poll, deadline) - now)
 
+    def close(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=2)
+            self._observer = None
+
 
 class VideoSource(Source):
-    """Cameras, streams, GStreamer pipelines and video files through OpenCV's VideoCapture."""
+    """Cameras, streams, GStreamer pipelines and video files through OpenCV's VideoCapture.
 
-    def __init__(self, opts: SourceOptions) -> None:
+    A video file's frames are keyed by the file and frame number and resume after the last
+    frame done; a live source's keys carry this run's session id, so frame numbers that restart
+    at 0 never collide with an earlier run's.
+    """
+
+    def __init__(self, opts: SourceOptions, resume: ResumeState | None = None) -> None:
         super().__init__(opts)
         self._cap = None
         self._tries = 0
         self._retry_at = 0.0
         self._pace_next = 0.0
+        self._lost_at = 0.0
+        self.losses = 0  # times a live source stopped delivering
+        self.reconnects = 0  # times it came back
+        self.session = new_session_id()
+        self.skipped = 0
         self._open(first=True)
+        if opts.kind == "video" and resume is not None:
+            self._skip_to(resume.next_frame(opts.resource))
+
+    @property
+    def is_file(self) -> bool:
+        return self.options.kind == "video"
+
+    def _skip_to(self, first: int) -> None:
+        """Resume a video file: step over the frames done before (grab does not decode)."""
+        while self.index < first and self._cap is not None and self._cap.grab():
+            self.index += 1
+        self.skipped = self.index
 
     def _open(self, first: bool = False) -> bool:
         import cv2
@@ -451,7 +579,12 @@ class VideoSource(Source):
                 cap = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
             elif o.kind == "gstreamer":
                 cap = cv2.VideoCapture(o.resource, cv2.CAP_GSTREAMER)
-            else:  # rtsp and video files
+            elif o.kind == "rtsp":
+                # OpenCV's own default is 30 s for a server that accepts and never answers.
+                ms = int(1000 * o.open_timeout_s)
+                params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+                cap = cv2.VideoCapture(o.resource, cv2.CAP_FFMPEG, params)
+            else:  # video files
                 cap = cv2.VideoCapture(o.resource)
         if cap.isOpened() and o.kind in ("camera", "v4l2"):
             # The pixel format first: V4L2 picks the sizes and rates a format offers. A camera
@@ -470,6 +603,8 @@ class VideoSource(Source):
                 hint = ""
                 if o.kind in ("csi", "gstreamer") and not _opencv_has_gstreamer():
                     hint = " (this OpenCV build has no GStreamer support)"
+                if o.kind == "rtsp":
+                    hint = f" within --open-timeout {o.open_timeout_s:g} s"
                 raise UserError(f"{o.uri}: OpenCV cannot open this {o.kind} source{hint}")
             return False
         if o.kind == "video" and o.live and not o.fps:
@@ -483,12 +618,28 @@ class VideoSource(Source):
             self._cap.release()
             self._cap = None
         o = self.options
-        if not (o.live and o.reconnect):
-            raise EndOfStream
+        if self.is_file or not (o.live and o.reconnect):
+            raise EndOfStream  # the end of a video file is its end, --realtime or not
+        if self._tries == 0:
+            self.losses += 1
+            self._lost_at = time.monotonic()
         self._tries += 1
         if o.reconnect_tries and self._tries > o.reconnect_tries:
+            console.print(
+                f"stream {o.uri} lost: giving up after {o.reconnect_tries} reconnect tries "
+                f"({self.losses} losses, {self.reconnects} reconnects in this run)",
+                highlight=False,
+                soft_wrap=True,
+            )
             raise EndOfStream
-        self._retry_at = time.monotonic() + min(o.max_backoff_s, 0.25 * 2 ** (self._tries - 1))
+        delay = min(o.max_backoff_s, 0.25 * 2 ** (self._tries - 1))
+        self._retry_at = time.monotonic() + delay
+        console.print(
+            f"stream {o.uri} lost after frame {self.index - 1} (loss {self.losses}): "
+            f"reconnect try {self._tries} in {delay:.2f} s",
+            highlight=False,
+            soft_wrap=True,
+        )
 
     def capture(self, timeout: float = 1.0) -> Frame | None:
         if self._cap is None:
@@ -500,7 +651,15 @@ class VideoSource(Source):
             if not self._open():
                 self._lost()
                 return None
-        if self.options.kind == "video" and self.options.live:
+            self.reconnects += 1
+            console.print(
+                f"stream {self.options.uri} reconnected after "
+                f"{time.monotonic() - self._lost_at:.1f} s (reconnect {self.reconnects}, "
+                f"{self.losses} losses in this run)",
+                highlight=False,
+                soft_wrap=True,
+            )
+        if self.is_file and self.options.live:
             self._pace()
         t0, c0 = time.perf_counter(), time.thread_time()
         ok, image = self._cap.read()
@@ -510,12 +669,18 @@ class VideoSource(Source):
         self._tries = 0
         index = self.index
         self.index += 1
-        frame = Frame(self.options.uri, index, f"{self.options.uri}#{index}", image)
+        o = self.options
+        key = video_key(o.resource, index) if self.is_file else live_key(o.uri, self.session, index)
+        frame = Frame(o.uri, index, key, image)
         frame.read_s, frame.read_cpu_s = frame.captured - t0, time.thread_time() - c0
-        if self.options.kind == "video":
+        if o.kind == "video":
             # A file's frame exists before it is decoded: its latency counts the decode. A
             # camera's read() waits for the sensor, so its latency starts when read() returns.
             frame.captured = t0
+        try:
+            check_pixels(image, f"{o.uri} frame {index}")
+        except ValueError as exc:
+            frame.image, frame.error = None, str(exc)
         return frame
 
     def _pace(self) -> None:

@@ -94,7 +94,7 @@ def test_teacher_errors_name_the_fix(tmp_path) -> None:
         create_teacher("tf_efficientnet_lite0", weights=bad)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(UserError, match="not a readable PyTorch state dict"):
         create_teacher(weights=junk)
 
 

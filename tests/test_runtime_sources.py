@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 from runtime_models import BLUE, GREEN, RED, solid, write_images
 
@@ -171,8 +170,8 @@ def _write_video(path: Path, n: int, fps: float = 20.0) -> None:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (64, 48))
     assert writer.isOpened()
     for i in range(n):
-        frame = np.zeros((48, 64, 3), np.uint8)
-        frame[:, : 4 * (i + 1)] = 200  # frame i has a bar 4*(i+1) px wide
+        frame = solid(RED, 64, seed=i)[:48]
+        frame[:, : 4 * (i + 1)] = (0, 200, 0)  # frame i has a green bar 4*(i+1) px wide
         writer.write(frame)
     writer.release()
 
@@ -185,37 +184,70 @@ def test_video_file_plays_to_its_end(tmp_path):
     frames = drain(source)
     assert [f.index for f in frames] == list(range(8))
     assert frames[0].image.shape == (48, 64, 3)
-    assert frames[0].key == f"{video}#0"
+    assert frames[0].key == f"video:{video}#0"
+    assert all(f.image is not None and not f.error for f in frames)
 
 
-def test_video_as_camera_is_paced_and_reconnects_after_loss(tmp_path):
+def test_video_as_camera_is_paced_and_ends_with_the_file(tmp_path):
     video = tmp_path / "clip.avi"
     _write_video(video, 5, fps=50)
-    source = open_source(str(video), realtime=True, max_backoff_s=0.1, reconnect_tries=3)
+    source = open_source(str(video), realtime=True, max_backoff_s=0.1)
     assert source.live and source.options.fps == 50
     start = time.monotonic()
     first = [source.capture(1.0) for _ in range(5)]
     assert all(f is not None for f in first)
     assert time.monotonic() - start >= 4 / 50 * 0.9  # paced at the file's frame rate
-    hidden = video.with_suffix(".bak")
-    video.rename(hidden)  # the camera is unplugged
-    assert source.capture(0.05) is None  # end of the file: lost, not finished
-    assert source.capture(0.05) is None  # reopening fails while the file is gone
-    hidden.rename(video)  # plugged back in
-    again = None
-    for _ in range(20):
-        again = source.capture(0.2)
-        if again is not None:
-            break
-    assert again is not None and again.index == 5  # frame numbers keep counting
-    video.unlink()
-    for _ in range(10):  # gone for good: gives up after reconnect_tries
-        try:
-            source.capture(0.2)
-        except EndOfStream:
-            break
-    else:
-        pytest.fail("a lost camera with reconnect_tries=3 never ended the stream")
+    with pytest.raises(EndOfStream):  # the last frame is the end, not a lost camera
+        source.capture(0.05)
+
+
+def test_a_lost_stream_reconnects_says_so_and_gives_up_after_its_tries(capsys):
+    from wbc_edge.benchmarks.stream_server import MjpegServer
+
+    server = MjpegServer(fps=100).start()
+    try:
+        source = open_source(server.url, max_backoff_s=0.1, reconnect_tries=3)
+        assert source.live and source.options.kind == "rtsp"
+        assert all(source.capture(2.0) is not None for _ in range(3))
+        server.stop()  # unplugged
+        seen = []
+        for _ in range(300):  # the frames buffered before the loss, then None while down
+            frame = source.capture(0.1)
+            if frame is None and source.losses:
+                break
+            seen.append(frame)
+        assert source.losses == 1
+        server.start()  # plugged back in, same address
+        again = None
+        for _ in range(60):
+            again = source.capture(0.2)
+            if again is not None:
+                break
+        assert again is not None and source.reconnects == 1
+        assert again.key.startswith("live:") and again.index >= 3  # numbers keep counting
+        server.stop()
+        with pytest.raises(EndOfStream):
+            for _ in range(400):
+                source.capture(0.1)
+        err = capsys.readouterr().err
+        assert "lost after frame" in err and "(loss 1)" in err
+        assert "reconnected after" in err and "reconnect 1, 1 losses" in err
+        assert "giving up after 3 reconnect tries (2 losses, 1 reconnects" in err
+    finally:
+        server.stop()
+
+
+def test_a_stream_that_never_answers_fails_within_the_open_timeout():
+    from wbc_edge.benchmarks.stream_server import silent_server
+
+    sock = silent_server()
+    try:
+        start = time.monotonic()
+        with pytest.raises(UserError, match="within --open-timeout 1 s"):
+            open_source(f"http://127.0.0.1:{sock.getsockname()[1]}/x", open_timeout_s=1.0)
+        assert time.monotonic() - start < 6  # OpenCV's own default is 30 s
+    finally:
+        sock.close()
 
 
 def test_missing_camera_fails_at_once_with_a_user_error():

@@ -7,8 +7,12 @@ runtime-only install work without torch.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Annotated
 
 import click
@@ -17,6 +21,15 @@ from rich.markup import escape
 
 from wbc_edge.console import console
 from wbc_edge.errors import UserError
+
+try:  # typer >= 0.20 runs on its own copy of click, whose exceptions are other classes
+    from typer._click import exceptions as _typer_click
+except ImportError:  # pragma: no cover - an older typer on plain click
+    _typer_click = click.exceptions
+
+_CLICK_ERROR = (click.ClickException, _typer_click.ClickException)
+_CLICK_EXIT = (click.exceptions.Exit, typer.Exit)
+_CLICK_ABORT = (click.exceptions.Abort, typer.Abort)
 
 app = typer.Typer(
     name="wbc-edge",
@@ -79,15 +92,42 @@ def _register() -> None:
 _register()
 
 
+@contextlib.contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (systemd's stop, ``docker stop``) does what Ctrl-C does: a run stops capturing,
+    drains what it has, writes its summary and report, and exits 0. Without this Python dies
+    at once with 143 and nothing after the last record is written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI on ``argv`` and return the exit code instead of exiting.
 
     User errors print one line; other failures print one line too and point at ``--debug``,
-    which (anywhere on the line, or WBC_EDGE_DEBUG=1) re-raises with the traceback.
+    which (anywhere on the line, or WBC_EDGE_DEBUG=1) re-raises with the traceback. Usage
+    errors (a bad value, a missing or unknown option, an unknown command) show click's usage
+    line and the option at fault and exit 2, for every command: this is the one place they are
+    handled. SIGTERM is handled like Ctrl-C (:func:`sigterm_as_ctrl_c`).
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("WBC_EDGE_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
+    with sigterm_as_ctrl_c():
+        return _run(args, debug)
+
+
+def _run(args: list[str], debug: bool) -> int:
     try:
         result = app(args=args, prog_name="wbc-edge", standalone_mode=False)
     except UserError as exc:
@@ -95,12 +135,14 @@ def run(argv: list[str] | None = None) -> int:
             raise
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except _CLICK_EXIT as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
+    except _CLICK_ERROR as exc:
+        if getattr(exc, "ctx", False) is None:  # raised before click made the context
+            _usage_line(args)
+        exc.show()  # "Usage: wbc-edge run ...", "Try ... --help", "Error: ... '--batch' ..."
         return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (*_CLICK_ABORT, KeyboardInterrupt):
         console.print("aborted")
         return 130
     except Exception as exc:
@@ -114,6 +156,20 @@ def run(argv: list[str] | None = None) -> int:
         )
         return 1
     return result if isinstance(result, int) else 0
+
+
+def _usage_line(args: list[str]) -> None:
+    """The usage line click prints with a context, for the errors it raises without one."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    names = getattr(group, "commands", {})
+    command = args[0] if args and args[0] in names else ""
+    sub = names.get(command)
+    if sub is not None and hasattr(sub, "commands") and len(args) > 1 and args[1] in sub.commands:
+        command = f"{command} {args[1]}"
+    prog = f"wbc-edge {command}".strip()
+    print(f"Usage: {prog} [OPTIONS] ...\nTry '{prog} --help' for help.\n", file=sys.stderr)
 
 
 def main() -> None:

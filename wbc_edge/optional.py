@@ -21,6 +21,8 @@ EXTRA_FOR = {
     "matplotlib": "train",
     "imagehash": "train",
     "PIL": "runtime",
+    "simplejpeg": "runtime",
+    "watchdog": "runtime",
 }
 
 

@@ -153,11 +153,43 @@ def load_backend(path: str | Path, device: str = "auto", threads: int = 0) -> Ba
     if kind == "onnxruntime":
         from wbc_edge.runtime.backends.onnxruntime import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(path, device=device, threads=threads)
-    if kind == "tensorrt":
+        backend: Backend = OnnxRuntimeBackend(path, device=device, threads=threads)
+    elif kind == "tensorrt":
         from wbc_edge.runtime.backends.tensorrt import TensorRTBackend
 
-        return TensorRTBackend(path)
-    from wbc_edge.runtime.backends.torch_backend import TorchBackend
+        backend = TensorRTBackend(path)
+    else:
+        from wbc_edge.runtime.backends.torch_backend import TorchBackend
 
-    return TorchBackend(path, device=device)
+        backend = TorchBackend(path, device=device)
+    try:
+        check_against_card(backend, path)
+    except BaseException:
+        backend.close()
+        raise
+    return backend
+
+
+def check_against_card(backend: Backend, path: str | Path) -> None:
+    """Run one blank image through the model before any real one: a card that does not match
+    the model's graph (input size, class count) or a model that gives non-finite numbers fails
+    the run here, once, instead of turning every file into an error record that a later run
+    with a good model would then skip."""
+    card = backend.card
+    size = card.preprocess.input_size
+    probe = card.preprocess.normalize(np.full((1, size, size, 3), 128, np.uint8))
+    try:
+        probs = backend.predict(probe)
+    except Exception as exc:  # the backend's own error names the mismatch
+        raise UserError(
+            f"{path}: the model does not match its card ({size} px input, "
+            f"{card.num_classes} classes): {exc}; re-export it with wbc-edge"
+        ) from exc
+    if not np.isfinite(probs).all():
+        raise UserError(
+            f"{path}: the model gives non-finite outputs for a plain grey image; check its "
+            "weights and the card's mean/std"
+        )
+    # The probe is not a measurement.
+    backend.last_inference_s = backend.total_inference_s = 0.0  # type: ignore[misc]
+    backend.images = 0  # type: ignore[attr-defined]
