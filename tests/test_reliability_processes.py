@@ -85,14 +85,14 @@ def _write_video(path: Path, frames: int) -> Path:
 
 
 def test_kill_9_three_times_on_a_video_file_loses_and_repeats_no_frame(tmp_path, slow):
-    video = _write_video(tmp_path / "clip.avi", 40)
+    video = _write_video(tmp_path / "clip.avi", 60)
     out = tmp_path / "out"
-    result = kill_cycles(run_args(video, slow, out), out, lambda: video_keys(video, 40))
+    result = kill_cycles(run_args(video, slow, out), out, lambda: video_keys(video, 60))
     assert result["killed_mid_run"] == 3, result
     assert result["lost"] == result["repeated"] == result["unexpected"] == 0, result
     assert result["final_exit"] == 0
     again = Run(run_args(video, slow, out), tmp_path / "again.log")
-    assert again.wait() == 0 and complete_lines(out / "cells.jsonl") == 40  # a rerun adds none
+    assert again.wait() == 0 and complete_lines(out / "cells.jsonl") == 60  # a rerun adds none
 
 
 def test_realtime_on_a_finite_video_ends_with_the_file(tmp_path, slow):
