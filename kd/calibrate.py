@@ -14,10 +14,20 @@ from typing import Any
 
 import numpy as np
 
-from wbc_edge.calibration import DEFAULT_DELTA, DEFAULT_TARGET_ERROR, calibrate, rescale, selective
+from wbc_edge.calibration import (
+    DEFAULT_DELTA,
+    DEFAULT_TARGET_ERROR,
+    calibrate,
+    certify_threshold,
+    rescale,
+    selective,
+)
 from wbc_edge.errors import UserError
 from wbc_edge.metrics import expected_calibration_error
 from wbc_edge.runtime.card import ModelCard
+
+# Targets also reported (never stored) so a lab can see what its validation split can certify.
+SWEEP_TARGETS = (0.01, 0.02, 0.05)
 
 
 def calibrate_card(
@@ -53,8 +63,18 @@ def calibrate_card(
         "val_counted_errors": thr.errors,
         "threshold_reason": thr.reason,
     }
+    val_after = rescale(val_probs, cal.temperature / card.temperature)
+    val_conf, val_ok = val_after.max(1), val_after.argmax(1) == np.asarray(val_y)
+    sweep = []
+    for target in SWEEP_TARGETS:
+        t = certify_threshold(val_conf, val_ok, target, delta)
+        sweep.append({"target_error": target, **t.to_dict()})
+    summary["targets"] = sweep
     if test_probs is not None and test_y is not None and len(test_y):
         after = rescale(test_probs, cal.temperature / card.temperature)
+        for row in sweep:
+            on_test = selective(after, test_y, row["threshold"])
+            row.update(test_coverage=on_test.coverage, test_counted_error=on_test.error)
         counted = selective(after, test_y, thr.threshold)
         summary.update(
             test_ece_before=expected_calibration_error(test_probs, test_y),
@@ -134,3 +154,56 @@ def calibrate_checkpoint(
     summary["replaced_input"] = target.resolve() == model.resolve()
     save_checkpoint_payload(target, {**payload, "card": card.to_dict()})
     return target, summary
+
+
+def write_record(
+    prefix: str | Path, summary: dict[str, Any], model: Path, data: Path, command: str
+) -> Path:
+    """``prefix``.json (the numbers, command, machine, date) and ``prefix``.md (for people)."""
+    import json
+    import time
+
+    from wbc_edge.kd.ablation import machine_description
+
+    prefix = Path(prefix)
+    record = {
+        "model": str(model),
+        "data": str(data),
+        "command": command,
+        "machine": machine_description(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        **summary,
+    }
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    prefix.with_suffix(".json").write_text(json.dumps(record, indent=2))
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    lines = [
+        f"# Calibration of `{model}`",
+        "",
+        f"- data: `{data}` (fitted on val, reported on test)",
+        f"- date: {record['date']}",
+        f"- machine: {record['machine']}",
+        f"- command: `{record['command']}`",
+        "",
+        "| temperature | val NLL before -> after | test ECE before -> after |",
+        "|---|---|---|",
+        f"| {summary['temperature']:.4f} | {summary['val_nll_before']:.4f} -> "
+        f"{summary['val_nll_after']:.4f} | {summary.get('test_ece_before', float('nan')):.4f} "
+        f"-> {summary.get('test_ece_after', float('nan')):.4f} |",
+        "",
+        f"Counted-cell threshold (Learn-then-Test, delta {summary['delta']:g}; the card keeps "
+        f"the {100 * summary['target_error']:g}% row):",
+        "",
+        "| target error | threshold | val counted | val errors among them | test coverage | "
+        "test error of counted cells | why none |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in summary["targets"]:
+        thr = "none" if r["threshold"] is None else f"{r['threshold']:.4f}"
+        lines.append(
+            f"| {100 * r['target_error']:g}% | {thr} | {r['counted']} of {r['n_val']} | "
+            f"{r['errors']} | {pct(r.get('test_coverage'))} | "
+            f"{pct(r.get('test_counted_error'))} | {r['reason']} |"
+        )
+    prefix.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return prefix.with_suffix(".md")

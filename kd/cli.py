@@ -272,6 +272,12 @@ def register(app: typer.Typer) -> None:
             typer.Option("--delta", help="Chance that the validation certificate is wrong."),
         ] = DEFAULT_DELTA,
         batch_size: BatchOpt = None,
+        record: Annotated[
+            Path | None,
+            typer.Option(
+                "--record", help="Also write the numbers to RECORD.md and RECORD.json (results)."
+            ),
+        ] = None,
     ) -> None:
         """Fit temperature scaling and the counted-cell confidence threshold on the val split
         and write them into a new checkpoint's card (export it again to carry them on)."""
@@ -287,6 +293,16 @@ def register(app: typer.Typer) -> None:
         console.print(summary_line(summary), highlight=False, soft_wrap=True)
         note = " (replaced the input checkpoint)" if summary["replaced_input"] else ""
         console.print(f"calibrated checkpoint: {path}{note}", highlight=False, soft_wrap=True)
+        if record is not None:
+            import shlex
+
+            from wbc_edge.kd.calibrate import write_record
+
+            words = ["calibrate", "--model", model, "--data", data, "--out", path]
+            words += ["--target-error", target_error, "--delta", delta, "--record", record]
+            command = "wbc-edge " + " ".join(shlex.quote(str(w)) for w in words)
+            written = write_record(record, summary, model, data, command)
+            console.print(f"record: {written}", highlight=False, soft_wrap=True)
 
     @app.command("ablation")
     def ablation(

@@ -218,6 +218,15 @@ def test_calibrate_command_writes_a_new_checkpoint(tmp_path, capsys):
         cli.run(["calibrate", "--model", str(ckpt), "--data", str(split), "--out", str(ckpt)]) == 0
     )
     assert "(replaced the input checkpoint)" in capsys.readouterr().err
+    rec = tmp_path / "results" / "calibration"
+    args = ["calibrate", "--model", str(ckpt), "--data", str(split), "--record", str(rec)]
+    assert cli.run([*args, "--out", str(tmp_path / "r.pt")]) == 0
+    import json
+
+    saved = json.loads(rec.with_suffix(".json").read_text())
+    assert saved["command"].startswith("wbc-edge calibrate") and saved["machine"]
+    assert [r["target_error"] for r in saved["targets"]] == [0.01, 0.02, 0.05]
+    assert "| 1% | none | 6 of 6 |" in rec.with_suffix(".md").read_text()
     assert (
         cli.run(["calibrate", "--model", str(ckpt), "--data", str(split), "--target-error", "2"])
         == 2

@@ -267,8 +267,13 @@ def test_student_smaller_than_teacher_learns_from_the_teachers_own_view(
     phantoms: Path, teacher_ckpt: Path, tmp_path: Path
 ) -> None:
     cfg = tiny_cfg(
-        phantoms, tmp_path / "run", method="kd", teacher=str(teacher_ckpt), size=24,
-        teacher_views="mean", epochs=1,
+        phantoms,
+        tmp_path / "run",
+        method="kd",
+        teacher=str(teacher_ckpt),
+        size=24,
+        teacher_views="mean",
+        epochs=1,
     )
     summary = train(cfg)
     _, card = load_model(tmp_path / "run" / "best.pt")
@@ -470,6 +475,20 @@ def test_ablation_table_is_mean_and_sample_std(tmp_path: Path) -> None:
     text = markdown(table)
     assert "| kd | 2 | 3 | 94.00 +- 2.83 | 92.00 +- 2.83 |" in text
     assert "| at | 0 | | | not run |" in text
+
+
+def test_ablation_prebuilds_the_cache_its_runs_read(
+    phantoms: Path, teacher_ckpt: Path, tmp_path: Path
+) -> None:
+    from wbc_edge.kd.ablation import prebuild_teacher_cache
+
+    prebuild_teacher_cache(phantoms, teacher_ckpt, ["ce", "kd", "at"], "tinyresnet_xs", tmp_path)
+    folders = list(tmp_path.glob("teacher-*"))
+    assert len(folders) == 1  # one cache (logits + features) serves kd and at
+    cfg = tiny_cfg(phantoms, tmp_path / "run", method="at", teacher=str(teacher_ckpt))
+    cfg.cache_dir, cfg.epochs = str(tmp_path), 1
+    train(cfg)
+    assert "teacher cache: " + str(folders[0]) in (tmp_path / "run" / "train.log").read_text()
 
 
 def test_ablation_variants_carry_method_options(
