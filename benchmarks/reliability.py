@@ -804,6 +804,8 @@ def markdown(result: dict[str, Any]) -> str:
     for r in result["probes"]:
         cells = [r["probe"], r["expected"], r["observed"], "yes" if r["ok"] else "**NO**"]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    if result.get("notes"):
+        lines += ["", *[f"- {note}" for note in result["notes"]]]
     lines += [
         "",
         "The 10,000-file soak through `--watch` (RSS and CPU over time) is issue 17's: "
@@ -825,7 +827,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None, help="ONNX model (default: packaged)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--work", type=Path, default=None, help="scratch folder")
+    parser.add_argument(
+        "--rewrite", type=Path, default=None, help="only rewrite the markdown of this JSON"
+    )
     ns = parser.parse_args(argv)
+    if ns.rewrite is not None:  # the JSON (with any notes added) is the record; md follows it
+        result = json.loads(ns.rewrite.read_text())
+        ns.out.mkdir(parents=True, exist_ok=True)
+        (ns.out / "reliability.json").write_text(json.dumps(result, indent=2) + "\n")
+        (ns.out / "reliability.md").write_text(markdown(result))
+        return 0
     model = ns.model or default_model()
     work = Path(tempfile.mkdtemp(prefix="reliability-", dir=ns.work))
     machine = machine_info()
