@@ -220,15 +220,10 @@ def test_cli_help() -> None:
 def test_tiny_cnn_learns_what_mean_colour_cannot() -> None:
     """The phantoms carry morphology a small CNN learns (2-3 minutes on 2 busy CPU cores).
 
-    Uses the recorded study's own code (benchmarks/results/synth_phantoms.py), smaller.
+    Uses the recorded study's own code (benchmarks/studies/synth_phantoms.py), smaller.
     """
-    import importlib.util
-
     pytest.importorskip("torch", reason="torch comes with the train extra")
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "synth_phantoms.py"
-    spec = importlib.util.spec_from_file_location("synth_phantoms", script)
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    from wbc_edge.benchmarks.studies import synth_phantoms as study
 
     x_fit, y_fit = study.images(0, 100, 0.5)
     x_test, y_test = study.images(1000, 30, 0.5)

@@ -3,7 +3,7 @@
 # EfficientNet-B3 and ResNet-18), our Lite0 teacher and the distilled TinyResNet (FP32 and INT8
 # ONNX), all through ONNX Runtime on the CPU, on the pbc9 test split at batch 1 and 32.
 #
-# Usage: benchmarks/results/bench-cpu.sh [TEACHER.pt] [STUDENT.pt]   (from the repository root)
+# Usage: benchmarks/studies/bench-cpu.sh [TEACHER.pt] [STUDENT.pt]   (from the repository root)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -19,7 +19,7 @@ mkdir -p "$WORK"
 # The reference study's architectures, random-init, at our input size and at 224 px.
 for size in 128 224; do
   [ -f "$WORK/ref-efficientnet_b3-$size.onnx" ] ||
-    "$BIN/python" benchmarks/results/bench_reference_models.py --size "$size" --out "$WORK"
+    "$BIN/python" benchmarks/studies/bench_reference_models.py --size "$size" --out "$WORK"
 done
 
 # Same runtime for every row: ONNX exports of the checkpoints, and the student's CPU INT8.
@@ -40,4 +40,4 @@ done
   --out benchmarks/results --name bench-cpu \
   --note "Teacher: $TEACHER (tf_efficientnet_lite0, ImageNet weights from the offline package, fine-tuned on the pbc9 train split) exported to ONNX." \
   --note "Student: $STUDENT ($STUDENT_NOTE) exported to ONNX; INT8: \`wbc-edge export int8 --target cpu\` (QDQ U8S8 per-channel, calibrated on 512 train images)." \
-  --note "ref-*: the reference study's teacher (EfficientNet-B3) and student (ResNet-18) with random-init weights: no offline ImageNet weights exist for B3 here and the study's trained weights are not published, so they are timed only (accuracy n/a). Made by benchmarks/results/bench_reference_models.py at 128 px (our input size; the speed-up baseline) and 224 px (the usual ImageNet size)."
+  --note "ref-*: the reference study's teacher (EfficientNet-B3) and student (ResNet-18) with random-init weights: no offline ImageNet weights exist for B3 here and the study's trained weights are not published, so they are timed only (accuracy n/a). Made by benchmarks/studies/bench_reference_models.py at 128 px (our input size; the speed-up baseline) and 224 px (the usual ImageNet size)."

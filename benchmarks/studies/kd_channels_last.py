@@ -4,7 +4,7 @@ Times one AdamW training step (forward, backward, update) and one eval forward a
 128 px, for the student (tinyresnet_xs) and the teacher (tf_efficientnet_lite0), in NCHW and
 NHWC memory formats; the median of several steps after warm-up.
 
-    .venv/bin/python benchmarks/results/kd_channels_last.py [--threads 2] [--steps 8]
+    .venv/bin/python benchmarks/studies/kd_channels_last.py [--threads 2] [--steps 8]
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def main() -> None:
         nhwc = time_model(name, True, args.steps)
         rows.append({"model": name, "nchw": nchw, "channels_last": nhwc})
     payload = {
-        "command": f".venv/bin/python benchmarks/results/kd_channels_last.py --threads "
+        "command": f".venv/bin/python benchmarks/studies/kd_channels_last.py --threads "
         f"{args.threads} --steps {args.steps}",
         "machine": machine_description(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -6,7 +6,7 @@ the study's trained weights are not published, so these are timed only: latency 
 depend on the weights' values. Their cards say ``extra.untrained = true``; bench then reports
 their accuracy as n/a instead of a chance-level number.
 
-    .venv/bin/python benchmarks/results/bench_reference_models.py --size 224 --out runs/bench
+    .venv/bin/python benchmarks/studies/bench_reference_models.py --size 224 --out runs/bench
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ from wbc_edge.kd.students import create_student
 from wbc_edge.kd.teacher import create_teacher
 from wbc_edge.runtime.card import ModelCard, Preprocess
 
-HERE = Path(__file__).resolve().parent
+RESULTS = Path(__file__).resolve().parents[1] / "results"  # records only live there
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=224, help="input size in pixels")
     ap.add_argument("--out", type=Path, default=Path("runs/bench"))
-    ap.add_argument("--manifest", type=Path, default=HERE / "pbc9-split.csv")
+    ap.add_argument("--manifest", type=Path, default=RESULTS / "pbc9-split.csv")
     args = ap.parse_args()
     torch.manual_seed(0)
     names = class_names(read_manifest(args.manifest))

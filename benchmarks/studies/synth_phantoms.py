@@ -9,8 +9,8 @@ test: indices 10000.. so they never overlap), at 64 px:
   darkness, number of chromatin pieces), z-scored, nearest centroid.
 - a 4-block CNN (~40k parameters), 20 epochs, flips and 90-degree turns.
 
-Run: .venv/bin/python benchmarks/results/synth_phantoms.py  (about 10 minutes on 2 CPU cores)
-Writes synth_phantoms.json and synth_phantoms.md beside this file.
+Run: .venv/bin/python benchmarks/studies/synth_phantoms.py  (about 10 minutes on 2 CPU cores)
+Writes synth_phantoms.json and synth_phantoms.md in benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from torch import nn
 from wbc_edge.data.synth import image_rng, render_cell
 from wbc_edge.data.synth_cells import CLASSES
 
-HERE = Path(__file__).resolve().parent
+RESULTS = Path(__file__).resolve().parents[1] / "results"  # records only live there
 SIZE, TRAIN, TEST, EPOCHS = 64, 200, 100, 20
 
 
@@ -143,11 +143,11 @@ def main() -> None:
         )
         print(json.dumps(rows[-1]), flush=True)
     commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=RESULTS
     ).stdout.strip()
     result = {
         "name": "synth_phantoms",
-        "command": ".venv/bin/python benchmarks/results/synth_phantoms.py",
+        "command": ".venv/bin/python benchmarks/studies/synth_phantoms.py",
         "date": datetime.date.today().isoformat(),
         "commit": commit,
         "machine": f"2-core CPU ({platform.processor() or platform.machine()}), no GPU, shared",
@@ -161,7 +161,7 @@ def main() -> None:
         },
         "results": rows,
     }
-    (HERE / "synth_phantoms.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "synth_phantoms.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         "# data synth: how separable the phantoms are",
         "",
@@ -197,7 +197,7 @@ def main() -> None:
         "(ImmatureGranulocyte/Promyelocyte/Monocyte, Lymphocyte/Erythroblast) harder, as in",
         "real data. Phantoms are test and demo data, not clinical data.",
     ]
-    (HERE / "synth_phantoms.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / "synth_phantoms.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     .venv/bin/wbc-edge evaluate --model runs/pbc9-teacher-lite0/best.pt \
         --data benchmarks/results/pbc9-split.csv --split test \
         --out benchmarks/results/kd-teacher-lite0-eval
-    .venv/bin/python benchmarks/results/kd_teacher_report.py runs/pbc9-teacher-lite0 \
+    .venv/bin/python benchmarks/studies/kd_teacher_report.py runs/pbc9-teacher-lite0 \
         benchmarks/results/kd-teacher-lite0-eval
 """
 
