@@ -188,7 +188,7 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     distiller, teacher_card = build_for_config(cfg, len(names))
     pre = run_preprocess(cfg, teacher_card).replace(
-        crop_scale=_training_scale(by_split["train"], log)
+        crop_scale=training_scale(by_split["train"], log)
     )
     size = pre.input_size
     card = ModelCard(
@@ -204,7 +204,7 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
             "augment": cfg.augment if cfg.jitter else "none",
         },
     )
-    card.ood = _training_ood(by_split["train"], log)
+    card.ood = training_ood(by_split["train"], log)
     if teacher_card is not None:
         card.extra["teacher"] = teacher_card.architecture
         card.extra["teacher_test_accuracy"] = teacher_card.metrics.get("test_accuracy")
@@ -408,7 +408,7 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
     return summary
 
 
-def _training_scale(rows: list, log: RunLog) -> CropScale | None:  # rows: list[ManifestRow]
+def training_scale(rows: list, log: RunLog) -> CropScale | None:  # rows: list[ManifestRow]
     """The training crops' scale for the card; None (logged) when the crops show no red cell."""
     from wbc_edge.runtime.scale import measure_files
 
@@ -425,7 +425,7 @@ def _training_scale(rows: list, log: RunLog) -> CropScale | None:  # rows: list[
     return scale
 
 
-def _training_ood(rows: list, log: RunLog) -> OodStats | None:  # rows: list[ManifestRow]
+def training_ood(rows: list, log: RunLog) -> OodStats | None:  # rows: list[ManifestRow]
     """Appearance statistics of the train crops for the card's out-of-distribution score."""
     from wbc_edge.runtime import ood
     from wbc_edge.runtime.decode import read_image

@@ -17,12 +17,33 @@ import argparse
 from pathlib import Path
 
 from wbc_edge.models import INTENDED_USE, MODELS_DIR
+from wbc_edge.runtime.card import ModelCard
 
 TRAINED_ON = (
     "PBC (Acevedo et al. 2020, Mendeley Data doi 10.17632/snkd93bnjr.1; normal peripheral "
     "blood cells, one lab, May-Grünwald-Giemsa, CellaVision DM96), 9 classes x 400 crops, split "
     "80/10/10 per class (benchmarks/results/pbc9-split.csv, seed 42)"
 )
+
+
+def complete_card(card: ModelCard, data: Path) -> bool:
+    """Fill what a card made before the cross-lab work lacks, measured on ``data``'s train split
+    by the trainer's own functions: the crops' scale (the finder's field of view) and the
+    appearance statistics of the OOD check. Returns whether anything was added."""
+    from wbc_edge.data.manifest import read_manifest
+    from wbc_edge.kd.run_folder import RunLog
+    from wbc_edge.kd.trainer import training_ood, training_scale
+
+    rows = read_manifest(data, "train")
+    log = RunLog(None)
+    changed = False
+    if card.preprocess.crop_scale is None:
+        card.preprocess = card.preprocess.replace(crop_scale=training_scale(rows, log))
+        changed = card.preprocess.crop_scale is not None
+    if card.ood is None:
+        card.ood = training_ood(rows, log)
+        changed = changed or card.ood is not None
+    return changed
 
 
 def refresh(
@@ -44,6 +65,12 @@ def refresh(
     from wbc_edge.runtime.names import file_name
 
     net, card = load_checkpoint(checkpoint)
+    if data is not None and complete_card(card, data):
+        # Keep the checkpoint and its ONNX describing the same model.
+        from wbc_edge.kd.checkpoint import read_checkpoint, save_checkpoint_payload
+
+        save_checkpoint_payload(checkpoint, {**read_checkpoint(checkpoint), "card": card.to_dict()})
+        print(f"{checkpoint}: card completed with the training crops' scale and OOD statistics")
     card.extra["role"] = "student"
     accuracy = card.metrics.get("test_accuracy")
     card.extra["provenance"] = {

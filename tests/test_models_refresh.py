@@ -1,0 +1,21 @@
+"""The packaged-model refresh completes an older card from the training split it names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.test_kd_train import make_phantoms
+from wbc_edge.models.refresh import complete_card
+from wbc_edge.runtime.card import ModelCard, Preprocess
+
+
+def test_complete_card_adds_ood_statistics_once(tmp_path: Path) -> None:
+    manifest = make_phantoms(tmp_path, per_class=12)
+    card = ModelCard("tinyresnet_xs", ["class0", "class1", "class2"], Preprocess(32))
+    assert card.ood is None
+    assert complete_card(card, manifest) is True
+    assert card.ood is not None and card.ood.fitted_on > 0
+    assert card.preprocess.crop_scale is not None  # measured on the same train crops
+    before = card.to_dict()
+    assert complete_card(card, manifest) is False
+    assert card.to_dict() == before
