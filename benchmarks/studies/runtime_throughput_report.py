@@ -1,0 +1,224 @@
+"""Assemble ``benchmarks/results/runtime-throughput.{md,json}`` from the measurement files.
+
+    python benchmarks/studies/runtime_throughput_report.py RUNS_DIR SOAK.json ACCURACY.json OUT \
+        [READING.md]
+
+RUNS_DIR holds the ``bench --stream`` reports that ``runtime_throughput.sh`` wrote
+(``crops-int8-1.json``, ``crops-fp32-1.json``, ..., ``fields-int8.json``,
+``video-int8-realtime.json``); SOAK.json is ``soak_watch.py``'s record; ACCURACY.json the
+full-vs-reduced decode accuracies; READING.md, when given, is the written reading appended at
+the end. Every figure in the tables comes from those files.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+TARGETS = {"cells_per_s": 1500, "limit_ratio": 1.5, "peak_rss_mb": 300, "p99_ms": 50}
+
+
+def load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def cpu_ms_per_cell(r: dict[str, Any]) -> float:
+    return r["process_cpu_ms_per_item"] * r["items"] / max(1, r["cells"])
+
+
+def projected(r: dict[str, Any], cores: int = 2) -> float:
+    """Cells/s if the process had ``cores`` free cores and kept its CPU cost per cell."""
+    return 1000.0 * cores / cpu_ms_per_cell(r)
+
+
+def crops_rows(runs: list[dict[str, Any]]) -> list[str]:
+    rows = [
+        "| model | run | cells/s | decode limit img/s | limit / e2e | decode+preprocess limit "
+        "img/s | p50 / p99 ms | CPU ms/cell | projected cells/s, 2 free cores | peak RSS MB "
+        "| load 1m before / after |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|",
+    ]
+    for r in runs:
+        lat = r["latency_ms"]
+        pre = r["decode_preprocess_limit"] or {}
+        rows.append(
+            f"| {Path(r['model']).name} | {r['_name']} | **{r['cells_per_s']:.0f}** | "
+            f"{r['decode_limit']['images_per_s']:.0f} | {r['limit_ratio']:.2f}x | "
+            f"{pre.get('images_per_s', 0):.0f} | {lat['p50']:.0f} / {lat['p99']:.0f} | "
+            f"{cpu_ms_per_cell(r):.3f} | {projected(r):.0f} | {r['peak_rss_mb']:.0f} | "
+            f"{r['load_avg_1m'][0]} / {r['load_avg_1m'][1]} |"
+        )
+    return rows
+
+
+def stage_rows(runs: list[dict[str, Any]]) -> list[str]:
+    stages = list(runs[0]["stages"])
+    rows = [
+        "| run | " + " | ".join(stages) + " | process total |",
+        "|---|" + "---:|" * (len(stages) + 1),
+    ]
+    for r in runs:
+        cells = [f"{r['stages'][s]['cpu_ms_per_cell']:.3f}" for s in stages]
+        rows.append(f"| {r['_name']} | " + " | ".join(cells) + f" | {cpu_ms_per_cell(r):.3f} |")
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    runs_dir, soak_path, acc_path, out = (Path(a) for a in argv[:4])
+    runs = {}
+    for path in sorted(runs_dir.glob("*.json")):
+        r = json.loads(path.read_text())
+        if r.get("kind") == "stream":
+            r["_name"] = path.stem
+            runs[path.stem] = r
+    crops = [r for n, r in runs.items() if n.startswith("crops-")]
+    fields = runs.get("fields-int8")
+    video = runs.get("video-int8-realtime")
+    soak = load(soak_path)
+    acc = load(acc_path)
+    first = next(iter(runs.values()))
+    machine = first["machine"]
+
+    lines = [
+        "# runtime-throughput: `wbc-edge run` end to end, beside its decode limit",
+        "",
+        f"- Date: {first['date']}; machine: {machine['cpu']}, {machine['cpu_cores']} cores, "
+        f"{machine['memory_gb']} GB, no GPU; shared with seven other engineers' jobs (the lead's "
+        "training run was paused with SIGSTOP for the stream measurements only; the load "
+        "average of each run is in its row)",
+        f"- Software: Python {machine['python']}; "
+        + ", ".join(f"{k} {v}" for k, v in sorted(machine["libraries"].items())),
+        "- Commands: `benchmarks/studies/runtime_throughput.sh` (each row one `wbc-edge bench "
+        "--stream` process, its command in the JSON), `benchmarks/studies/soak_watch.py`, this "
+        "table by `benchmarks/studies/runtime_throughput_report.py`",
+        "- Decode: `runtime.decode.decode_image` at the card's input size: a 360x363 PBC crop "
+        "decodes at 1/2 scale (180x182) for the 128 px student; smear fields decode in full",
+        "- Decode limit: the same files read and decoded by the same function at the same scale "
+        "on the same number of worker threads (2 = the cores), nothing else; the "
+        "decode+preprocess limit adds the card's resize and normalisation",
+        "",
+        "## Folder of crops: pbc9, 3,600 JPEGs, --crops, 2 decode workers, batch 16",
+        "",
+        *crops_rows(crops),
+        "",
+        "CPU ms per cell by stage (each stage's own thread CPU clock; the rest of the process "
+        "total is queues, threads and Python):",
+        "",
+        *stage_rows(crops + ([fields] if fields else [])),
+        "",
+    ]
+    if fields:
+        lat = fields["latency_ms"]
+        find = fields["stages"]["find"]
+        lines += [
+            "## Smear fields with the finder: bccd-smears, 249 fields of 640x480, --smear",
+            "",
+            "| fields/s | cells/s | cells | find ms/field (CPU) | p50 / p99 ms | decode limit "
+            "fields/s | peak RSS MB | load 1m before / after |",
+            "|---:|---:|---:|---|---|---:|---:|---|",
+            f"| **{fields['items_per_s']:.1f}** | **{fields['cells_per_s']:.1f}** | "
+            f"{fields['cells']} | {find['ms_per_item']:.2f} "
+            f"({1000 * find['cpu_s'] / max(1, fields['items']):.2f}) | "
+            f"{lat['p50']:.0f} / {lat['p99']:.0f} | "
+            f"{fields['decode_limit']['images_per_s']:.0f} | {fields['peak_rss_mb']:.0f} | "
+            f"{fields['load_avg_1m'][0]} / {fields['load_avg_1m'][1]} |",
+            "",
+        ]
+    if video:
+        lat = video["latency_ms"]
+        lines += [
+            "## Camera-like: a 30 frames/s video of BCCD fields with --realtime --smear",
+            "",
+            "| frames | cells | dropped | p50 / p95 / p99 / max ms, frame -> record | "
+            "frames/s | video decode limit frames/s | peak RSS MB | load 1m before / after |",
+            "|---:|---:|---:|---|---:|---:|---:|---|",
+            f"| {video['items']} | {video['cells']} | **{video['dropped']}** | "
+            f"{lat['p50']:.1f} / {lat['p95']:.1f} / **{lat['p99']:.1f}** / {lat['max']:.1f} | "
+            f"{video['items_per_s']:.1f} | {video['decode_limit']['images_per_s']:.0f} | "
+            f"{video['peak_rss_mb']:.0f} | {video['load_avg_1m'][0]} / "
+            f"{video['load_avg_1m'][1]} |",
+            "",
+            "Latency starts before the video frame is decoded and ends when its records are "
+            "written. Inference never waits for a batch to fill (it takes what is waiting), so "
+            "no frame waits for a later one.",
+            "",
+        ]
+    if soak:
+        rss = soak["rss_mb"]
+        slope = soak["slope_mb_per_1000_images_second_half"]
+        lines += [
+            f"## Soak: {soak['images']:,} images through `--watch`, RSS every second",
+            "",
+            "![RSS during the soak](runtime-soak.png) (`runtime-soak.json`: every sample)",
+            "",
+            f"- {soak['images']:,} crops (pbc9 cycled under new names, written at "
+            f"{soak['rate_per_s']:g}/s, atomically renamed, 1,000 per sub-folder) in "
+            f"{soak['seconds']:.0f} s; run: `{soak['run_command']}`",
+            f"- RSS: {rss['first']} MB at the first sample, peak {rss['peak']} MB, last "
+            f"{rss['last']} MB; second half (after 5,000 images) median "
+            f"{rss['median_second_half']:.1f} MB, slope "
+            f"{'n/a' if slope is None else f'{slope:+.2f}'} MB per 1,000 images",
+            f"- errors {soak['run_summary']['errors']}, items {soak['run_summary']['items']}; "
+            f"load average {soak['load_avg_1m'][0]} / {soak['load_avg_1m'][1]} (not paused)",
+            "",
+        ]
+    if acc:
+        lines += [
+            "## Accuracy: full decode vs the reduced decode (pbc9-split.csv)",
+            "",
+            "| model | split | full decode | reduced decode | change (points) | predictions "
+            "changed | gained / lost |",
+            "|---|---|---:|---:|---:|---:|---|",
+        ]
+        for a in acc["rows"].values():
+            lines.append(
+                f"| {a['model']} | {a['split']} | {100 * a['acc_full']:.2f}% | "
+                f"{100 * a['acc_reduced']:.2f}% | {100 * (a['acc_reduced'] - a['acc_full']):+.2f} "
+                f"| {a['flips']} of {a['n']} | {a['gained']} / {a['lost']} |"
+            )
+        lines += ["", acc.get("note", ""), ""]
+
+    best = max(crops, key=lambda r: r["cells_per_s"]) if crops else None
+    lines += ["## Against the targets", ""]
+    if best:
+        lines += [
+            f"- >= {TARGETS['cells_per_s']:,} cells/s on 2 cores: best measured "
+            f"{best['cells_per_s']:.0f} ({best['_name']}); CPU cost "
+            f"{cpu_ms_per_cell(best):.3f} ms per cell, which projects to {projected(best):.0f} "
+            "cells/s with two free cores",
+            f"- within {TARGETS['limit_ratio']}x of the decode limit: "
+            + ", ".join(f"{r['_name']} {r['limit_ratio']:.2f}x" for r in crops),
+            f"- peak RSS <= {TARGETS['peak_rss_mb']} MB: "
+            + ", ".join(f"{r['_name']} {r['peak_rss_mb']:.0f} MB" for r in crops)
+            + (f"; soak peak {soak['rss_mb']['peak']} MB" if soak else ""),
+        ]
+    if video:
+        lines.append(
+            f"- video at 30 frames/s with --realtime: p99 {video['latency_ms']['p99']:.1f} ms "
+            f"(target <= {TARGETS['p99_ms']}), {video['dropped']} dropped (target 0)"
+        )
+    lines.append("")
+    if len(argv) > 4:
+        lines += ["## Reading", "", Path(argv[4]).read_text().strip(), ""]
+    record = {
+        "name": "runtime-throughput",
+        "date": first["date"],
+        "machine": machine,
+        "targets": TARGETS,
+        "runs": {n: {k: v for k, v in r.items() if k != "machine"} for n, r in runs.items()},
+        "soak": {k: v for k, v in soak.items() if k not in ("samples", "machine")}
+        if soak
+        else None,
+        "accuracy": acc,
+        "projected_cells_per_s_two_free_cores": {r["_name"]: round(projected(r)) for r in crops},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "runtime-throughput.md").write_text("\n".join(lines))
+    (out / "runtime-throughput.json").write_text(json.dumps(record, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
