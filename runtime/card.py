@@ -24,6 +24,7 @@ import numpy as np
 from wbc_edge.errors import UserError
 from wbc_edge.runtime import preprocess as _pre
 from wbc_edge.runtime.ood import OodStats
+from wbc_edge.runtime.roles import resolve_roles
 from wbc_edge.runtime.scale import CropScale
 
 # 2: preprocessing nested under "preprocess" (version 1 cards kept it flat; both load).
@@ -179,6 +180,9 @@ class ModelCard:
     # (:mod:`wbc_edge.runtime.ood`); None: the model cannot tell (older cards).
     ood: OodStats | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # class -> role (runtime/roles.py): what the differential counts each class as. A card
+    # without roles (written before they existed) gets them derived from the class names.
+    roles: dict[str, str] = field(default_factory=dict)
     card_version: int = CARD_VERSION
 
     def __post_init__(self) -> None:
@@ -201,6 +205,7 @@ class ModelCard:
                 )
         if len(set(self.class_names)) != len(self.class_names):
             raise UserError(f"model card: class_names repeat a name ({self.class_names})")
+        self.roles = resolve_roles(self.class_names, self.roles)
 
     @property
     def num_classes(self) -> int:

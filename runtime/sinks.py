@@ -23,6 +23,7 @@ messages. A CSV cell that a spreadsheet would run as a formula is prefixed with 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections.abc import Iterator
@@ -50,6 +51,8 @@ CSV_FIELDS = [
     "prob",
     "top3",
     "uncertain",
+    "ood",
+    "id",
 ]
 
 
@@ -101,6 +104,17 @@ class CellRecord:
     # cell is counted apart, under review, and raises no flag.
     ood: bool = False
 
+    @property
+    def id(self) -> str:
+        """A stable name for the cell (its item's key and its index there): review, crops and
+        corrections refer to it, whatever order the records were written in."""
+        return cell_id(self.key, self.cell)
+
+    @property
+    def field_id(self) -> str:
+        """The name of the frame (field) the cell was found in."""
+        return field_id(self.key)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "time": self.time,
@@ -113,9 +127,10 @@ class CellRecord:
             "prob": round(self.prob, 5),
             "top3": [[name, round(p, 5)] for name, p in self.top3],
             "uncertain": self.uncertain,
+            "ood": self.ood,
             "key": self.key,
             **({"rbc_px": round(self.rbc_px, 2), "scale": self.scale} if self.rbc_px else {}),
-            "ood": self.ood,
+            "id": self.id,
         }
 
     def csv_row(self) -> list[Any]:
@@ -135,6 +150,8 @@ class CellRecord:
             f"{self.prob:.5f}",
             csv_cell(top3),
             int(self.uncertain),
+            int(self.ood),
+            self.id,
         ]
 
     @classmethod
@@ -155,6 +172,16 @@ class CellRecord:
             scale=d.get("scale", ""),
             ood=bool(d.get("ood", False)),
         )
+
+
+def field_id(key: str) -> str:
+    """16 hex digits naming the item (file or frame) ``key``."""
+    return hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def cell_id(key: str, cell: int) -> str:
+    """16 hex digits naming cell ``cell`` of item ``key`` (safe in a file name and a URL)."""
+    return hashlib.sha1(f"{key}\n{cell}".encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def _trim_torn_line(path: Path) -> bool:
