@@ -93,9 +93,7 @@ class Preprocess:
                 f"not {self.interpolation}"
             )
         if not 8 <= self.input_size <= 4096:  # below a few pixels no cell can be seen
-            raise UserError(
-                f"model card: input_size must be 8..4096 pixels, not {self.input_size}"
-            )
+            raise UserError(f"model card: input_size must be 8..4096 pixels, not {self.input_size}")
         if not 0.0 < self.crop_fraction <= 1.0:
             raise UserError(
                 f"model card: crop_fraction must be in (0, 1], not {self.crop_fraction}"

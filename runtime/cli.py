@@ -13,13 +13,8 @@ from typing import Annotated
 
 import typer
 
-from wbc_edge.runtime.options import (
-    DEFAULT_IMMATURE,
-    DEFAULT_OUT,
-    FALLBACK_THRESHOLD,
-    IMMATURE_FLAG,
-    PipelineConfig,
-)
+from wbc_edge.runtime.options import DEFAULT_OUT, FALLBACK_THRESHOLD, PipelineConfig
+from wbc_edge.runtime.review_cli import FlagBlasts, FlagIg, FlagNrbc
 from wbc_edge.runtime.service import RunSettings
 
 _P = PipelineConfig  # the pipeline's defaults, shown in --help
@@ -48,22 +43,58 @@ def run(
         int | None, typer.Option(help="Camera index; the same as giving SOURCE as a number.")
     ] = None,
     smear: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--smear/--crops",
             help="--smear: frames are whole fields, find the white cells first; "
-            "--crops: every image is one cell.",
+            "--crops: every image is one cell [default: --crops; a resumed sample: as "
+            "recorded].",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     watch: Annotated[
         bool, typer.Option(help="Watch the folder: classify new files as they arrive.")
     ] = False,
     out: Annotated[
         Path,
         typer.Option(
-            help="Results folder (cells.csv, cells.jsonl, errors.jsonl); reused to resume."
+            help="Results folder: each sample's results go to OUT/<sample>/ (records, crops, "
+            "report); a sample's folder is reused to resume."
         ),
     ] = Path(DEFAULT_OUT),
+    sample: Annotated[
+        str | None,
+        typer.Option(
+            help="Sample (slide) ID: its results go to OUT/<sample>/ [default: from the "
+            "source: the folder's name, the file's stem, or the camera and start time].",
+            show_default=False,
+        ),
+    ] = None,
+    operator: Annotated[
+        str | None,
+        typer.Option(
+            help="Who runs the sample: in the header and the report [default: none; a "
+            "resumed sample: as recorded].",
+            show_default=False,
+        ),
+    ] = None,
+    target_cells: Annotated[
+        int | None,
+        typer.Option(
+            help="Stop when this many white cells are counted (a lab's 100 or 200) [default: "
+            "0, no target; a resumed sample: as recorded]; a resume with a higher target "
+            "counts on.",
+            show_default=False,
+        ),
+    ] = None,
+    wbc_count: Annotated[
+        float | None,
+        typer.Option(
+            help="The analyser's WBC (10^9/L): the report adds absolute counts per class "
+            "[a resumed sample: as recorded].",
+            show_default=False,
+        ),
+    ] = None,
     batch: Annotated[
         int | None,
         typer.Option(min=1, help=f"Cells per inference batch [default: {_P.batch}]."),
@@ -82,26 +113,18 @@ def run(
             min=0.0,
             max=1.0,
             help="Cells below this probability go to review, not the count [default: the model "
-            f"card's certified confidence_threshold; {FALLBACK_THRESHOLD} when it has none].",
+            f"card's certified confidence_threshold; {FALLBACK_THRESHOLD} when it has none; a "
+            "resumed sample: as recorded].",
         ),
     ] = None,
-    immature: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated classes (substrings) to flag "
-            f"[default: {','.join(DEFAULT_IMMATURE)}]."
-        ),
-    ] = None,
-    immature_flag: Annotated[
-        float,
-        typer.Option(
-            min=0.0, max=1.0, help="Flag when immature cells exceed this share of the count."
-        ),
-    ] = IMMATURE_FLAG,
+    flag_ig: FlagIg = None,
+    flag_blasts: FlagBlasts = None,
+    flag_nrbc: FlagNrbc = None,
     margin: Annotated[
         float | None,
         typer.Option(
-            help=f"Smear: crop margin, a fraction of the cell box [default: {_P.margin}]."
+            help=f"Smear: crop margin, a fraction of the cell box [default: {_P.margin}; a "
+            "resumed sample: as recorded]."
         ),
     ] = None,
     rbc_px: Annotated[
@@ -119,10 +142,11 @@ def run(
         ),
     ] = None,
     report: Annotated[
-        Path | None, typer.Option(help="Write an HTML report (table + cell gallery) here.")
+        Path | None,
+        typer.Option(help="Also write the HTML report here (it is always in OUT/<sample>/)."),
     ] = None,
     report_per_class: Annotated[
-        int, typer.Option(help="Most thumbnails per class in the report.")
+        int, typer.Option(help="Most cells shown per class in the report.")
     ] = RunSettings.report_per_class,
     annotate: Annotated[
         Path | None,
@@ -187,18 +211,28 @@ def run(
         ),
     ] = RunSettings.rotate_mb,
 ) -> None:
-    """Classify white cells from a camera, stream or folder; results are appended to --out and a
-    restarted run continues where the last one stopped."""
+    """Classify the white cells of one sample (slide) from a camera, stream or folder into
+    OUT/<sample>/; a restarted run of the same sample continues where the last one stopped."""
     from wbc_edge.errors import UserError
+    from wbc_edge.runtime.sample import SampleFolder, sample_of
     from wbc_edge.runtime.service import run_service
 
     if (source is None) == (camera is None):
         raise UserError("give exactly one source: SOURCE or --camera N")
+    uri = str(camera) if camera is not None else str(source)
+    # A resumed sample keeps the counting settings it started with unless they are given.
+    recorded = SampleFolder.recorded(out, sample_of(uri, watch, sample)[1]).get("settings", {})
+    if smear is None:
+        smear = recorded.get("mode") == "smear"
+    if min_confidence is None:  # still None for a new sample: the card's threshold
+        min_confidence = recorded.get("min_confidence")
+    if margin is None:
+        margin = recorded.get("margin", _P.margin)
     config = PipelineConfig(
         mode="smear" if smear else "crops",
         batch=_P.batch if batch is None else batch,
         threshold=min_confidence,  # None: the card's certified threshold (review_threshold)
-        margin=_P.margin if margin is None else margin,
+        margin=margin,
         queue_size=_P.queue_size if queue is None else queue,
         max_items=limit,
         rbc_px=rbc_px,
@@ -210,13 +244,18 @@ def run(
     if rbc_px is not None and um_per_px is not None:
         raise UserError("give --rbc-px or --um-per-px, not both")
     settings = RunSettings(
-        source=str(camera) if camera is not None else str(source),
+        source=uri,
         model=model,
         out=out,
+        sample=sample,
         pipeline=config,
         watch=watch,
-        immature=[p.strip() for p in immature.split(",")] if immature else list(DEFAULT_IMMATURE),
-        immature_flag=immature_flag,
+        operator=operator,
+        target_cells=target_cells,
+        wbc_count=wbc_count,
+        flag_ig=flag_ig,
+        flag_blasts=flag_blasts,
+        flag_nrbc=flag_nrbc,
         report=report,
         report_per_class=report_per_class,
         annotate=annotate,
@@ -239,6 +278,8 @@ def run(
 def register(app: typer.Typer) -> None:
     """Add ``run`` to the top-level app."""
     from wbc_edge.runtime.finder_cli import register as register_finder
+    from wbc_edge.runtime.review_cli import register as register_review
 
     app.command("run")(run)
     register_finder(app)
+    register_review(app)

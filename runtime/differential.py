@@ -69,6 +69,9 @@ class LabDifferential:
     excluded: int = field(init=False, default=0)
     not_confirmed: int = field(init=False, default=0)  # confirmed_only: cells not yet seen
     confirmed: int = field(init=False, default=0)
+    ood_cells: int = field(
+        init=False, default=0
+    )  # judged out-of-distribution, whatever review said
     cells: dict[str, list[str]] = field(init=False)  # counted cell ids per class (flag evidence)
 
     def __post_init__(self) -> None:
@@ -95,6 +98,7 @@ class LabDifferential:
     def add(self, cells: Iterable[ReviewedCell]) -> None:
         for cell in cells:
             self.confirmed += cell.confirmed
+            self.ood_cells += cell.record.ood
             if cell.confirmed and cell.label == EXCLUDED:
                 self.excluded += 1
             elif self.confirmed_only and not cell.confirmed:
@@ -153,6 +157,20 @@ class LabDifferential:
         counted = sum(self.counts.values())
         return counted + self.in_review + self.excluded + self.not_confirmed
 
+    @property
+    def ood_share(self) -> float:
+        """The share of all cells judged out-of-distribution."""
+        return self.ood_cells / self.total if self.total else 0.0
+
+    @property
+    def ood_warning(self) -> str:
+        """The plain-language warning when many cells look unlike the training data, or ''."""
+        from wbc_edge.runtime.ood import WARN_SHARE, WARNING
+
+        if self.ood_cells and self.ood_share >= WARN_SHARE:
+            return f"{100 * self.ood_share:.0f}% of cells: {WARNING}"
+        return ""
+
     # -- arithmetic ---------------------------------------------------------------------------
 
     def percent(self, name: str) -> float:
@@ -210,6 +228,8 @@ class LabDifferential:
             "in_review": self.in_review,
             "review_by_class": dict(self.review),
             "review_ood": self.review_ood,
+            "ood_cells": self.ood_cells,
+            "ood_warning": self.ood_warning,
             "excluded": self.excluded,
             "confirmed": self.confirmed,
             "not_confirmed": self.not_confirmed,

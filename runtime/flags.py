@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from wbc_edge.runtime.differential import LabDifferential
+from wbc_edge.runtime.options import FLAG_BLASTS, FLAG_IG_PERCENT, FLAG_NRBC_PER_100_WBC
 from wbc_edge.runtime.roles import BLAST, IMMATURE, NRBC
 
 
@@ -19,9 +20,9 @@ from wbc_edge.runtime.roles import BLAST, IMMATURE, NRBC
 class FlagRules:
     """Thresholds; a rule fires when its value is *above* its threshold."""
 
-    ig_percent: float = 5.0  # immature granulocytes, % of WBC counted
-    blasts: int = 0  # blasts counted (0: any blast flags)
-    nrbc_per_100_wbc: float = 5.0  # nucleated red cells per 100 WBC
+    ig_percent: float = FLAG_IG_PERCENT  # immature granulocytes, % of WBC counted
+    blasts: int = FLAG_BLASTS  # blasts counted (0: any blast flags)
+    nrbc_per_100_wbc: float = FLAG_NRBC_PER_100_WBC  # nucleated red cells per 100 WBC
 
     def __post_init__(self) -> None:
         if self.ig_percent < 0 or self.blasts < 0 or self.nrbc_per_100_wbc < 0:

@@ -1,6 +1,8 @@
-"""The live console view of a run: the running differential (:mod:`wbc_edge.runtime.post`)
-and the pipeline's rates, redrawn while it runs, or log lines when the output is not a
-terminal."""
+"""The live console view of a run: rates, the differential as a lab counts it, the flags.
+
+The numbers come from :class:`~wbc_edge.runtime.differential.LabDifferential` and the flag rules
+(:mod:`wbc_edge.runtime.flags`); this module only draws them, live or as log lines.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +10,56 @@ import time
 
 from rich.console import Group
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
+from rich.table import Table
 from rich.text import Text
 
 from wbc_edge.console import console
-from wbc_edge.runtime.post import Differential
+from wbc_edge.runtime.differential import LabDifferential
+from wbc_edge.runtime.flags import FlagRules, evaluate
+from wbc_edge.runtime.roles import BLAST, IMMATURE
+
+
+def differential_table(diff: LabDifferential, title: str = "Differential") -> Table:
+    """WBC classes with count and % of WBC; then what is counted apart."""
+    t = Table(title=title, title_justify="left", expand=False)
+    t.add_column("class")
+    t.add_column("count", justify="right")
+    t.add_column("% of WBC", justify="right")
+    t.add_column("review", justify="right")
+    for c in diff.wbc_classes:
+        alarm = diff.roles[c] in (IMMATURE, BLAST) and diff.counts[c]
+        t.add_row(
+            Text(c, style="bold red" if alarm else ""),
+            str(diff.counts[c]),
+            f"{diff.percent(c):.1f}",
+            str(diff.review[c]),
+        )
+    wbc_review = sum(diff.review[c] for c in diff.wbc_classes)
+    total = "100.0" if diff.wbc else "-"
+    t.add_row(Text("WBC", style="bold"), str(diff.wbc), total, str(wbc_review))
+    for c in diff.class_names:
+        if c in diff.wbc_classes:
+            continue
+        note = f"{diff.nrbc_per_100_wbc:.1f}/100 WBC" if diff.roles[c] == "nrbc" else "apart"
+        t.add_row(Text(c, style="dim"), str(diff.counts[c]), note, str(diff.review[c]))
+    return t
+
+
+def progress_text(diff: LabDifferential) -> str:
+    if not diff.target:
+        return f"WBC counted {diff.wbc}; under review {diff.in_review}"
+    done = min(diff.wbc, diff.target)
+    bar = "#" * round(20 * done / diff.target)
+    state = "  TARGET REACHED" if diff.reached else ""
+    return (
+        f"WBC counted {diff.wbc} / {diff.target} [{bar:<20}]{state}; under review {diff.in_review}"
+    )
+
+
+def flag_text(diff: LabDifferential, rules: FlagRules) -> str:
+    return "; ".join(f.message for f in evaluate(diff, rules))
 
 
 def status_line(stats, backend) -> str:  # stats: pipeline.Stats, backend: Backend
@@ -31,17 +78,25 @@ def status_line(stats, backend) -> str:  # stats: pipeline.Stats, backend: Backe
     return line
 
 
-def render(pipeline, diff: Differential, title: str) -> Group:
+def render(pipeline, diff: LabDifferential, rules: FlagRules, title: str) -> Group:
     parts = [Text(title, style="bold"), Text(status_line(pipeline.stats, pipeline.backend))]
-    parts.append(diff.table())
-    if diff.flagged:
-        parts.append(Panel(Text(diff.flag_text(), style="bold white on red")))
+    parts += [Text(progress_text(diff), style="bold"), differential_table(diff)]
+    flags = flag_text(diff, rules)
+    if flags:
+        parts.append(Panel(Text(flags, style="bold white on red")))
     if diff.ood_warning:
         parts.append(Panel(Text(diff.ood_warning, style="bold black on yellow")))
     return Group(*parts)
 
 
-def watch_run(pipeline, diff: Differential, title: str, live: bool = True, every_s: float = 5.0):
+def watch_run(
+    pipeline,
+    diff: LabDifferential,
+    rules: FlagRules,
+    title: str,
+    live: bool = True,
+    every_s: float = 5.0,
+):
     """Drive a started pipeline to its end while showing progress; Ctrl-C drains it.
 
     ``live`` redraws a rich view four times a second; otherwise one log line every ``every_s``
@@ -69,16 +124,22 @@ def watch_run(pipeline, diff: Differential, title: str, live: bool = True, every
                     pipeline.stop()
 
     if live:
-        with Live(render(pipeline, diff, title), console=console, refresh_per_second=4) as view:
-            wait_loop(0.25, lambda: view.update(render(pipeline, diff, title)))
-            view.update(render(pipeline, diff, title))
+
+        def draw() -> Group:
+            return render(pipeline, diff, rules, title)
+
+        with Live(draw(), console=console, refresh_per_second=4) as view:
+            wait_loop(0.25, lambda: view.update(draw()))
+            view.update(draw())
     else:
 
         def log() -> None:
-            flag = f"  [bold red]{diff.flag_text()}[/]" if diff.flagged else ""
+            flags = flag_text(diff, rules)
+            flag = f"  [bold red]{escape(flags)}[/]" if flags else ""
+            line = f"{status_line(pipeline.stats, pipeline.backend)}  {progress_text(diff)}"
             if diff.ood_warning:
-                flag += f"  [bold yellow]{diff.ood_warning}[/]"
-            console.print(status_line(pipeline.stats, pipeline.backend) + flag, highlight=False)
+                flag += f"  [bold yellow]{escape(diff.ood_warning)}[/]"
+            console.print(escape(line) + flag, highlight=False)
 
         wait_loop(min(every_s, 0.5), log)
         log()  # the final rates, however short the run

@@ -10,13 +10,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-# Classes whose presence in blood suggests leukaemia or another marrow disorder. The runtime
-# flags them by default; "blast" matches Myeloblast, Lymphoblast, ... by substring.
-DEFAULT_IMMATURE = ("Promyelocyte", "ImmatureGranulocyte", "Erythroblast", "blast")
 FALLBACK_THRESHOLD = 0.5  # review threshold for a model whose card certifies none
 TOPK = 3  # classes each result lists (the records' top3)
-IMMATURE_FLAG = 0.05  # flag a sample when immature cells exceed this share of the count
-DEFAULT_OUT = "wbc-run"  # `wbc-edge run`'s results folder
+DEFAULT_OUT = "wbc-run"  # `wbc-edge run`'s results folder: one sub-folder per sample
+# Flag thresholds (runtime/flags.py), starting points a lab replaces with its own; a rule fires
+# when its value is above the threshold.
+FLAG_IG_PERCENT = 5.0  # immature granulocytes, % of the WBC counted
+FLAG_BLASTS = 0  # blasts counted (0: any blast)
+FLAG_NRBC_PER_100_WBC = 5.0  # nucleated red cells per 100 WBC
+REPORT_PER_CLASS = 60  # cells shown per class in the archived report
+REVIEW_HOST = "127.0.0.1"  # the review page: loopback only unless told otherwise
+REVIEW_PORT = 8765
 
 
 @dataclass

@@ -151,10 +151,12 @@ class Pipeline:
         output: RunOutput,
         config: PipelineConfig | None = None,
         observers: list[Observer] | None = None,
+        archive: Observer | None = None,
     ) -> None:
         self.source, self.backend, self.output = source, backend, output
         self.config = config or PipelineConfig()
         self.observers = list(observers or [])
+        self.archive = archive  # keeps an item's crops; runs before its records are written
         self.stats = Stats()
         self.threshold = review_threshold(self.config.threshold, backend.card)
         self.preprocess = backend.card.preprocess
@@ -426,6 +428,8 @@ class Pipeline:
                 self.stats.errors += 1
             else:
                 item.records = self._records(item)
+                if self.archive is not None:  # first, so a written record has its image
+                    self.archive(item)
                 self.output.write_item(frame.key, item.records)
             item.done = time.perf_counter()
             self.stats.add_time("write", item.done - t0, time.thread_time() - c0)

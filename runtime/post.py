@@ -1,23 +1,20 @@
-"""Post-processing of classified cells: top-k and review, cell records, the differential.
+"""Post-processing of classified cells: top-k, the review rule, cell records.
 
-Probabilities come out of a backend; here they become what a lab reads. Cells the model is
-unsure of (top probability under the threshold) go to *review* instead of the count, so a
-doubtful cell cannot shift the percentages. Immature classes (blasts, promyelocytes, ...) are
-what a lab must not miss: their share above a threshold raises a visible flag. The Python API,
-the streaming pipeline and the HTML report all use these functions.
+Probabilities come out of a backend; here they become records. Cells the model is unsure of
+(top probability under the threshold) are marked for *review*, so a doubtful cell cannot shift
+the percentages (the counting itself, by class role, is :mod:`wbc_edge.runtime.differential`).
+The Python API and the streaming pipeline both use these functions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-from rich.table import Table
-from rich.text import Text
 
 from wbc_edge.runtime.card import ModelCard
 from wbc_edge.runtime.finder import FieldScale
-from wbc_edge.runtime.options import DEFAULT_IMMATURE, FALLBACK_THRESHOLD, IMMATURE_FLAG, TOPK
+from wbc_edge.runtime.options import FALLBACK_THRESHOLD, TOPK
 from wbc_edge.runtime.sinks import CellRecord, now_iso
 from wbc_edge.runtime.sources import Frame
 
@@ -82,109 +79,3 @@ def cell_records(
         )
         for i, (box, (label, prob, top, uncertain)) in enumerate(zip(boxes, rows, strict=True))
     ]
-
-
-def immature_classes(
-    class_names: list[str], patterns: Iterable[str] = DEFAULT_IMMATURE
-) -> list[str]:
-    """Classes matching any pattern (case-insensitive substring: "blast" finds Myeloblast)."""
-    pats = [p.lower() for p in patterns if p]
-    return [c for c in class_names if any(p in c.lower() for p in pats)]
-
-
-class Differential:
-    """Counts per class of confident cells, plus the cells sent to review."""
-
-    def __init__(
-        self,
-        class_names: list[str],
-        immature: Iterable[str] = DEFAULT_IMMATURE,
-        flag_fraction: float = IMMATURE_FLAG,
-    ) -> None:
-        self.class_names = list(class_names)
-        self.immature = immature_classes(self.class_names, immature)
-        self.flag_fraction = flag_fraction
-        self.counts = dict.fromkeys(self.class_names, 0)
-        self.review = dict.fromkeys(self.class_names, 0)
-        self.ood = 0  # cells judged out-of-distribution (in review, never in the count)
-
-    def add(self, records: Iterable[CellRecord]) -> None:
-        for r in records:
-            (self.review if r.uncertain or r.ood else self.counts)[r.label] += 1
-            self.ood += r.ood
-
-    @property
-    def ood_share(self) -> float:
-        total = self.counted + self.in_review
-        return self.ood / total if total else 0.0
-
-    @property
-    def ood_warning(self) -> str:
-        """The plain-language warning when many cells look unlike the training data, or ''."""
-        from wbc_edge.runtime.ood import WARN_SHARE, WARNING
-
-        if self.ood and self.ood_share >= WARN_SHARE:
-            return f"{100 * self.ood_share:.0f}% of cells: {WARNING}"
-        return ""
-
-    @property
-    def counted(self) -> int:
-        return sum(self.counts.values())
-
-    @property
-    def in_review(self) -> int:
-        return sum(self.review.values())
-
-    def percent(self, name: str) -> float:
-        total = self.counted
-        return 100.0 * self.counts[name] / total if total else 0.0
-
-    @property
-    def immature_fraction(self) -> float:
-        total = self.counted
-        return sum(self.counts[c] for c in self.immature) / total if total else 0.0
-
-    @property
-    def flagged(self) -> bool:
-        return self.counted > 0 and self.immature_fraction > self.flag_fraction
-
-    def flag_text(self) -> str:
-        share = 100 * self.immature_fraction
-        names = ", ".join(c for c in self.immature if self.counts[c])
-        return (
-            f"IMMATURE CELLS {share:.1f}% > {100 * self.flag_fraction:g}% ({names}): "
-            "review the slide"
-        )
-
-    def to_dict(self) -> dict:
-        return {
-            "counted": self.counted,
-            "review": self.in_review,
-            "counts": dict(self.counts),
-            "review_by_class": dict(self.review),
-            "percent": {c: round(self.percent(c), 2) for c in self.class_names},
-            "immature_classes": self.immature,
-            "immature_fraction": round(self.immature_fraction, 4),
-            "flag_fraction": self.flag_fraction,
-            "flagged": self.flagged,
-            "ood": self.ood,
-            "ood_share": round(self.ood_share, 4),
-        }
-
-    def table(self, title: str = "Differential") -> Table:
-        t = Table(title=title, title_justify="left", expand=False)
-        t.add_column("class")
-        t.add_column("count", justify="right")
-        t.add_column("%", justify="right")
-        t.add_column("review", justify="right")
-        for c in self.class_names:
-            style = "bold red" if c in self.immature and self.counts[c] else ""
-            t.add_row(
-                Text(c, style=style),
-                str(self.counts[c]),
-                f"{self.percent(c):.1f}",
-                str(self.review[c]),
-            )
-        total_pct = "100.0" if self.counted else "-"
-        t.add_row(Text("total", style="bold"), str(self.counted), total_pct, str(self.in_review))
-        return t

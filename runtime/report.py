@@ -1,31 +1,36 @@
-"""The HTML report of a run: the differential table and a gallery of the classified cells.
+"""The archived HTML report of a sample, rebuilt from its folder at any time.
 
-One self-contained file: thumbnails are embedded as base64 JPEG and a Content-Security-Policy
-forbids every fetch, so it opens offline and can be mailed or archived as it is. Within each
-class the uncertain cells come first (they are the ones a person must look at), then the rest
-in arrival order. The gallery keeps at most ``per_class`` thumbnails per class, preferring
-uncertain cells, so memory stays small on long runs; the table counts every cell.
+Everything comes from the sample folder (header, records, corrections, saved crops and fields),
+so ``wbc-edge report OUT/<sample>`` gives the same page after any number of resumes, and again
+after the review. One self-contained file: images are embedded as base64 JPEG and a
+Content-Security-Policy forbids every fetch, so it opens offline and can be mailed or archived
+as it is. Every name that came from a file, a card or a person is escaped.
+
+Sections: sample, dates and operators; the model card in short; the flags, each with the cells
+that raised it; the differential as a lab reports it; the cells by class (under review first);
+the fields (smear mode) with the cells boxed.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from wbc_edge.runtime.post import Differential
-from wbc_edge.runtime.sinks import CellRecord, printable_name
+from wbc_edge.runtime.differential import EXCLUDED, LabDifferential, ReviewedCell
+from wbc_edge.runtime.flags import FlagRules
+from wbc_edge.runtime.options import REPORT_PER_CLASS
+from wbc_edge.runtime.results import SampleResults, load_results
+from wbc_edge.runtime.roles import NRBC, OTHER, PLATELET
+from wbc_edge.runtime.sample import SampleFolder
+from wbc_edge.runtime.sinks import now_iso, printable_name
 
-
-@dataclass
-class Thumb:
-    record: CellRecord
-    jpeg_b64: str
-    seq: int
+esc = html.escape
+PER_CLASS = REPORT_PER_CLASS  # thumbnails per class (under-review cells are kept first)
+FIELDS = 40  # fields shown in the per-field view
 
 
 def thumbnail_b64(image_bgr: np.ndarray, size: int = 96, quality: int = 80) -> str:
@@ -44,66 +49,45 @@ def thumbnail_b64(image_bgr: np.ndarray, size: int = 96, quality: int = 80) -> s
     return base64.b64encode(buf.tobytes()).decode("ascii")
 
 
-class Gallery:
-    """Collects thumbnails per predicted class while a run goes on (a pipeline observer)."""
+def _image_b64(path: Path, size: int) -> str | None:
+    import cv2
 
-    def __init__(self, class_names: list[str], per_class: int = 60, thumb_px: int = 96) -> None:
-        self.class_names = list(class_names)
-        self.per_class = per_class
-        self.thumb_px = thumb_px
-        self.thumbs: dict[str, list[Thumb]] = {c: [] for c in self.class_names}
-        self.total = dict.fromkeys(self.class_names, 0)
-        self._seq = 0
-
-    def __call__(self, item: Any) -> None:  # pipeline.Item
-        for record, crop in zip(item.records, item.crops, strict=False):
-            self.add(record, crop)
-
-    def add(self, record: CellRecord, crop_bgr: np.ndarray) -> None:
-        kept = self.thumbs[record.label]
-        self.total[record.label] += 1
-        self._seq += 1
-        if len(kept) >= self.per_class:
-            if not record.uncertain:
-                return
-            confident = [i for i, t in enumerate(kept) if not t.record.uncertain]
-            if not confident:
-                return
-            kept.pop(confident[-1])  # an uncertain cell displaces the newest confident one
-        kept.append(Thumb(record, thumbnail_b64(crop_bgr, self.thumb_px), self._seq))
-
-    def ordered(self, name: str) -> list[Thumb]:
-        """Uncertain first (least confident first), then the others in arrival order."""
-        kept = self.thumbs[name]
-        unsure = sorted((t for t in kept if t.record.uncertain), key=lambda t: t.record.prob)
-        sure = sorted((t for t in kept if not t.record.uncertain), key=lambda t: t.seq)
-        return unsure + sure
+    image = cv2.imread(str(path)) if path.is_file() else None
+    return None if image is None else thumbnail_b64(image, size)
 
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;background:#fff}
-h1{margin:0 0 4px}.meta{color:#555;margin:0 0 16px}
-.flag{background:#c62828;color:#fff;font-weight:bold;padding:10px 14px;margin:12px 0}
-table{border-collapse:collapse;margin:8px 0 24px}
+h1{margin:0 0 4px}h2{margin:28px 0 8px}
+table{border-collapse:collapse;margin:8px 0 16px}
 th,td{border:1px solid #bbb;padding:4px 10px;text-align:right}
 th:first-child,td:first-child{text-align:left}
-tr.immature td:first-child{color:#c62828;font-weight:bold}
+table.meta td,table.meta th{text-align:left}
+.flag{background:#c62828;color:#fff;font-weight:bold;padding:10px 14px;margin:12px 0 4px}
+.flag.ood{background:#f9a825;color:#000}
+.noflag{background:#e8f5e9;padding:8px 14px;margin:12px 0}
+tr.immature td:first-child,tr.blast td:first-child{color:#c62828;font-weight:bold}
+tr.total td{font-weight:bold}
 .cells{display:flex;flex-wrap:wrap;gap:8px}
 figure.cell{margin:0;padding:4px;border:2px solid #8bc34a;width:112px;font-size:11px}
-figure.cell.uncertain{border-color:#ff9800;background:#fff3e0}
+figure.cell.review{border-color:#ff9800;background:#fff3e0}
+figure.cell.confirmed{border-color:#1565c0}
 figure.cell img{width:104px;height:104px;object-fit:contain;display:block;background:#eee}
 figcaption{overflow-wrap:anywhere}
+.fields{display:flex;flex-wrap:wrap;gap:12px}
+.field{position:relative;display:inline-block;line-height:0}
+.field img{width:320px;display:block}
+.field .box{position:absolute;border:2px solid #ff0;box-sizing:border-box}
+.field .box.review{border-color:#ff9800}
+.fieldcap{font-size:12px;max-width:320px;overflow-wrap:anywhere}
 """
 
 
-def render_html(diff: Differential, gallery: Gallery | None, info: dict[str, Any]) -> str:
-    """``info`` (model, source, counts, ...) is shown under the title as key: value pairs."""
-    esc = html.escape
-    info = dict(info)
-    title = str(info.pop("title", "WBC differential"))
-    meta = " &middot; ".join(
-        f"{esc(printable_name(str(k)))}: {esc(printable_name(str(v)))}" for k, v in info.items()
-    )
+def render_report(results: SampleResults, per_class: int = PER_CLASS, fields: int = FIELDS) -> str:
+    header, card, diff = results.header, results.card, results.diff
+    folder = results.folder
+    crops = {c.id: _image_b64(folder.crop_path(c.id), 96) for c in results.cells}
+    title = f"WBC differential: sample {results.folder.sample}"
     out = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -113,52 +97,239 @@ def render_html(diff: Differential, gallery: Gallery | None, info: dict[str, Any
         f"<title>{esc(title)}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
-        f'<p class="meta">{meta}</p>',
+        _meta_table(results),
+        "<h2>Model</h2>",
+        _card_table(header, card),
+        "<h2>Flags</h2>",
+        f'<div class="flag ood" id="ood">{esc(diff.ood_warning)}</div>' if diff.ood_warning else "",
+        _flags(results, crops),
+        "<h2>Differential</h2>",
+        _differential(diff, results.verified),
+        _gallery(results, crops, per_class),
+        _fields(results, fields),
+        "</body></html>",
     ]
-    if diff.flagged:
-        out.append(f'<div class="flag" id="flag">{esc(diff.flag_text())}</div>')
-    if diff.ood_warning:
-        out.append(f'<div class="flag" id="ood">{esc(diff.ood_warning)}</div>')
-    out.append('<table id="differential"><thead><tr><th>class</th><th>count</th><th>%</th>')
-    out.append("<th>review</th></tr></thead><tbody>")
-    for c in diff.class_names:
-        cls = "row immature" if c in diff.immature else "row"
-        out.append(
-            f'<tr class="{cls}" data-class="{esc(c)}"><td>{esc(c)}</td><td>{diff.counts[c]}</td>'
-            f"<td>{diff.percent(c):.1f}</td><td>{diff.review[c]}</td></tr>"
-        )
-    out.append(
-        f'<tr class="total"><td>total</td><td>{diff.counted}</td>'
-        f"<td>{'100.0' if diff.counted else '-'}</td>"
-        f"<td>{diff.in_review}</td></tr></tbody></table>"
+    return "\n".join(part for part in out if part)
+
+
+def _rows(pairs: list[tuple[str, Any]], table_id: str, cls: str = "meta") -> str:
+    body = "".join(
+        f'<tr><th>{esc(str(k))}</th><td data-key="{esc(str(k))}">{esc(printable_name(str(v)))}</td></tr>'
+        for k, v in pairs
     )
-    if gallery is not None:
-        out.append("<h2>Cells</h2>")
-        for c in gallery.class_names:
-            thumbs = gallery.ordered(c)
-            if not thumbs:
-                continue
-            shown = f"{len(thumbs)} shown of {gallery.total[c]}"
-            out.append(f'<section class="gallery" data-class="{esc(c)}">')
-            out.append(f'<h3>{esc(c)} <small>({shown})</small></h3><div class="cells">')
-            out.extend(_figure(t) for t in thumbs)
-            out.append("</div></section>")
-    out.append("</body></html>")
+    return f'<table class="{cls}" id="{table_id}">{body}</table>'
+
+
+def _meta_table(results: SampleResults) -> str:
+    header, diff = results.header, results.diff
+    sessions = results.folder.sessions()
+    lab = results.lab
+    cells = len(results.cells)
+    confirmed = sum(c.confirmed for c in results.cells)
+    status = (
+        f"reviewed: {confirmed} of {cells} cells confirmed by a technologist"
+        if confirmed
+        else "pre-classified by the model; not yet reviewed"
+    )
+    target = lab.get("target_cells") or 0
+    progress = f"{diff.wbc} WBC counted" + (
+        f" of a target of {target} ({'reached' if diff.reached else 'not reached'})"
+        if target
+        else ""
+    )
+    pairs = [
+        ("sample", results.folder.sample),
+        ("run started", header.get("created", "")),
+        ("sessions", f"{len(sessions)} (last {sessions[-1]['time']})" if sessions else "0"),
+        ("report written", now_iso()),
+        ("operator", ", ".join(results.operators) or "(not given: --operator)"),
+        ("source", header.get("source", {}).get("uri", "")),
+        ("mode", header["settings"].get("mode", "")),
+        ("counting", progress),
+        ("status", status),
+        ("files that could not be read", results.errors),
+    ]
+    return _rows(pairs, "meta")
+
+
+# Card fields that are preprocessing or bookkeeping: the summary shows what a reader needs.
+_CARD_SKIP = {"class_names", "preprocess", "roles", "extra", "card_version", "metrics"}
+_CARD_SKIP |= {"architecture", "data_fingerprint"}
+
+
+def _card_table(header: dict[str, Any], card: Any) -> str:
+    model = header["model"]
+    roles = ", ".join(f"{c} ({card.roles[c]})" for c in card.class_names)
+    pairs: list[tuple[str, Any]] = [
+        ("file", Path(model.get("file", "")).name),
+        ("sha256", model.get("sha256", "")),
+        ("architecture", card.architecture),
+        ("input", f"{card.preprocess.input_size} px, {card.preprocess.channel_order}"),
+        ("classes (role)", roles),
+        ("trained on (data fingerprint)", card.data_fingerprint or "(not recorded)"),
+    ]
+    pairs += [(f"metric: {k}", v) for k, v in sorted(card.metrics.items())]
+    card_dict = card.to_dict()
+    pairs += [(k, v) for k, v in sorted(card_dict.items()) if k not in _CARD_SKIP]
+    pairs += [(f"extra: {k}", v) for k, v in sorted(card.extra.items())][:20]
+    settings = header["settings"]
+    pairs.append(("min. confidence (below: review)", settings.get("min_confidence")))
+    return _rows(pairs, "card")
+
+
+def _thumb(cell: ReviewedCell, crops: dict[str, str | None]) -> str:
+    r = cell.record
+    data = crops.get(cell.id)
+    where = printable_name(Path(r.file).name) if r.file else f"frame {r.frame}"
+    state = "confirmed" if cell.confirmed else ("review" if cell.needs_review else "auto")
+    why = " (out of distribution)" if r.ood else ""
+    said = (
+        f"<br>model: {esc(cell.predicted)}"
+        if cell.confirmed and cell.label != cell.predicted
+        else ""
+    )
+    img = (
+        f'<img alt="{esc(cell.label)}" src="data:image/jpeg;base64,{data}">'
+        if data
+        else "<p>(no image saved)</p>"
+    )
+    return (
+        f'<figure class="cell {state}" data-class="{esc(cell.label)}" data-cell="{cell.id}" '
+        f'data-prob="{r.prob:.4f}">{img}<figcaption><b>{esc(cell.label)}</b> {r.prob:.2f} '
+        f"{state}{why}{said}<br>{esc(where)} #{r.cell}</figcaption></figure>"
+    )
+
+
+def _flags(results: SampleResults, crops: dict[str, str | None]) -> str:
+    rules = results.rules
+    rule_text = (
+        f"rules: immature granulocytes &gt; {rules.ig_percent:g}% of WBC; blasts &gt; "
+        f"{rules.blasts}; nucleated red cells &gt; {rules.nrbc_per_100_wbc:g} per 100 WBC; "
+        "cells under review raise none"
+    )
+    if not results.flags:
+        return f'<div class="noflag" id="noflag">No flag raised ({rule_text}).</div>'
+    by_id = {c.id: c for c in results.cells}
+    out = []
+    for flag in results.flags:
+        out.append(f'<div class="flag" data-rule="{esc(flag.rule)}">{esc(flag.message)}</div>')
+        shown = flag.cells[:24]
+        more = f" (24 of {len(flag.cells)} shown)" if len(flag.cells) > 24 else ""
+        out.append(f'<div class="cells flagcells" data-rule="{esc(flag.rule)}">')
+        out.extend(_thumb(by_id[i], crops) for i in shown if i in by_id)
+        out.append(f"</div><p>{len(flag.cells)} cells raised it{more}.</p>")
+    out.append(f"<p>{rule_text}</p>")
     return "\n".join(out)
 
 
-def _figure(t: Thumb) -> str:
-    r = t.record
-    esc = html.escape
-    where = printable_name(Path(r.file).name) if r.file else f"frame {r.frame}"
-    top3 = " ".join(f"{esc(n)} {p:.2f}" for n, p in r.top3)
-    cls = "cell uncertain" if r.uncertain else "cell"
-    return (
-        f'<figure class="{cls}" data-class="{esc(r.label)}" data-prob="{r.prob:.4f}">'
-        f'<img alt="{esc(r.label)} {r.prob:.2f}" src="data:image/jpeg;base64,{t.jpeg_b64}">'
-        f"<figcaption><b>{esc(r.label)} {r.prob:.2f}</b>{' (review)' if r.uncertain else ''}"
-        f"<br>{esc(where)} #{r.cell}<br>{top3}</figcaption></figure>"
+def _differential(diff: LabDifferential, verified: LabDifferential) -> str:
+    absolute = diff.wbc_count is not None
+    heads = ["class", "count", "% of WBC"] + (["10^9/L"] if absolute else [])
+    if verified.confirmed:
+        heads += ["confirmed", "% confirmed"]
+    out = ['<table id="differential"><thead><tr>']
+    out += [f"<th>{h}</th>" for h in heads] + ["</tr></thead><tbody>"]
+    for c in diff.wbc_classes:
+        cells = [esc(c), str(diff.counts[c]), f"{diff.percent(c):.1f}"]
+        if absolute:
+            cells.append(f"{diff.absolute(c):.2f}")
+        if verified.confirmed:
+            cells += [str(verified.counts[c]), f"{verified.percent(c):.1f}"]
+        row = "".join(f"<td>{v}</td>" for v in cells)
+        out.append(f'<tr class="row {diff.roles[c]}" data-class="{esc(c)}">{row}</tr>')
+    total = ["WBC counted", str(diff.wbc), "100.0" if diff.wbc else "-"]
+    if absolute:
+        total.append(f"{diff.corrected_wbc:.2f}")
+    if verified.confirmed:
+        total += [str(verified.wbc), "100.0" if verified.wbc else "-"]
+    out.append('<tr class="total">' + "".join(f"<td>{v}</td>" for v in total) + "</tr>")
+    out.append("</tbody></table>")
+    apart = [
+        (
+            "nucleated red cells",
+            f"{diff.nrbc} ({diff.nrbc_per_100_wbc:.1f} per 100 WBC)",
+            ", ".join(diff.with_role(NRBC)),
+        ),
+        ("platelets", diff.platelets, ", ".join(diff.with_role(PLATELET))),
+    ]
+    apart += [(f"{c} (other)", diff.counts[c], "") for c in diff.with_role(OTHER)]
+    review = ", ".join(f"{c} {n}" for c, n in diff.review.items() if n)
+    ood = f"; {diff.review_ood} judged out-of-distribution" if diff.review_ood else ""
+    apart.append(("under review (not counted until confirmed)", diff.in_review, review + ood))
+    apart.append((f"excluded by review ({EXCLUDED})", diff.excluded, ""))
+    body = "".join(
+        f'<tr data-key="{esc(k)}"><td>{esc(k)}</td><td>{esc(str(v))}</td><td>{esc(w)}</td></tr>'
+        for k, v, w in apart
     )
+    out.append(
+        '<table id="apart"><thead><tr><th>not in the WBC differential</th><th>count</th>'
+        f"<th>classes</th></tr></thead><tbody>{body}</tbody></table>"
+    )
+    if diff.wbc_count is not None:
+        out.append(
+            f"<p>Absolute counts from the analyser's WBC {diff.wbc_count:g} x 10^9/L, "
+            "corrected for nucleated red cells.</p>"
+        )
+    return "\n".join(out)
+
+
+def _gallery(results: SampleResults, crops: dict[str, str | None], per_class: int) -> str:
+    groups: dict[str, list[ReviewedCell]] = {}
+    for cell in results.cells:
+        groups.setdefault(cell.label, []).append(cell)
+    order = [*results.card.class_names, EXCLUDED]
+    out = ["<h2>Cells by class</h2>"]
+    for name in [c for c in order if c in groups]:
+        cells = groups[name]
+        # Under review first (least confident first), then the rest in arrival order.
+        unsure = sorted((c for c in cells if c.needs_review), key=lambda c: c.record.prob)
+        sure = [c for c in cells if not c.needs_review]
+        kept = (unsure + sure)[:per_class]
+        shown = f"{len(kept)} shown of {len(cells)}"
+        out.append(f'<section class="gallery" data-class="{esc(name)}">')
+        out.append(f'<h3>{esc(name)} <small>({shown})</small></h3><div class="cells">')
+        out.extend(_thumb(c, crops) for c in kept)
+        out.append("</div></section>")
+    return "\n".join(out)
+
+
+def _fields(results: SampleResults, limit: int) -> str:
+    folder = results.folder
+    by_field: dict[str, list[ReviewedCell]] = {}
+    for cell in results.cells:
+        by_field.setdefault(cell.record.field_id, []).append(cell)
+    saved = [f for f in by_field if folder.field_path(f).is_file()]
+    if not saved:
+        return ""
+    out = [f"<h2>Fields</h2><p>{min(limit, len(saved))} shown of {len(saved)}.</p>"]
+    out.append('<div class="fields">')
+    for fid in saved[:limit]:
+        meta = folder.field_meta(fid) or {}
+        data = _image_b64(folder.field_path(fid), 320)
+        width, height = meta.get("width"), meta.get("height")
+        if not data or not width or not height:
+            continue
+        boxes = []
+        for cell in by_field[fid]:
+            x1, y1, x2, y2 = cell.record.box
+            style = (
+                f"left:{100 * x1 / width:.2f}%;top:{100 * y1 / height:.2f}%;"
+                f"width:{100 * (x2 - x1) / width:.2f}%;height:{100 * (y2 - y1) / height:.2f}%"
+            )
+            cls = "box review" if cell.needs_review else "box"
+            boxes.append(f'<span class="{cls}" style="{style}" title="{esc(cell.label)}"></span>')
+        counts: dict[str, int] = {}
+        for cell in by_field[fid]:
+            counts[cell.label] = counts.get(cell.label, 0) + 1
+        caption = ", ".join(f"{esc(k)} {v}" for k, v in counts.items())
+        name = printable_name(Path(meta.get("file") or meta.get("key", "")).name)
+        out.append(
+            f'<figure class="fieldfig" data-field="{fid}"><div class="field">'
+            f'<img alt="field" src="data:image/jpeg;base64,{data}">{"".join(boxes)}</div>'
+            f'<figcaption class="fieldcap">{esc(name)}: {caption}</figcaption></figure>'
+        )
+    out.append("</div>")
+    return "\n".join(out)
 
 
 REPORT_NAME = "report.html"
@@ -175,15 +346,19 @@ def report_path(path: str | Path) -> Path:
 
 
 def write_report(
-    path: str | Path, diff: Differential, gallery: Gallery | None, info: dict[str, Any]
+    folder: SampleFolder | str | Path,
+    path: str | Path | None = None,
+    rules: FlagRules | None = None,
+    per_class: int = PER_CLASS,
 ) -> Path:
-    """Write the report atomically: a half-written report, or its temporary file, is never
-    left behind. ``path`` may be a folder (see :func:`report_path`)."""
-    path = report_path(path)
+    """Rebuild the report of ``folder`` (default ``<folder>/report.html``), atomically."""
+    folder = folder if isinstance(folder, SampleFolder) else SampleFolder.open(folder)
+    path = report_path(path) if path is not None else folder.report_path
     path.parent.mkdir(parents=True, exist_ok=True)
+    text = render_report(load_results(folder, rules), per_class=per_class)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(render_html(diff, gallery, info), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)

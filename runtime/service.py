@@ -1,10 +1,12 @@
-"""The run service: one classifier run from a source into a results folder.
+"""The run service: one sample classified from a source into ``OUT/<sample>/``.
 
 ``wbc-edge run`` is a thin layer over :func:`run_service`: it turns flags into a
-:class:`RunSettings` and calls it. The service opens the model and the results folder, resumes
-the differential from the records already there, streams the source through the
-:class:`~wbc_edge.runtime.pipeline.Pipeline`, shows the live view, and writes ``summary.json``
-and (when asked) the HTML report. Every default lives in :mod:`wbc_edge.runtime.options`.
+:class:`RunSettings` and calls it. The service names the sample, opens or resumes its folder
+(refusing another run's: :mod:`wbc_edge.runtime.sample`), resumes the differential from the
+records and corrections already there, streams the source through the
+:class:`~wbc_edge.runtime.pipeline.Pipeline` (each cell's crop kept before its record), shows
+the live view, stops at the cell target, and writes ``summary.json`` and the report. Every
+default lives in :mod:`wbc_edge.runtime.options`.
 """
 
 from __future__ import annotations
@@ -16,22 +18,37 @@ from pathlib import Path
 from typing import Any
 
 from wbc_edge.errors import UserError
-from wbc_edge.runtime.options import DEFAULT_IMMATURE, DEFAULT_OUT, IMMATURE_FLAG, PipelineConfig
+from wbc_edge.runtime.options import (
+    DEFAULT_OUT,
+    FLAG_BLASTS,
+    FLAG_IG_PERCENT,
+    FLAG_NRBC_PER_100_WBC,
+    REPORT_PER_CLASS,
+    PipelineConfig,
+)
 
 
 @dataclass
 class RunSettings:
-    """Everything one run needs besides the model file; every field has its one default."""
+    """Everything one run needs besides the model file; every field has its one default.
+
+    ``None`` for the lab settings (operator, target, WBC count, flag thresholds) means: as
+    recorded for a resumed sample, else the default."""
 
     source: str
     model: Path | None = None  # None: the student packaged with wbc-edge
     out: Path = Path(DEFAULT_OUT)
+    sample: str | None = None  # None: derived from the source
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     watch: bool = False
-    immature: list[str] = field(default_factory=lambda: list(DEFAULT_IMMATURE))
-    immature_flag: float = IMMATURE_FLAG
-    report: Path | None = None
-    report_per_class: int = 60
+    operator: str | None = None
+    target_cells: int | None = None  # white cells to count, then stop (0: no target)
+    wbc_count: float | None = None  # the analyser's WBC, 10^9/L, for absolute counts
+    flag_ig: float | None = None  # default FLAG_IG_PERCENT
+    flag_blasts: int | None = None  # default FLAG_BLASTS
+    flag_nrbc: float | None = None  # default FLAG_NRBC_PER_100_WBC
+    report: Path | None = None  # a copy of the report (it is always in OUT/<sample>/)
+    report_per_class: int = REPORT_PER_CLASS
     annotate: Path | None = None
     live: bool = True
     device: str = "auto"
@@ -53,8 +70,8 @@ class RunSettings:
             raise UserError("--batch and --queue must be >= 1, --min-confidence between 0 and 1")
         if c.workers < 0:
             raise UserError("--workers must be 0 (one per core) or more")
-        if c.max_items < 0 or not 0 <= self.immature_flag <= 1:
-            raise UserError("--limit must be >= 0 and --immature-flag between 0 and 1")
+        if c.max_items < 0:
+            raise UserError("--limit must be >= 0")
         if self.reconnect_tries < 0 or self.open_timeout <= 0 or self.rotate_mb < 0:
             raise UserError("--reconnect-tries and --rotate-mb must be >= 0, --open-timeout > 0")
         self._check_out_outside_source()
@@ -62,6 +79,14 @@ class RunSettings:
             from wbc_edge.runtime.report import report_path
 
             self.report = report_path(self.report)
+        if self.target_cells is not None and self.target_cells < 0:
+            raise UserError(
+                f"--target-cells must be >= 0 (labs count 100 or 200), not {self.target_cells}"
+            )
+        if self.wbc_count is not None and not self.wbc_count > 0:
+            raise UserError(
+                f"--wbc-count is the analyser's WBC in 10^9/L (> 0), not {self.wbc_count}"
+            )
 
     def _check_out_outside_source(self) -> None:
         """A results folder inside the folder being read would feed the run its own outputs."""
@@ -75,91 +100,154 @@ class RunSettings:
                 "results; put --out outside it"
             )
 
+    def lab(self, recorded: dict[str, Any]) -> dict[str, Any]:
+        """Operator, target, WBC count and flag thresholds: given, else recorded, else default."""
+        from wbc_edge.runtime.flags import FlagRules
+
+        flags = recorded.get("flags") or {}
+        given = {"ig_percent": self.flag_ig, "blasts": self.flag_blasts}
+        given["nrbc_per_100_wbc"] = self.flag_nrbc
+        defaults = {"ig_percent": FLAG_IG_PERCENT, "blasts": FLAG_BLASTS}
+        defaults["nrbc_per_100_wbc"] = FLAG_NRBC_PER_100_WBC
+        rules = {k: v if v is not None else flags.get(k, defaults[k]) for k, v in given.items()}
+        try:
+            FlagRules(**rules)
+        except ValueError as exc:
+            raise UserError(f"--flag-ig, --flag-blasts and --flag-nrbc: {exc}") from exc
+
+        def pick(value: Any, key: str, default: Any) -> Any:
+            return value if value is not None else recorded.get(key, default)
+
+        return {
+            "operator": pick(self.operator, "operator", ""),
+            "target_cells": int(pick(self.target_cells, "target_cells", 0) or 0),
+            "wbc_count": pick(self.wbc_count, "wbc_count", None),
+            "flags": rules,
+        }
+
 
 def run_service(settings: RunSettings) -> dict[str, Any]:
-    """Run ``settings.source`` through the model into ``settings.out``; returns the summary
-    (also written to ``summary.json``). A restarted run continues where the last one stopped."""
+    """Run ``settings.source`` through the model into ``OUT/<sample>/``; returns the summary
+    (also written to ``summary.json``). A restarted run of the sample continues where the last
+    one stopped; a run that is not the same (source, model, settings) is refused."""
+    from rich.markup import escape
+
     from wbc_edge.console import console, print_table
+    from wbc_edge.data.scan import sha256_file
+    from wbc_edge.runtime.archive import CellArchive, crop_px_for
     from wbc_edge.runtime.backends import load_backend
-    from wbc_edge.runtime.live import watch_run
+    from wbc_edge.runtime.corrections import reviewed_cells
+    from wbc_edge.runtime.differential import unreviewed
+    from wbc_edge.runtime.flags import FlagRules
+    from wbc_edge.runtime.live import differential_table, flag_text, watch_run
     from wbc_edge.runtime.pipeline import Pipeline
-    from wbc_edge.runtime.post import Differential
-    from wbc_edge.runtime.report import Annotator, Gallery
-    from wbc_edge.runtime.sinks import RunOutput, iter_records
+    from wbc_edge.runtime.post import review_threshold
+    from wbc_edge.runtime.report import Annotator, write_report
+    from wbc_edge.runtime.results import count, load_results, summary_dict
+    from wbc_edge.runtime.sample import SampleFolder, make_header, sample_of
+    from wbc_edge.runtime.sinks import RunOutput
     from wbc_edge.runtime.sources import open_source
 
     settings.check()
     s, config, uri = settings, settings.pipeline, settings.source
+    opts, sample_id = sample_of(uri, s.watch, s.sample)
+    recorded = SampleFolder.recorded(s.out, sample_id)
+    lab = s.lab(recorded.get("lab", {}))
+    rules = FlagRules.from_dict(lab["flags"])
     model = s.model
     if model is None:
         from wbc_edge.models import default_model
 
         model = default_model()
     backend = load_backend(model, device=s.device, threads=s.threads)
-    with backend, RunOutput(s.out, s.rotate_mb) as output:
+    with backend:
         card = backend.card
-        diff = Differential(card.class_names, s.immature, s.immature_flag)
-        earlier = 0  # streamed, not held: a camera's folder can hold millions of records
-        if output.jsonl_path.is_file():
-            for record in iter_records(output.jsonl_path):
-                if record.label not in diff.counts:
-                    raise UserError(
-                        f"{output.jsonl_path} holds class {record.label!r} that {model} does "
-                        "not have: use another --out for this model"
-                    )
-                diff.add([record])
-                earlier += 1
-        src = open_source(
-            uri,
-            watch=s.watch,
-            done=output.resume,
-            realtime=s.realtime,
-            settle_s=s.settle,
-            poll_s=s.poll,
-            width=s.width,
-            height=s.height,
-            fps=s.fps,
-            reconnect_tries=s.reconnect_tries,
-            open_timeout_s=s.open_timeout,
-        )
-        with src:
-            extra = getattr(backend, "providers", None)
+        counting = {"mode": config.mode, "margin": config.margin}
+        counting["min_confidence"] = review_threshold(config.threshold, card)
+        header = make_header(sample_id, opts, model, sha256_file(model), card, counting, lab)
+        folder, resumed = SampleFolder.for_run(s.out, header)
+        diff = count(reviewed_cells(folder), card, lab)
+        if diff.reached:
+            raise UserError(
+                f"sample {sample_id} already has {diff.wbc} WBC counted (target "
+                f"{diff.target}): raise --target-cells to count more, or `wbc-edge report "
+                f"{folder.path}` to see it"
+            )
+        with RunOutput(folder.path, s.rotate_mb) as output:
+            try:
+                src = open_source(
+                    uri,
+                    watch=s.watch,
+                    done=output.resume,
+                    realtime=s.realtime,
+                    settle_s=s.settle,
+                    poll_s=s.poll,
+                    width=s.width,
+                    height=s.height,
+                    fps=s.fps,
+                    reconnect_tries=s.reconnect_tries,
+                    open_timeout_s=s.open_timeout,
+                )
+            except BaseException:
+                if not resumed:  # a camera that is not there leaves no sample behind
+                    output.close()
+                    folder.discard_empty()
+                raise
+            folder.add_session({"model": str(model), "source": uri, **lab})
             console.print(
-                f"model {model} ({card.architecture}, {card.num_classes} classes, "
-                f"{card.preprocess.input_size}px) on {backend.name}"
-                + (f" {extra}" if extra else ""),
+                f"sample {sample_id} ({'resuming' if resumed else 'new'}): {folder.path}",
                 highlight=False,
             )
-            console.print(src.options.describe(), highlight=False)
-            console.print(_review_line(config.threshold, card), highlight=False, soft_wrap=True)
-            skipped = getattr(src, "skipped", 0)
-            if earlier or skipped:
+            with src:
+                extra = getattr(backend, "providers", None)
                 console.print(
-                    f"resuming {s.out}: {len(output.resume)} items done before "
-                    f"({earlier} cells), {skipped} of them in this source",
+                    f"model {model} ({card.architecture}, {card.num_classes} classes, "
+                    f"{card.preprocess.input_size}px) on {backend.name}"
+                    + (f" {extra}" if extra else ""),
                     highlight=False,
                 )
-            gallery = Gallery(card.class_names, s.report_per_class) if s.report else None
-            # A video keeps the source's frame rate (a camera's or a video file's own).
-            annotator = Annotator(s.annotate, src.options.fps) if s.annotate else None
-            observers = [lambda item: diff.add(item.records)]
-            observers += [o for o in (gallery, annotator) if o]
-            pipeline = Pipeline(src, backend, output, config, observers)
-            started = time.strftime("%Y-%m-%d %H:%M:%S")
-            cpu_start = time.process_time()
-            pipeline.start()
-            # In a log there is no screen to redraw: log lines, then the whole table below.
-            live = s.live and console.is_terminal
-            try:
-                stats = watch_run(pipeline, diff, f"wbc-edge run {uri}", live=live)
-            finally:
-                if annotator is not None:
-                    annotator.close()
-            cpu_s = time.process_time() - cpu_start
+                console.print(src.options.describe(), highlight=False)
+                line = _review_line(config.threshold, card)
+                console.print(line, highlight=False, soft_wrap=True)
+                skipped = getattr(src, "skipped", 0)
+                if resumed:
+                    console.print(
+                        f"resuming sample {sample_id}: {len(output.resume)} items done before "
+                        f"({diff.total} cells), {skipped} of them in this source",
+                        highlight=False,
+                    )
+                pipeline: Pipeline | None = None
+
+                def tally(item: Any) -> None:
+                    diff.add(unreviewed(item.records))
+                    if diff.reached and pipeline is not None:
+                        # Stop now: what is still queued stays undone, for a later resume.
+                        pipeline.abort()
+
+                # A video keeps the source's frame rate (a camera's or a video file's own).
+                annotator = Annotator(s.annotate, src.options.fps) if s.annotate else None
+                observers = [tally] + ([annotator] if annotator else [])
+                smear = config.mode == "smear"
+                archive = CellArchive(folder, crop_px_for(card.preprocess.input_size), smear)
+                pipeline = Pipeline(src, backend, output, config, observers, archive.save)
+                started = time.strftime("%Y-%m-%d %H:%M:%S")
+                cpu_start = time.process_time()
+                pipeline.start()
+                title = f"wbc-edge run {uri} (sample {sample_id})"
+                # In a log there is no screen to redraw: log lines, then the whole table below.
+                live = s.live and console.is_terminal
+                try:
+                    stats = watch_run(pipeline, diff, rules, title, live=live)
+                finally:
+                    if annotator is not None:
+                        annotator.close()
+                cpu_s = time.process_time() - cpu_start
 
         elapsed = time.perf_counter() - stats.started
         model_ms = 1000 * backend.total_inference_s / backend.images if backend.images else 0.0
+        results = load_results(folder)
         summary = {
+            "sample": sample_id,
             "source": uri,
             "model": str(model),
             "backend": backend.name,
@@ -170,21 +258,21 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
             "cells": stats.cells,
             "errors": stats.errors,
             "dropped_frames": stats.dropped,
-            "stream_losses": stats.stream_losses,
-            "reconnects": stats.reconnects,
             "cells_per_s": round(stats.cells / elapsed, 2) if elapsed > 0 else 0.0,
             "latency_ms_p50": round(stats.latency_ms(50), 2),
             "latency_ms_p95": round(stats.latency_ms(95), 2),
             "latency_ms_p99": round(stats.latency_ms(99), 2),
             "model_ms_per_cell": round(model_ms, 3),
             "process_cpu_s": round(cpu_s, 3),  # all threads, the model's own included
+            "stream_losses": stats.stream_losses,
+            "reconnects": stats.reconnects,
             "workers": stats.workers,
             "stages": stats.stage_summary(),  # read, decode, find, preprocess, infer, write
-            "differential": diff.to_dict(),
+            **summary_dict(results),
         }
-        (output.dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        folder.summary_path.write_text(json.dumps(summary, indent=2))
         if not live:  # the live view already shows the final table
-            print_table(diff.table("Differential (all results in this folder)"))
+            print_table(differential_table(results.diff, f"Differential of sample {sample_id}"))
         console.print(
             f"{stats.items} items, {stats.cells} cells, {stats.errors} errors, "
             f"{stats.dropped} frames dropped"
@@ -193,35 +281,35 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
                 if stats.stream_losses
                 else ""
             )
-            + f" in {elapsed:.1f} s ({summary['cells_per_s']} cells/s); results in {output.dir}",
+            + f" in {elapsed:.1f} s ({summary['cells_per_s']} cells/s); results in {folder.path}",
             highlight=False,
             soft_wrap=True,  # one line in a log, whatever the terminal width
         )
         console.print(stats.stage_line(), highlight=False)
-        if diff.flagged:
-            console.print(f"[bold white on red]{diff.flag_text()}[/]")
-        if diff.ood_warning:
-            console.print(f"[bold black on yellow]{diff.ood_warning}[/]", soft_wrap=True)
+        flags = flag_text(results.diff, rules)
+        if flags:
+            console.print(f"[bold white on red]{escape(flags)}[/]")
+        if results.diff.ood_warning:
+            console.print(
+                f"[bold black on yellow]{escape(results.diff.ood_warning)}[/]", soft_wrap=True
+            )
+        if results.diff.reached:
+            console.print(
+                f"[bold]target reached: {results.diff.wbc} WBC counted of "
+                f"{results.diff.target}; the count of this sample is complete (move to the next "
+                "slide)[/]"
+            )
+        path = write_report(folder, per_class=s.report_per_class)
         if s.report:
-            _write_report(s.report, diff, gallery, uri, Path(model), card.architecture, started)
+            write_report(folder, s.report, per_class=s.report_per_class)
+        copy = f" and {s.report}" if s.report else ""
+        console.print(f"report written to {path}{copy}", highlight=False)
+        if results.diff.in_review:
+            console.print(
+                f"{results.diff.in_review} cells await review: `wbc-edge review {folder.path}`",
+                highlight=False,
+            )
     return summary
-
-
-def _write_report(path, diff, gallery, uri, model, architecture, started) -> None:  # noqa: ANN001
-    from wbc_edge.console import console
-    from wbc_edge.runtime.report import write_report
-
-    info = {
-        "title": "WBC differential",
-        "source": uri,
-        "model": f"{model.name} ({architecture})",
-        "started": started,
-        "cells counted": diff.counted,
-        "in review": diff.in_review,
-        "gallery": "cells classified in this session",
-    }
-    written = write_report(path, diff, gallery, info)
-    console.print(f"report written to {written}", highlight=False)
 
 
 def _review_line(min_confidence: float | None, card) -> str:  # noqa: ANN001

@@ -77,7 +77,7 @@ def test_the_api_matches_wbc_edge_run(tmp_path, model, model_path):
     out = tmp_path / "out"
     argv = ["run", str(tmp_path / "in"), "-m", str(model_path), "--out", str(out), "--no-live"]
     assert cli.run(argv) == 0
-    records = {Path(r.file).name: r for r in read_records(out / "cells.jsonl")}
+    records = {Path(r.file).name: r for r in read_records(out / "in" / "cells.jsonl")}
     for p, api in zip(paths, model(paths), strict=True):
         rec = records[p.name]
         assert (rec.label, rec.uncertain) == (api.label, api.uncertain)
@@ -117,7 +117,7 @@ def test_run_without_model_uses_the_packaged_student(tmp_path):
     out = tmp_path / "out"
     assert cli.run(["run", str(tmp_path / "in"), "--out", str(out), "--no-live"]) == 0
     card = read_onnx_card(default_model())
-    records = read_records(out / "cells.jsonl")
+    records = read_records(out / "in" / "cells.jsonl")
     assert len(records) == 2 and {r.label for r in records} <= set(card.class_names)
 
 

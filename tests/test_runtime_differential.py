@@ -138,3 +138,25 @@ def test_cells_under_review_or_ood_raise_no_flag():
     diff = LabDifferential.of(cells, card.class_names, card.roles)
     assert [f.rule for f in evaluate(diff, FlagRules())] == ["BLAST"]
 
+
+def test_a_run_reports_nucleated_red_cells_and_platelets_apart(tmp_path):
+    """Through `wbc-edge run`: 4 red cells (Neutrophil), 2 green (Erythroblast), 3 blue
+    (Platelet): 100 % Neutrophil, 50 NRBC per 100 WBC, 3 platelets, NRBC flag."""
+    import json
+
+    from runtime_models import BLUE, GREEN, RED, make_onnx, write_images
+
+    from wbc_edge import cli
+
+    model = make_onnx(tmp_path / "m.onnx", classes=["Neutrophil", "Erythroblast", "Platelet"])
+    write_images(tmp_path / "slide", [RED] * 4 + [GREEN] * 2 + [BLUE] * 3)
+    args = ["run", str(tmp_path / "slide"), "-m", str(model), "--out", str(tmp_path / "out")]
+    assert cli.run([*args, "--no-live", "--wbc-count", "8.4"]) == 0
+    summary = json.loads((tmp_path / "out" / "slide" / "summary.json").read_text())
+    diff = summary["differential"]
+    assert diff["wbc"] == {
+        "Neutrophil": {"count": 4, "percent": 100.0, "absolute_1e9_per_l": 5.6}
+    }  # 8.4 x 100 / 150: the analyser counted the NRBC as white cells
+    assert diff["nrbc"] == 2 and diff["nrbc_per_100_wbc"] == 50.0 and diff["platelets"] == 3
+    assert [f["rule"] for f in summary["flags"]] == ["NRBC"]
+    assert len(summary["flags"][0]["cells"]) == 2

@@ -54,34 +54,38 @@ def assert_each_once(out: Path, images: list[Path]) -> None:
 def test_folder_run_writes_one_record_per_image(tmp_path, model, capsys):
     images = write_images(tmp_path / "in", COLOURS * 7)
     out = tmp_path / "out"
+    res = out / "in"  # the sample folder (named after the source folder)
     code = cli.run(["run", str(tmp_path / "in"), "-m", str(model), "--out", str(out), "--no-live"])
     assert code == 0
-    assert_each_once(out, images)
-    record = json.loads((out / "cells.jsonl").read_text().splitlines()[0])
+    assert_each_once(res, images)
+    record = json.loads((res / "cells.jsonl").read_text().splitlines()[0])
     assert set(record) >= {"time", "source", "frame", "file", "box", "class", "prob", "top3"}
     assert record["box"] == [0, 0, 40, 40] and len(record["top3"]) == 3
     assert record["uncertain"] is False
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((res / "summary.json").read_text())
     assert summary["cells"] == 21 and summary["errors"] == 0
-    assert summary["differential"]["counts"] == {c: 7 for c in CLASSES}
-    assert summary["differential"]["flagged"]  # Promyelocyte is immature: 33% > 5%
-    assert "IMMATURE" in capsys.readouterr().err
+    assert {c: v["count"] for c, v in summary["differential"]["wbc"].items()} == {
+        c: 7 for c in CLASSES
+    }
+    assert [f["rule"] for f in summary["flags"]] == ["IG"]  # Promyelocyte: 33% > 5%
+    assert "IMMATURE GRANULOCYTES" in capsys.readouterr().err
 
 
 def test_stopped_after_k_files_and_restarted_neither_repeats_nor_skips(tmp_path, model):
     images = write_images(tmp_path / "in", COLOURS * 5)
     out = tmp_path / "out"
+    res = out / "in"  # the sample folder (named after the source folder)
     args = ["run", str(tmp_path / "in"), "-m", str(model), "--out", str(out), "--no-live"]
     assert cli.run([*args, "--limit", "4", "--batch", "3"]) == 0
-    assert len(read_records(out / "cells.jsonl")) == 4
+    assert len(read_records(res / "cells.jsonl")) == 4
     assert cli.run([*args, "--limit", "5"]) == 0
-    assert len(read_records(out / "cells.jsonl")) == 9
+    assert len(read_records(res / "cells.jsonl")) == 9
     assert cli.run(args) == 0
-    assert_each_once(out, images)
+    assert_each_once(res, images)
     assert cli.run(args) == 0  # nothing left: nothing added
-    assert_each_once(out, images)
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["items"] == 0 and summary["differential"]["counted"] == 15
+    assert_each_once(res, images)
+    summary = json.loads((res / "summary.json").read_text())
+    assert summary["items"] == 0 and summary["differential"]["wbc_counted"] == 15
 
 
 def test_killed_mid_run_and_restarted_neither_repeats_nor_skips(tmp_path):
@@ -89,10 +93,11 @@ def test_killed_mid_run_and_restarted_neither_repeats_nor_skips(tmp_path):
     slow = make_onnx(tmp_path / "slow.onnx", size=128, extra_nodes=30)
     images = write_images(tmp_path / "in", COLOURS * 30)
     out = tmp_path / "out"
+    res = out / "in"  # the sample folder (named after the source folder)
     cmd = [sys.executable, "-c", "from wbc_edge.cli import main; main()", "run"]
     cmd += [str(tmp_path / "in"), "-m", str(slow), "--out", str(out), "--no-live", "--batch", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    jsonl = out / "cells.jsonl"
+    jsonl = res / "cells.jsonl"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if jsonl.is_file() and jsonl.read_text().count("\n") >= 20:
@@ -105,26 +110,29 @@ def test_killed_mid_run_and_restarted_neither_repeats_nor_skips(tmp_path):
     assert (
         cli.run(["run", str(tmp_path / "in"), "-m", str(slow), "--out", str(out), "--no-live"]) == 0
     )
-    assert_each_once(out, images)
+    assert_each_once(res, images)
+    # Each cell's crop was kept before its record was written: the gallery lacks none.
+    assert all((res / "cells" / f"{r.id}.jpg").is_file() for r in read_records(jsonl))
 
 
 def test_torn_lines_are_cut_and_csv_levelled_on_reopen(tmp_path, model):
     images = write_images(tmp_path / "in", COLOURS * 2)
     out = tmp_path / "out"
+    res = out / "in"  # the sample folder (named after the source folder)
     args = ["run", str(tmp_path / "in"), "-m", str(model), "--out", str(out), "--no-live"]
     assert cli.run([*args, "--limit", "4"]) == 0
-    jsonl, csv_path = out / "cells.jsonl", out / "cells.csv"
+    jsonl, csv_path = res / "cells.jsonl", res / "cells.csv"
     lines = jsonl.read_text().splitlines(keepends=True)
     # As if killed while writing record 4 (torn) and before its CSV row and done mark.
     jsonl.write_text("".join(lines[:3]) + lines[3][:25])
     rows = csv_path.read_text().splitlines(keepends=True)
     csv_path.write_text("".join(rows[:3]))  # header + 2 rows: one row behind the JSONL
-    (out / "done.txt").write_text("".join(r.key + "\n" for r in read_records(jsonl)[:2]))
-    with RunOutput(out) as output:
+    (res / "done.txt").write_text("".join(r.key + "\n" for r in read_records(jsonl)[:2]))
+    with RunOutput(res) as output:
         assert len(output.done()) == 3
-        assert jsonl.read_text().endswith("\n") and len(csv_rows(out)) == 3
+        assert jsonl.read_text().endswith("\n") and len(csv_rows(res)) == 3
     assert cli.run(args) == 0
-    assert_each_once(out, images)
+    assert_each_once(res, images)
 
 
 def test_corrupt_and_non_image_files_are_logged_and_the_stream_goes_on(tmp_path, model):
@@ -134,18 +142,19 @@ def test_corrupt_and_non_image_files_are_logged_and_the_stream_goes_on(tmp_path,
     (tmp_path / "in" / "readme.txt").write_text("not an image")
     (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40 + b"IEND....")
     out = tmp_path / "out"
+    res = out / "in"  # the sample folder (named after the source folder)
     args = ["run", str(tmp_path / "in"), "-m", str(model), "--out", str(out), "--no-live"]
     assert cli.run(args) == 0
-    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    errors = [json.loads(line) for line in (res / "errors.jsonl").read_text().splitlines()]
     assert sorted(Path(e["key"]).name for e in errors) == [
         "broken.png",
         "img_0002.jpg",
         "readme.txt",
     ]
     assert all(e["error"] for e in errors)
-    assert_each_once(out, [p for p in images if p.name != "img_0002.jpg"])
+    assert_each_once(res, [p for p in images if p.name != "img_0002.jpg"])
     assert cli.run(args) == 0  # errors are not retried on resume
-    assert len((out / "errors.jsonl").read_text().splitlines()) == 3
+    assert len((res / "errors.jsonl").read_text().splitlines()) == 3
 
 
 def test_smear_mode_classifies_each_white_cell_found(tmp_path, model):
@@ -158,9 +167,10 @@ def test_smear_mode_classifies_each_white_cell_found(tmp_path, model):
     for i, (name, centres) in enumerate(fields.items()):
         cv2.imwrite(str(tmp_path / "in" / name), paint_field(centres, i))
     out, ann = tmp_path / "out", tmp_path / "ann"
+    res = out / "in"  # the sample folder
     args = ["run", str(tmp_path / "in"), "-m", str(model), "--smear", "--out", str(out)]
     assert cli.run([*args, "--no-live", "--annotate", str(ann)]) == 0
-    records = read_records(out / "cells.jsonl")
+    records = read_records(res / "cells.jsonl")
     for name, centres in fields.items():
         boxes = [r.box for r in records if Path(r.file).name == name]
         assert len(boxes) == len(centres), name
@@ -168,7 +178,7 @@ def test_smear_mode_classifies_each_white_cell_found(tmp_path, model):
             assert any(x1 < x < x2 and y1 < y < y2 for x1, y1, x2, y2 in boxes)
     assert sorted(r.cell for r in records if r.file.endswith("f0.png")) == [0, 1, 2]
     # The empty field is done too (a restart does not look at it again).
-    assert len((out / "done.txt").read_text().splitlines()) == 3
+    assert len((res / "done.txt").read_text().splitlines()) == 3
     assert len(list(ann.glob("*.jpg"))) == 3
 
 
@@ -176,14 +186,16 @@ def test_low_confidence_cells_go_to_review_not_the_count(tmp_path, model):
     grey = (128, 128, 128)
     write_images(tmp_path / "in", [RED, grey, grey, GREEN])
     out = tmp_path / "out"
+    res = out / "in"  # the sample folder (named after the source folder)
     args = ["run", str(tmp_path / "in"), "-m", str(model), "--out", str(out), "--no-live"]
     assert cli.run([*args, "--min-confidence", "0.6"]) == 0
-    records = read_records(out / "cells.jsonl")
+    records = read_records(res / "cells.jsonl")
     assert [r.uncertain for r in records] == [False, True, True, False]
-    diff = json.loads((out / "summary.json").read_text())["differential"]
-    assert diff["counted"] == 2 and diff["review"] == 2
-    assert diff["percent"] == {"Neutrophil": 50.0, "Lymphocyte": 50.0, "Promyelocyte": 0.0}
-    assert not diff["flagged"]
+    diff = json.loads((res / "summary.json").read_text())["differential"]
+    assert diff["wbc_counted"] == 2 and diff["in_review"] == 2
+    percent = {c: v["percent"] for c, v in diff["wbc"].items()}
+    assert percent == {"Neutrophil": 50.0, "Lymphocyte": 50.0, "Promyelocyte": 0.0}
+    assert not json.loads((res / "summary.json").read_text())["flags"]
 
 
 def test_review_threshold_comes_from_the_card_unless_given(tmp_path, model, capsys):
@@ -204,11 +216,11 @@ def test_review_threshold_comes_from_the_card_unless_given(tmp_path, model, caps
     args = ["run", str(tmp_path / "in"), "-m", str(calibrated), "--no-live"]
     assert cli.run([*args, "--out", str(tmp_path / "card")]) == 0
     assert "review: cells below 0.6000 (the card's certified threshold" in capsys.readouterr().err
-    records = read_records(tmp_path / "card" / "cells.jsonl")
+    records = read_records(tmp_path / "card" / "in" / "cells.jsonl")
     assert [r.uncertain for r in records] == [False, True, True, False]
     assert cli.run([*args, "--out", str(tmp_path / "given"), "--min-confidence", "0.1"]) == 0
     assert "(--min-confidence)" in capsys.readouterr().err
-    assert not any(r.uncertain for r in read_records(tmp_path / "given" / "cells.jsonl"))
+    assert not any(r.uncertain for r in read_records(tmp_path / "given" / "in" / "cells.jsonl"))
 
 
 def test_onnx_run_never_imports_torch(tmp_path, model):
@@ -228,7 +240,7 @@ print("HEAVY", heavy)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout
-    assert len(read_records(tmp_path / "out" / "cells.jsonl")) == 3
+    assert len(read_records(tmp_path / "out" / "in" / "cells.jsonl")) == 3
 
 
 def test_drop_oldest_queue_keeps_the_newest():
@@ -367,6 +379,7 @@ def _wait_for_lines(path: Path, n: int, timeout: float = 30) -> int:
 
 def test_watch_run_classifies_arrivals_and_ctrl_c_drains_then_resumes(tmp_path, model):
     inbox, out = tmp_path / "inbox", tmp_path / "out"
+    res = out / "inbox"  # the sample folder
     write_images(inbox, [RED, GREEN])  # there before the start: classified too
     # A child inherits an ignored SIGINT (pytest started with `&` from a script), and Python
     # then raises no KeyboardInterrupt at all: restore what a terminal's foreground job has.
@@ -380,7 +393,7 @@ def test_watch_run_classifies_arrivals_and_ctrl_c_drains_then_resumes(tmp_path, 
         try:
             time.sleep(1.0)
             write_images(inbox, new, prefix=prefix)
-            assert _wait_for_lines(out / "cells.jsonl", expect, timeout=60) == expect
+            assert _wait_for_lines(res / "cells.jsonl", expect, timeout=60) == expect
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
@@ -399,7 +412,7 @@ def test_watch_run_classifies_arrivals_and_ctrl_c_drains_then_resumes(tmp_path, 
     # Restarted: only files it has not seen, whether they came while it was down or after.
     write_images(inbox, [GREEN], prefix="down")
     session([RED], "after", 6)
-    records = read_records(out / "cells.jsonl")
+    records = read_records(res / "cells.jsonl")
     names = [Path(r.file).name for r in records]
     assert len(names) == len(set(names)) == 6
     assert {n.split("_")[0] for n in names} == {"img", "late", "down", "after"}
@@ -414,7 +427,7 @@ def test_live_view_shows_rates_and_the_differential(tmp_path, model, capsys, mon
     assert cli.run(args) == 0
     err = capsys.readouterr().err
     assert "cells/s" in err and "latency p50" in err and "Promyelocyte" in err
-    assert "IMMATURE CELLS" in err
+    assert "IMMATURE GRANULOCYTES" in err
 
 
 def test_in_a_log_the_live_view_becomes_log_lines_and_a_final_status(tmp_path, model, capsys):
@@ -453,9 +466,10 @@ def test_smear_run_on_bccd_fields_finds_the_annotated_white_cells(bccd_dir, tmp_
     for f in fields:
         (tmp_path / "in" / f.name).symlink_to(f)
     out = tmp_path / "out"
+    res = out / "in"  # the sample folder (named after the source folder)
     args = ["run", str(tmp_path / "in"), "-m", str(model), "--smear", "--out", str(out)]
     assert cli.run([*args, "--no-live"]) == 0
-    records = read_records(out / "cells.jsonl")
+    records = read_records(res / "cells.jsonl")
     truth, matched = 0, 0
     for f in fields:
         root = ET.parse(bccd_dir / "Annotations" / f"{f.stem}.xml").getroot()
@@ -468,15 +482,16 @@ def test_smear_run_on_bccd_fields_finds_the_annotated_white_cells(bccd_dir, tmp_
             truth += 1
             matched += any(wbc.iou(b) >= 0.5 for b in found)
     assert truth >= 10 and matched / truth >= 0.9
-    assert len((out / "done.txt").read_text().splitlines()) == len(fields)
+    assert len((res / "done.txt").read_text().splitlines()) == len(fields)
 
 
 def test_a_damaged_results_file_is_a_one_line_user_error(tmp_path, model, capsys):
     write_images(tmp_path / "in", COLOURS)
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "cells.jsonl").write_text('{"time": 1}\nnot json\n')
+    res = out / "in"  # the sample folder (named after the source folder)
     args = ["run", str(tmp_path / "in"), "-m", str(model), "--out", str(out), "--no-live"]
+    assert cli.run([*args, "--limit", "1"]) == 0
+    (res / "cells.jsonl").write_text('{"time": 1}\nnot json\n')
     assert cli.run(args) == 2
     err = capsys.readouterr().err
     assert "cells.jsonl:1 is not a wbc-edge cell record" in err and "Traceback" not in err
@@ -500,10 +515,10 @@ def test_run_decodes_crops_at_the_model_scale_and_reports_each_stage(tmp_path, m
     args = ["run", str(tmp_path / "in"), "-m", str(model), "--out", str(out), "--no-live"]
     assert cli.run([*args, "--workers", "2"]) == 0
     assert seen == [(48, 48, 3)] * 6
-    records = read_records(out / "cells.jsonl")
+    records = read_records(out / "in" / "cells.jsonl")
     assert [r.box for r in records] == [(0, 0, 96, 96)] * 6
     assert [r.label for r in records] == CLASSES * 2  # colours survive the reduced decode
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "in" / "summary.json").read_text())
     assert summary["workers"] == 2
     for stage in ("read", "decode", "preprocess", "infer", "write"):
         assert summary["stages"][stage]["wall_s"] > 0, stage

@@ -1,0 +1,144 @@
+"""CLI commands over a sample folder: ``wbc-edge report`` and ``wbc-edge review``.
+
+Only typer, the standard library and the stdlib-only defaults of :mod:`wbc_edge.runtime.options`
+at module level (``--help`` shows them); everything else loads inside the commands. The flag
+options are defined here once and shared with ``wbc-edge run``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from wbc_edge.runtime.options import (
+    FLAG_BLASTS,
+    FLAG_IG_PERCENT,
+    FLAG_NRBC_PER_100_WBC,
+    REPORT_PER_CLASS,
+    REVIEW_HOST,
+    REVIEW_PORT,
+)
+
+SampleArg = Annotated[
+    Path, typer.Argument(help="A sample folder written by `wbc-edge run` (OUT/<sample>).")
+]
+FlagIg = Annotated[
+    float | None,
+    typer.Option(
+        "--flag-ig",
+        help="Flag when immature granulocytes exceed this % of the WBC counted "
+        f"[default: {FLAG_IG_PERCENT:g}; a resumed sample, and `report`: as recorded].",
+        show_default=False,
+    ),
+]
+FlagBlasts = Annotated[
+    int | None,
+    typer.Option(
+        "--flag-blasts",
+        help=f"Flag when more blasts than this are counted [default: {FLAG_BLASTS}, any blast; "
+        "a resumed sample, and `report`: as recorded].",
+        show_default=False,
+    ),
+]
+FlagNrbc = Annotated[
+    float | None,
+    typer.Option(
+        "--flag-nrbc",
+        help="Flag when nucleated red cells exceed this many per 100 WBC "
+        f"[default: {FLAG_NRBC_PER_100_WBC:g}; a resumed sample, and `report`: as recorded].",
+        show_default=False,
+    ),
+]
+
+
+def flag_rules(base: Any, ig: float | None, blasts: int | None, nrbc: float | None) -> Any:
+    """``base`` (a :class:`~wbc_edge.runtime.flags.FlagRules`) with the thresholds given."""
+    from dataclasses import replace
+
+    from wbc_edge.errors import UserError
+
+    changes = {"ig_percent": ig, "blasts": blasts, "nrbc_per_100_wbc": nrbc}
+    try:
+        return replace(base, **{k: v for k, v in changes.items() if v is not None})
+    except ValueError as exc:
+        raise UserError(f"--flag-ig, --flag-blasts and --flag-nrbc: {exc}") from exc
+
+
+def report(
+    sample: SampleArg,
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write it [SAMPLE/report.html].")
+    ] = None,
+    per_class: Annotated[int, typer.Option(help="Most cells shown per class.")] = REPORT_PER_CLASS,
+    flag_ig: FlagIg = None,
+    flag_blasts: FlagBlasts = None,
+    flag_nrbc: FlagNrbc = None,
+) -> None:
+    """Rebuild a sample's HTML report (gallery, flags, differential, fields) from its folder."""
+    from wbc_edge.console import console
+    from wbc_edge.runtime.flags import FlagRules
+    from wbc_edge.runtime.report import write_report
+    from wbc_edge.runtime.sample import SampleFolder
+
+    folder = SampleFolder.open(sample)
+    recorded = FlagRules.from_dict(folder.header().get("lab", {}).get("flags"))
+    rules = flag_rules(recorded, flag_ig, flag_blasts, flag_nrbc)
+    path = write_report(folder, out, rules=rules, per_class=per_class)
+    console.print(f"report written to {path}", highlight=False)
+
+
+def review(
+    sample: SampleArg,
+    host: Annotated[
+        str,
+        typer.Option(help="Interface to serve on; another than 127.0.0.1 opens it to the network."),
+    ] = REVIEW_HOST,
+    port: Annotated[int, typer.Option(help="Port (0: any free one).")] = REVIEW_PORT,
+    operator: Annotated[
+        str, typer.Option(help="Who reviews: recorded with every correction.")
+    ] = "",
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            help="Do not serve: export the confirmed cells' crops to this folder "
+            "(one folder per class, for `wbc-edge adapt`) and exit."
+        ),
+    ] = None,
+) -> None:
+    """Serve a sample in the browser to confirm or reclassify its cells from the keyboard."""
+    from wbc_edge.console import console
+    from wbc_edge.errors import UserError
+    from wbc_edge.runtime.corrections import export_labelled
+    from wbc_edge.runtime.review import Review, ReviewServer
+    from wbc_edge.runtime.sample import SampleFolder
+
+    folder = SampleFolder.open(sample)
+    if export is not None:
+        dest, counts = export_labelled(folder, export)
+        shown = ", ".join(f"{k} {v}" for k, v in counts.items()) or "no confirmed cells yet"
+        console.print(f"exported to {dest}: {shown}", highlight=False)
+        return
+    try:
+        server = ReviewServer(Review(folder, operator), host, port)
+    except OSError as exc:
+        raise UserError(f"cannot serve on {host}:{port} ({exc}): try another --port") from exc
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        console.print(f"[yellow]serving on {host}: anyone on that network can change the review")
+    console.print(
+        f"reviewing {folder.path} at {server.url} (Ctrl-C to stop; every change is saved to "
+        f"{folder.corrections_path.name} at once)",
+        highlight=False,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        console.print("review stopped")
+    finally:
+        server.server_close()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report)
+    app.command("review")(review)
