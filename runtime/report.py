@@ -114,7 +114,8 @@ def render_report(results: SampleResults, per_class: int = PER_CLASS, fields: in
 
 def _rows(pairs: list[tuple[str, Any]], table_id: str, cls: str = "meta") -> str:
     body = "".join(
-        f'<tr><th>{esc(str(k))}</th><td data-key="{esc(str(k))}">{esc(printable_name(str(v)))}</td></tr>'
+        f'<tr><th>{esc(str(k))}</th><td data-key="{esc(str(k))}">'
+        f"{esc(printable_name(str(v)))}</td></tr>"
         for k, v in pairs
     )
     return f'<table class="{cls}" id="{table_id}">{body}</table>'

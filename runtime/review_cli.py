@@ -28,6 +28,7 @@ FlagIg = Annotated[
     float | None,
     typer.Option(
         "--flag-ig",
+        min=0.0,
         help="Flag when immature granulocytes exceed this % of the WBC counted "
         f"[default: {FLAG_IG_PERCENT:g}; a resumed sample, and `report`: as recorded].",
         show_default=False,
@@ -37,6 +38,7 @@ FlagBlasts = Annotated[
     int | None,
     typer.Option(
         "--flag-blasts",
+        min=0,
         help=f"Flag when more blasts than this are counted [default: {FLAG_BLASTS}, any blast; "
         "a resumed sample, and `report`: as recorded].",
         show_default=False,
@@ -46,6 +48,7 @@ FlagNrbc = Annotated[
     float | None,
     typer.Option(
         "--flag-nrbc",
+        min=0.0,
         help="Flag when nucleated red cells exceed this many per 100 WBC "
         f"[default: {FLAG_NRBC_PER_100_WBC:g}; a resumed sample, and `report`: as recorded].",
         show_default=False,

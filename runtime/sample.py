@@ -163,7 +163,7 @@ class SampleFolder:
                     f"another --sample (e.g. --sample {folder.sample}-2) or another --out"
                 )
             header = {**old, "lab": header.get("lab", {})}
-        elif folder.jsonl_path.is_file():
+        elif folder.jsonl_path.is_file() and folder.jsonl_path.stat().st_size:
             raise UserError(
                 f"{folder.path} has results but no {HEADER_NAME} (an older wbc-edge wrote "
                 "it): move it away or give another --sample"

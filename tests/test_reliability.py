@@ -29,7 +29,9 @@ def model(tmp_path_factory) -> Path:
 
 
 def run_args(src: Path, model: Path, out: Path, *extra: str) -> list[str]:
-    return ["run", str(src), "-m", str(model), "--out", str(out), "--no-live", *extra]
+    """The results land in ``out`` itself: it is the sample folder (``--out`` its parent)."""
+    where = ["--out", str(out.parent), "--sample", out.name]
+    return ["run", str(src), "-m", str(model), *where, "--no-live", *extra]
 
 
 def errors_of(out: Path) -> dict[str, str]:
@@ -114,7 +116,7 @@ def test_damaged_and_implausible_images_go_to_errors_never_to_the_count(tmp_path
     white[:2, :2] = (0, 0, 200)
     cv2.imwrite(str(src / "white.png"), white)
     out = tmp_path / "out"
-    assert cli.run(run_args(src, model, out, "--immature-flag", "0.0")) == 0
+    assert cli.run(run_args(src, model, out, "--flag-ig", "0")) == 0
     errors = errors_of(out)
     assert "corrupt JPEG data" in errors["corrupt.jpg"]
     assert "too large (16000x16000 pixels" in errors["huge.png"]
@@ -123,8 +125,8 @@ def test_damaged_and_implausible_images_go_to_errors_never_to_the_count(tmp_path
     assert "blank image" in errors["blank.png"]
     assert "saturated image" in errors["white.png"]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["errors"] == 6 and summary["differential"]["counted"] == len(good)
-    assert not summary["differential"]["flagged"]  # no Promyelocyte (blue) was counted
+    assert summary["errors"] == 6 and summary["differential"]["wbc_counted"] == len(good)
+    assert not summary["flags"]  # no Promyelocyte (blue) was counted
 
 
 def test_non_finite_model_outputs_are_errors_not_confident_cells(tmp_path, model):
@@ -258,7 +260,7 @@ def test_an_idle_watch_over_many_finished_files_costs_almost_no_cpu(tmp_path):
         (["run", "x", "-m", "m.onnx", "--bogus"], "--bogus"),
         (["frobnicate"], "frobnicate"),
         (["run", "x", "-m", "m.onnx", "--limit", "-1"], "'--limit'"),
-        (["run", "x", "-m", "m.onnx", "--immature-flag", "-1"], "'--immature-flag'"),
+        (["run", "x", "-m", "m.onnx", "--flag-ig", "-1"], "'--flag-ig'"),
         (["export", "onnx", "--bogus"], "--bogus"),
         (["run", "x", "--batch", "0"], "'--batch'"),
         (["run", "x", "--min-confidence", "2"], "'--min-confidence'"),

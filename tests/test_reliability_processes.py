@@ -40,8 +40,10 @@ def run_args(src: Path | str, model: Path, out: Path, *extra: str) -> list[str]:
         str(src),
         "-m",
         str(model),
-        "--out",
-        str(out),
+        "--out",  # the results land in ``out`` itself: it is the sample folder
+        str(out.parent),
+        "--sample",
+        out.name,
         "--no-live",
         "--batch",
         "1",
