@@ -131,17 +131,22 @@ def _probs(backend, crops_by_field: dict[str, list]) -> dict[str, np.ndarray]:
 
 
 def _immature_alarm(probs_by_field, card, threshold: float) -> bool:
-    """Would the run's immature flag go up over these (normal) fields?"""
-    from wbc_edge.runtime.options import DEFAULT_IMMATURE, IMMATURE_FLAG
-    from wbc_edge.runtime.post import immature_classes
+    """Would the run's immature-cell or blast flag go up over these (normal) fields? The run's
+    own rules (card roles, default lab thresholds) over the cells it would count."""
+    from wbc_edge.runtime import flags
+    from wbc_edge.runtime.differential import LabDifferential
 
-    imm = {card.class_names.index(c) for c in immature_classes(card.class_names, DEFAULT_IMMATURE)}
     p = [x for x in probs_by_field.values() if len(x)]
     if not p:
         return False
     p = np.concatenate(p)
-    counted = p[p.max(1) >= threshold]
-    return bool(len(counted) and np.isin(counted.argmax(1), list(imm)).mean() > IMMATURE_FLAG)
+    counted = p[p.max(1) >= threshold].argmax(1)
+    diff = LabDifferential(card.class_names, card.roles)
+    for i, k in enumerate(counted):
+        name = card.class_names[int(k)]
+        diff.counts[name] += 1
+        diff.cells[name].append(str(i))
+    return any(f.rule in ("IG", "BLAST") for f in flags.evaluate(diff, flags.FlagRules()))
 
 
 def score_row(

@@ -300,3 +300,15 @@ def test_auroc_counts_ties_half_and_orders() -> None:
     assert auroc(np.array([0.0, 1.0]), np.array([2.0, 3.0])) == 1.0
     assert auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 0.0
     assert auroc(np.array([1.0, 1.0]), np.array([1.0])) == 0.5
+
+
+def test_immature_alarm_follows_the_runs_flag_rules() -> None:
+    from wbc_edge.benchmarks.crosslab import _immature_alarm
+    from wbc_edge.runtime.card import ModelCard
+
+    names = ["Eosinophil", "Neutrophil", "Promyelocyte"]
+    card = ModelCard("tinyresnet_xs", names)
+    sure = lambda k: np.eye(3)[[k] * 20] * 0.9 + 0.1 / 3  # noqa: E731
+    assert _immature_alarm({"a": sure(1)}, card, 0.5) is False
+    assert _immature_alarm({"a": sure(1), "b": sure(2)[:5]}, card, 0.5) is True
+    assert _immature_alarm({"a": sure(2)}, card, 0.99) is False  # none counted, none raised
