@@ -126,19 +126,10 @@ def _nearest_centroid_accuracy(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _morphology_features(image_bgr: np.ndarray) -> np.ndarray:
-    """Crude shape/stain-layer measures of the central cell, independent of white balance."""
-    x = image_bgr.astype(np.float32) + 1
-    od = np.clip(-np.log(x / np.percentile(x.reshape(-1, 3), 95, axis=0)), 0, None)
-    b, g, r = od[..., 0], od[..., 1], od[..., 2]
-    h, w = r.shape
-    yy, xx = np.mgrid[0:h, 0:w]
-    centre = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (0.3 * h) ** 2
-    chromatin = (r > 0.35) & (g > 0.5) & (r > 0.5 * g) & centre
-    blue = (r > 0.15) & (r > 1.1 * g) & centre
-    orange = (b > 0.4) & (r < 0.15) & centre
-    pieces = cv2.connectedComponents(chromatin.astype(np.uint8))[0]
-    darkness = od.sum(-1)[chromatin].mean() if chromatin.any() else 0.0
-    return np.array([chromatin.mean(), blue.mean(), orange.mean(), darkness, pieces])
+    """Crude shape/stain-layer measures of the central cell: the recorded study's own."""
+    from wbc_edge.benchmarks.studies.synth_phantoms import morphology
+
+    return morphology(image_bgr)
 
 
 def test_mean_colour_does_not_separate_the_classes_but_morphology_does() -> None:
