@@ -20,6 +20,7 @@ from typing import Any
 
 from wbc_edge.console import console
 from wbc_edge.errors import UserError, require_file
+from wbc_edge.kd.config import STUDENT_MODEL
 from wbc_edge.machine import cpu_name
 
 
@@ -75,7 +76,7 @@ def run_ablation(
     teacher: Path,
     methods: list[str],
     seeds: list[int],
-    student: str = "tinyresnet_xs",
+    student: str = STUDENT_MODEL,
     epochs: int | None = None,
     batch_size: int | None = None,
     lr: float | None = None,

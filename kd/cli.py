@@ -1,7 +1,9 @@
 """Training commands: ``train-teacher``, ``distill``, ``evaluate``, ``ablation``.
 
-Only typer, the standard library and the numpy-only calibration defaults load here; torch
-comes in inside each command.
+Only typer, the standard library and the torch-free defaults (:mod:`wbc_edge.kd.config`,
+calibration) load here; torch comes in inside each command. Options default to None and are
+resolved once by :class:`~wbc_edge.kd.config.TrainConfig` (so a YAML file can fill them);
+``--help`` shows the value that applies.
 """
 
 from __future__ import annotations
@@ -12,6 +14,15 @@ from typing import Annotated, Any
 import typer
 
 from wbc_edge.calibration import DEFAULT_DELTA, DEFAULT_TARGET_ERROR
+from wbc_edge.kd.config import (
+    DEFAULT_AUGMENT,
+    DISTILL_METHOD,
+    STUDENT_LR,
+    STUDENT_MODEL,
+    TEACHER_LR,
+    TEACHER_MODEL,
+    TrainConfig,
+)
 
 DataOpt = Annotated[
     Path, typer.Option("--data", help="Split manifest CSV (`wbc-edge data split`).")
@@ -24,10 +35,28 @@ ResumeOpt = Annotated[
     Path | None,
     typer.Option("--resume", help="Continue the run in this folder from its last saved epoch."),
 ]
-EpochsOpt = Annotated[int | None, typer.Option("--epochs", min=1, help="Training epochs.")]
-BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per step.")]
-LrOpt = Annotated[float | None, typer.Option("--lr", help="Peak learning rate (AdamW).")]
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (data order, init).")]
+EpochsOpt = Annotated[
+    int | None,
+    typer.Option("--epochs", min=1, help=f"Training epochs [default: {TrainConfig.epochs}]."),
+]
+BatchOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size", min=1, help=f"Images per step [default: {TrainConfig.batch_size}]."
+    ),
+]
+TeacherLrOpt = Annotated[
+    float | None,
+    typer.Option("--lr", help=f"Peak learning rate (AdamW) [default: {TEACHER_LR}]."),
+]
+LrOpt = Annotated[
+    float | None,
+    typer.Option("--lr", help=f"Peak learning rate (AdamW) [default: {STUDENT_LR}]."),
+]
+SeedOpt = Annotated[
+    int | None,
+    typer.Option("--seed", help=f"Random seed (data order, init) [default: {TrainConfig.seed}]."),
+]
 CacheOpt = Annotated[
     Path | None,
     typer.Option(
@@ -40,7 +69,8 @@ AugmentOpt = Annotated[
         "--augment",
         help="Augmentation preset of the training view: none, mild (flips/rotations + small "
         "colour and blur jitter) or crosslab (+ HED stain, gamma, wash-out, strong defocus, "
-        "JPEG, downscale, sensor noise, zoom: spans other labs' microscopes). [mild]",
+        "JPEG, downscale, sensor noise, zoom: spans other labs' microscopes) "
+        f"[default: {DEFAULT_AUGMENT}].",
     ),
 ]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")]
@@ -51,7 +81,6 @@ ChannelsLastOpt = Annotated[
 
 
 def _run(config: Path | None, resume: Path | None, **options: Any) -> None:
-    from wbc_edge.kd.config import TrainConfig
     from wbc_edge.kd.trainer import train
 
     if resume is not None:
@@ -81,7 +110,8 @@ def register(app: typer.Typer) -> None:
     def train_teacher(
         data: DataOpt = None,  # type: ignore[assignment]
         model: Annotated[
-            str | None, typer.Option("--model", help="timm EfficientNet name.")
+            str | None,
+            typer.Option("--model", help=f"timm EfficientNet name [default: {TEACHER_MODEL}]."),
         ] = None,
         weights: Annotated[
             str | None,
@@ -92,7 +122,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         epochs: EpochsOpt = None,
         batch_size: BatchOpt = None,
-        lr: LrOpt = None,
+        lr: TeacherLrOpt = None,
         seed: SeedOpt = None,
         out: OutOpt = None,
         config: ConfigOpt = None,
@@ -117,12 +147,12 @@ def register(app: typer.Typer) -> None:
             resume,
             data=str(data) if data else None,
             kind="teacher",
-            model=model or (None if (config or resume) else "tf_efficientnet_lite0"),
+            model=model,
             weights=weights,
             size=size,
             epochs=epochs,
             batch_size=batch_size,
-            lr=lr if lr is not None else (None if (config or resume) else 1e-3),
+            lr=lr,
             seed=seed,
             out=str(out) if out else None,
             cache_dir=str(cache_dir) if cache_dir else None,
@@ -140,10 +170,14 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option("--teacher", help="Trained teacher checkpoint (.pt).")
         ] = None,
         method: Annotated[
-            str | None, typer.Option("--method", help="ce, kd, dkd, at, fusion or mlffakd.")
+            str | None,
+            typer.Option(
+                "--method", help=f"ce, kd, dkd, at, fusion or mlffakd [default: {DISTILL_METHOD}]."
+            ),
         ] = None,
         student: Annotated[
-            str | None, typer.Option("--student", help="Student name (tinyresnet_xs, ...).")
+            str | None,
+            typer.Option("--student", help=f"Student name [default: {STUDENT_MODEL}]."),
         ] = None,
         size: Annotated[
             int | None,
@@ -187,15 +221,14 @@ def register(app: typer.Typer) -> None:
         """Distil a student from a frozen teacher (or train it alone with --method ce)."""
         if data is None and config is None and resume is None:
             raise typer.BadParameter("give --data (or --config / --resume)")
-        fresh = config is None and resume is None
         _run(
             config,
             resume,
             data=str(data) if data else None,
             kind="distill",
-            model=student or ("tinyresnet_xs" if fresh else None),
+            model=student,
             teacher=str(teacher) if teacher else None,
-            method=method or ("mlffakd" if fresh else None),
+            method=method,
             size=size,
             epochs=epochs,
             batch_size=batch_size,
@@ -312,7 +345,7 @@ def register(app: typer.Typer) -> None:
             str, typer.Option("--methods", help="Comma-separated distillation methods.")
         ] = "ce,kd,dkd,at,fusion,mlffakd",
         seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds.")] = "0,1,2",
-        student: Annotated[str, typer.Option("--student", help="Student name.")] = "tinyresnet_xs",
+        student: Annotated[str, typer.Option("--student", help="Student name.")] = STUDENT_MODEL,
         epochs: EpochsOpt = None,
         batch_size: BatchOpt = None,
         lr: LrOpt = None,

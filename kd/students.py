@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from wbc_edge.errors import UserError
+from wbc_edge.kd.config import STUDENT_MODEL
 
-DEFAULT_STUDENT = "tinyresnet_xs"
+DEFAULT_STUDENT = STUDENT_MODEL  # the one default (kd.config)
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ import torch
 from torch import nn
 
 from wbc_edge.errors import UserError
+from wbc_edge.kd.config import TEACHER_MODEL
 
-DEFAULT_TEACHER = "tf_efficientnet_lite0"
+DEFAULT_TEACHER = TEACHER_MODEL  # the one default (kd.config)
 
 # timm name -> (package, model-file class) of the offline ImageNet weights.
 OFFLINE_WEIGHTS = {

@@ -589,3 +589,19 @@ def test_torchrun_two_cpu_ranks_train_and_rank0_writes(
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / "best.pt").is_file() and (out / "summary.json").is_file()
     assert len((out / "metrics.csv").read_text().strip().splitlines()) == 2
+
+
+def test_cli_and_api_share_one_default_per_option(capsys) -> None:
+    """TrainConfig resolves each default once; --help shows that same value."""
+    from wbc_edge import cli
+    from wbc_edge.kd import config
+
+    teacher, student = TrainConfig(kind="teacher"), TrainConfig(kind="distill")
+    assert (teacher.lr, teacher.method, teacher.model) == (1e-3, "ce", "tf_efficientnet_lite0")
+    assert (student.lr, student.method, student.model) == (2e-3, "mlffakd", "tinyresnet_xs")
+    assert TrainConfig(kind="teacher", method="kd").method == "ce"  # a teacher is plain CE
+    for command, lr in (("train-teacher", config.TEACHER_LR), ("distill", config.STUDENT_LR)):
+        with pytest.raises(SystemExit):
+            cli.app([command, "--help"], prog_name="wbc-edge")
+        text = " ".join(capsys.readouterr().out.split())
+        assert f"[default: {lr}]" in text and f"[default: {TrainConfig.epochs}]" in text
