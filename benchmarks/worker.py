@@ -81,12 +81,9 @@ def _preprocess_ms(spec: Any, images: list[np.ndarray], reps: int = 5) -> tuple[
 
 def decode(paths: list[str], min_side: int) -> list[np.ndarray]:
     """Decode as ``run`` does for this model (reduced JPEG decode down to ``min_side``)."""
-    from wbc_edge.runtime.decode import read_image
+    from wbc_edge.runtime.labelled import read_labelled
 
-    try:
-        return [read_image(p, min_side) for p in paths]
-    except ValueError as exc:
-        raise UserError(f"{exc}: remove it from the data or fix the file") from exc
+    return [read_labelled(p, "the benchmark data", min_side) for p in paths]
 
 
 def measure(spec_in: dict[str, Any]) -> dict[str, Any]:
@@ -156,7 +153,7 @@ def measure(spec_in: dict[str, Any]) -> dict[str, Any]:
         # Random-init weights (a reference architecture with no trained checkpoint) are timed
         # only: their accuracy would be chance, not a result.
         if not result["untrained"]:
-            result.update(_accuracy(backend, spec, paths, labels, spec_in, min_side))
+            result.update(_accuracy(backend, paths, labels, spec_in))
         _emit("progress", step="accuracy")
 
     result["load_avg_1m"] = round(os.getloadavg()[0], 2)  # how busy the machine was meanwhile
@@ -168,32 +165,16 @@ def measure(spec_in: dict[str, Any]) -> dict[str, Any]:
 
 
 def _accuracy(
-    backend: Any,
-    spec: Any,
-    paths: list[str],
-    labels: list[str],
-    spec_in: dict[str, Any],
-    min_side: int,
+    backend: Any, paths: list[str], labels: list[str], spec_in: dict[str, Any]
 ) -> dict[str, Any]:
     from wbc_edge.metrics import classification_report
+    from wbc_edge.runtime.labelled import score
 
-    names = backend.card.class_names
-    unknown = sorted(set(labels) - set(names))
-    if unknown:
-        raise UserError(
-            f"{spec_in['path']}: the data has classes {unknown} that the model does not know "
-            f"(it knows {names}); benchmark it on data with its classes"
-        )
-    y = np.array([names.index(label) for label in labels])
-    chunk = max(spec_in["batches"])
-    probs = np.concatenate(
-        [
-            backend.predict(spec(decode(paths[i : i + chunk], min_side)))
-            for i in range(0, len(paths), chunk)
-        ]
+    probs, y = score(
+        backend, paths, labels, f"the data of {spec_in['path']}", max(spec_in["batches"])
     )
-    np.save(spec_in["probs_out"], probs)
-    report = classification_report(probs, y, names)
+    np.save(spec_in["probs_out"], probs.astype(np.float32))
+    report = classification_report(probs, y, backend.card.class_names)
     return {"accuracy": report.accuracy, "macro_f1": report.macro_f1}
 
 

@@ -27,8 +27,9 @@ from wbc_edge import __version__
 from wbc_edge.data.manifest import ManifestRow
 from wbc_edge.errors import UserError
 from wbc_edge.optional import require
+from wbc_edge.runtime.backends import softmax
 from wbc_edge.runtime.card import ONNX_METADATA_KEY, ModelCard
-from wbc_edge.runtime.preprocess import read_image
+from wbc_edge.runtime.labelled import read_labelled
 
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("logits", "probs")
@@ -77,12 +78,9 @@ def sample_inputs(
     if rows:
         ordered = sorted(rows, key=lambda r: (r.label, str(r.path)))
         idx = np.linspace(0, len(ordered) - 1, min(num, len(ordered))).round().astype(int)
-        images = []
-        for i in dict.fromkeys(idx.tolist()):
-            try:
-                images.append(read_image(str(ordered[i].path)))
-            except ValueError as exc:
-                raise UserError(f"{exc}: fix or drop it from the manifest") from exc
+        images = [
+            read_labelled(ordered[i].path, "the manifest") for i in dict.fromkeys(idx.tolist())
+        ]
         return spec(images), "manifest"
     rng = np.random.default_rng(seed)
     size = max(card.preprocess.input_size * 3 // 2, 8)
@@ -174,13 +172,12 @@ def set_metadata(proto: Any, card: ModelCard, extra: dict[str, str] | None = Non
 
 
 def run_onnx(path: str | Path, batch: np.ndarray, threads: int | None = None) -> list[np.ndarray]:
-    """All outputs of an ONNX file on ``batch`` with ONNX Runtime's CPU provider."""
-    ort = require("onnxruntime")
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return sess.run(None, {sess.get_inputs()[0].name: batch})
+    """All outputs of an ONNX file on ``batch``, through the runtime's ONNX Runtime backend on
+    the CPU (the path ``run`` takes)."""
+    from wbc_edge.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
+    with OnnxRuntimeBackend(path, device="cpu", threads=threads or 0) as backend:
+        return backend.run_outputs(batch)
 
 
 def compare(
@@ -194,7 +191,7 @@ def compare(
 
     ``probs`` are compared with softmax(ref_logits / temperature), the graph's calibrated head.
     """
-    ref_probs = _softmax(ref_logits / temperature)
+    ref_probs = softmax(ref_logits, temperature)
     diff_logits = float(np.abs(ref_logits - logits).max()) if len(logits) else 0.0
     diff_probs = float(np.abs(ref_probs - probs).max()) if len(probs) else 0.0
     ref_top = ref_logits.argmax(1)
@@ -237,11 +234,6 @@ def load_checkpoint(path: str | Path) -> tuple[Any, ModelCard]:
     from wbc_edge.kd.checkpoint import load_model
 
     return load_model(path)
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _with_probs(model: Any, temperature: float = 1.0) -> Any:

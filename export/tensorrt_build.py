@@ -46,8 +46,8 @@ from wbc_edge.export import calib_cache
 from wbc_edge.export.onnx_export import onnx_io
 from wbc_edge.optional import require
 from wbc_edge.runtime.card import ModelCard, Preprocess, read_onnx_card, read_sidecar, write_sidecar
+from wbc_edge.runtime.labelled import read_labelled
 from wbc_edge.runtime.names import file_name
-from wbc_edge.runtime.preprocess import read_image
 from wbc_edge.runtime.tensorrt_versions import TrtFeatures, features
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -186,12 +186,7 @@ def calibration_batches(
     """Full float32 NCHW batches for TensorRT's calibrator (a short tail batch is dropped:
     the calibration profile fixes the batch size)."""
     for start in range(0, len(paths) - batch_size + 1, batch_size):
-        images = []
-        for p in paths[start : start + batch_size]:
-            try:
-                images.append(read_image(str(p)))
-            except ValueError as exc:
-                raise UserError(f"{exc}: fix or drop it from the manifest") from exc
+        images = [read_labelled(p, "the manifest") for p in paths[start : start + batch_size]]
         yield np.ascontiguousarray(spec(images), dtype=np.float32)
 
 

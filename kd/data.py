@@ -2,7 +2,7 @@
 
 Decoding and resizing 360 px JPEGs costs more CPU than a tiny student's forward pass, so every
 manifest split is decoded once with the model card's own preprocessing
-(:func:`wbc_edge.runtime.preprocess.read_image` + ``card.preprocess.resize``) into a uint8
+(:func:`wbc_edge.runtime.labelled.read_labelled` + ``card.preprocess.resize``) into a uint8
 ``.npy`` file under the cache folder, keyed by the data fingerprint and the decode-time fields of
 the card's :class:`~wbc_edge.runtime.card.Preprocess`; later runs memory-map it. Normalisation
 comes from the same card (:func:`normalize_tensor`), through the runtime's own arithmetic.
@@ -39,7 +39,8 @@ import torch
 from wbc_edge.data.manifest import ManifestRow, fingerprint
 from wbc_edge.errors import UserError
 from wbc_edge.runtime.card import Preprocess
-from wbc_edge.runtime.preprocess import UNIT, read_image, standardize
+from wbc_edge.runtime.labelled import read_labelled
+from wbc_edge.runtime.preprocess import UNIT, standardize
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("WBC_EDGE_CACHE", Path.home() / ".cache" / "wbc-edge"))
 
@@ -81,11 +82,7 @@ def decode_cached(
     with progress(transient=True) as p:
         task = p.add_task(f"decoding {len(rows)} images", total=len(rows), status="")
         for i, r in enumerate(rows):
-            try:
-                image = read_image(str(r.path))
-            except (ValueError, OSError) as exc:
-                raise UserError(f"{exc}: fix or remove it from the manifest") from exc
-            out[i] = pre.resize(image)
+            out[i] = pre.resize(read_labelled(r.path, "the manifest"))
             p.advance(task)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
     np.save(tmp, out)

@@ -22,6 +22,7 @@ import numpy as np
 from wbc_edge.errors import UserError
 from wbc_edge.metrics import ClassificationReport, classification_report
 from wbc_edge.runtime.card import ModelCard
+from wbc_edge.runtime.labelled import dihedral_views as dihedral_views  # its home
 
 
 @dataclass
@@ -71,18 +72,6 @@ class Predictions:
     backend: str
 
 
-def dihedral_views(batch: np.ndarray, views: int) -> list[np.ndarray]:
-    """The first ``views`` of the 8 symmetries of a square (rotations by 90 degrees, then the
-    same flipped) of an NCHW batch, in the order of :func:`wbc_edge.kd.data.dihedral`."""
-    if views not in (1, 8):
-        raise UserError(f"views must be 1 (no test-time augmentation) or 8, not {views}")
-    out = []
-    for k in range(views):
-        x = np.rot90(batch, k % 4, axes=(2, 3))
-        out.append(np.ascontiguousarray(x[..., ::-1] if k >= 4 else x))
-    return out
-
-
 def predict(
     model_path: str | Path,
     data: str | Path,
@@ -95,47 +84,21 @@ def predict(
 
     ``views=8`` averages the calibrated probabilities over the 8 dihedral views (test-time
     augmentation: a blood cell has no up or left, so every view is an equally valid image)."""
-    from wbc_edge.console import progress
     from wbc_edge.runtime.backends import load_backend
-    from wbc_edge.runtime.decode import model_min_side, read_image
+    from wbc_edge.runtime.labelled import score
 
     samples = load_samples(data, split)
     with load_backend(model_path) as backend:
-        card = backend.card
-        index = {name: i for i, name in enumerate(card.class_names)}
-        unknown = sorted({s.label for s in samples} - set(index))
-        if unknown:
-            raise UserError(
-                f"{data} has classes the model does not know: {', '.join(unknown)} "
-                f"(the model knows {', '.join(card.class_names)})"
-            )
-        spec = card.preprocess
-        min_side = model_min_side(spec)  # decoded as `run` decodes them: what it classifies
-        probs = []
-        with progress(transient=True) as p:
-            task = p.add_task(f"evaluating {Path(model_path).name}", total=len(samples), status="")
-            for start in range(0, len(samples), batch_size):
-                chunk = samples[start : start + batch_size]
-                images = []
-                for s in chunk:
-                    try:
-                        images.append(read_image(str(s.path), min_side))
-                    except (ValueError, OSError) as exc:
-                        raise UserError(f"{exc}: fix or remove it from {data}") from exc
-                batch = spec(images)
-                probs.append(
-                    np.mean(
-                        [
-                            np.asarray(backend.predict(v), np.float64)
-                            for v in dihedral_views(batch, views)
-                        ],
-                        axis=0,
-                    )
-                )
-                p.advance(task, len(chunk))
-        backend_name = backend.name
-    probs_all = np.concatenate(probs) if probs else np.zeros((0, card.num_classes))
-    y = np.array([index[s.label] for s in samples], np.int64)
+        probs_all, y = score(
+            backend,
+            [s.path for s in samples],
+            [s.label for s in samples],
+            str(data),
+            batch_size,
+            views,
+            label=f"evaluating {Path(model_path).name}",
+        )
+        card, backend_name = backend.card, backend.name
     return Predictions(samples, probs_all, y, card, backend_name)
 
 

@@ -278,7 +278,12 @@ def read_onnx_card(onnx_path: str | Path) -> ModelCard:
         sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
         raise UserError(f"{onnx_path} is not a readable ONNX model ({exc})") from exc
-    meta = sess.get_modelmeta().custom_metadata_map
+    return card_from_session(sess, onnx_path)
+
+
+def card_from_session(session: Any, onnx_path: str | Path) -> ModelCard:
+    """The card of an open ``onnxruntime.InferenceSession`` (so a backend loads its model once)."""
+    meta = session.get_modelmeta().custom_metadata_map
     if ONNX_METADATA_KEY not in meta:
         raise UserError(
             f"{onnx_path} carries no wbc-edge model card: export it with `wbc-edge export onnx`"

@@ -13,6 +13,7 @@ from wbc_edge.errors import UserError
 from wbc_edge.export import onnx_export
 from wbc_edge.export.onnx_export import export_onnx, onnx_io, run_onnx, sample_inputs
 from wbc_edge.kd.students import STUDENTS, create_student
+from wbc_edge.runtime.backends import softmax
 from wbc_edge.runtime.card import ModelCard, Preprocess, read_onnx_card
 
 CLASSES = ["Basophil", "Eosinophil", "Lymphocyte", "Neutrophil"]
@@ -82,7 +83,7 @@ def test_parity_failure_reports_numbers_and_writes_nothing(tmp_path, monkeypatch
 def test_near_ties_are_not_counted_as_flips():
     ref = np.array([[1.0, 1.0 + 1e-7], [5.0, 0.0]], np.float32)
     got = np.array([[1.0 + 1e-7, 1.0], [0.0, 5.0]], np.float32)
-    report = onnx_export.compare(ref, got, onnx_export._softmax(got))
+    report = onnx_export.compare(ref, got, softmax(got))
     assert report.top1_agreement == 0.0
     assert report.unexplained_flips == 1  # the clear-margin sample only
 

@@ -247,3 +247,39 @@ def test_cuda_requested_but_fallen_back_to_cpu_is_refused(tmp_path, monkeypatch)
     monkeypatch.setattr(ort_backend, "require", lambda m: fake if m == "onnxruntime" else real(m))
     with pytest.raises(UserError, match="fell back to the CPU"):
         load_backend(make_onnx(tmp_path / "m.onnx"), device="cuda")
+
+
+def test_onnx_backend_loads_its_model_once(tmp_path, monkeypatch):
+    """The card comes from the backend's own session: one InferenceSession per model."""
+    import onnxruntime as ort
+
+    path = make_onnx(tmp_path / "m.onnx")
+    real, made = ort.InferenceSession, []
+
+    def counting(*args, **kwargs):
+        made.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", counting)
+    with load_backend(path, device="cpu") as backend:
+        assert backend.card.class_names == CLASSES
+    assert made == [str(path)]
+
+
+def test_a_labelled_set_is_scored_through_the_backend(tmp_path):
+    """runtime.labelled.score: probabilities in input order, labels checked against the card."""
+    import cv2
+
+    from wbc_edge.runtime.labelled import score
+
+    colours = [RED, GREEN, BLUE]
+    paths = []
+    for i, c in enumerate(colours):
+        paths.append(tmp_path / f"{i}.png")
+        cv2.imwrite(str(paths[-1]), solid(c))
+    with load_backend(make_onnx(tmp_path / "m.onnx"), device="cpu") as backend:
+        labels = [CLASSES[int(backend.predict_images([solid(c)]).argmax())] for c in colours]
+        probs, y = score(backend, paths, labels, "the test images", batch_size=2)
+        assert probs.shape == (3, len(CLASSES)) and probs.argmax(1).tolist() == y.tolist()
+        with pytest.raises(UserError, match="classes the model does not know: Unicorn"):
+            score(backend, paths, ["Unicorn"] * 3, "the test images")

@@ -24,7 +24,7 @@ from wbc_edge.errors import UserError
 from wbc_edge.export import calib_cache
 from wbc_edge.optional import require
 from wbc_edge.runtime.card import Preprocess
-from wbc_edge.runtime.preprocess import read_image
+from wbc_edge.runtime.labelled import read_labelled
 
 onnx = require("onnx")
 quant = require("onnxruntime.quantization")
@@ -66,7 +66,7 @@ class ImageReader(quant.CalibrationDataReader):
             return None
         chunk = self.paths[self._next : self._next + self.batch_size]
         self._next += len(chunk)
-        batch = self.spec([_read(p) for p in chunk])
+        batch = self.spec([read_labelled(p, "the calibration split") for p in chunk])
         if self.on_batch:
             self.on_batch(len(chunk))
         return {self.input_name: batch}
@@ -170,13 +170,6 @@ def graph_input_name(onnx_path: str | Path) -> str:
     proto = onnx.load(str(onnx_path), load_external_data=False)
     inits = {i.name for i in proto.graph.initializer}
     return next(i.name for i in proto.graph.input if i.name not in inits)
-
-
-def _read(path: Path) -> np.ndarray:
-    try:
-        return read_image(str(path))
-    except ValueError as exc:
-        raise UserError(f"{exc}: fix or drop it from the manifest") from exc
 
 
 @contextlib.contextmanager

@@ -10,15 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from wbc_edge.console import progress
 from wbc_edge.data.manifest import ManifestRow
-from wbc_edge.errors import UserError
-from wbc_edge.export.int8.calibration import _read
 from wbc_edge.metrics import agreement, classification_report
-from wbc_edge.optional import require
 from wbc_edge.runtime.card import ModelCard
-
-ort = require("onnxruntime")
+from wbc_edge.runtime.labelled import check_labels, score
 
 
 @dataclass
@@ -56,8 +51,7 @@ def compare_on(
     report: Int8Report, fp32: Path, int8: Path, card: ModelCard, rows: Sequence[ManifestRow]
 ) -> None:
     """Fill ``report`` with FP32 and INT8 accuracy, macro-F1 and top-1 agreement on ``rows``."""
-    check_labels(card, rows, "evaluation")
-    y = np.array([card.class_names.index(r.label) for r in rows])
+    y = check_labels(card, [r.label for r in rows], "the evaluation split")
     p32 = predict_probs(fp32, rows, card, "FP32")
     p8 = predict_probs(int8, rows, card, "INT8")
     r32 = classification_report(p32, y, card.class_names)
@@ -74,25 +68,19 @@ def predict_probs(
     label: str = "predict",
     batch_size: int = 32,
 ) -> np.ndarray:
-    """Class probabilities of an ONNX model (output ``probs``) on manifest images."""
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    input_name = sess.get_inputs()[0].name
-    spec = card.preprocess
-    chunks = []
-    with progress() as p:
-        task = p.add_task(label, total=len(rows), status="")
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start : start + batch_size]
-            x = spec([_read(r.path) for r in chunk])
-            chunks.append(sess.run(["probs"], {input_name: x})[0])
-            p.advance(task, len(chunk))
-    return np.concatenate(chunks) if chunks else np.zeros((0, card.num_classes), np.float32)
+    """Class probabilities of an ONNX model on manifest images, through the runtime's ONNX
+    Runtime backend on the CPU (:func:`wbc_edge.runtime.labelled.score`). Images decode in
+    full, as the calibration images do, so the comparison isolates quantization."""
+    from wbc_edge.runtime.backends import load_backend
 
-
-def check_labels(card: ModelCard, rows: Sequence[ManifestRow], what: str) -> None:
-    unknown = sorted({r.label for r in rows} - set(card.class_names))
-    if unknown:
-        raise UserError(
-            f"{what} images have classes the model does not know: {unknown}; "
-            f"the model's classes are {card.class_names}"
+    with load_backend(path, device="cpu") as backend:
+        probs, _ = score(
+            backend,
+            [r.path for r in rows],
+            [r.label for r in rows],
+            "the evaluation split",
+            batch_size,
+            min_side=0,
+            label=label,
         )
+    return probs.astype(np.float32)

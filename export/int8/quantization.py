@@ -24,12 +24,13 @@ from wbc_edge.export.int8.calibration import (
     select_calibration_rows,
 )
 from wbc_edge.export.int8.check import check_qdq
-from wbc_edge.export.int8.compare import Int8Report, check_labels, compare_on
+from wbc_edge.export.int8.compare import Int8Report, compare_on
 from wbc_edge.export.int8.settings import MIN_CALIBRATION_IMAGES, TARGETS, QuantSettings
 from wbc_edge.export.onnx_export import set_metadata
 from wbc_edge.optional import require
 from wbc_edge.runtime import names
 from wbc_edge.runtime.card import ModelCard, read_onnx_card
+from wbc_edge.runtime.labelled import check_labels
 
 onnx = require("onnx")
 quant = require("onnxruntime.quantization")
@@ -160,7 +161,7 @@ def quantize_int8(
             "INT8 ranges may not cover rare cells; pass a larger split or --num"
         )
         console.print(f"[yellow]warning:[/] {warnings[-1]}")
-    check_labels(card, picked, "calibration")
+    check_labels(card, [r.label for r in picked], "the calibration split")
     spec = card.preprocess
     paths = [r.path for r in picked]
     ranges = calibrate(onnx_path, paths, spec, method, symmetric=settings.symmetric_activations)

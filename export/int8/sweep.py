@@ -3,7 +3,6 @@ candidate quantized from the same ranges, side by side with single-thread latenc
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -27,20 +26,19 @@ ort = require("onnxruntime")
 def measure_latency(
     path: str | Path, input_size: int, batch: int = 1, threads: int = 1, runs: int = 30
 ) -> float:
-    """Median milliseconds per batch on this CPU, ``threads`` intra-op threads."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    """Median milliseconds per batch on this CPU, ``threads`` intra-op threads, through the
+    runtime's ONNX Runtime backend (the model time ``predict`` reports)."""
+    from wbc_edge.runtime.backends.onnxruntime import OnnxRuntimeBackend
+
     x = np.random.default_rng(0).standard_normal((batch, 3, input_size, input_size))
-    feed = {sess.get_inputs()[0].name: x.astype(np.float32)}
-    for _ in range(3):
-        sess.run(None, feed)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        sess.run(None, feed)
-        times.append(time.perf_counter() - t)
+    x = x.astype(np.float32)
+    with OnnxRuntimeBackend(path, device="cpu", threads=threads) as backend:
+        for _ in range(3):
+            backend.predict(x)
+        times = []
+        for _ in range(runs):
+            backend.predict(x)
+            times.append(backend.last_inference_s)
     return float(np.median(times) * 1000.0)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from wbc_edge.errors import UserError
 from wbc_edge.optional import require
 from wbc_edge.runtime.backends import BackendBase, output_to_read, softmax
-from wbc_edge.runtime.card import read_onnx_card
+from wbc_edge.runtime.card import card_from_session
 
 # Most capable first; onnxruntime falls back along the list when one cannot start.
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -63,7 +63,6 @@ class OnnxRuntimeBackend(BackendBase):
         super().__init__()
         ort = require("onnxruntime")
         self.path = Path(path)
-        self.card = read_onnx_card(self.path)
         providers = choose_providers(ort.get_available_providers(), device)
         options = ort.SessionOptions()
         if threads == 0 and providers == ["CPUExecutionProvider"]:
@@ -75,7 +74,10 @@ class OnnxRuntimeBackend(BackendBase):
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise UserError(f"{self.path}: onnxruntime cannot load it ({exc})") from exc
+            raise UserError(
+                f"{self.path} is not a readable ONNX model, or onnxruntime cannot load it ({exc})"
+            ) from exc
+        self.card = card_from_session(self.session, self.path)  # one load: card and weights
         self.providers = self.session.get_providers()
         if device == "cuda" and not set(self.providers) & set(_GPU_PROVIDERS):
             raise UserError(
@@ -89,6 +91,11 @@ class OnnxRuntimeBackend(BackendBase):
         self.fixed_batch = fixed if isinstance(fixed, int) and fixed > 0 else None
         outputs = [o.name for o in self.session.get_outputs()]
         self.output_name = output_to_read(outputs)
+
+    def run_outputs(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Every output of the graph, raw (logits and probs), in the graph's order: what an
+        export parity check compares; classification uses :meth:`predict`."""
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         out = self.session.run([self.output_name], {self.input_name: batch})[0]
