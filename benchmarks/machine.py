@@ -20,6 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from wbc_edge.records import cpu_name, load_average, run_command
+
 # A runner takes a command line and returns its stdout, or None when it cannot run it.
 Runner = Callable[[list[str]], "str | None"]
 
@@ -34,36 +36,11 @@ PACKAGES = (
 )
 
 
-def run_command(cmd: list[str], timeout: float = 10.0) -> str | None:
-    """stdout of ``cmd``, or None when it is missing, fails or hangs."""
-    if shutil.which(cmd[0]) is None:
-        return None
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return res.stdout if res.returncode == 0 else None
-
-
 def _read(path: str | Path) -> str | None:
     try:
         return Path(path).read_text(errors="replace").replace("\x00", "").strip()
     except OSError:
         return None
-
-
-def cpu_model(cpuinfo: str | None = None) -> str:
-    """The CPU's marketing name; ARM boards lack it in /proc/cpuinfo, so fall back to lscpu."""
-    text = cpuinfo if cpuinfo is not None else (_read("/proc/cpuinfo") or "")
-    m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-    if m:
-        return m.group(1).strip()
-    lscpu = run_command(["lscpu"]) if cpuinfo is None else None
-    if lscpu:
-        m = re.search(r"^Model name:\s*(.+)$", lscpu, re.M)
-        if m:
-            return m.group(1).strip()
-    return platform.processor() or platform.machine()
 
 
 def _version(dist: str) -> str | None:
@@ -228,14 +205,14 @@ def machine_info(runner: Runner = run_command, root: str | Path = "/") -> dict[s
         "hostname": platform.node(),
         "os": f"{platform.system()} {platform.release()}",
         "arch": platform.machine(),
-        "cpu": cpu_model(),
+        "cpu": cpu_name(),
         "cpu_cores": os.cpu_count(),
         "cpu_cores_usable": len(os.sched_getaffinity(0))
         if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
         "memory_gb": round(int(mem.group(1)) / 1024**2, 1) if mem else None,
         # Other work on the machine slows every row; the load says how busy it was at the start.
-        "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "load_avg_1m": load_average(),
         "gpus": gpu_names(runner),
         "python": platform.python_version(),
         "libraries": library_versions(),

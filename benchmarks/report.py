@@ -6,7 +6,6 @@ table are views of it, one line per model and batch size.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -206,12 +205,9 @@ def markdown(report: dict[str, Any], title: str = "wbc-edge bench") -> str:
 
 def write_reports(report: dict[str, Any], out: Path, name: str) -> list[Path]:
     """``<out>/<name>.json`` and ``<out>/<name>.md``; returns the paths written."""
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = out / f"{name}.json"
-    md_path = out / f"{name}.md"
-    json_path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
-    md_path.write_text(markdown(report))
-    return [json_path, md_path]
+    from wbc_edge.records import write_record
+
+    return list(write_record(out / name, report, markdown(report)))
 
 
 def print_table(report: dict[str, Any]) -> None:

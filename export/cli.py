@@ -119,11 +119,9 @@ def int8_sweep_cmd(
     rounds: Annotated[int, typer.Option(help="Interleaved latency rounds.")] = 5,
 ) -> None:
     """FP32 vs INT8 (TensorRT target and every CPU setting): accuracy, size, CPU latency."""
-    import datetime
-    import sys
-
     from wbc_edge.console import console
     from wbc_edge.export.int8 import compare_settings
+    from wbc_edge.records import command_line, utc_date, write_record
 
     batches = [int(b) for b in batch.split(",")]
     rows = compare_settings(
@@ -158,9 +156,9 @@ def int8_sweep_cmd(
     console.print(table, highlight=False, soft_wrap=True)
     if results:
         meta = {
-            "command": "wbc-edge " + " ".join(sys.argv[1:]),
+            "command": command_line(),
             "machine": _machine(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "date": utc_date(),
             "onnx": str(onnx),
             "calibration": {"manifest": str(calib), "split": "train", "num": num, "method": method},
             "eval_split": eval_split,
@@ -169,32 +167,22 @@ def int8_sweep_cmd(
             "interleaved rounds x 30 runs",
             "rows": rows,
         }
-        results.parent.mkdir(parents=True, exist_ok=True)
-        results.with_suffix(".json").write_text(json.dumps(meta, indent=2))
-        results.with_suffix(".md").write_text(
+        write_record(
+            results,
+            meta,
             f"# FP32 vs INT8 on this CPU\n\n```\n{meta['command']}\n```\n\n"
             f"{meta['date']}; {meta['machine']}; {meta['latency']}. Accuracy on the "
             f"{eval_split} split ({meta['num_eval']} images); calibration on {num} train "
-            f"images ({method}).\n\n{table}\n"
+            f"images ({method}).\n\n{table}\n",
         )
 
 
 def _machine() -> str:
-    import os
-    import platform
-
     import onnxruntime
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores shared with other jobs, no GPU, "
-        f"onnxruntime {onnxruntime.__version__}"
-    )
+    from wbc_edge.records import machine_line
+
+    return machine_line(onnxruntime=onnxruntime.__version__)
 
 
 @app.command("triton")
@@ -331,7 +319,6 @@ def _print_int8(r: Int8Report) -> None:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table: readable in the terminal and pasteable into results files."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+    from wbc_edge.records import markdown_table
+
+    return markdown_table(header, rows)

@@ -21,19 +21,18 @@ from typing import Any
 from wbc_edge.console import console
 from wbc_edge.errors import UserError, require_file
 from wbc_edge.kd.config import STUDENT_MODEL
-from wbc_edge.machine import cpu_name
+from wbc_edge.records import machine_line, utc_date, write_record
 
 
 def machine_description() -> str:
     """CPU model, core count and GPU presence: the context every measured number needs."""
-    cpu = cpu_name()
     try:
         import torch
 
-        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except ImportError:
-        gpu = "no GPU"
-    return f"{cpu}, {os.cpu_count()} CPU cores (shared), {gpu}"
+        gpu = None
+    return machine_line(gpu)
 
 
 def prebuild_teacher_cache(
@@ -156,16 +155,14 @@ def run_ablation(
         data=str(data),
         command=command,
         machine=machine_description(),
-        date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        date=utc_date(),
         teacher=_teacher_summary(teacher),
         teacher_cache_seconds=None if report_only else round(cache_seconds, 1),
         parallel=parallel,
         threads_per_run=per_run,
         total_wall_seconds=None if report_only else round(time.time() - t0, 1),
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(payload, indent=2))
-    out.with_suffix(".md").write_text(markdown(payload))
+    write_record(out, payload, markdown(payload))
     console.print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
     return payload
 

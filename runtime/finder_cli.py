@@ -53,7 +53,6 @@ def finder_eval(
     ] = None,
 ) -> None:
     """Recall, precision and mean IoU of the white-cell finder on boxed smear fields."""
-    import datetime
     import json
     import shlex
     import sys
@@ -63,6 +62,7 @@ def finder_eval(
 
     from wbc_edge.console import console, print_table
     from wbc_edge.errors import UserError
+    from wbc_edge.records import utc_date, write_record
     from wbc_edge.runtime.finder import FinderParams
     from wbc_edge.runtime.finder_eval import (
         draw_overlay,
@@ -82,7 +82,7 @@ def finder_eval(
     summary = {
         "command": shlex.join(argv) if argv else f"wbc-edge finder-eval --data {data}",
         "data": str(data),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": utc_date(),
         "machine": machine_description(),
         **summary,
     }
@@ -110,8 +110,7 @@ def finder_eval(
 
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (out / f"{name}.md").write_text(to_markdown(summary, f"{name}: the white-cell finder"))
+        write_record(out / name, summary, to_markdown(summary, f"{name}: the white-cell finder"))
         console.print(f"wrote {out / name}.json and .md")
     if overlays is not None:
         overlays.mkdir(parents=True, exist_ok=True)

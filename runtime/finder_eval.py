@@ -10,7 +10,6 @@ honest check that they were not tuned to the set.
 
 from __future__ import annotations
 
-import os
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from wbc_edge.errors import UserError, require_dir
-from wbc_edge.machine import cpu_name
+from wbc_edge.records import machine_line
 from wbc_edge.runtime.finder import Box, FinderParams, find_cells
 
 WBC_NAMES = ("WBC",)
@@ -246,8 +245,7 @@ def sensitivity(
 
 def machine_description() -> str:
     """CPU model and core count: the context a time per field needs (the finder uses no GPU)."""
-    cpu = cpu_name()
-    return f"{cpu}, {os.cpu_count()} CPU cores, no GPU"
+    return machine_line()
 
 
 def to_markdown(summary: dict, title: str) -> str:

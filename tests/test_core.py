@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -124,3 +126,17 @@ def test_scan_skips_voc_field_folder(tmp_path):
         (tmp_path / "fields" / sub).mkdir(parents=True)
     (tmp_path / "fields" / "JPEGImages" / "f.jpg").write_bytes(b"x")
     assert {f.label for f in scan_class_folders(tmp_path)} == {"A"}
+
+
+def test_records_have_one_writer_and_one_machine_line(tmp_path):
+    from wbc_edge import records
+
+    line = records.machine_line(onnxruntime="1.2.3")
+    assert line.startswith(records.cpu_name()) and line.endswith("no GPU, onnxruntime 1.2.3")
+    assert records.cpu_name("model name\t: Test CPU @ 1GHz\n") == "Test CPU @ 1GHz"
+    table = records.markdown_table(["a", "b"], [[1, "x"]])
+    assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | x |"]
+    j, m = records.write_record(tmp_path / "r" / "bench-v1.2", {"x": 1}, "# r")
+    assert j.name == "bench-v1.2.json" and m.read_text() == "# r\n"
+    assert json.loads(j.read_text()) == {"x": 1}
+    assert records.utc_date().endswith(" UTC")

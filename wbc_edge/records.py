@@ -1,0 +1,97 @@
+"""The one home of recorded results: the machine a number was measured on, the command that
+made it, the date, and the writing of ``<name>.json`` (numbers) beside ``<name>.md`` (people).
+
+``kd`` (ablation), ``export`` (INT8 sweep), ``runtime`` (finder evaluation) and ``benchmarks``
+describe the machine, stamp the date and name the command through these functions, and build
+their Markdown tables with :func:`markdown_table`, so every record has the same context and a
+new measurement adds rows, not a new writer (asv's and Ultralytics' idea). Standard library only.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def run_command(cmd: list[str], timeout: float = 10.0) -> str | None:
+    """stdout of ``cmd``, or None when it is missing, fails or hangs."""
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return res.stdout if res.returncode == 0 else None
+
+
+def cpu_name(cpuinfo: str | None = None) -> str:
+    """The CPU's marketing name; ARM boards lack it in /proc/cpuinfo, so fall back to lscpu."""
+    if cpuinfo is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            text = ""
+    else:
+        text = cpuinfo
+    m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    if m:
+        return m.group(1).strip()
+    lscpu = run_command(["lscpu"]) if cpuinfo is None else None
+    if lscpu:
+        m = re.search(r"^Model name:\s*(.+)$", lscpu, re.M)
+        if m:
+            return m.group(1).strip()
+    return platform.processor() or platform.machine()
+
+
+def machine_line(gpu: str | None = None, **versions: str) -> str:
+    """One line for a record: CPU, core count (shared on this project's machines), the GPU
+    (``None``: no GPU) and any library versions that matter to the number."""
+    parts = [cpu_name(), f"{os.cpu_count()} CPU cores (shared)", gpu or "no GPU"]
+    parts += [f"{name} {version}" for name, version in versions.items()]
+    return ", ".join(parts)
+
+
+def load_average() -> float | None:
+    """The 1-minute load average: how busy the machine was beside the measurement."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
+def utc_date() -> str:
+    """The date format of every record: ``2026-12-01 10:15 UTC``."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def command_line(fallback: str = "") -> str:
+    """The ``wbc-edge ...`` command this process runs (``fallback`` when it is not the CLI)."""
+    if Path(sys.argv[0]).name in ("wbc-edge", "__main__.py", "-m"):
+        return shlex.join(["wbc-edge", *sys.argv[1:]])
+    return fallback or shlex.join(["wbc-edge", *sys.argv[1:]])
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table: readable in a terminal or log and pasteable into a results page."""
+    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_record(path: str | Path, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:
+    """Write ``<path>.json`` (the numbers, with their command, machine and date) and
+    ``<path>.md`` (the same for people) side by side; returns both paths."""
+    base = Path(path)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = base.with_name(base.name + ".json"), base.with_name(base.name + ".md")
+    json_path.write_text(json.dumps(data, indent=2) + "\n")
+    md_path.write_text(markdown if markdown.endswith("\n") else markdown + "\n")
+    return json_path, md_path
