@@ -376,7 +376,7 @@ def run_cross_lab(
     """Score ``model`` as ``row`` (and the curve), merge into ``out/name.json``, rewrite .md."""
     import os
 
-    from wbc_edge.machine import cpu_name
+    from wbc_edge.records import cpu_name
 
     card = _card(model)
     if not split_path.is_file():
