@@ -598,7 +598,7 @@ def test_cli_and_api_share_one_default_per_option(capsys) -> None:
 
     teacher, student = TrainConfig(kind="teacher"), TrainConfig(kind="distill")
     assert (teacher.lr, teacher.method, teacher.model) == (1e-3, "ce", "tf_efficientnet_lite0")
-    assert (student.lr, student.method, student.model) == (2e-3, "mlffakd", "tinyresnet_xs")
+    assert (student.lr, student.method, student.model) == (2e-3, "kd", "tinyresnet_xs")
     assert TrainConfig(kind="teacher", method="kd").method == "ce"  # a teacher is plain CE
     for command, lr in (("train-teacher", config.TEACHER_LR), ("distill", config.STUDENT_LR)):
         with pytest.raises(SystemExit):
