@@ -16,6 +16,7 @@ import typer
 from wbc_edge.calibration import DEFAULT_DELTA, DEFAULT_TARGET_ERROR
 from wbc_edge.kd.config import (
     DEFAULT_AUGMENT,
+    DEFAULT_KEEP,
     DISTILL_METHOD,
     STUDENT_LR,
     STUDENT_MODEL,
@@ -74,6 +75,15 @@ AugmentOpt = Annotated[
     ),
 ]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")]
+KeepOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--keep",
+        help="The epoch the run hands on (calibrated, scored on test): best (best validation "
+        "epoch, best.pt) or last (final epoch of the schedule, last.pt) "
+        f"[default: {DEFAULT_KEEP}].",
+    ),
+]
 ChannelsLastOpt = Annotated[
     bool | None,
     typer.Option("--channels-last/--no-channels-last", help="NHWC memory format."),
@@ -131,6 +141,7 @@ def register(app: typer.Typer) -> None:
         threads: ThreadsOpt = None,
         channels_last: ChannelsLastOpt = None,
         augment: AugmentOpt = None,
+        keep: KeepOpt = None,
         freeze_stages: Annotated[
             int | None,
             typer.Option(
@@ -139,7 +150,7 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
     ) -> None:
-        """Fine-tune an EfficientNet teacher on a split manifest (best epoch on val kept)."""
+        """Fine-tune an EfficientNet teacher on a split manifest (see --keep for the epoch kept)."""
         if data is None and config is None and resume is None:
             raise typer.BadParameter("give --data (or --config / --resume)")
         _run(
@@ -160,6 +171,7 @@ def register(app: typer.Typer) -> None:
             channels_last=channels_last,
             freeze_stages=freeze_stages,
             augment=augment,
+            keep=keep,
             method="ce",
         )
 
@@ -198,6 +210,7 @@ def register(app: typer.Typer) -> None:
         threads: ThreadsOpt = None,
         channels_last: ChannelsLastOpt = None,
         augment: AugmentOpt = None,
+        keep: KeepOpt = None,
         teacher_views: Annotated[
             str | None,
             typer.Option(
@@ -241,6 +254,7 @@ def register(app: typer.Typer) -> None:
             teacher_views=teacher_views,
             teacher_cache=False if no_teacher_cache else None,
             augment=augment,
+            keep=keep,
             method_options=_method_options(option),
         )
 

@@ -10,7 +10,7 @@ calls ``forward_train`` and sums the returned loss dict (mdistiller's design). A
 * a run folder (:mod:`wbc_edge.kd.run_folder`): ``config.yaml`` (the resolved
   :class:`~wbc_edge.kd.config.TrainConfig`), ``metrics.csv``, ``curves.png``,
   ``train.log``, ``best.pt`` (best validation epoch), ``last.pt`` and ``resume.pt`` (optimizer,
-  connectors, step); after training ``best.pt`` is calibrated on the validation split
+  connectors, step); after training the kept one (``--keep``) is calibrated on the validation split
   (temperature and counted-cell threshold, :mod:`wbc_edge.kd.calibrate`), scored on the test
   split, and its card gets ``test_accuracy`` / ``test_macro_f1`` / ECE before and after;
 * DDP when started by ``torchrun`` (``WORLD_SIZE`` > 1, :mod:`wbc_edge.kd.distributed`): each
@@ -460,8 +460,8 @@ def _teacher_cache(cfg, distiller, rows, pre, student_pre, student_images):  # n
 
 
 def _finish(out, cfg, names, arrays, targets, loader, device, best, n_student, n_extra, wall, log):  # noqa: ANN001, ANN202
-    """Calibrate best.pt on val, score it on test, store the numbers in its card, write
-    summary.json."""
+    """Calibrate the kept checkpoint (best.pt or last.pt, ``cfg.keep``) on val, score it on
+    test, store the numbers in its card, write summary.json."""
     from wbc_edge.kd.calibrate import calibrate_card, summary_line
     from wbc_edge.kd.evaluate import predict_loader
     from wbc_edge.metrics import classification_report
@@ -475,17 +475,19 @@ def _finish(out, cfg, names, arrays, targets, loader, device, best, n_student, n
         "epochs": cfg.epochs,
         "best_epoch": best["epoch"],
         "best_val_accuracy": best["val_accuracy"],
+        "kept": cfg.keep,
         "student_parameters": n_student,
         "extra_parameters": n_extra,
         "wall_seconds": round(wall, 1),
         "threads": torch.get_num_threads(),
     }
-    best_path = out / "best.pt"
-    if best_path.exists():
+    kept_path = out / f"{cfg.keep}.pt"
+    if kept_path.exists():
         from wbc_edge.kd.checkpoint import read_checkpoint
 
-        payload = read_checkpoint(best_path)
-        model, card = load_model(best_path)
+        payload = read_checkpoint(kept_path)
+        summary["kept_epoch"] = payload["epoch"]
+        model, card = load_model(kept_path)
         model.to(device)
         val_probs, val_y = predict_loader(model, loader("val"), device)
         test_probs, test_y = (
@@ -507,13 +509,12 @@ def _finish(out, cfg, names, arrays, targets, loader, device, best, n_student, n
                 test_ece_uncalibrated=cal["test_ece_before"],
             )
             log(
-                f"best epoch {best['epoch']}: test accuracy {100 * rep.accuracy:.2f}% "
+                f"{cfg.keep} epoch {payload['epoch']} ({kept_path.name}): "
+                f"test accuracy {100 * rep.accuracy:.2f}% "
                 f"macro-F1 {100 * rep.macro_f1:.2f}% ECE {cal['test_ece_after']:.4f} "
                 f"(uncalibrated {cal['test_ece_before']:.4f})"
             )
-        save_checkpoint(best_path, model, card, payload["epoch"])
+        save_checkpoint(kept_path, model, card, payload["epoch"])
     log(f"wall time {wall:.0f}s")
     write_summary(out, summary)
     return summary
-
-

@@ -330,6 +330,22 @@ def test_distill_run_writes_folder_and_saves_student_only(
         assert f"train_{term}" in header
 
 
+def test_keep_last_calibrates_and_scores_the_final_epoch(phantoms: Path, tmp_path: Path) -> None:
+    # epochs=3 with a val split of 6 cells: the best-val epoch is usually not the last one, and
+    # whichever it is, --keep last must score and calibrate last.pt and leave best.pt alone.
+    summary = train(tiny_cfg(phantoms, tmp_path / "run", epochs=3, keep="last"))
+    out = tmp_path / "run"
+    assert summary["kept"] == "last" and summary["kept_epoch"] == 3
+    _, last = load_model(out / "last.pt")
+    assert last.metrics["test_accuracy"] == summary["test_accuracy"]
+    assert last.calibration["fitted_on"] == "val"
+    _, best = load_model(out / "best.pt")
+    assert "test_accuracy" not in best.metrics and not best.calibration
+    assert "last epoch 3 (last.pt): test accuracy" in (out / "train.log").read_text()
+    with pytest.raises(UserError, match="keep must be one of best, last"):
+        tiny_cfg(phantoms, tmp_path / "bad", keep="final")
+
+
 def test_resume_repeats_the_uninterrupted_run(
     phantoms: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
