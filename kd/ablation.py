@@ -36,7 +36,12 @@ def machine_description() -> str:
 
 
 def prebuild_teacher_cache(
-    data: Path, teacher: Path, methods: list[str], student: str, cache_dir: Path | None
+    data: Path,
+    teacher: Path,
+    methods: list[str],
+    student: str,
+    cache_dir: Path | None,
+    size: int | None = None,
 ) -> None:
     """Build the teacher cache each method will ask for, once, before the runs start."""
     from wbc_edge.data.manifest import class_names, read_manifest
@@ -56,6 +61,7 @@ def prebuild_teacher_cache(
             model=student,
             teacher=str(teacher),
             method=method,
+            size=size,
             cache_dir=str(cache_dir) if cache_dir else None,
         )
         distiller, card = build_for_config(cfg, len(class_names(rows)))
@@ -85,6 +91,9 @@ def run_ablation(
     cache_dir: Path | None = None,
     threads: int | None = None,
     report_only: bool = False,
+    size: int | None = None,
+    teacher_views: str | None = None,
+    keep: str | None = None,
 ) -> dict[str, Any]:
     """Train all runs, then write ``out``.md and ``out``.json; returns the JSON payload.
 
@@ -105,7 +114,7 @@ def run_ablation(
     t0 = time.time()
     if not report_only:
         base_methods = list(dict.fromkeys(m for m, _ in variants.values()))
-        prebuild_teacher_cache(data, teacher, base_methods, student, cache_dir)
+        prebuild_teacher_cache(data, teacher, base_methods, student, cache_dir, size)
     cache_seconds = time.time() - t0
 
     total_threads = threads or os.cpu_count() or 1
@@ -139,6 +148,9 @@ def run_ablation(
                 argv += ["--epochs", str(epochs)] if epochs else []
                 argv += ["--batch-size", str(batch_size)] if batch_size else []
                 argv += ["--lr", str(lr)] if lr else []
+                argv += ["--size", str(size)] if size else []
+                argv += ["--teacher-views", teacher_views] if teacher_views else []
+                argv += ["--keep", keep] if keep else []
                 argv += ["--cache-dir", str(cache_dir)] if cache_dir else []
                 for key, value in options.items():
                     argv += ["--option", f"{key}={value}"]

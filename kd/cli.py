@@ -377,6 +377,15 @@ def register(app: typer.Typer) -> None:
         report_only: Annotated[
             bool, typer.Option("--report-only", help="Only write the table from finished runs.")
         ] = False,
+        size: Annotated[
+            int | None,
+            typer.Option("--size", help="Student input size [default: the teacher's]."),
+        ] = None,
+        teacher_views: Annotated[
+            str | None,
+            typer.Option("--teacher-views", help="view or mean, as for distill [default: view]."),
+        ] = None,
+        keep: KeepOpt = None,
     ) -> None:
         """Train every method x seed, reusing one teacher cache; write a mean +- std table."""
         from wbc_edge.kd.ablation import run_ablation
@@ -396,6 +405,9 @@ def register(app: typer.Typer) -> None:
             cache_dir=cache_dir,
             threads=threads,
             report_only=report_only,
+            size=size,
+            teacher_views=teacher_views,
+            keep=keep,
         )
 
     @app.command("adapt")

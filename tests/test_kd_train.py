@@ -532,6 +532,36 @@ def test_ablation_variants_carry_method_options(
     assert trainer_mod.build_for_config(cfg, 3)[0].at_weight == 1
 
 
+def test_ablation_runs_get_size_teacher_views_and_keep(
+    phantoms: Path, teacher_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every run of an ablation must train the way a single distill run would (a 128 px student
+    # of a 224 px teacher, the 8-view target, the final epoch), or the table compares the wrong
+    # thing. The runs themselves are covered above; here only what each is started with.
+    from wbc_edge.kd import ablation
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(ablation, "prebuild_teacher_cache", lambda *a, **k: None)
+    monkeypatch.setattr(
+        ablation, "_run_jobs", lambda jobs, parallel: started.extend(a for _, a in jobs)
+    )
+    ablation.run_ablation(
+        phantoms,
+        teacher_ckpt,
+        ["kd", "at"],
+        [0],
+        out=tmp_path / "abl",
+        runs_dir=tmp_path / "runs",
+        size=24,
+        teacher_views="mean",
+        keep="last",
+    )
+    assert len(started) == 2
+    for argv in started:
+        text = " ".join(argv)
+        assert "--size 24" in text and "--teacher-views mean" in text and "--keep last" in text
+
+
 def test_loader_view_is_the_cached_teacher_view(phantoms: Path, tmp_path: Path) -> None:
     """Batch image j is dihedral k[j] of decoded row index[j]: the key the teacher cache uses."""
     pre = Preprocess(input_size=32)
