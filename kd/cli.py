@@ -179,7 +179,14 @@ def register(app: typer.Typer) -> None:
     def distill(
         data: DataOpt = None,  # type: ignore[assignment]
         teacher: Annotated[
-            Path | None, typer.Option("--teacher", help="Trained teacher checkpoint (.pt).")
+            list[Path] | None,
+            typer.Option(
+                "--teacher",
+                help="Trained teacher checkpoint (.pt). Repeat it for an ensemble: the logit "
+                "target is the mean of the teachers' cached logits, each teacher seen at its own "
+                "card's preprocessing; feature methods (at, fusion, mlffakd) use the first "
+                "teacher's features, and the student takes the first teacher's preprocessing.",
+            ),
         ] = None,
         method: Annotated[
             str | None,
@@ -240,7 +247,7 @@ def register(app: typer.Typer) -> None:
             data=str(data) if data else None,
             kind="distill",
             model=student,
-            teacher=str(teacher) if teacher else None,
+            teacher=[str(t) for t in teacher] if teacher else None,
             method=method,
             size=size,
             epochs=epochs,

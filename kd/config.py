@@ -45,7 +45,9 @@ class TrainConfig:
     kind: str = "distill"  # "teacher" or "distill"
     model: str = ""  # teacher: timm EfficientNet name; distill: student name ("": the default)
     weights: str | None = "imagenet"  # teacher initialisation (imagenet | PATH | none)
-    teacher: str | None = None  # distill: trained teacher checkpoint
+    # distill: trained teacher checkpoint, or a list of them (an ensemble: the logit target is
+    # the mean of the members' cached logits, features come from the first; see `teachers`)
+    teacher: str | list[str] | None = None
     method: str = ""  # "": DISTILL_METHOD for distill; teacher runs are always "ce"
     method_options: dict[str, Any] = field(default_factory=dict)
     size: int | None = None  # None: the teacher's input size, or Preprocess's default
@@ -100,6 +102,10 @@ class TrainConfig:
         self.method = "ce" if teacher else (self.method or DISTILL_METHOD)
         if self.lr is None:
             self.lr = TEACHER_LR if teacher else STUDENT_LR
+        if isinstance(self.teacher, list | tuple):
+            # One member is the single teacher (its config.yaml reads as before); none is none.
+            members = [str(t) for t in self.teacher]
+            self.teacher = members[0] if len(members) == 1 else (members or None)
         # The CLI refuses these as usage errors; a YAML file or the API gets the same rule here
         # (epochs 0 ran "successfully" without writing best.pt; size 0 silently became 128).
         bad = []
@@ -115,6 +121,13 @@ class TrainConfig:
             bad.append(f"keep must be one of {', '.join(KEEP_RULES)}, not {self.keep!r}")
         if bad:
             raise UserError("training options: " + "; ".join(bad))
+
+    @property
+    def teachers(self) -> list[str]:
+        """The teacher checkpoints of a distillation run, first (the features' source) first."""
+        if self.teacher is None:
+            return []
+        return [self.teacher] if isinstance(self.teacher, str) else list(self.teacher)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)

@@ -15,6 +15,12 @@ show the teacher the jittered view instead.
 
 For pbc9 (2,880 training images) at 128 px with Lite0's four stage outputs the cache is about
 2.2 GB; logits alone are about 0.4 MB.
+
+Several teachers (an ensemble) get one cache each, keyed by their own checkpoint and
+preprocessing, and :class:`EnsembleCache` answers for them together: the mean of the members'
+logits, the first member's features. A member after the first reuses a complete cache of its
+own when one exists and otherwise stores logits only (``features=False``), since no method reads
+its features.
 """
 
 from __future__ import annotations
@@ -69,13 +75,41 @@ class TeacherCache:
         )
         return logits, feats
 
-
     def view_mean_logits(self, index: torch.Tensor) -> torch.Tensor:
         """log of the mean softmax over the 8 dihedral views of rows ``index``: the teacher's
         test-time-augmented prediction, the same for every view (a sharper, view-invariant
         target; +1.0 point for the 128 px Lite0 on PBC crops outside ../shared, PROBES.md)."""
         logits = torch.from_numpy(np.asarray(self.logits[index.numpy()], np.float32))
         return torch.log(torch.softmax(logits, dim=-1).mean(dim=1).clamp_min(1e-12))
+
+
+class EnsembleCache:
+    """Several teachers' caches as one: the logit target is the mean over the members of what
+    each member's cache alone would give (its logits for the view, or its view mean), and the
+    features are the first member's (feature methods distil from the first teacher only)."""
+
+    def __init__(self, members: Sequence[TeacherCache]) -> None:
+        if not members:
+            raise ValueError("an ensemble cache needs at least one member")
+        sizes = {len(m.logits) for m in members}
+        if len(sizes) != 1:
+            raise ValueError(f"the members' caches hold different numbers of images: {sizes}")
+        self.members = list(members)
+        self.folder = members[0].folder
+        self.num_features = members[0].num_features
+
+    def lookup(
+        self, index: torch.Tensor, k: torch.Tensor, with_features: bool = True
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(mean of the members' logits, first member's features) of rows ``index``, views
+        ``k``."""
+        logits, feats = self.members[0].lookup(index, k, with_features)
+        rest = [m.lookup(index, k, with_features=False)[0] for m in self.members[1:]]
+        return torch.stack([logits, *rest]).mean(0), feats
+
+    def view_mean_logits(self, index: torch.Tensor) -> torch.Tensor:
+        """The mean over the members of each one's :meth:`TeacherCache.view_mean_logits`."""
+        return torch.stack([m.view_mean_logits(index) for m in self.members]).mean(0)
 
 
 def cache_key(teacher_digest: str, data_key: str, pre: Preprocess, signature: Sequence) -> str:
@@ -98,12 +132,14 @@ def build_teacher_cache(
     pre: Preprocess,
     folder: str | Path,
     batch_size: int = 64,
+    features: bool = True,
 ) -> TeacherCache:
     """Run the teacher on every image under all 8 dihedral transforms.
 
     Stores the logits and all stage outputs as :func:`wbc_edge.kd.features.stage_features`
     returns them (what ``Distiller.teacher_outputs`` gives a feature method), so logit-only
-    and feature methods share one cache.
+    and feature methods share one cache. ``features=False`` stores the logits alone (an
+    ensemble's later members, whose features no method reads).
 
     Reuses ``folder`` when it is complete (``meta.json`` is written last, so an interrupted
     build is redone rather than trusted).
@@ -126,6 +162,7 @@ def build_teacher_cache(
             x0 = normalize_tensor(raw, pre)
             for k in range(8):
                 logits, feats = stage_features(teacher, dihedral(x0, k).contiguous())
+                feats = feats if features else []
                 if logits_mm is None:
                     logits_mm = np.lib.format.open_memmap(
                         tmp / "logits.npy", "w+", np.float16, (n, 8, *logits.shape[1:])
@@ -153,8 +190,9 @@ def build_teacher_cache(
     return TeacherCache(folder)
 
 
-def output_signature(teacher: torch.nn.Module, size: int) -> list:
-    """Shapes of the teacher's logits and stage outputs (part of the cache key)."""
+def output_signature(teacher: torch.nn.Module, size: int, features: bool = True) -> list:
+    """Shapes of the teacher's logits and (with ``features``) its stage outputs: part of the
+    cache key, so a logits-only cache never passes for a full one."""
     with torch.no_grad():
         logits, feats = stage_features(teacher.eval(), torch.zeros(1, 3, size, size))
-    return [list(logits.shape[1:])] + [list(f.shape[1:]) for f in feats]
+    return [list(logits.shape[1:])] + ([list(f.shape[1:]) for f in feats] if features else [])

@@ -107,16 +107,26 @@ def build_for_config(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, Mod
     opts = _distiller_kwargs(cfg.method, cfg.method_options, cfg.label_smoothing)
     student = create_student(cfg.model, num_classes)
     teacher_model, teacher_card = None, None
-    if cfg.teacher:
-        teacher_model, teacher_card = load_model(cfg.teacher)
-        if teacher_card.num_classes != num_classes:
+    if cfg.teachers:
+        if len(cfg.teachers) > 1 and not cfg.teacher_cache and cfg.method != "ce":
             raise UserError(
-                f"teacher {cfg.teacher} knows {teacher_card.num_classes} classes, the data has "
-                f"{num_classes}: train a teacher on this manifest"
+                "several teachers are distilled from their teacher caches: drop "
+                "--no-teacher-cache (or give one --teacher)"
             )
+        teacher_model, teacher_card = load_model(cfg.teachers[0])
+        check_teacher(cfg.teachers[0], teacher_card, num_classes)
     elif cfg.method != "ce":
         raise UserError(f"method {cfg.method!r} needs --teacher TEACHER.pt")
     return build_distiller(cfg.method, student, teacher_model, **opts), teacher_card
+
+
+def check_teacher(path: str, card: ModelCard, num_classes: int) -> None:
+    """A teacher must know the data's classes (and so every member of an ensemble the same)."""
+    if card.num_classes != num_classes:
+        raise UserError(
+            f"teacher {path} knows {card.num_classes} classes, the data has "
+            f"{num_classes}: train a teacher on this manifest"
+        )
 
 
 def run_preprocess(cfg: TrainConfig, teacher_card: ModelCard | None) -> Preprocess:
@@ -208,6 +218,9 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
     if teacher_card is not None:
         card.extra["teacher"] = teacher_card.architecture
         card.extra["teacher_test_accuracy"] = teacher_card.metrics.get("test_accuracy")
+    members = teacher_members(cfg) if teacher_card is not None else []
+    if len(members) > 1:
+        card.extra["teachers"] = members
 
     arrays = {
         s: decode_cached(by_split[s], pre, cfg.cache_dir)
@@ -237,11 +250,10 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
         # Rank 0 builds it; the other ranks wait and then open the finished folder.
         for building in (True, False):
             if dist_info.main == building:
-                cache = _teacher_cache(
-                    cfg, distiller, by_split["train"], teacher_card.preprocess, pre, arrays["train"]
-                )
+                cache = teacher_caches(cfg, distiller, by_split["train"], pre, arrays["train"])
             barrier(dist_info)
-        log(f"teacher cache: {cache.folder}")
+        for member in getattr(cache, "members", [cache]):
+            log(f"teacher cache: {member.folder}")
 
     train_loader = BatchLoader(
         arrays["train"],
@@ -441,9 +453,69 @@ def training_ood(rows: list, log: RunLog) -> OodStats | None:  # rows: list[Mani
     return stats
 
 
-def _teacher_cache(cfg, distiller, rows, pre, student_pre, student_images):  # noqa: ANN001, ANN202
-    """The teacher's outputs on the train rows, seen through the teacher's own preprocessing
-    ``pre`` (decoded again when the student's differs, e.g. a smaller --size)."""
+def teacher_members(cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Path, architecture, input size and test accuracy of each teacher (run summary, card)."""
+    from wbc_edge.kd.checkpoint import read_checkpoint
+
+    out = []
+    for path in cfg.teachers:
+        card = ModelCard.from_dict(read_checkpoint(path)["card"])
+        out.append(
+            {
+                "path": str(path),
+                "architecture": card.architecture,
+                "input_size": card.preprocess.input_size,
+                "test_accuracy": card.metrics.get("test_accuracy"),
+            }
+        )
+    return out
+
+
+def teacher_caches(cfg, distiller, rows, student_pre, student_images):  # noqa: ANN001, ANN201
+    """The teacher cache of a run: the one teacher's, or an
+    :class:`~wbc_edge.kd.teacher_cache.EnsembleCache` over one cache per teacher, each built
+    (or reused) from its own checkpoint and preprocessing."""
+    from wbc_edge.kd.checkpoint import read_checkpoint
+    from wbc_edge.kd.teacher_cache import EnsembleCache
+
+    first = cfg.teachers[0]
+    first_card = ModelCard.from_dict(read_checkpoint(first)["card"])
+    caches = [
+        _teacher_cache(cfg, distiller, rows, first_card.preprocess, student_pre, student_images)
+    ]
+    for path in cfg.teachers[1:]:
+        model, card = load_model(path)
+        check_teacher(path, card, first_card.num_classes)
+        if card.class_names != first_card.class_names:
+            raise UserError(
+                f"teacher {path} orders its classes differently from {first}: "
+                "an ensemble's teachers must share one class list"
+            )
+        caches.append(
+            _teacher_cache(
+                cfg, distiller, rows, card.preprocess, student_pre, student_images, path, model
+            )
+        )
+        del model
+    return caches[0] if len(caches) == 1 else EnsembleCache(caches)
+
+
+def _teacher_cache(
+    cfg: TrainConfig,
+    distiller: nn.Module,
+    rows: list,  # list[ManifestRow]
+    pre: Preprocess,
+    student_pre: Preprocess,
+    student_images: Any,
+    path: str | None = None,
+    teacher: nn.Module | None = None,
+) -> Any:  # TeacherCache
+    """One teacher's outputs on the train rows, seen through its own preprocessing ``pre``
+    (decoded again when the student's differs, e.g. a smaller --size). ``path``/``teacher``
+    None: the run's first teacher, the distiller's own.
+
+    A later ensemble member (``teacher`` given) reuses its full cache when one exists (built by
+    a run that distilled from it alone) and otherwise caches its logits only."""
     images = student_images if pre == student_pre else decode_cached(rows, pre, cfg.cache_dir)
     from wbc_edge.kd.data import DEFAULT_CACHE_DIR
     from wbc_edge.kd.teacher_cache import (
@@ -453,10 +525,16 @@ def _teacher_cache(cfg, distiller, rows, pre, student_pre, student_images):  # n
         output_signature,
     )
 
-    sig = output_signature(distiller.teacher, pre.input_size)
-    key = cache_key(file_digest(cfg.teacher), rows_key(rows), pre, sig)
+    model = distiller.teacher if teacher is None else teacher
+    digest = file_digest(cfg.teachers[0] if path is None else path)
     root = Path(cfg.cache_dir) if cfg.cache_dir else DEFAULT_CACHE_DIR
-    return build_teacher_cache(distiller.teacher, images, pre, root / f"teacher-{key}")
+
+    def folder(features: bool) -> Path:
+        sig = output_signature(model, pre.input_size, features)
+        return root / f"teacher-{cache_key(digest, rows_key(rows), pre, sig)}"
+
+    features = teacher is None or (folder(True) / "meta.json").is_file()
+    return build_teacher_cache(model, images, pre, folder(features), features=features)
 
 
 def _finish(out, cfg, names, arrays, targets, loader, device, best, n_student, n_extra, wall, log):  # noqa: ANN001, ANN202
@@ -476,6 +554,7 @@ def _finish(out, cfg, names, arrays, targets, loader, device, best, n_student, n
         "best_epoch": best["epoch"],
         "best_val_accuracy": best["val_accuracy"],
         "kept": cfg.keep,
+        "teachers": teacher_members(cfg) if cfg.kind == "distill" else [],
         "student_parameters": n_student,
         "extra_parameters": n_extra,
         "wall_seconds": round(wall, 1),

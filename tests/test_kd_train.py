@@ -287,6 +287,80 @@ def test_student_smaller_than_teacher_learns_from_the_teachers_own_view(
         train(tiny_cfg(phantoms, tmp_path / "bad", teacher=str(teacher_ckpt), teacher_views="x"))
 
 
+def test_two_teachers_distil_the_mean_of_their_cached_logits(
+    phantoms: Path, teacher_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wbc_edge.kd.distillers import KD
+    from wbc_edge.kd.teacher_cache import TeacherCache
+
+    torch.manual_seed(1)
+    other = create_teacher("tf_efficientnet_lite0", num_classes=3, weights=None)
+    card = ModelCard(
+        "tf_efficientnet_lite0", ["class0", "class1", "class2"], Preprocess(input_size=40)
+    )
+    second = save_checkpoint(tmp_path / "second.pt", other, card)  # its own input size
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []  # (rows, views) the trainer looked up
+    targets: list[torch.Tensor] = []  # the logit targets KD was given
+    real_caches, real_forward = trainer_mod.teacher_caches, KD.forward_train
+
+    def caches(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        cache = real_caches(*args, **kwargs)
+        lookup = cache.lookup
+        cache.lookup = lambda i, k, f=True: (seen.append((i, k)), lookup(i, k, f))[1]
+        return cache
+
+    def forward(self, images, y, teacher_out=None):  # noqa: ANN001, ANN202
+        targets.append(teacher_out.logits.detach().clone())
+        return real_forward(self, images, y, teacher_out)
+
+    monkeypatch.setattr(trainer_mod, "teacher_caches", caches)
+    monkeypatch.setattr(KD, "forward_train", forward)
+    cfg = tiny_cfg(
+        phantoms, tmp_path / "run", method="kd", teacher=[str(teacher_ckpt), str(second)], epochs=1
+    )
+    summary = train(cfg)
+    assert [t["path"] for t in summary["teachers"]] == [str(teacher_ckpt), str(second)]
+    assert [t["input_size"] for t in summary["teachers"]] == [32, 40]
+    _, student_card = load_model(tmp_path / "run" / "best.pt")
+    assert student_card.preprocess.input_size == 32  # the first teacher's preprocessing
+    assert len(student_card.extra["teachers"]) == 2
+    # One cache per teacher: the first with its features, the second logits only.
+    folders = sorted((tmp_path / "cache").glob("teacher-*"), key=lambda f: f.stat().st_mtime)
+    assert len(folders) == 2
+    first, later = (TeacherCache(f) for f in folders)
+    assert (first.num_features, later.num_features) == (4, 0)
+    assert seen and len(seen) == len(targets)
+    for (rows, views), target in zip(seen, targets, strict=True):
+        expected = (first.lookup(rows, views)[0] + later.lookup(rows, views)[0]) / 2
+        torch.testing.assert_close(target, expected)
+        assert not torch.allclose(target, first.lookup(rows, views)[0])  # both really count
+    with pytest.raises(UserError, match="teacher cache"):
+        train(
+            tiny_cfg(
+                phantoms, tmp_path / "live", method="kd", teacher=cfg.teacher, teacher_cache=False
+            )
+        )
+
+
+def test_ensemble_view_mean_is_the_mean_of_the_members_view_means(
+    phantoms: Path, teacher_ckpt: Path, tmp_path: Path
+) -> None:
+    from wbc_edge.kd.teacher_cache import EnsembleCache
+
+    teacher, card = load_model(teacher_ckpt)
+    torch.manual_seed(2)
+    other = create_teacher("tf_efficientnet_lite0", num_classes=3, weights=None).eval()
+    images = decode_cached(read_manifest(phantoms, "train"), card.preprocess, tmp_path)
+    a = build_teacher_cache(teacher, images, card.preprocess, tmp_path / "a")
+    b = build_teacher_cache(other, images, card.preprocess, tmp_path / "b", features=False)
+    both = EnsembleCache([a, b])
+    index = torch.tensor([2, 0])
+    expected = (a.view_mean_logits(index) + b.view_mean_logits(index)) / 2
+    torch.testing.assert_close(both.view_mean_logits(index), expected)
+    logits, feats = both.lookup(index, torch.tensor([1, 6]))
+    assert len(feats) == 4 and logits.shape == (2, 3)
+
+
 def test_distill_run_writes_folder_and_saves_student_only(
     phantoms: Path, teacher_ckpt: Path, tmp_path: Path
 ) -> None:
