@@ -268,7 +268,13 @@ def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate(
         model: Annotated[
-            Path, typer.Option("--model", help="Any model artifact (.pt, .onnx, .engine).")
+            list[Path],
+            typer.Option(
+                "--model",
+                help="Any model artifact (.pt, .onnx, .engine). Repeat it to score an ensemble: "
+                "the mean of the models' calibrated probabilities, each model run through its "
+                "own backend at its own card's input size and preprocessing.",
+            ),
         ],
         data: Annotated[
             Path, typer.Option("--data", help="Split manifest CSV, or a folder of class folders.")
@@ -294,13 +300,23 @@ def register(app: typer.Typer) -> None:
         from wbc_edge.kd.evaluate import evaluate as run_evaluate
 
         result = run_evaluate(model, data, split, out, batch_size or 32, 8 if tta else 1)
+        for member in result.get("members", []):
+            console.print(
+                f"  member {Path(member['model']).name}: accuracy "
+                f"{100 * member['accuracy']:.2f}%  macro-F1 {100 * member['macro_f1']:.2f}%  "
+                f"ECE {member['ece']:.4f}",
+                highlight=False,
+                soft_wrap=True,
+            )
         console.print(
-            f"{model.name}: accuracy {100 * result['accuracy']:.2f}%  macro-F1 "
+            f"{' + '.join(m.name for m in model)}: accuracy {100 * result['accuracy']:.2f}%  "
+            "macro-F1 "
             f"{100 * result['macro_f1']:.2f}%  ECE {result['ece']:.4f}  coverage "
             f"{100 * result['coverage']:.1f}% (error of counted cells "
             f"{100 * result['counted_error']:.2f}%)  "
             f"({result['num_images']} images)" + (f" -> {out}" if out else ""),
             highlight=False,
+            soft_wrap=True,
         )
 
     @app.command("calibrate")

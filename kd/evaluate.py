@@ -4,6 +4,11 @@ The model is opened through the runtime's backend loader (``.pt``, ``.onnx``, IN
 ``.engine``), so a number measured here is the number the deployed artifact gives: images go
 through the card's own preprocessing spec, not the training pipeline.
 
+Several models are scored as an ensemble: each member runs through its own backend at its own
+card's input size and preprocessing, and the ensemble's probabilities are the mean of the
+members' (each calibrated by its card's temperature). The report names the members with their
+own scores beside the ensemble's.
+
 Outputs (``--out DIR``): ``metrics.json`` (summary, per class, confusion matrix),
 ``report.md`` (the same as tables), ``confusion.png``, ``predictions.csv``.
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +27,7 @@ import numpy as np
 
 from wbc_edge.errors import UserError
 from wbc_edge.metrics import ClassificationReport, classification_report
+from wbc_edge.records import markdown_table
 from wbc_edge.runtime.card import ModelCard
 from wbc_edge.runtime.labelled import dihedral_views as dihedral_views  # its home
 
@@ -102,8 +109,21 @@ def predict(
     return Predictions(samples, probs_all, y, card, backend_name)
 
 
+def ensemble_probs(members: Sequence[Predictions]) -> np.ndarray:
+    """The mean of the members' calibrated probabilities on the same samples; a UserError when
+    the members do not share one class list (their probabilities would not line up)."""
+    first = members[0]
+    for m in members[1:]:
+        if m.card.class_names != first.card.class_names:
+            raise UserError(
+                f"an ensemble's models must share one class list: {first.card.class_names} "
+                f"against {m.card.class_names}"
+            )
+    return np.mean([m.probs for m in members], axis=0)
+
+
 def evaluate(
-    model_path: str | Path,
+    model_path: str | Path | Sequence[str | Path],
     data: str | Path,
     split: str | None = "test",
     out: str | Path | None = None,
@@ -114,27 +134,40 @@ def evaluate(
 
     Besides accuracy and ECE it reports selective classification at the card's
     ``confidence_threshold``: coverage (share of cells counted) and the error of counted cells.
+
+    Several paths score their ensemble (the mean of the members' calibrated probabilities, see
+    :func:`ensemble_probs`); ``result["members"]`` holds each member's own scores. No member's
+    threshold was certified for the ensemble, so every cell counts in its coverage line.
     """
     from wbc_edge.calibration import selective
 
     t0 = time.time()
-    pred = predict(model_path, data, split, batch_size, views)
+    paths = [model_path] if isinstance(model_path, str | Path) else list(model_path)
+    if not paths:
+        raise UserError("evaluate needs at least one --model")
+    preds = [predict(path, data, split, batch_size, views) for path in paths]
+    single = len(preds) == 1
+    pred = preds[0]
     card = pred.card
-    report = classification_report(pred.probs, pred.y, card.class_names)
-    counted = selective(pred.probs, pred.y, card.confidence_threshold)
+    probs = pred.probs if single else ensemble_probs(preds)
+    report = classification_report(probs, pred.y, card.class_names)
+    threshold = card.confidence_threshold if single else None
+    counted = selective(probs, pred.y, threshold)
     result = {
-        "model": str(model_path),
-        "backend": pred.backend,
-        "architecture": card.architecture,
+        "model": str(paths[0]) if single else " + ".join(str(p) for p in paths),
+        "backend": " + ".join(dict.fromkeys(p.backend for p in preds)),
+        "architecture": " + ".join(p.card.architecture for p in preds),
         "data": str(data),
         "split": split if Path(data).is_file() else None,
         "num_images": len(pred.samples),
-        "input_size": card.preprocess.input_size,
+        "input_size": card.preprocess.input_size
+        if single
+        else [p.card.preprocess.input_size for p in preds],
         "views": views,
         **report.summary(),
-        "temperature": card.temperature,
-        "confidence_threshold": card.confidence_threshold,
-        "target_error": card.calibration.get("target_error"),
+        "temperature": card.temperature if single else None,
+        "confidence_threshold": threshold,
+        "target_error": card.calibration.get("target_error") if single else None,
         "coverage": counted.coverage,
         "counted_error": counted.error,
         "per_class": report.per_class,
@@ -142,9 +175,24 @@ def evaluate(
         "confusion": report.confusion.tolist(),
         "seconds": round(time.time() - t0, 2),
     }
+    if not single:
+        result["members"] = [_member(path, p) for path, p in zip(paths, preds, strict=True)]
     if out is not None:
-        write_report(Path(out), result, report, pred.samples, pred.probs, card.class_names)
+        write_report(Path(out), result, report, pred.samples, probs, card.class_names)
     return result
+
+
+def _member(path: str | Path, pred: Predictions) -> dict[str, Any]:
+    """One ensemble member's own scores, for the report beside the ensemble's."""
+    rep = classification_report(pred.probs, pred.y, pred.card.class_names).summary()
+    return {
+        "model": str(path),
+        "backend": pred.backend,
+        "architecture": pred.card.architecture,
+        "input_size": pred.card.preprocess.input_size,
+        "temperature": pred.card.temperature,
+        **{k: rep[k] for k in ("accuracy", "macro_f1", "ece")},
+    }
 
 
 def write_report(
@@ -158,7 +206,9 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     (out / "report.md").write_text(markdown(result))
-    plot_confusion(report.confusion, names, out / "confusion.png", title=Path(result["model"]).name)
+    models = [m["model"] for m in result.get("members", [])] or [result["model"]]
+    title = " + ".join(Path(m).name for m in models)
+    plot_confusion(report.confusion, names, out / "confusion.png", title=title)
     with open(out / "predictions.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["path", "label", "predicted", "confidence"])
@@ -168,12 +218,55 @@ def write_report(
 
 def markdown(result: dict[str, Any]) -> str:
     pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
+    members = result.get("members")
+    title = (
+        "the ensemble of " + ", ".join(f"`{Path(m['model']).name}`" for m in members)
+        if members
+        else f"`{Path(result['model']).name}`"
+    )
     lines = [
-        f"# Evaluation of `{Path(result['model']).name}`",
+        f"# Evaluation of {title}",
         "",
         f"- data: `{result['data']}`" + (f" (split {result['split']})" if result["split"] else ""),
-        f"- images: {result['num_images']}, input {result['input_size']} px, "
-        f"backend {result['backend']}, architecture {result['architecture']}",
+    ]
+    views = f", the mean over {result['views']} dihedral views" if result["views"] > 1 else ""
+    if members:
+        lines += [
+            f"- images: {result['num_images']}{views}; the ensemble's probabilities are the mean "
+            "of its members' (each calibrated by its own card's temperature)",
+            "",
+            markdown_table(
+                [
+                    "member",
+                    "architecture",
+                    "input px",
+                    "backend",
+                    "temperature",
+                    "accuracy",
+                    "macro F1",
+                    "ECE",
+                ],
+                [
+                    [
+                        f"`{m['model']}`",
+                        m["architecture"],
+                        m["input_size"],
+                        m["backend"],
+                        "none" if m["temperature"] is None else f"{m['temperature']:.3f}",
+                        f"{pct(m['accuracy'])}%",
+                        f"{pct(m['macro_f1'])}%",
+                        f"{m['ece']:.4f}",
+                    ]
+                    for m in members
+                ],
+            ),
+        ]
+    else:
+        lines.append(
+            f"- images: {result['num_images']}{views}, input {result['input_size']} px, "
+            f"backend {result['backend']}, architecture {result['architecture']}"
+        )
+    lines += [
         "",
         "| accuracy | macro precision | macro recall | macro F1 | ECE |",
         "|---|---|---|---|---|",
@@ -205,6 +298,10 @@ def _selective_line(result: dict[str, Any]) -> str:
         f"coverage {100 * result['coverage']:.1f}% (cells counted), error of counted cells "
         f"{100 * result['counted_error']:.2f}%"
     )
+    if result.get("members"):
+        return (
+            f"No confidence threshold is certified for an ensemble: every cell counted, {counted}."
+        )
     if thr is None:
         return f"No certified confidence threshold in the card: every cell counted, {counted}."
     target = result.get("target_error")

@@ -164,3 +164,43 @@ def test_tta_averages_the_eight_views(setup) -> None:  # noqa: ANN001
         ).mean(0)
     np.testing.assert_allclose(eight.probs, by_hand.numpy(), rtol=1e-4, atol=1e-5)
     assert not np.allclose(one.probs, eight.probs)
+
+
+def test_ensemble_is_the_mean_of_its_members_calibrated_probabilities(
+    setup,  # noqa: ANN001
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    from wbc_edge.cli import run
+    from wbc_edge.kd.evaluate import predict
+
+    ckpt, cells, manifest = setup
+    torch.manual_seed(1)
+    other = create_student("tinyresnet_xs", 3).eval()
+    # Its own input size and a temperature: the member runs at its card's preprocessing and
+    # enters the mean calibrated.
+    card = ModelCard("tinyresnet_xs", CLASSES, Preprocess(24), temperature=2.0)
+    second = save_checkpoint(tmp_path / "second.pt", other, card)
+    result = evaluate([ckpt, second], cells, out=tmp_path / "ens")
+    first = predict(ckpt, cells)
+    x = torch.from_numpy(card.preprocess([read_image(str(s.path)) for s in first.samples]))
+    with torch.no_grad():
+        by_hand = torch.softmax(other(x) / 2.0, 1).numpy()
+    np.testing.assert_allclose(predict(second, cells).probs, by_hand, rtol=1e-4, atol=1e-5)
+    mean = (first.probs + by_hand) / 2
+    y = np.array([CLASSES.index(s.label) for s in first.samples])
+    assert result["accuracy"] == pytest.approx((mean.argmax(1) == y).mean())
+    assert not np.allclose(mean, first.probs, atol=1e-2)  # the second member counts
+    assert [m["model"] for m in result["members"]] == [str(ckpt), str(second)]
+    assert result["input_size"] == [32, 24] and result["confidence_threshold"] is None
+    assert [m["temperature"] for m in result["members"]] == [1.0, 2.0]
+    confidences = [
+        float(line.rsplit(",", 1)[1])
+        for line in (tmp_path / "ens" / "predictions.csv").read_text().splitlines()[1:]
+    ]
+    np.testing.assert_allclose(confidences, mean.max(1), atol=1e-4)
+    report = (tmp_path / "ens" / "report.md").read_text()
+    assert "ensemble of `student.pt`, `second.pt`" in report and "| 24 |" in report
+    code = run(["evaluate", "--model", str(ckpt), "--model", str(second), "--data", str(manifest)])
+    err = capsys.readouterr().err
+    assert code == 0 and "student.pt + second.pt: accuracy" in err and "member second.pt" in err
