@@ -8,6 +8,9 @@ from typing import Annotated
 
 import typer
 
+from wbc_edge.kd.adapt import DEFAULT_LR as ADAPT_LR
+from wbc_edge.kd.adapt import DEFAULT_STEPS as ADAPT_STEPS
+
 
 def bench(
     student: Annotated[
@@ -251,7 +254,26 @@ def cross_lab(
         ("0", "10", "25", "50", "100", "all")
     ),
     seeds: Annotated[str, typer.Option(help="Curve: seeds per point.")] = "0,1,2",
-    steps: Annotated[int, typer.Option(help="Curve: adapt steps per run.")] = 100,
+    steps: Annotated[int, typer.Option(help="Curve: adapt steps per run.")] = ADAPT_STEPS,
+    lr: Annotated[
+        float | None, typer.Option(help=f"Curve: adapt's peak learning rate. [{ADAPT_LR}]")
+    ] = None,
+    stain_norm: Annotated[
+        str | None,
+        typer.Option(
+            "--stain-norm",
+            help="Score MODEL with this stain normalisation put into its card (unstained, crop "
+            "or none; reference: the --pbc train crops); with --curve, adapt with it.",
+        ),
+    ] = None,
+    score_on: Annotated[
+        str,
+        typer.Option(
+            "--score-on",
+            help="eval: the held-out fields (the result); val: the 30 validation fields of the "
+            "adapt pool, for choosing settings.",
+        ),
+    ] = "eval",
     save_adapted: Annotated[
         Path | None,
         typer.Option(help="Curve: keep the model adapted on all pool fields (seed 0) here."),
@@ -287,13 +309,18 @@ def cross_lab(
         out,
         name,
         say,
+        on=score_on,
+        stain_norm=stain_norm,
+        lr=lr,
     )
     if zero_shot:
         from wbc_edge.benchmarks.crosslab import write_results
 
         report["models"]["zero_shot"] = str(model)
         write_results(report, out, name)
-    r = report["rows"][row]
+    if curve:
+        return
+    r = report["rows" if score_on == "eval" else "val_rows"][row]
     say(
         f"{row}: field-type accuracy {100 * r['field_accuracy']:.1f}% on {r['fields']} fields, "
         f"macro recall {r['macro_recall_NELM']:.3f}, "

@@ -18,10 +18,7 @@ nothing is adapted or tuned on an evaluation field.
 from __future__ import annotations
 
 import csv
-import datetime
 import json
-import shlex
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -156,13 +153,21 @@ def score_row(
     crops: dict[str, list],
     pbc: str | Path | None,
     pbc_crops: list | None = None,
+    on: str = "eval",
 ) -> dict[str, Any]:
-    """The row of one model on the evaluation fields (crops already cut)."""
+    """The row of one model on the ``on`` fields (``eval``, or ``val`` to choose settings),
+    crops already cut.
+
+    The OOD AUROC asks whether the card's score tells the lab's own images from foreign ones.
+    For a model trained on PBC, PBC test crops are its own and the fields' crops foreign; for a
+    model adapted to the fields' lab (its card records an adaptation, and ``adapt`` refits the
+    statistics on the site), the fields' crops are its own and the PBC crops foreign.
+    """
     from wbc_edge.runtime import ood
     from wbc_edge.runtime.backends import load_backend
     from wbc_edge.runtime.post import review_threshold
 
-    evals = {f: t for f, t, s in fields if s == "eval"}
+    evals = {f: t for f, t, s in fields if s == on}
     with load_backend(model) as backend:
         card = backend.card
         thr = review_threshold(None, card)
@@ -175,10 +180,14 @@ def score_row(
             p_out = np.concatenate([probs[f] for f in evals if len(probs[f])])
             row["ood_auroc_msp"] = ood.auroc(1 - p_in.max(1), 1 - p_out.max(1))
             if card.ood is not None:
-                s_in, s_out = ood.scores(card.ood, pbc_crops), ood.scores(card.ood, cells)
-                row["ood_auroc"] = ood.auroc(s_in, s_out)
-                row["ood_share_fields"] = float(np.mean(s_out > card.ood.threshold))
-                row["ood_share_pbc_test"] = float(np.mean(s_in > card.ood.threshold))
+                s_pbc, s_fields = ood.scores(card.ood, pbc_crops), ood.scores(card.ood, cells)
+                at_site = "adaptation" in card.extra
+                row["ood_own"] = "fields" if at_site else "PBC test"
+                row["ood_auroc"] = (
+                    ood.auroc(s_fields, s_pbc) if at_site else ood.auroc(s_pbc, s_fields)
+                )
+                row["ood_share_fields"] = float(np.mean(s_fields > card.ood.threshold))
+                row["ood_share_pbc_test"] = float(np.mean(s_pbc > card.ood.threshold))
     if pbc:
         from wbc_edge.kd.evaluate import predict
 
@@ -198,8 +207,11 @@ def learning_curve(
     steps: int,
     save_all: str | Path | None,
     log,
+    on: str = "eval",
+    stain_norm: str | None = None,
+    lr: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Adapt on growing subsets of the adapt pool; score each on the evaluation fields."""
+    """Adapt on growing subsets of the adapt pool; score each on the ``on`` fields."""
     from wbc_edge.kd.adapt import adapt_model, read_site
     from wbc_edge.runtime.card import ModelCard
 
@@ -210,7 +222,7 @@ def learning_curve(
         for size in sizes:
             n = len(pool) if size == "all" else int(size)
             if n == 0:
-                row = score_row(model, root, fields, crops, None)
+                row = score_row(model, root, fields, crops, None, on=on)
                 points.append({"fields": 0, "seed": None, **_curve_part(row)})
                 continue
             for seed in seeds:
@@ -219,8 +231,17 @@ def learning_curve(
                 site = read_site(root, card, fields=subset)
                 out = Path(tmp) / f"adapted-{size}-{seed}.pt"
                 t0 = time.time()
-                new: ModelCard = adapt_model(model, site, out, steps=steps, pbc=pbc, seed=seed)
-                row = score_row(out, root, fields, crops, None)
+                new: ModelCard = adapt_model(
+                    model,
+                    site,
+                    out,
+                    steps=steps,
+                    pbc=pbc,
+                    seed=seed,
+                    stain_norm=stain_norm,
+                    **({"lr": lr} if lr else {}),
+                )
+                row = score_row(out, root, fields, crops, None, on=on)
                 points.append(
                     {
                         "fields": len(site.fields),
@@ -282,11 +303,11 @@ def training_fov(card, pbc: str | Path | None) -> float | None:
     return measure_files([str(r.path) for r in read_manifest(pbc, "train")]).fov_rbc
 
 
-def write_results(report: dict[str, Any], out: Path, name: str) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / f"{name}.md").write_text(markdown(report))
-    return [out / f"{name}.json", out / f"{name}.md"]
+def write_results(report: dict[str, Any], out: Path, name: str) -> tuple[Path, Path]:
+    """``out/name.json`` and ``out/name.md`` through the project's record writer."""
+    from wbc_edge.records import write_record
+
+    return write_record(out / name, report, markdown(report))
 
 
 def _pct(v: Any) -> str:
@@ -297,64 +318,153 @@ def _num(v: Any) -> str:
     return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
 
 
+_ROW_HEADER = (
+    "row",
+    "model",
+    "stain norm.",
+    "crops",
+    "field-type accuracy",
+    "macro recall N/E/L/M",
+    "immature alarm",
+    "OOD AUROC",
+    "OOD: own images",
+    "(max-softmax)",
+    "PBC test accuracy",
+)
+
+
+def _row_cells(name: str, r: dict[str, Any]) -> list[str]:
+    return [
+        name,
+        f"`{r['model']}`",
+        r.get("stain_norm") or "as card",
+        r["crops"],
+        _pct(r["field_accuracy"]),
+        _num(r["macro_recall_NELM"]),
+        "yes" if r["immature_alarm"] else "no",
+        _num(r.get("ood_auroc")),
+        r.get("ood_own", "PBC test" if r.get("ood_auroc") is not None else "n/a"),
+        _num(r.get("ood_auroc_msp")),
+        _pct(r.get("pbc_test_accuracy")),
+    ]
+
+
+def _stamp(r: dict[str, Any]) -> str:
+    if "command" not in r:
+        return ""
+    load = r.get("load_average")
+    return (
+        f"`{r['command']}`; {r.get('machine', '?')}, load average "
+        f"{load if load is not None else '?'}; {r.get('date', '?')}"
+        + (f"; {r['seconds']} s" if "seconds" in r else "")
+    )
+
+
 def markdown(report: dict[str, Any]) -> str:
+    from wbc_edge.records import markdown_table
+
+    rows = report.get("rows", {})
     lines = [
         "# Another lab's microscope: bccd-smears evaluation fields",
         "",
         f"{report.get('eval_fields', '?')} held-out evaluation fields of bccd-smears (split in "
-        "`benchmarks/results/bccd-split.csv`; never adapted on). A field's type is the dominant "
-        "class of its counted cells. Macro recall is over Neutrophil, Eosinophil, Lymphocyte "
-        "and Monocyte. OOD AUROC: PBC test crops against the evaluation fields' crops "
-        "(appearance score of the card; max-softmax beside it).",
+        "`benchmarks/results/bccd-split.csv`; never adapted on, no setting chosen on them). A "
+        "field's type is the dominant class of its counted cells. Macro recall is over "
+        "Neutrophil, Eosinophil, Lymphocyte and Monocyte. OOD AUROC: the card's appearance "
+        "score separating the model's own images (PBC test crops; for an adapted model the "
+        "site's evaluation-field crops) from foreign ones (the other set); max-softmax beside "
+        "it. Stain norm.: the stain normalisation put into the card for the row (reference: "
+        "the PBC train crops), or the card's own.",
         "",
-        "| row | model | crops | field-type accuracy | macro recall N/E/L/M | immature alarm | "
-        "OOD AUROC | (max-softmax) | PBC test accuracy |",
-        "|---|---|---|---|---|---|---|---|---|",
+        markdown_table(_ROW_HEADER, [_row_cells(n, r) for n, r in rows.items()]),
     ]
-    for name, r in report.get("rows", {}).items():
-        lines.append(
-            f"| {name} | `{r['model']}` | {r['crops']} | {_pct(r['field_accuracy'])} | "
-            f"{_num(r['macro_recall_NELM'])} | {'yes' if r['immature_alarm'] else 'no'} | "
-            f"{_num(r.get('ood_auroc'))} | {_num(r.get('ood_auroc_msp'))} | "
-            f"{_pct(r.get('pbc_test_accuracy'))} |"
-        )
-    for name, r in report.get("rows", {}).items():
-        types = sorted({p for row in r["confusion"].values() for p in row})
-        lines += ["", f"Confusion of {name} (rows: BCCD type, columns: predicted):", ""]
-        lines.append("| type | " + " | ".join(types) + " |")
-        lines.append("|---|" + "---|" * len(types))
-        for t, row in sorted(r["confusion"].items()):
-            lines.append(f"| {t} | " + " | ".join(str(row.get(p, 0)) for p in types) + " |")
-    curve = report.get("curve")
-    if curve:
+    val_rows = report.get("val_rows", {})
+    if val_rows:
         lines += [
             "",
-            f"## Learning curve of `wbc-edge adapt` ({curve['model']}, {curve['steps']} steps, "
-            f"seeds {', '.join(map(str, curve['seeds']))}; scored on the evaluation fields)",
+            "## Scored on the 30 validation fields (for choosing settings; not the result)",
             "",
-            "| adapt fields | field-type accuracy (mean ± sd) | macro recall N/E/L/M | runs |",
-            "|---|---|---|---|",
+            markdown_table(_ROW_HEADER, [_row_cells(n, r) for n, r in val_rows.items()]),
+        ]
+    for name, r in {**rows, **val_rows}.items():
+        types = sorted({p for row in r["confusion"].values() for p in row})
+        lines += ["", f"Confusion of {name} (rows: BCCD type, columns: predicted):", ""]
+        lines.append(
+            markdown_table(
+                ["type", *types],
+                [[t, *(row.get(p, 0) for p in types)] for t, row in sorted(r["confusion"].items())],
+            )
+        )
+    for title, curve in report.get("curves", {}).items():
+        on = curve.get("scored_on", "eval")
+        lines += [
+            "",
+            f"## {title}: `wbc-edge adapt` learning curve",
+            "",
+            f"From `{curve['model']}`, {curve['steps']} steps"
+            + (f", lr {curve['lr']}" if curve.get("lr") else "")
+            + (f", stain normalisation {curve['stain_norm']}" if curve.get("stain_norm") else "")
+            + f", seeds {', '.join(map(str, curve['seeds']))}; scored on the "
+            + ("evaluation" if on == "eval" else "validation")
+            + " fields.",
+            "",
         ]
         by_n: dict[int, list] = {}
-        for p in curve["points"]:
-            by_n.setdefault(p["fields"], []).append(p)
+        for pt in curve["points"]:
+            by_n.setdefault(pt["fields"], []).append(pt)
+        table = []
         for n, ps in sorted(by_n.items()):
-            a = np.array([p["field_accuracy"] for p in ps])
-            m = np.array([p["macro_recall_NELM"] for p in ps])
-            lines.append(
-                f"| {n} | {100 * a.mean():.1f} ± {100 * a.std():.1f}% | "
-                f"{m.mean():.3f} ± {m.std():.3f} | {len(ps)} |"
+            a = np.array([pt["field_accuracy"] for pt in ps])
+            m = np.array([pt["macro_recall_NELM"] for pt in ps])
+            table.append(
+                [
+                    n,
+                    f"{100 * a.mean():.1f} ± {100 * a.std():.1f}%",
+                    f"{m.mean():.3f} ± {m.std():.3f}",
+                    len(ps),
+                ]
             )
+        lines.append(
+            markdown_table(
+                ["adapt fields", "field-type accuracy (mean ± sd)", "macro recall N/E/L/M", "runs"],
+                table,
+            )
+        )
+        if _stamp(curve):
+            lines += ["", f"Measured: {_stamp(curve)}."]
     lines += [
         "",
         f"Models: zero-shot `{report['models'].get('zero_shot')}`, adapted "
         f"`{report['models'].get('adapted')}`.",
         "",
-        f"Command: `{report['command']}`  ",
-        f"Machine: {report['machine']}; {report['date']}.",
+        "Rows measured:",
         "",
     ]
+    lines += [
+        f"- {n}: {_stamp(r) or 'before rows carried their command'}"
+        for n, r in {**rows, **val_rows}.items()
+    ]
+    if report.get("notes"):
+        lines += ["", report["notes"]]
+    lines.append("")
     return "\n".join(lines)
+
+
+def with_stain(model: Path, pbc: Path | None, over: str, folder: Path, log) -> Path:
+    """A copy of checkpoint ``model`` whose card declares stain normalisation ``over`` (reference:
+    ``pbc``'s train crops, as training and ``adapt`` fit it), written into ``folder``."""
+    from wbc_edge.kd.adapt import stain_preprocess
+    from wbc_edge.kd.checkpoint import read_checkpoint, save_checkpoint_payload
+    from wbc_edge.runtime.card import ModelCard
+
+    if Path(model).suffix != ".pt":
+        raise UserError(f"--stain-norm needs a checkpoint (.pt), not {model}")
+    payload = read_checkpoint(model)
+    card = ModelCard.from_dict(payload["card"])
+    card.preprocess = stain_preprocess(card.preprocess, over, pbc, log)
+    out = folder / f"{Path(model).stem}-stain-{over}.pt"
+    save_checkpoint_payload(out, {**payload, "card": card.to_dict()})
+    return out
 
 
 def run_cross_lab(
@@ -372,13 +482,25 @@ def run_cross_lab(
     out: Path,
     name: str,
     log,
+    on: str = "eval",
+    stain_norm: str | None = None,
+    lr: float | None = None,
 ) -> dict[str, Any]:
-    """Score ``model`` as ``row`` (and the curve), merge into ``out/name.json``, rewrite .md."""
-    import os
+    """Score ``model`` as ``row`` (and the curve) on the ``on`` fields, merge into
+    ``out/name.json`` and rewrite ``out/name.md`` (through :mod:`wbc_edge.records`).
 
-    from wbc_edge.records import cpu_name
+    ``stain_norm`` scores the model with that stain normalisation put into its card (fitted
+    on ``pbc``); with ``curve`` it is the adaptation's (``adapt --stain-norm``) instead.
+    """
+    from wbc_edge import records
 
-    card = _card(model)
+    if on not in ("eval", "val"):
+        raise UserError(f"--score-on {on}: use eval or val")
+    tmp = tempfile.TemporaryDirectory()
+    scored = model
+    if stain_norm is not None and not curve:
+        scored = with_stain(model, pbc, stain_norm, Path(tmp.name), log)
+    card = _card(scored)
     if not split_path.is_file():
         write_field_split(make_field_split(fields_root, card.class_names), split_path)
         log(f"wrote the field split {split_path}")
@@ -386,36 +508,84 @@ def run_cross_lab(
     fov = training_fov(card, pbc) if crop == "scale" else None
     log(f"cropping at {f'{fov:.2f} red-cell diameters' if fov else 'box + 15%'}")
     t0 = time.time()
-    crops = field_crops(fields_root, [f for f, _, _ in fields], fov)
+    crops = field_crops(fields_root, [f for f, _, s in fields if s == on], fov)
     pbc_crops = None
-    if pbc is not None:
+    if pbc is not None and on == "eval" and not curve:  # choosing settings needs neither
         from wbc_edge.data.manifest import read_manifest
         from wbc_edge.runtime.decode import read_image
 
         pbc_crops = [read_image(str(r.path)) for r in read_manifest(pbc, "test")]
-    result = score_row(model, fields_root, fields, crops, pbc, pbc_crops)
-    result.update(model=str(model), crops=f"{fov:.2f} RBC" if fov else "box+15%")
     path = out / f"{name}.json"
     report = json.loads(path.read_text()) if path.is_file() else {"rows": {}, "models": {}}
-    report["rows"][row] = result
-    report["eval_fields"] = result["fields"]
+    if "curve" in report:  # one curve per file before curves were named by their row
+        old = report.pop("curve")
+        report.setdefault("curves", {})[f"curve of {old['model']}"] = old
+    stamp = {
+        "command": records.command_line(),
+        "machine": records.machine_line(),
+        "load_average": records.load_average(),
+        "date": records.utc_date(),
+    }
     if curve:
         points = learning_curve(
-            model, fields_root, fields, crops, pbc, sizes, seeds, steps, save_adapted, log
+            model,
+            fields_root,
+            fields,
+            crops,
+            pbc,
+            sizes,
+            seeds,
+            steps,
+            save_adapted,
+            log,
+            on=on,
+            stain_norm=stain_norm,
+            lr=lr,
         )
-        report["curve"] = {
+        settings = {
             "model": str(model),
+            "scored_on": on,
             "steps": steps,
+            "lr": lr,
+            "stain_norm": stain_norm,
+        }
+        earlier = report.setdefault("curves", {}).get(row)
+        if earlier and all(earlier.get(k) == v for k, v in settings.items()):
+            # The same curve measured in parts (a slow machine): a rerun point replaces its own.
+            new_keys = {(pt["fields"], pt["seed"]) for pt in points}
+            points = [
+                pt for pt in earlier["points"] if (pt["fields"], pt["seed"]) not in new_keys
+            ] + points
+            seeds = sorted({*earlier["seeds"], *seeds})
+        report["curves"][row] = {
+            **settings,
             "seeds": list(seeds),
             "points": points,
+            "seconds": round(time.time() - t0, 1),
+            **stamp,
         }
         if save_adapted:
             report["models"]["adapted"] = str(save_adapted)
+    else:
+        result = score_row(
+            scored, fields_root, fields, crops, pbc if on == "eval" else None, pbc_crops, on=on
+        )
+        result.update(
+            model=str(model),
+            stain_norm=stain_norm,
+            scored_on=on,
+            crops=f"{fov:.2f} RBC" if fov else "box+15%",
+            seconds=round(time.time() - t0, 1),
+            **stamp,
+        )
+        report["rows" if on == "eval" else "val_rows"] = {
+            **report.get("rows" if on == "eval" else "val_rows", {}),
+            row: result,
+        }
+        if on == "eval":
+            report["eval_fields"] = result["fields"]
     report["models"].setdefault("zero_shot", None)
-    report["command"] = "wbc-edge " + shlex.join(sys.argv[1:])
-    load = os.getloadavg()
-    report["machine"] = f"{cpu_name()}, {os.cpu_count()} cores, load average {load[0]:.1f}"
-    report["date"] = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    report["seconds"] = round(time.time() - t0, 1)
+    report.update(stamp)
     write_results(report, out, name)
+    tmp.cleanup()
     return report

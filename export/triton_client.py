@@ -40,6 +40,11 @@ def preprocessing(config: dict[str, Any]) -> dict[str, Any]:
     missing -= set(prep)  # crop_fraction / crop_aspect are absent for models made before them
     if missing:
         raise ValueError(f"model config lacks wbc_edge parameters {sorted(missing)}")
+    if prep.get("stain"):  # a step this stand-alone client does not carry out
+        raise ValueError(
+            "the model's card declares stain normalisation, which this client does not "
+            "implement: classify with `wbc-edge run` (or the wbc_edge Python API) instead"
+        )
     return prep
 
 

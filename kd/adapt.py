@@ -41,6 +41,10 @@ DEFAULT_STEPS = 100
 DEFAULT_LR = 1e-3
 DEFAULT_BATCH = 32
 LABEL_FILE = "labels.csv"
+# Fewer site crops than this cannot pin down the six appearance statistics and their 99th
+# percentile on their own: the training crops are pooled in (the site then warns less, the
+# training lab is not flagged).
+SITE_OOD_MIN_CROPS = 50
 
 
 @dataclass
@@ -210,9 +214,15 @@ def adapt_model(
     seed: int = 0,
     cache_dir: str | Path | None = None,
     log: Callable[[str], None] | None = None,
+    stain_norm: str | None = None,
 ) -> ModelCard:
     """Fine-tune ``model_path`` on ``site`` (see the module doc); writes ``out`` (.pt) and
-    returns its card."""
+    returns its card.
+
+    ``stain_norm`` (``unstained``, ``crop`` or ``none``) sets the card's stain normalisation
+    before fine-tuning, its reference fitted on ``pbc``'s train split (the model's own training
+    lab, so the site is moved toward what the model knew); None keeps the model's.
+    """
     import torch
     import torch.nn.functional as F
 
@@ -225,6 +235,8 @@ def adapt_model(
     t0 = time.time()
     torch.manual_seed(seed)
     model, card = load_model(model_path)
+    if stain_norm is not None:
+        card.preprocess = stain_preprocess(card.preprocess, stain_norm, pbc, log)
     pre = card.preprocess
     index = {c: i for i, c in enumerate(card.class_names)}
     site_x = np.stack([pre.resize(c) for c in site.crops])
@@ -289,6 +301,7 @@ def adapt_model(
         if pbc
         else None,
         "steps": steps,
+        "stain_norm": pre.stain.over if pre.stain else None,
         "lr": lr,
         "batch_size": batch_size,
         "seed": seed,
@@ -301,10 +314,46 @@ def adapt_model(
     return new
 
 
+def check_stain_norm(over: str | None, pbc: str | Path | None) -> None:
+    """The one-line usage errors of ``--stain-norm`` (checked before the slow site reading)."""
+    from wbc_edge.runtime.stain import OVER
+
+    if over is None or over == "none":
+        return
+    if over not in OVER:
+        raise UserError(f"--stain-norm {over}: use {', '.join(OVER)} or none")
+    if pbc is None:
+        raise UserError(
+            "--stain-norm needs --pbc (the model's training manifest): its train crops are the "
+            "stain reference"
+        )
+
+
+def stain_preprocess(
+    pre: Any, over: str, pbc: str | Path | None, log: Callable[[str], None]
+) -> Any:
+    """``pre`` with the stain normalisation ``over`` (``none``: off), fitted on ``pbc``."""
+    check_stain_norm(over, pbc)
+    if over == "none":
+        return pre.replace(stain=None)
+    from wbc_edge.data.manifest import read_manifest
+    from wbc_edge.kd.run_folder import RunLog
+    from wbc_edge.kd.trainer import training_stain
+
+    ref = training_stain(read_manifest(pbc, "train"), pre, over, RunLog(None))
+    log(f"stain normalisation: Reinhard over {over} pixels toward {ref.fitted_on} train crops")
+    return pre.replace(stain=ref)
+
+
 def _refit_ood(card: ModelCard, site: SiteData, pbc_rows: list) -> Any:
-    """OOD statistics with the site's crops in, so the adapted model stops warning about the
-    site it now knows (and, with the training rows mixed in, about the training lab too)."""
+    """OOD statistics of the site's own crops: at the site, its images are the in-distribution
+    ones (they stop raising the warning) and anything that looks unlike them (the training lab's
+    slides included, or a change of stain or lamp at the site) is flagged. With fewer crops
+    than the statistics need, the training crops are pooled in."""
     from wbc_edge.runtime import ood
+
+    if len(site.crops) >= SITE_OOD_MIN_CROPS:
+        return ood.fit(list(site.crops))
     from wbc_edge.runtime.decode import read_image
     from wbc_edge.runtime.scale import DEFAULT_SCALE_SAMPLE, evenly_spaced
 

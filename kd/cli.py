@@ -74,6 +74,16 @@ AugmentOpt = Annotated[
         f"[default: {DEFAULT_AUGMENT}].",
     ),
 ]
+StainOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--stain-norm",
+        help="Stain normalisation declared in the card (Reinhard in Lab towards the train "
+        "crops' statistics): unstained (statistics over background and red-cell pixels, so a "
+        "cell's own colour survives), crop (all pixels) or none [default: the teacher's card; "
+        "none for a teacher].",
+    ),
+]
 ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")]
 KeepOpt = Annotated[
     str | None,
@@ -142,6 +152,7 @@ def register(app: typer.Typer) -> None:
         channels_last: ChannelsLastOpt = None,
         augment: AugmentOpt = None,
         keep: KeepOpt = None,
+        stain_norm: StainOpt = None,
         freeze_stages: Annotated[
             int | None,
             typer.Option(
@@ -172,6 +183,7 @@ def register(app: typer.Typer) -> None:
             freeze_stages=freeze_stages,
             augment=augment,
             keep=keep,
+            stain_norm=stain_norm,
             method="ce",
         )
 
@@ -218,6 +230,7 @@ def register(app: typer.Typer) -> None:
         channels_last: ChannelsLastOpt = None,
         augment: AugmentOpt = None,
         keep: KeepOpt = None,
+        stain_norm: StainOpt = None,
         teacher_views: Annotated[
             str | None,
             typer.Option(
@@ -262,6 +275,7 @@ def register(app: typer.Typer) -> None:
             teacher_cache=False if no_teacher_cache else None,
             augment=augment,
             keep=keep,
+            stain_norm=stain_norm,
             method_options=_method_options(option),
         )
 
@@ -462,6 +476,14 @@ def register(app: typer.Typer) -> None:
         ] = None,
         seed: SeedOpt = None,
         cache_dir: CacheOpt = None,
+        stain_norm: Annotated[
+            str | None,
+            typer.Option(
+                "--stain-norm",
+                help="Set the card's stain normalisation before fine-tuning (reference: the "
+                "--pbc train crops): unstained, crop or none [default: keep the model's].",
+            ),
+        ] = None,
     ) -> None:
         """Fine-tune a model to a new microscope from a site's few labelled examples."""
         from wbc_edge.console import console
@@ -471,11 +493,13 @@ def register(app: typer.Typer) -> None:
             DEFAULT_STEPS,
             _skipped_text,
             adapt_model,
+            check_stain_norm,
             read_site,
         )
         from wbc_edge.kd.checkpoint import read_checkpoint
         from wbc_edge.runtime.card import ModelCard
 
+        check_stain_norm(stain_norm, pbc)
         card = ModelCard.from_dict(read_checkpoint(model)["card"])
         site = read_site(data, card, show_progress=True)
         say = lambda m: console.print(m, highlight=False, soft_wrap=True)  # noqa: E731
@@ -498,6 +522,7 @@ def register(app: typer.Typer) -> None:
             seed=0 if seed is None else seed,
             cache_dir=cache_dir,
             log=say,
+            stain_norm=stain_norm,
         )
         say(
             f"wrote {out} (adaptation {new.extra['adaptation']['data_fingerprint']}, "

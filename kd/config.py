@@ -15,6 +15,7 @@ import yaml
 
 from wbc_edge.calibration import DEFAULT_DELTA, DEFAULT_TARGET_ERROR
 from wbc_edge.errors import UserError, require_file
+from wbc_edge.runtime.stain import OVER as STAIN_OVER
 
 # Standard library, yaml and numpy only (no torch), so the CLI can read the defaults for --help.
 DEFAULT_AUGMENT = "mild"  # a preset of kd.data.AUGMENT_PRESETS
@@ -60,6 +61,10 @@ class TrainConfig:
     seed: int = 0
     augment: str = DEFAULT_AUGMENT  # preset of kd.data.AUGMENT_PRESETS: none, mild, crosslab
     jitter: bool = True  # older run folders' switch; False = augment "none"
+    # Stain normalisation into the card (runtime.stain): "unstained" or "crop" (the pixels its
+    # statistics are taken over), "none" (off, also for a student whose teacher has it);
+    # None: as the teacher's card says (a teacher run: off).
+    stain_norm: str | None = None
     channels_last: bool = False
     freeze_stages: int = 0  # teacher: stem + this many early blocks kept at ImageNet weights
     keep: str = DEFAULT_KEEP  # KEEP_RULES: best.pt or last.pt is calibrated and scored
@@ -119,6 +124,10 @@ class TrainConfig:
             bad.append(f"lr must be > 0, not {self.lr!r}")
         if self.keep not in KEEP_RULES:
             bad.append(f"keep must be one of {', '.join(KEEP_RULES)}, not {self.keep!r}")
+        if self.stain_norm not in (None, "none", *STAIN_OVER):
+            bad.append(
+                f"stain_norm must be none, {' or '.join(STAIN_OVER)}, not {self.stain_norm!r}"
+            )
         if bad:
             raise UserError("training options: " + "; ".join(bad))
 

@@ -57,6 +57,7 @@ from wbc_edge.kd.run_folder import (
 from wbc_edge.runtime.card import ModelCard, Preprocess
 from wbc_edge.runtime.ood import OodStats
 from wbc_edge.runtime.scale import CropScale
+from wbc_edge.runtime.stain import StainReference
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -200,6 +201,11 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
     pre = run_preprocess(cfg, teacher_card).replace(
         crop_scale=training_scale(by_split["train"], log)
     )
+    if cfg.stain_norm is not None:
+        over = cfg.stain_norm
+        pre = pre.replace(
+            stain=None if over == "none" else training_stain(by_split["train"], pre, over, log)
+        )
     size = pre.input_size
     card = ModelCard(
         architecture=cfg.model,
@@ -451,6 +457,24 @@ def training_ood(rows: list, log: RunLog) -> OodStats | None:  # rows: list[Mani
         return None
     log(f"OOD statistics: {stats.fitted_on} train crops, threshold {stats.threshold:.2f}")
     return stats
+
+
+def training_stain(rows: list, pre: Preprocess, over: str, log: RunLog) -> StainReference:
+    """The stain reference for the card: the train crops' Lab statistics (over ``over``'s
+    pixels, :mod:`wbc_edge.runtime.stain`), taken on the crops as ``pre`` resizes them, because
+    that is where the runtime normalises."""
+    from wbc_edge.runtime import stain
+    from wbc_edge.runtime.decode import read_image
+    from wbc_edge.runtime.scale import DEFAULT_SCALE_SAMPLE, evenly_spaced
+
+    plain = pre.replace(stain=None, channel_order="BGR")  # the statistics are of BGR crops
+    paths = evenly_spaced([str(r.path) for r in rows], DEFAULT_SCALE_SAMPLE)
+    ref = stain.fit([plain.resize(read_image(p)) for p in paths], over)
+    log(
+        f"stain reference: Lab mean {', '.join(f'{v:.1f}' for v in ref.mean)}, std "
+        f"{', '.join(f'{v:.1f}' for v in ref.std)} over {over} pixels of {ref.fitted_on} crops"
+    )
+    return ref
 
 
 def teacher_members(cfg: TrainConfig) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from wbc_edge.runtime import preprocess as _pre
 from wbc_edge.runtime.ood import OodStats
 from wbc_edge.runtime.roles import resolve_roles
 from wbc_edge.runtime.scale import CropScale
+from wbc_edge.runtime.stain import StainReference
 
 # 2: preprocessing nested under "preprocess" (version 1 cards kept it flat; both load).
 CARD_VERSION = 2
@@ -39,7 +40,8 @@ class Preprocess:
     """How an image (a cell crop, OpenCV BGR uint8) becomes the model's float32 NCHW input.
 
     The steps, in order: a centred crop (the field of view), a resize to ``input_size`` square,
-    the model's channel order, then ``(x / 255 - mean) / std``.
+    the stain normalisation towards ``stain`` when the card has one, the model's channel order,
+    then ``(x / 255 - mean) / std``.
 
     * ``crop_fraction`` - the field of view as a fraction of the source image's side: 1.0 keeps
       the whole image, 0.8 keeps its central 80 %;
@@ -64,6 +66,10 @@ class Preprocess:
     # red-cell diameters), measured on the training split: the finder cuts crops of the same
     # field of view from any field. None: not recorded (the finder crops by box + margin).
     crop_scale: CropScale | None = None
+    # Reinhard stain normalisation towards the training crops' Lab statistics
+    # (:mod:`wbc_edge.runtime.stain`), fitted at training time. None: no normalisation (every
+    # card made before it existed).
+    stain: StainReference | None = None
 
     def __post_init__(self) -> None:
         # Frozen: normalise through object.__setattr__ (lists from JSON become tuples).
@@ -75,6 +81,8 @@ class Preprocess:
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         if isinstance(self.crop_scale, dict):
             object.__setattr__(self, "crop_scale", CropScale.from_dict(self.crop_scale))
+        if isinstance(self.stain, dict):
+            object.__setattr__(self, "stain", StainReference.from_dict(self.stain))
         if len(self.mean) != 3 or len(self.std) != 3:
             raise UserError("model card: mean and std need three values (one per channel)")
         # A zero, negative or non-finite std turns inputs into NaN or inf, and NaN
@@ -104,7 +112,7 @@ class Preprocess:
     # -- the transform ------------------------------------------------------------------------
 
     def resize(self, image_bgr: np.ndarray) -> np.ndarray:
-        """Decode-time work: crop, resize, channel order -> uint8 ``input_size`` square HxWx3."""
+        """Decode-time work: crop, resize, stain, channel order -> uint8 ``input_size`` HxWx3."""
         return _pre.crop_resize(image_bgr, self)
 
     def normalize(self, batch: np.ndarray) -> np.ndarray:
@@ -128,6 +136,8 @@ class Preprocess:
         key = f"{self.input_size}-{self.interpolation}-{self.channel_order}"
         if self.crop_fraction != 1.0 or self.crop_aspect is not None:
             key += f"-crop{self.crop_fraction:g}x{self.crop_aspect or 0:g}"
+        if self.stain is not None:
+            key += "-" + self.stain.key()
         return key
 
     # -- serialisation ------------------------------------------------------------------------
@@ -136,6 +146,7 @@ class Preprocess:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
         d["crop_scale"] = self.crop_scale.to_dict() if self.crop_scale else None
+        d["stain"] = self.stain.to_dict() if self.stain else None
         return d
 
     @classmethod

@@ -120,5 +120,10 @@ def _input_line(pre: Preprocess) -> str:
         crop = f"centre {pre.crop_fraction:g} of the side, {shape}"
     return (
         f"input: {pre.input_size}x{pre.input_size} {pre.channel_order}, crop {crop}, "
-        f"interpolation {pre.interpolation}, mean {list(pre.mean)}, std {list(pre.std)}"
+        f"interpolation {pre.interpolation}, mean {list(pre.mean)}, std {list(pre.std)}, "
+        + (
+            f"stain normalisation {pre.stain.method} over {pre.stain.over} pixels"
+            if pre.stain
+            else "no stain normalisation"
+        )
     )

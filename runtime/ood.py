@@ -9,8 +9,8 @@ mean and inverse covariance the model card carries (``card.ood``), with the thre
 the 99th percentile of the training crops' own distances (1% of training-like crops flagged).
 It needs no feature output from the network, so it runs the same beside every backend
 (ONNX Runtime, TensorRT, PyTorch), in the camera loop, for a few microseconds per crop.
-``wbc-edge adapt`` refits the statistics with the site's crops in, so an adapted model stops
-warning about the site it was adapted to.
+``wbc-edge adapt`` refits the statistics on the site's own crops, so an adapted model stops
+warning about the site it was adapted to and warns about images unlike the site's.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ NCHW.
 
 Two steps, kept apart so training can cache the first and augment between them:
 
-1. :func:`crop_resize` - decode-time work: centred crop, square resize, channel order -> uint8.
+1. :func:`crop_resize` - decode-time work: centred crop, square resize, stain normalisation
+   (:mod:`wbc_edge.runtime.stain`, when the card has a reference), channel order -> uint8.
 2. :func:`normalize` - ``(x / 255 - mean) / std``, NHWC uint8 -> NCHW float32. Its arithmetic
    is :func:`standardize`, which the torch training path calls too; :class:`LutNormalizer` is
    its fast runtime form, a table built by :func:`normalize` itself.
@@ -77,6 +78,10 @@ def crop_resize(image_bgr: np.ndarray, pre: Preprocess) -> np.ndarray:
         if pre.interpolation == "area" and (h < size or w < size):
             interp = _INTERP["linear"]
         image_bgr = cv2.resize(image_bgr, (size, size), interpolation=interp)
+    if pre.stain is not None:  # after the resize: the same statistics at a fraction of the cost
+        from wbc_edge.runtime.stain import normalize_stain
+
+        image_bgr = normalize_stain(image_bgr, pre.stain)
     if pre.channel_order == "RGB":  # cvtColor: the same swap, ten times faster than [..., ::-1]
         return cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
     return np.ascontiguousarray(image_bgr)

@@ -312,3 +312,85 @@ def test_immature_alarm_follows_the_runs_flag_rules() -> None:
     assert _immature_alarm({"a": sure(1)}, card, 0.5) is False
     assert _immature_alarm({"a": sure(1), "b": sure(2)[:5]}, card, 0.5) is True
     assert _immature_alarm({"a": sure(2)}, card, 0.99) is False  # none counted, none raised
+
+
+def test_adapt_refits_the_ood_statistics_on_the_site() -> None:
+    """At the site its own images are in-distribution and the training lab's are foreign."""
+    from wbc_edge.kd.adapt import SITE_OOD_MIN_CROPS, SiteData, _refit_ood
+    from wbc_edge.runtime import ood
+
+    rng = np.random.default_rng(1)
+    classes = ("Neutrophil", "Lymphocyte", "Eosinophil", "Monocyte")
+
+    def lab(n: int, shifted: bool) -> list[np.ndarray]:
+        crops = [render_cell(classes[i % 4], rng, size=48) for i in range(n)]
+        tint = np.array([215, 205, 200])
+        return (
+            [np.clip(0.6 * c + 0.4 * tint, 0, 255).astype(np.uint8) for c in crops]
+            if (shifted)
+            else crops
+        )
+
+    site = SiteData(lab(SITE_OOD_MIN_CROPS, True), ["Neutrophil"] * SITE_OOD_MIN_CROPS, "s", "f")
+    stats = _refit_ood(ModelCard("x", ["Neutrophil"]), site, [])
+    assert stats.fitted_on == SITE_OOD_MIN_CROPS
+    s_site, s_training_lab = ood.scores(stats, lab(12, True)), ood.scores(stats, lab(12, False))
+    assert ood.auroc(s_site, s_training_lab) > 0.85
+    assert (s_site > stats.threshold).mean() < 0.3 < (s_training_lab > stats.threshold).mean()
+
+
+def test_stain_norm_in_adapt_needs_the_training_manifest(
+    site_and_model: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from wbc_edge.cli import run
+
+    fields, model = site_and_model
+    args = ["adapt", "--model", str(model), "--data", str(fields), "--out", str(tmp_path / "a.pt")]
+    assert run([*args, "--steps", "1", "--stain-norm", "unstained"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--stain-norm needs --pbc" in err
+    assert not (tmp_path / "a.pt").exists()
+
+
+def test_cross_lab_record_renders_rows_validation_rows_and_named_curves(tmp_path: Path) -> None:
+    import json
+
+    from wbc_edge.benchmarks.crosslab import write_results
+
+    row = {
+        "model": "m.pt",
+        "crops": "4.83 RBC",
+        "fields": 2,
+        "field_accuracy": 0.5,
+        "macro_recall_NELM": 0.25,
+        "immature_alarm": False,
+        "ood_auroc": 0.9,
+        "ood_own": "fields",
+        "confusion": {"Neutrophil": {"Neutrophil": 1, "Monocyte": 1}},
+        "stain_norm": "unstained",
+        "command": "wbc-edge cross-lab",
+        "load_average": 3.2,
+    }
+    point = {"fields": 10, "seed": 0, "field_accuracy": 0.6, "macro_recall_NELM": 0.4}
+    report = {
+        "rows": {"zero-shot": row},
+        "val_rows": {"try": row},
+        "curves": {
+            "adapt, stain": {
+                "model": "m.pt",
+                "steps": 5,
+                "seeds": [0],
+                "scored_on": "val",
+                "points": [point],
+            }
+        },
+        "models": {"zero_shot": "m.pt"},
+    }
+    js, md = write_results(report, tmp_path, "xl")
+    text = md.read_text()
+    assert json.loads(js.read_text())["rows"]["zero-shot"]["field_accuracy"] == 0.5
+    assert (
+        "| zero-shot | `m.pt` | unstained | 4.83 RBC | 50.0% | 0.250 | no | 0.900 | fields" in text
+    )
+    assert "30 validation fields" in text and "scored on the validation fields" in text
+    assert "| 10 | 60.0 ± 0.0% | 0.400 ± 0.000 | 1 |" in text and "load average 3.2" in text
