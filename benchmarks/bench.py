@@ -8,7 +8,6 @@ several rows (speed-up and agreement against the teacher) and hands the whole to
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import subprocess
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from wbc_edge.errors import UserError, require_file
+from wbc_edge.records import utc_date
 
 
 def latency_stats(times_s: Sequence[float], batch: int) -> dict[str, Any]:
@@ -239,7 +239,7 @@ def run_bench(cfg: BenchConfig, command: str = "") -> dict[str, Any]:
     for row in rows:
         row.pop("_probs", None)
     return {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": utc_date(),
         "command": command,
         "machine": machine_info(),
         "settings": {

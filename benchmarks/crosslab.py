@@ -77,11 +77,11 @@ def read_field_split(path: str | Path) -> list[tuple[str, str, str]]:
 
 def field_crops(root: Path, names: Sequence[str], fov_rbc: float | None) -> dict[str, list]:
     """{field: its white-cell crops} cut as ``run --smear`` cuts them (best finder score first)."""
-    from wbc_edge.runtime.decode import read_image
     from wbc_edge.runtime.finder import cells_in_field
+    from wbc_edge.runtime.labelled import read_labelled
 
     return {
-        n: cells_in_field(read_image(str(root / "JPEGImages" / n)), fov_rbc=fov_rbc).crops
+        n: cells_in_field(read_labelled(root / "JPEGImages" / n, str(root)), fov_rbc=fov_rbc).crops
         for n in names
     }
 
@@ -512,9 +512,9 @@ def run_cross_lab(
     pbc_crops = None
     if pbc is not None and on == "eval" and not curve:  # choosing settings needs neither
         from wbc_edge.data.manifest import read_manifest
-        from wbc_edge.runtime.decode import read_image
+        from wbc_edge.runtime.labelled import read_labelled
 
-        pbc_crops = [read_image(str(r.path)) for r in read_manifest(pbc, "test")]
+        pbc_crops = [read_labelled(r.path, str(pbc)) for r in read_manifest(pbc, "test")]
     path = out / f"{name}.json"
     report = json.loads(path.read_text()) if path.is_file() else {"rows": {}, "models": {}}
     if "curve" in report:  # one curve per file before curves were named by their row

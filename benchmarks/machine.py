@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from wbc_edge.records import cpu_name, load_average, run_command
+from wbc_edge.records import cpu_name, gpu_names, load_average, run_command
 
 # A runner takes a command line and returns its stdout, or None when it cannot run it.
 Runner = Callable[[list[str]], "str | None"]
@@ -65,16 +65,6 @@ def library_versions() -> dict[str, str]:
         except ImportError:
             pass
     return found
-
-
-def gpu_names(runner: Runner = run_command) -> list[str]:
-    """Discrete NVIDIA GPUs from nvidia-smi (a Jetson's GPU is named by its board instead)."""
-    out = runner(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"])
-    if not out:
-        return []
-    return [
-        ", driver ".join(p.strip() for p in line.split(",")) for line in out.splitlines() if line
-    ]
 
 
 def jetson_model(root: str | Path = "/") -> str | None:

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from wbc_edge.records import load_average, markdown_table, utc_date, write_record
+
 # A child inherits an ignored SIGINT when its parent was started in the background; restore
 # what a terminal's foreground job has, so SIGINT means Ctrl-C in every probe.
 _BOOT = (
@@ -798,12 +800,14 @@ def markdown(result: dict[str, Any]) -> str:
         f"{t['records_repeated']}; concurrent runs: {t['concurrent_runs']}; CLI calls: "
         f"{t['cli_calls_ok']}/{t['cli_calls']} exit 2 with the usage line.",
         "",
-        "| probe | expected | observed | ok |",
-        "|---|---|---|---|",
+        markdown_table(
+            ["probe", "expected", "observed", "ok"],
+            [
+                [r["probe"], r["expected"], r["observed"], "yes" if r["ok"] else "**NO**"]
+                for r in result["probes"]
+            ],
+        ),
     ]
-    for r in result["probes"]:
-        cells = [r["probe"], r["expected"], r["observed"], "yes" if r["ok"] else "**NO**"]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     if result.get("notes"):
         lines += ["", *[f"- {note}" for note in result["notes"]]]
     lines += [
@@ -833,22 +837,20 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     if ns.rewrite is not None:  # the JSON (with any notes added) is the record; md follows it
         result = json.loads(ns.rewrite.read_text())
-        ns.out.mkdir(parents=True, exist_ok=True)
-        (ns.out / "reliability.json").write_text(json.dumps(result, indent=2) + "\n")
-        (ns.out / "reliability.md").write_text(markdown(result))
+        write_record(ns.out / "reliability", result, markdown(result))
         return 0
     model = ns.model or default_model()
     work = Path(tempfile.mkdtemp(prefix="reliability-", dir=ns.work))
     machine = machine_info()
     result: dict[str, Any] = {
         "command": "python -m wbc_edge.benchmarks.reliability " + " ".join(argv or sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "date": utc_date(),
         "model": str(model),
         "crops": str(ns.crops),
         "machine": machine,
     }
     result.update(probe_all(model, ns.crops, work))
-    result["load_avg_after"] = round(os.getloadavg()[0], 2)
+    result["load_avg_after"] = load_average()
     probes = result["probes"]
     total = lambda key: sum(p.get(key, 0) for p in probes)  # noqa: E731
     result["totals"] = {
@@ -869,9 +871,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         },
     }
-    ns.out.mkdir(parents=True, exist_ok=True)
-    (ns.out / "reliability.json").write_text(json.dumps(result, indent=2) + "\n")
-    (ns.out / "reliability.md").write_text(markdown(result))
+    write_record(ns.out / "reliability", result, markdown(result))
     print(markdown(result))
     return 0 if result["totals"]["ok"] == result["totals"]["probes"] else 1
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from wbc_edge.benchmarks.machine import describe
+from wbc_edge.records import markdown_table, write_record
 
 COLUMNS = [
     "model", "role", "backend", "batch", "mean ms", "p50 ms", "p90 ms", "p99 ms", "img/s",
@@ -184,9 +185,7 @@ def markdown(report: dict[str, Any], title: str = "wbc-edge bench") -> str:
         *(["## Summary", "", *[f"- {x}" for x in summary(report)], ""] if summary(report) else []),
         "## Results",
         "",
-        "| " + " | ".join(cols) + " |",
-        "|" + "|".join("---" for _ in cols) + "|",
-        *["| " + " | ".join(r) + " |" for r in rows],
+        markdown_table(cols, rows),
         "",
         *(
             ["## Notes", "", *[f"- {n}" for n in report.get("notes", [])], ""]
@@ -205,8 +204,6 @@ def markdown(report: dict[str, Any], title: str = "wbc-edge bench") -> str:
 
 def write_reports(report: dict[str, Any], out: Path, name: str) -> list[Path]:
     """``<out>/<name>.json`` and ``<out>/<name>.md``; returns the paths written."""
-    from wbc_edge.records import write_record
-
     return list(write_record(out / name, report, markdown(report)))
 
 

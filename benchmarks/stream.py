@@ -15,8 +15,6 @@ moment its record was written.
 
 from __future__ import annotations
 
-import datetime as dt
-import os
 import resource
 import tempfile
 import time
@@ -27,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from wbc_edge.errors import UserError
+from wbc_edge.records import load_average, markdown_table, utc_date
 
 
 @dataclass
@@ -144,7 +143,7 @@ def run_stream_bench(cfg: StreamConfig, command: str = "") -> dict[str, Any]:
         workers=cfg.workers if cfg.workers is not None else defaults.workers,
         max_items=cfg.limit,
     )
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     latencies: list[float] = []
     with load_backend(cfg.model, device=cfg.device, threads=cfg.threads) as backend:
         options: dict[str, Any] = {"fps": cfg.fps} if cfg.fps else {}
@@ -175,16 +174,16 @@ def run_stream_bench(cfg: StreamConfig, command: str = "") -> dict[str, Any]:
         )
     else:
         limit, image_limit = video_decode_limit(cfg.source, cfg.limit), None
-    load_after = os.getloadavg()[0]
+    load_after = load_average()
 
     items_per_s = stats.items / elapsed if elapsed > 0 else 0.0
     cells_per_s = stats.cells / elapsed if elapsed > 0 else 0.0
     return {
         "kind": "stream",
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": utc_date(),
         "command": command,
         "machine": machine_info(),
-        "load_avg_1m": [round(load_before, 2), round(load_after, 2)],
+        "load_avg_1m": [load_before, load_after],
         "model": str(cfg.model),
         "backend": backend_name,
         "architecture": card.architecture,
@@ -220,36 +219,39 @@ def markdown(report: dict[str, Any]) -> str:
     lat = r["latency_ms"]
     lim = r["decode_limit"]
     rows = [
-        "| what | value |",
-        "|---|---|",
-        f"| items / cells | {r['items']} / {r['cells']} ({r['errors']} errors, "
-        f"{r['dropped']} dropped) |",
-        f"| end to end | {r['items_per_s']:.1f} items/s, **{r['cells_per_s']:.1f} cells/s** |",
-        f"| latency read -> record (ms) | p50 {lat['p50']:.1f}, p95 {lat['p95']:.1f}, "
-        f"p99 {lat['p99']:.1f}, max {lat['max']:.1f} |",
-        f"| decode limit (same files, same decode, {r['workers']} workers) | "
-        f"{lim['images_per_s']:.1f} images/s ({lim['cpu_ms_per_image']:.3f} CPU ms each) |",
+        [
+            "items / cells",
+            f"{r['items']} / {r['cells']} ({r['errors']} errors, {r['dropped']} dropped)",
+        ],
+        ["end to end", f"{r['items_per_s']:.1f} items/s, **{r['cells_per_s']:.1f} cells/s**"],
+        [
+            "latency read -> record (ms)",
+            f"p50 {lat['p50']:.1f}, p95 {lat['p95']:.1f}, p99 {lat['p99']:.1f}, "
+            f"max {lat['max']:.1f}",
+        ],
+        [
+            f"decode limit (same files, same decode, {r['workers']} workers)",
+            f"{lim['images_per_s']:.1f} images/s ({lim['cpu_ms_per_image']:.3f} CPU ms each)",
+        ],
     ]
     pre = r.get("decode_preprocess_limit")
     if pre:
         rows.append(
-            f"| decode + preprocess limit | {pre['images_per_s']:.1f} images/s "
-            f"({pre['cpu_ms_per_image']:.3f} CPU ms each) |"
+            [
+                "decode + preprocess limit",
+                f"{pre['images_per_s']:.1f} images/s ({pre['cpu_ms_per_image']:.3f} CPU ms each)",
+            ]
         )
     rows += [
-        f"| limit / end to end | {r['limit_ratio']}x |",
-        f"| process CPU per item | {r['process_cpu_ms_per_item']:.3f} ms |",
-        f"| peak RSS | {r['peak_rss_mb']:.0f} MB |",
-        f"| load average (1 min) before / after | {r['load_avg_1m'][0]} / {r['load_avg_1m'][1]} |",
+        ["limit / end to end", f"{r['limit_ratio']}x"],
+        ["process CPU per item", f"{r['process_cpu_ms_per_item']:.3f} ms"],
+        ["peak RSS", f"{r['peak_rss_mb']:.0f} MB"],
+        ["load average (1 min) before / after", f"{r['load_avg_1m'][0]} / {r['load_avg_1m'][1]}"],
     ]
-    stage_rows = [
-        "| stage | ms per cell (wall) | CPU ms per cell | total wall s |",
-        "|---|---|---|---|",
+    stages = [
+        [name, f"{v['ms_per_cell']:.3f}", f"{v['cpu_ms_per_cell']:.3f}", f"{v['wall_s']:.3f}"]
+        for name, v in r["stages"].items()
     ]
-    for name, v in r["stages"].items():
-        stage_rows.append(
-            f"| {name} | {v['ms_per_cell']:.3f} | {v['cpu_ms_per_cell']:.3f} | {v['wall_s']:.3f} |"
-        )
     head = [
         f"# wbc-edge bench --stream `{r['source']}`",
         "",
@@ -266,7 +268,12 @@ def markdown(report: dict[str, Any]) -> str:
         "with inference, so the wall figures overlap and do not sum to the run's time.",
         "",
     ]
-    return "\n".join(head + rows + ["", *stage_rows] + note)
+    tables = [
+        markdown_table(["what", "value"], rows),
+        "",
+        markdown_table(["stage", "ms per cell (wall)", "CPU ms per cell", "total wall s"], stages),
+    ]
+    return "\n".join(head + tables + note)
 
 
 def print_report(report: dict[str, Any]) -> None:

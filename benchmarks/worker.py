@@ -9,7 +9,6 @@ lines on stdout: ``{"event": "progress", ...}`` while it works, then one ``resul
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sys
 import time
@@ -21,6 +20,7 @@ import numpy as np
 from wbc_edge.benchmarks.bench import latency_stats
 from wbc_edge.benchmarks.machine import PowerMonitor, wait_for_samples
 from wbc_edge.errors import UserError
+from wbc_edge.records import load_average
 from wbc_edge.runtime.decode import model_min_side
 from wbc_edge.runtime.names import model_name
 
@@ -156,7 +156,7 @@ def measure(spec_in: dict[str, Any]) -> dict[str, Any]:
             result.update(_accuracy(backend, paths, labels, spec_in))
         _emit("progress", step="accuracy")
 
-    result["load_avg_1m"] = round(os.getloadavg()[0], 2)  # how busy the machine was meanwhile
+    result["load_avg_1m"] = load_average()  # how busy the machine was meanwhile
     # Read before counting MACs below, which loads the ONNX graph: that is not inference memory.
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     result.update(_cost(backend, path, card.preprocess.input_size))

@@ -119,9 +119,11 @@ def int8_sweep_cmd(
     rounds: Annotated[int, typer.Option(help="Interleaved latency rounds.")] = 5,
 ) -> None:
     """FP32 vs INT8 (TensorRT target and every CPU setting): accuracy, size, CPU latency."""
+    import onnxruntime
+
     from wbc_edge.console import console
     from wbc_edge.export.int8 import compare_settings
-    from wbc_edge.records import command_line, utc_date, write_record
+    from wbc_edge.records import command_line, machine_line, markdown_table, utc_date, write_record
 
     batches = [int(b) for b in batch.split(",")]
     rows = compare_settings(
@@ -137,7 +139,7 @@ def int8_sweep_cmd(
     fp32 = rows[0]
     header = ["setting", "default for", "accuracy", "macro-F1", "Δacc (pts)", "agree FP32"]
     header += ["size KB"] + [f"ms/batch of {b}" for b in batches]
-    table = _table(
+    table = markdown_table(
         header,
         [
             [
@@ -157,7 +159,7 @@ def int8_sweep_cmd(
     if results:
         meta = {
             "command": command_line(),
-            "machine": _machine(),
+            "machine": machine_line(onnxruntime=onnxruntime.__version__),
             "date": utc_date(),
             "onnx": str(onnx),
             "calibration": {"manifest": str(calib), "split": "train", "num": num, "method": method},
@@ -175,14 +177,6 @@ def int8_sweep_cmd(
             f"{eval_split} split ({meta['num_eval']} images); calibration on {num} train "
             f"images ({method}).\n\n{table}\n",
         )
-
-
-def _machine() -> str:
-    import onnxruntime
-
-    from wbc_edge.records import machine_line
-
-    return machine_line(onnxruntime=onnxruntime.__version__)
 
 
 @app.command("triton")
@@ -293,6 +287,7 @@ def _rows(manifest: Path, split: str, required: bool = True) -> list[ManifestRow
 
 def _print_int8(r: Int8Report) -> None:
     from wbc_edge.console import console
+    from wbc_edge.records import markdown_table
 
     rows = [
         ["FP32", r.onnx, f"{r.fp32_bytes / 1024:.0f}"],
@@ -302,7 +297,7 @@ def _print_int8(r: Int8Report) -> None:
         rows[0] += [f"{r.fp32['accuracy']:.4f}", f"{r.fp32['macro_f1']:.4f}"]
         rows[1] += [f"{r.int8['accuracy']:.4f}", f"{r.int8['macro_f1']:.4f}"]
     console.print(
-        _table(["model", "file", "KB", "accuracy", "macro-F1"], rows),
+        markdown_table(["model", "file", "KB", "accuracy", "macro-F1"], rows),
         highlight=False,
         soft_wrap=True,
     )
@@ -316,9 +311,3 @@ def _print_int8(r: Int8Report) -> None:
     console.print(
         f"TensorRT calibration cache: {r.calibration_cache}", highlight=False, soft_wrap=True
     )
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    from wbc_edge.records import markdown_table
-
-    return markdown_table(header, rows)

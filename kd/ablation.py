@@ -21,18 +21,7 @@ from typing import Any
 from wbc_edge.console import console
 from wbc_edge.errors import UserError, require_file
 from wbc_edge.kd.config import STUDENT_MODEL
-from wbc_edge.records import machine_line, utc_date, write_record
-
-
-def machine_description() -> str:
-    """CPU model, core count and GPU presence: the context every measured number needs."""
-    try:
-        import torch
-
-        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except ImportError:
-        gpu = None
-    return machine_line(gpu)
+from wbc_edge.records import gpu_line, machine_line, markdown_table, utc_date, write_record
 
 
 def prebuild_teacher_cache(
@@ -166,7 +155,7 @@ def run_ablation(
     payload.update(
         data=str(data),
         command=command,
-        machine=machine_description(),
+        machine=machine_line(gpu_line()),
         date=utc_date(),
         teacher=_teacher_summary(teacher),
         teacher_cache_seconds=None if report_only else round(cache_seconds, 1),
@@ -287,32 +276,48 @@ def markdown(p: dict[str, Any]) -> str:
         "- validation accuracy (best epoch; the split that chooses weights) and accuracy and "
         "macro-F1 on the test split (that epoch), mean +- sample std over seeds",
         "",
-        "| method | runs | epochs | val accuracy (%) | test accuracy (%) | test macro-F1 (%) | "
-        "student params | training-only params | wall time / run (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
+    header = ["method", "runs", "epochs", "val accuracy (%)", "test accuracy (%)"]
+    header += ["test macro-F1 (%)", "student params", "training-only params"]
+    header += ["wall time / run (s)"]
+    rows = []
     for method, m in p["methods"].items():
         if not m["runs"]:
-            lines.append(f"| {method} | 0 | | | not run | | | | |")
+            rows.append([method, 0, "", "", "not run", "", "", "", ""])
             continue
-        lines.append(
-            f"| {method} | {m['runs']} | {m['epochs']} | {100 * m['val_accuracy_mean']:.2f} +- "
-            f"{100 * m['val_accuracy_std']:.2f} | {100 * m['accuracy_mean']:.2f} +- "
-            f"{100 * m['accuracy_std']:.2f} | {100 * m['macro_f1_mean']:.2f} +- "
-            f"{100 * m['macro_f1_std']:.2f} | {m['student_parameters']:,} | "
-            f"{m['extra_parameters']:,} | {m['wall_seconds_mean']:.0f} |"
+        rows.append(
+            [
+                method,
+                m["runs"],
+                m["epochs"],
+                f"{100 * m['val_accuracy_mean']:.2f} +- {100 * m['val_accuracy_std']:.2f}",
+                f"{100 * m['accuracy_mean']:.2f} +- {100 * m['accuracy_std']:.2f}",
+                f"{100 * m['macro_f1_mean']:.2f} +- {100 * m['macro_f1_std']:.2f}",
+                f"{m['student_parameters']:,}",
+                f"{m['extra_parameters']:,}",
+                f"{m['wall_seconds_mean']:.0f}",
+            ]
         )
+    runs = [
+        [
+            r["run"],
+            f"{100 * r['best_val_accuracy']:.2f}",
+            f"{100 * r['test_accuracy']:.2f}",
+            f"{100 * r['test_macro_f1']:.2f}",
+            r["best_epoch"],
+            f"{r['wall_seconds']:.0f}",
+        ]
+        for r in p["runs"]
+    ]
     lines += [
+        markdown_table(header, rows),
         "",
         "Per run:",
         "",
-        "| run | val accuracy (%) | test accuracy (%) | macro-F1 (%) | best epoch | wall (s) |",
-        "|---|---|---|---|---|---|",
+        markdown_table(
+            ["run", "val accuracy (%)", "test accuracy (%)", "macro-F1 (%)", "best epoch"]
+            + ["wall (s)"],
+            runs,
+        ),
     ]
-    for r in p["runs"]:
-        lines.append(
-            f"| {r['run']} | {100 * r['best_val_accuracy']:.2f} | {100 * r['test_accuracy']:.2f} | "
-            f"{100 * r['test_macro_f1']:.2f} | "
-            f"{r['best_epoch']} | {r['wall_seconds']:.0f} |"
-        )
     return "\n".join(lines) + "\n"

@@ -156,54 +156,67 @@ def calibrate_checkpoint(
     return target, summary
 
 
-def write_record(
+def write_calibration_record(
     prefix: str | Path, summary: dict[str, Any], model: Path, data: Path, command: str
 ) -> Path:
-    """``prefix``.json (the numbers, command, machine, date) and ``prefix``.md (for people)."""
-    import json
-    import time
+    """``prefix``.json (the numbers, command, machine, date) and ``prefix``.md (for people),
+    through the project's record writer; returns the ``.md``."""
+    from wbc_edge.records import gpu_line, machine_line, utc_date, write_record
 
-    from wbc_edge.kd.ablation import machine_description
-
-    prefix = Path(prefix)
     record = {
         "model": str(model),
         "data": str(data),
         "command": command,
-        "machine": machine_description(),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine_line(gpu_line()),
+        "date": utc_date(),
         **summary,
     }
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    prefix.with_suffix(".json").write_text(json.dumps(record, indent=2))
+    _, md = write_record(prefix, record, calibration_markdown(record))
+    return md
+
+
+def calibration_markdown(record: dict[str, Any]) -> str:
+    """The calibration record for people: the temperature and the counted-cell thresholds."""
+    from wbc_edge.records import markdown_table
+
     pct = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    fit = [
+        f"{record['temperature']:.4f}",
+        f"{record['val_nll_before']:.4f} -> {record['val_nll_after']:.4f}",
+        f"{record.get('test_ece_before', float('nan')):.4f} -> "
+        f"{record.get('test_ece_after', float('nan')):.4f}",
+    ]
+    thresholds = [
+        [
+            f"{100 * r['target_error']:g}%",
+            "none" if r["threshold"] is None else f"{r['threshold']:.4f}",
+            f"{r['counted']} of {r['n_val']}",
+            r["errors"],
+            pct(r.get("test_coverage")),
+            pct(r.get("test_counted_error")),
+            r["reason"],
+        ]
+        for r in record["targets"]
+    ]
     lines = [
-        f"# Calibration of `{model}`",
+        f"# Calibration of `{record['model']}`",
         "",
-        f"- data: `{data}` (fitted on val, reported on test)",
+        f"- data: `{record['data']}` (fitted on val, reported on test)",
         f"- date: {record['date']}",
         f"- machine: {record['machine']}",
         f"- command: `{record['command']}`",
         "",
-        "| temperature | val NLL before -> after | test ECE before -> after |",
-        "|---|---|---|",
-        f"| {summary['temperature']:.4f} | {summary['val_nll_before']:.4f} -> "
-        f"{summary['val_nll_after']:.4f} | {summary.get('test_ece_before', float('nan')):.4f} "
-        f"-> {summary.get('test_ece_after', float('nan')):.4f} |",
+        markdown_table(
+            ["temperature", "val NLL before -> after", "test ECE before -> after"], [fit]
+        ),
         "",
-        f"Counted-cell threshold (Learn-then-Test, delta {summary['delta']:g}; the card keeps "
-        f"the {100 * summary['target_error']:g}% row):",
+        f"Counted-cell threshold (Learn-then-Test, delta {record['delta']:g}; the card keeps "
+        f"the {100 * record['target_error']:g}% row):",
         "",
-        "| target error | threshold | val counted | val errors among them | test coverage | "
-        "test error of counted cells | why none |",
-        "|---|---|---|---|---|---|---|",
+        markdown_table(
+            ["target error", "threshold", "val counted", "val errors among them"]
+            + ["test coverage", "test error of counted cells", "why none"],
+            thresholds,
+        ),
     ]
-    for r in summary["targets"]:
-        thr = "none" if r["threshold"] is None else f"{r['threshold']:.4f}"
-        lines.append(
-            f"| {100 * r['target_error']:g}% | {thr} | {r['counted']} of {r['n_val']} | "
-            f"{r['errors']} | {pct(r.get('test_coverage'))} | "
-            f"{pct(r.get('test_counted_error'))} | {r['reason']} |"
-        )
-    prefix.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    return prefix.with_suffix(".md")
+    return "\n".join(lines) + "\n"

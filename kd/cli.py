@@ -380,12 +380,12 @@ def register(app: typer.Typer) -> None:
         if record is not None:
             import shlex
 
-            from wbc_edge.kd.calibrate import write_record
+            from wbc_edge.kd.calibrate import write_calibration_record
 
             words = ["calibrate", "--model", model, "--data", data, "--out", path]
             words += ["--target-error", target_error, "--delta", delta, "--record", record]
             command = "wbc-edge " + " ".join(shlex.quote(str(w)) for w in words)
-            written = write_record(record, summary, model, data, command)
+            written = write_calibration_record(record, summary, model, data, command)
             console.print(f"record: {written}", highlight=False, soft_wrap=True)
 
     @app.command("ablation")

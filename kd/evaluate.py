@@ -266,29 +266,33 @@ def markdown(result: dict[str, Any]) -> str:
             f"- images: {result['num_images']}{views}, input {result['input_size']} px, "
             f"backend {result['backend']}, architecture {result['architecture']}"
         )
+    summary = [
+        f"{pct(result['accuracy'])}%",
+        f"{pct(result['macro_precision'])}%",
+        f"{pct(result['macro_recall'])}%",
+        f"{pct(result['macro_f1'])}%",
+        f"{result['ece']:.4f}",
+    ]
+    per_class = [
+        [name, pct(c["precision"]), pct(c["recall"]), pct(c["f1"]), c["support"]]
+        for name, c in result["per_class"].items()
+    ]
+    names = result["class_names"]
+    confusion = [[name, *row] for name, row in zip(names, result["confusion"], strict=True)]
     lines += [
         "",
-        "| accuracy | macro precision | macro recall | macro F1 | ECE |",
-        "|---|---|---|---|---|",
-        f"| {pct(result['accuracy'])}% | {pct(result['macro_precision'])}% | "
-        f"{pct(result['macro_recall'])}% | {pct(result['macro_f1'])}% | {result['ece']:.4f} |",
+        markdown_table(
+            ["accuracy", "macro precision", "macro recall", "macro F1", "ECE"], [summary]
+        ),
         "",
         _selective_line(result),
         "",
-        "| class | precision | recall | F1 | support |",
-        "|---|---|---|---|---|",
+        markdown_table(["class", "precision", "recall", "F1", "support"], per_class),
+        "",
+        "Confusion matrix (rows: true class, columns: predicted)",
+        "",
+        markdown_table(["", *(n[:6] for n in names)], confusion),
     ]
-    for name, c in result["per_class"].items():
-        lines.append(
-            f"| {name} | {pct(c['precision'])} | {pct(c['recall'])} | {pct(c['f1'])} | "
-            f"{c['support']} |"
-        )
-    names = result["class_names"]
-    lines += ["", "Confusion matrix (rows: true class, columns: predicted)", ""]
-    lines.append("| | " + " | ".join(n[:6] for n in names) + " |")
-    lines.append("|---" * (len(names) + 1) + "|")
-    for name, row in zip(names, result["confusion"], strict=True):
-        lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -54,20 +54,17 @@ def finder_eval(
 ) -> None:
     """Recall, precision and mean IoU of the white-cell finder on boxed smear fields."""
     import json
-    import shlex
-    import sys
 
     import cv2
     from rich.table import Table
 
     from wbc_edge.console import console, print_table
     from wbc_edge.errors import UserError
-    from wbc_edge.records import utc_date, write_record
+    from wbc_edge.records import command_line, machine_line, utc_date, write_record
     from wbc_edge.runtime.finder import FinderParams
     from wbc_edge.runtime.finder_eval import (
         draw_overlay,
         evaluate,
-        machine_description,
         sensitivity,
         to_markdown,
     )
@@ -78,12 +75,11 @@ def finder_eval(
         raise UserError(f"--rbc-px {rbc_px}: must be a positive number of pixels")
     params = FinderParams(rbc_diameter_px=rbc_px)
     summary, results = evaluate(data, params, iou=iou, limit=limit, show_progress=True)
-    argv = ["wbc-edge", *sys.argv[1:]] if Path(sys.argv[0]).name == "wbc-edge" else None
     summary = {
-        "command": shlex.join(argv) if argv else f"wbc-edge finder-eval --data {data}",
+        "command": command_line(f"wbc-edge finder-eval --data {data}"),
         "data": str(data),
         "date": utc_date(),
-        "machine": machine_description(),
+        "machine": machine_line(),  # the finder runs on the CPU
         **summary,
     }
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from wbc_edge.errors import UserError, require_dir
-from wbc_edge.records import machine_line
+from wbc_edge.records import markdown_table
 from wbc_edge.runtime.finder import Box, FinderParams, find_cells
 
 WBC_NAMES = ("WBC",)
@@ -243,11 +243,6 @@ def sensitivity(
     return rows
 
 
-def machine_description() -> str:
-    """CPU model and core count: the context a time per field needs (the finder uses no GPU)."""
-    return machine_line()
-
-
 def to_markdown(summary: dict, title: str) -> str:
     """The summary as a results page: the table per half, then every miss and false find."""
     lines = [f"# {title}", ""]
@@ -259,18 +254,17 @@ def to_markdown(summary: dict, title: str) -> str:
                 else f"- {key.capitalize()}: {summary[key]}"
             )
     lines += [f"- IoU threshold: {summary['iou_threshold']} (greedy one-to-one matching)", ""]
-    lines += [
-        "| part | files | fields | WBC boxes | found | matched | recall | precision | mean IoU "
-        "| ms/field (finder only) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    parts = []
     for name in ("first_half", "second_half", "all"):
         s = summary[name]
-        lines.append(
-            f"| {name.replace('_', ' ')} | {s.get('files', '')} | {s['fields']} | {s['wbc_boxes']} "
-            f"| {s['found']} | {s['matched']} | {s['recall']:.3f} | {s['precision']:.3f} "
-            f"| {s['mean_iou']:.3f} | {s['ms_per_field']:.1f} |"
+        parts.append(
+            [name.replace("_", " "), s.get("files", ""), s["fields"], s["wbc_boxes"], s["found"]]
+            + [s["matched"], f"{s['recall']:.3f}", f"{s['precision']:.3f}"]
+            + [f"{s['mean_iou']:.3f}", f"{s['ms_per_field']:.1f}"]
         )
+    header = ["part", "files", "fields", "WBC boxes", "found", "matched", "recall", "precision"]
+    header += ["mean IoU", "ms/field (finder only)"]
+    lines.append(markdown_table(header, parts, align="llrrrrrrrr"))
     lines += ["", "Parameters (`FinderParams`, lengths in red-cell diameters):", ""]
     lines += [f"- `{k}` = {v}" for k, v in summary["params"].items()]
     lines += ["", f"Missed WBC boxes ({len(summary['missed'])}):", ""]
@@ -284,17 +278,18 @@ def to_markdown(summary: dict, title: str) -> str:
             "",
             "Sensitivity: one parameter scaled, the others as set (recall / precision per half):",
             "",
-            "| parameter | x | value | first half | second half |",
-            "|---|---:|---:|---|---|",
         ]
+        rows = []
         for r in summary["sensitivity"]:
             a, b = r["first_half"], r["second_half"]
             value = f"{r['value']:.3g}" if isinstance(r["value"], (int, float)) else ""
-            lines.append(
-                f"| {r['param']} | {r['factor']:g} | {value} "
-                f"| {a['recall']:.3f} / {a['precision']:.3f} "
-                f"| {b['recall']:.3f} / {b['precision']:.3f} |"
+            rows.append(
+                [r["param"], f"{r['factor']:g}", value]
+                + [f"{a['recall']:.3f} / {a['precision']:.3f}"]
+                + [f"{b['recall']:.3f} / {b['precision']:.3f}"]
             )
+        header = ["parameter", "x", "value", "first half", "second half"]
+        lines.append(markdown_table(header, rows, align="lrr"))
     return "\n".join(lines) + "\n"
 
 

@@ -136,6 +136,11 @@ def test_records_have_one_writer_and_one_machine_line(tmp_path):
     assert records.cpu_name("model name\t: Test CPU @ 1GHz\n") == "Test CPU @ 1GHz"
     table = records.markdown_table(["a", "b"], [[1, "x"]])
     assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | x |"]
+    table = records.markdown_table(["a", "n"], [["x|y", 2]], align="lr")
+    assert table.splitlines() == ["| a | n |", "|---|---:|", "| x\\|y | 2 |"]  # a | stays a cell
+    smi = "NVIDIA H200, 550.54\n"
+    assert records.gpu_names(lambda cmd: smi) == ["NVIDIA H200, driver 550.54"]
+    assert records.gpu_names(lambda cmd: None) == []
     j, m = records.write_record(tmp_path / "r" / "bench-v1.2", {"x": 1}, "# r")
     assert j.name == "bench-v1.2.json" and m.read_text() == "# r\n"
     assert json.loads(j.read_text()) == {"x": 1}

@@ -18,7 +18,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +54,29 @@ def cpu_name(cpuinfo: str | None = None) -> str:
     return platform.processor() or platform.machine()
 
 
+def gpu_names(runner: Callable[[list[str]], str | None] = run_command) -> list[str]:
+    """Discrete NVIDIA GPUs from nvidia-smi (a Jetson's GPU is named by its board instead);
+    no torch, so describing the machine never loads a training framework."""
+    out = runner(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"])
+    if not out:
+        return []
+    return [
+        ", driver ".join(p.strip() for p in line.split(",")) for line in out.splitlines() if line
+    ]
+
+
 def machine_line(gpu: str | None = None, **versions: str) -> str:
     """One line for a record: CPU, core count (shared on this project's machines), the GPU
-    (``None``: no GPU) and any library versions that matter to the number."""
+    (``None``: no GPU; :func:`gpu_line` names the ones present) and any library versions that
+    matter to the number."""
     parts = [cpu_name(), f"{os.cpu_count()} CPU cores (shared)", gpu or "no GPU"]
     parts += [f"{name} {version}" for name, version in versions.items()]
     return ", ".join(parts)
+
+
+def gpu_line() -> str | None:
+    """The GPUs of this machine for :func:`machine_line`, or None when it has none."""
+    return "; ".join(gpu_names()) or None
 
 
 def load_average() -> float | None:
@@ -73,17 +90,31 @@ def utc_date() -> str:
 
 
 def command_line(fallback: str = "") -> str:
-    """The ``wbc-edge ...`` command this process runs (``fallback`` when it is not the CLI)."""
+    """The command this process runs: ``wbc-edge ...`` for the CLI, the interpreter and the
+    script for a study script, else ``fallback`` (a caller that rebuilds its command)."""
     if Path(sys.argv[0]).name in ("wbc-edge", "__main__.py", "-m"):
         return shlex.join(["wbc-edge", *sys.argv[1:]])
-    return fallback or shlex.join(["wbc-edge", *sys.argv[1:]])
+    if fallback:
+        return fallback
+    if sys.argv[0].endswith(".py"):
+        return shlex.join([sys.executable, *sys.argv])
+    return shlex.join(["wbc-edge", *sys.argv[1:]])
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A Markdown table: readable in a terminal or log and pasteable into a results page."""
-    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str = "") -> str:
+    """A Markdown table: readable in a terminal or log and pasteable into a results page.
+
+    ``align`` has one letter per column, ``l`` or ``r`` (numbers read better right-aligned);
+    columns past its end are left-aligned. A ``|`` inside a cell is escaped so that it cannot
+    split the row; a blank cell is written ``| |``.
+    """
+
+    def row_line(cells: Sequence[Any]) -> str:
+        text = [str(c).replace("|", "\\|") for c in cells]
+        return "|" + "|".join(f" {t} " if t else " " for t in text) + "|"  # blank: "| |"
+
+    rule = "".join("---:|" if align[i : i + 1] == "r" else "---|" for i in range(len(header)))
+    return "\n".join([row_line(header), "|" + rule, *(row_line(r) for r in rows)])
 
 
 def write_record(path: str | Path, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:

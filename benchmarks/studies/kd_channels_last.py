@@ -10,17 +10,16 @@ NHWC memory formats; the median of several steps after warm-up.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from wbc_edge.kd.ablation import machine_description
 from wbc_edge.kd.students import create_student
 from wbc_edge.kd.teacher import create_teacher
+from wbc_edge.records import gpu_line, machine_line, markdown_table, utc_date, write_record
 
 
 def time_model(name: str, channels_last: bool, steps: int, batch: int = 64) -> dict[str, float]:
@@ -71,37 +70,47 @@ def main() -> None:
     payload = {
         "command": f".venv/bin/python benchmarks/studies/kd_channels_last.py --threads "
         f"{args.threads} --steps {args.steps}",
-        "machine": machine_description(),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine_line(gpu_line()),
+        "date": utc_date(),
         "torch": torch.__version__,
         "threads": args.threads,
         "batch": 64,
         "input_size": 128,
         "rows": rows,
     }
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps(payload, indent=2))
+    text = markdown(payload)
+    write_record(args.out, payload, text)
+    print(text, end="")
+
+
+def markdown(payload: dict[str, Any]) -> str:
+    rows = []
+    for r in payload["rows"]:
+        a, b = r["nchw"], r["channels_last"]
+        rows.append(
+            [
+                r["model"],
+                f"{a['train_step_s']:.3f}",
+                f"{b['train_step_s']:.3f}",
+                f"{a['train_step_s'] / b['train_step_s']:.2f}x",
+                f"{a['eval_forward_s']:.3f}",
+                f"{b['eval_forward_s']:.3f}",
+                f"{a['eval_forward_s'] / b['eval_forward_s']:.2f}x",
+            ]
+        )
+    header = ["model", "train NCHW", "train channels_last", "speed-up", "eval NCHW"]
+    header += ["eval channels_last", "speed-up"]
     lines = [
         "# channels_last on this CPU",
         "",
-        f"- date: {payload['date']}; machine: {payload['machine']}; torch {torch.__version__}, "
-        f"{args.threads} threads",
+        f"- date: {payload['date']}; machine: {payload['machine']}; torch {payload['torch']}, "
+        f"{payload['threads']} threads",
         f"- command: `{payload['command']}`",
         "- median seconds per step, batch 64, 128 px (train step = forward + backward + AdamW)",
         "",
-        "| model | train NCHW | train channels_last | speed-up | eval NCHW | eval channels_last "
-        "| speed-up |",
-        "|---|---|---|---|---|---|---|",
+        markdown_table(header, rows),
     ]
-    for r in rows:
-        a, b = r["nchw"], r["channels_last"]
-        lines.append(
-            f"| {r['model']} | {a['train_step_s']:.3f} | {b['train_step_s']:.3f} | "
-            f"{a['train_step_s'] / b['train_step_s']:.2f}x | {a['eval_forward_s']:.3f} | "
-            f"{b['eval_forward_s']:.3f} | {a['eval_forward_s'] / b['eval_forward_s']:.2f}x |"
-        )
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -12,12 +12,12 @@ from __future__ import annotations
 import csv
 import json
 import sys
-import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from wbc_edge.kd.ablation import machine_description
+from wbc_edge.records import gpu_line, machine_line, markdown_table, utc_date, write_record
 
 
 def main() -> None:
@@ -29,8 +29,8 @@ def main() -> None:
     with open(run / "metrics.csv") as f:
         epochs = [{k: float(v) for k, v in r.items() if v} for r in csv.DictReader(f)]
     payload = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": machine_description(),
+        "date": utc_date(),
+        "machine": machine_line(gpu_line()),
         "commands": [
             f"wbc-edge train-teacher --data {cfg['data']} --size {cfg['size']} --epochs "
             f"{cfg['epochs']} --out {run}",
@@ -54,8 +54,33 @@ def main() -> None:
         "class_names": metrics["class_names"],
         "epochs": epochs,
     }
-    out.with_suffix(".json").write_text(json.dumps(payload, indent=2))
-    t = payload["test"]
+    text = markdown(payload, ev)
+    write_record(out, payload, text)
+    print(text, end="")
+
+
+def markdown(payload: dict[str, Any], ev: Path) -> str:
+    cfg, summary, t = payload["config"], payload["training"], payload["test"]
+    test = [
+        t["num_images"],
+        f"{100 * t['accuracy']:.2f}%",
+        f"{100 * t['macro_precision']:.2f}%",
+        f"{100 * t['macro_recall']:.2f}%",
+        f"{100 * t['macro_f1']:.2f}%",
+        f"{t['ece']:.4f}",
+    ]
+    epochs = [
+        [
+            int(e["epoch"]),
+            f"{e['train_loss']:.4f}",
+            f"{100 * e['train_accuracy']:.2f}",
+            f"{e['val_loss']:.4f}",
+            f"{100 * e['val_accuracy']:.2f}",
+            f"{100 * e['val_macro_f1']:.2f}",
+            f"{e['epoch_seconds']:.0f}",
+        ]
+        for e in payload["epochs"]
+    ]
     lines = [
         f"# Teacher: {cfg['model']} fine-tuned on pbc9 ({cfg['size']} px)",
         "",
@@ -69,24 +94,20 @@ def main() -> None:
         f"{100 * summary['best_val_accuracy']:.2f}%); training wall time "
         f"{summary['wall_seconds'] / 60:.1f} min on the shared CPU",
         "",
-        "| test images | accuracy | macro precision | macro recall | macro F1 | ECE |",
-        "|---|---|---|---|---|---|",
-        f"| {t['num_images']} | {100 * t['accuracy']:.2f}% | {100 * t['macro_precision']:.2f}% | "
-        f"{100 * t['macro_recall']:.2f}% | {100 * t['macro_f1']:.2f}% | {t['ece']:.4f} |",
+        markdown_table(
+            ["test images", "accuracy", "macro precision", "macro recall", "macro F1", "ECE"],
+            [test],
+        ),
         "",
         f"Per-class report, confusion matrix and predictions: `{ev}/` (report.md, confusion.png).",
         "",
-        "| epoch | train loss | train acc | val loss | val acc | val macro-F1 | seconds |",
-        "|---|---|---|---|---|---|---|",
+        markdown_table(
+            ["epoch", "train loss", "train acc", "val loss", "val acc", "val macro-F1"]
+            + ["seconds"],
+            epochs,
+        ),
     ]
-    for e in epochs:
-        lines.append(
-            f"| {int(e['epoch'])} | {e['train_loss']:.4f} | {100 * e['train_accuracy']:.2f} | "
-            f"{e['val_loss']:.4f} | {100 * e['val_accuracy']:.2f} | {100 * e['val_macro_f1']:.2f} "
-            f"| {e['epoch_seconds']:.0f} |"
-        )
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

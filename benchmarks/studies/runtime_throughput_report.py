@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from wbc_edge.records import markdown_table, write_record
+
 TARGETS = {"cells_per_s": 1500, "limit_ratio": 1.5, "peak_rss_mb": 300, "p99_ms": 50}
 
 
@@ -34,35 +36,32 @@ def projected(r: dict[str, Any], cores: int = 2) -> float:
 
 
 def crops_rows(runs: list[dict[str, Any]]) -> list[str]:
-    rows = [
-        "| model | run | cells/s | decode limit img/s | limit / e2e | decode+preprocess limit "
-        "img/s | p50 / p99 ms | CPU ms/cell | projected cells/s, 2 free cores | peak RSS MB "
-        "| load 1m before / after |",
-        "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|",
-    ]
+    header = ["model", "run", "cells/s", "decode limit img/s", "limit / e2e"]
+    header += ["decode+preprocess limit img/s", "p50 / p99 ms", "CPU ms/cell"]
+    header += ["projected cells/s, 2 free cores", "peak RSS MB", "load 1m before / after"]
+    rows = []
     for r in runs:
         lat = r["latency_ms"]
         pre = r["decode_preprocess_limit"] or {}
         rows.append(
-            f"| {Path(r['model']).name} | {r['_name']} | **{r['cells_per_s']:.0f}** | "
-            f"{r['decode_limit']['images_per_s']:.0f} | {r['limit_ratio']:.2f}x | "
-            f"{pre.get('images_per_s', 0):.0f} | {lat['p50']:.0f} / {lat['p99']:.0f} | "
-            f"{cpu_ms_per_cell(r):.3f} | {projected(r):.0f} | {r['peak_rss_mb']:.0f} | "
-            f"{r['load_avg_1m'][0]} / {r['load_avg_1m'][1]} |"
+            [Path(r["model"]).name, r["_name"], f"**{r['cells_per_s']:.0f}**"]
+            + [f"{r['decode_limit']['images_per_s']:.0f}", f"{r['limit_ratio']:.2f}x"]
+            + [f"{pre.get('images_per_s', 0):.0f}", f"{lat['p50']:.0f} / {lat['p99']:.0f}"]
+            + [f"{cpu_ms_per_cell(r):.3f}", f"{projected(r):.0f}", f"{r['peak_rss_mb']:.0f}"]
+            + [f"{r['load_avg_1m'][0]} / {r['load_avg_1m'][1]}"]
         )
-    return rows
+    return markdown_table(header, rows, align="llrrrrlrrrl").splitlines()
 
 
 def stage_rows(runs: list[dict[str, Any]]) -> list[str]:
     stages = list(runs[0]["stages"])
     rows = [
-        "| run | " + " | ".join(stages) + " | process total |",
-        "|---|" + "---:|" * (len(stages) + 1),
+        [r["_name"], *(f"{r['stages'][s]['cpu_ms_per_cell']:.3f}" for s in stages)]
+        + [f"{cpu_ms_per_cell(r):.3f}"]
+        for r in runs
     ]
-    for r in runs:
-        cells = [f"{r['stages'][s]['cpu_ms_per_cell']:.3f}" for s in stages]
-        rows.append(f"| {r['_name']} | " + " | ".join(cells) + f" | {cpu_ms_per_cell(r):.3f} |")
-    return rows
+    header = ["run", *stages, "process total"]
+    return markdown_table(header, rows, align="l" + "r" * (len(stages) + 1)).splitlines()
 
 
 def main(argv: list[str]) -> int:
@@ -115,15 +114,23 @@ def main(argv: list[str]) -> int:
         lines += [
             "## Smear fields with the finder: bccd-smears, 249 fields of 640x480, --smear",
             "",
-            "| fields/s | cells/s | cells | find ms/field (CPU) | p50 / p99 ms | decode limit "
-            "fields/s | peak RSS MB | load 1m before / after |",
-            "|---:|---:|---:|---|---|---:|---:|---|",
-            f"| **{fields['items_per_s']:.1f}** | **{fields['cells_per_s']:.1f}** | "
-            f"{fields['cells']} | {find['ms_per_item']:.2f} "
-            f"({1000 * find['cpu_s'] / max(1, fields['items']):.2f}) | "
-            f"{lat['p50']:.0f} / {lat['p99']:.0f} | "
-            f"{fields['decode_limit']['images_per_s']:.0f} | {fields['peak_rss_mb']:.0f} | "
-            f"{fields['load_avg_1m'][0]} / {fields['load_avg_1m'][1]} |",
+            markdown_table(
+                ["fields/s", "cells/s", "cells", "find ms/field (CPU)", "p50 / p99 ms"]
+                + ["decode limit fields/s", "peak RSS MB", "load 1m before / after"],
+                [
+                    [f"**{fields['items_per_s']:.1f}**", f"**{fields['cells_per_s']:.1f}**"]
+                    + [fields["cells"]]
+                    + [
+                        f"{find['ms_per_item']:.2f} "
+                        f"({1000 * find['cpu_s'] / max(1, fields['items']):.2f})"
+                    ]
+                    + [f"{lat['p50']:.0f} / {lat['p99']:.0f}"]
+                    + [f"{fields['decode_limit']['images_per_s']:.0f}"]
+                    + [f"{fields['peak_rss_mb']:.0f}"]
+                    + [f"{fields['load_avg_1m'][0]} / {fields['load_avg_1m'][1]}"]
+                ],
+                align="rrrllrrl",
+            ),
             "",
         ]
     if video:
@@ -131,14 +138,23 @@ def main(argv: list[str]) -> int:
         lines += [
             "## Camera-like: a 30 frames/s video of BCCD fields with --realtime --smear",
             "",
-            "| frames | cells | dropped | p50 / p95 / p99 / max ms, frame -> record | "
-            "frames/s | video decode limit frames/s | peak RSS MB | load 1m before / after |",
-            "|---:|---:|---:|---|---:|---:|---:|---|",
-            f"| {video['items']} | {video['cells']} | **{video['dropped']}** | "
-            f"{lat['p50']:.1f} / {lat['p95']:.1f} / **{lat['p99']:.1f}** / {lat['max']:.1f} | "
-            f"{video['items_per_s']:.1f} | {video['decode_limit']['images_per_s']:.0f} | "
-            f"{video['peak_rss_mb']:.0f} | {video['load_avg_1m'][0]} / "
-            f"{video['load_avg_1m'][1]} |",
+            markdown_table(
+                ["frames", "cells", "dropped", "p50 / p95 / p99 / max ms, frame -> record"]
+                + ["frames/s", "video decode limit frames/s", "peak RSS MB"]
+                + ["load 1m before / after"],
+                [
+                    [video["items"], video["cells"], f"**{video['dropped']}**"]
+                    + [
+                        f"{lat['p50']:.1f} / {lat['p95']:.1f} / **{lat['p99']:.1f}** / "
+                        f"{lat['max']:.1f}"
+                    ]
+                    + [f"{video['items_per_s']:.1f}"]
+                    + [f"{video['decode_limit']['images_per_s']:.0f}"]
+                    + [f"{video['peak_rss_mb']:.0f}"]
+                    + [f"{video['load_avg_1m'][0]} / {video['load_avg_1m'][1]}"]
+                ],
+                align="rrrlrrrl",
+            ),
             "",
             "Latency starts before the video frame is decoded and ends when its records are "
             "written. Inference never waits for a batch to fill (it takes what is waiting), so "
@@ -168,16 +184,19 @@ def main(argv: list[str]) -> int:
         lines += [
             "## Accuracy: full decode vs the reduced decode (pbc9-split.csv)",
             "",
-            "| model | split | full decode | reduced decode | change (points) | predictions "
-            "changed | gained / lost |",
-            "|---|---|---:|---:|---:|---:|---|",
+            markdown_table(
+                ["model", "split", "full decode", "reduced decode", "change (points)"]
+                + ["predictions changed", "gained / lost"],
+                [
+                    [a["model"], a["split"], f"{100 * a['acc_full']:.2f}%"]
+                    + [f"{100 * a['acc_reduced']:.2f}%"]
+                    + [f"{100 * (a['acc_reduced'] - a['acc_full']):+.2f}"]
+                    + [f"{a['flips']} of {a['n']}", f"{a['gained']} / {a['lost']}"]
+                    for a in acc["rows"].values()
+                ],
+                align="llrrrrl",
+            ),
         ]
-        for a in acc["rows"].values():
-            lines.append(
-                f"| {a['model']} | {a['split']} | {100 * a['acc_full']:.2f}% | "
-                f"{100 * a['acc_reduced']:.2f}% | {100 * (a['acc_reduced'] - a['acc_full']):+.2f} "
-                f"| {a['flips']} of {a['n']} | {a['gained']} / {a['lost']} |"
-            )
         lines += ["", acc.get("note", ""), ""]
 
     best = max(crops, key=lambda r: r["cells_per_s"]) if crops else None
@@ -214,9 +233,7 @@ def main(argv: list[str]) -> int:
         "accuracy": acc,
         "projected_cells_per_s_two_free_cores": {r["_name"]: round(projected(r)) for r in crops},
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "runtime-throughput.md").write_text("\n".join(lines))
-    (out / "runtime-throughput.json").write_text(json.dumps(record, indent=2) + "\n")
+    write_record(out / "runtime-throughput", record, "\n".join(lines))
     return 0
 
 

@@ -17,7 +17,6 @@ Writes ``<name>.json`` (samples, slope, command, machine, load) and ``<name>.png
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import shlex
@@ -29,6 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from wbc_edge.records import load_average, utc_date
 
 
 def rss_mb(pid: int) -> float | None:
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     wbc = Path(sys.executable).with_name("wbc-edge")
     cmd = [str(wbc), "run", str(inbox), "--watch", "--model", str(args.model)]
     cmd += ["--out", str(results), "--no-live", *shlex.split(args.run_args)]
-    load_before = os.getloadavg()[0]
+    load_before = load_average()
     log = (args.work / "run.log").open("w")
     # A job started in the background of a script inherits SIGINT ignored; the run must see it.
     proc = subprocess.Popen(
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                         "t": round(time.monotonic() - t0, 2),
                         "rss_mb": round(rss, 1),
                         "done": done,
-                        "load_1m": round(os.getloadavg()[0], 2),
+                        "load_1m": load_average(),
                     }
                 )
             print(f"{samples[-1]}", flush=True)
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = json.loads((results / "summary.json").read_text())
     record = {
         "name": args.name,
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": utc_date(),
         "command": shlex.join(
             [
                 sys.executable,
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             "median_second_half": float(np.median([s["rss_mb"] for s in half])) if half else None,
         },
         "slope_mb_per_1000_images_second_half": slope,
-        "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        "load_avg_1m": [load_before, load_average()],
         "run_summary": {k: v for k, v in summary.items() if k != "differential"},
         "samples": samples,
     }

@@ -15,12 +15,11 @@ Writes synth_phantoms.json and synth_phantoms.md in benchmarks/results/.
 
 from __future__ import annotations
 
-import datetime
 import json
-import platform
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -29,6 +28,7 @@ from torch import nn
 
 from wbc_edge.data.synth import image_rng, render_cell
 from wbc_edge.data.synth_cells import CLASSES
+from wbc_edge.records import gpu_line, machine_line, markdown_table, utc_date, write_record
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"  # records only live there
 SIZE, TRAIN, TEST, EPOCHS = 64, 200, 100, 20
@@ -148,9 +148,9 @@ def main() -> None:
     result = {
         "name": "synth_phantoms",
         "command": ".venv/bin/python benchmarks/studies/synth_phantoms.py",
-        "date": datetime.date.today().isoformat(),
+        "date": utc_date(),
         "commit": commit,
-        "machine": f"2-core CPU ({platform.processor() or platform.machine()}), no GPU, shared",
+        "machine": machine_line(gpu_line()),
         "setup": {
             "size_px": SIZE,
             "train_per_class": TRAIN,
@@ -161,35 +161,36 @@ def main() -> None:
         },
         "results": rows,
     }
-    (RESULTS / "synth_phantoms.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_record(RESULTS / "synth_phantoms", result, markdown(result))
+
+
+def markdown(result: dict[str, Any]) -> str:
+    rows, setup = result["results"], result["setup"]
     lines = [
         "# data synth: how separable the phantoms are",
         "",
-        f"Command: `{result['command']}` — {result['date']}, commit {commit}, {result['machine']}.",
+        f"Command: `{result['command']}` — {result['date']}, commit {result['commit']}, "
+        f"{result['machine']}.",
         "",
-        f"10 classes, {TRAIN} train / {TEST} test crops per class at {SIZE} px, seed 0 "
+        f"10 classes, {setup['train_per_class']} train / {setup['test_per_class']} test crops "
+        f"per class at {setup['size_px']} px, seed 0 "
         "(test indices start at 10000, so no image is in both). Accuracy on the test crops:",
         "",
-        "| difficulty | nearest mean colour | 5 morphology features | tiny CNN (20 epochs) |",
-        "|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['difficulty']} | {r['mean_colour_nearest_centroid']:.3f} | "
-            f"{r['morphology_features_nearest_centroid']:.3f} | {r['tiny_cnn']:.3f} |"
-        )
-    lines += [
+        markdown_table(
+            ["difficulty", "nearest mean colour", "5 morphology features", "tiny CNN (20 epochs)"],
+            [
+                [r["difficulty"], f"{r['mean_colour_nearest_centroid']:.3f}"]
+                + [f"{r['morphology_features_nearest_centroid']:.3f}", f"{r['tiny_cnn']:.3f}"]
+                for r in rows
+            ],
+        ),
         "",
         "Tiny-CNN recall per class:",
         "",
-        "| class | " + " | ".join(f"d={r['difficulty']}" for r in rows) + " |",
-        "|---|" + "---|" * len(rows),
-    ]
-    for c in CLASSES:
-        lines.append(
-            f"| {c} | " + " | ".join(f"{r['tiny_cnn_recall'][c]:.2f}" for r in rows) + " |"
-        )
-    lines += [
+        markdown_table(
+            ["class", *(f"d={r['difficulty']}" for r in rows)],
+            [[c, *(f"{r['tiny_cnn_recall'][c]:.2f}" for r in rows)] for c in setup["classes"]],
+        ),
         "",
         "Chance is 0.10. Mean colour stays near chance at every difficulty (stain, white",
         "balance and lighting are drawn per image, independent of the class), while morphology",
@@ -197,7 +198,7 @@ def main() -> None:
         "(ImmatureGranulocyte/Promyelocyte/Monocyte, Lymphocyte/Erythroblast) harder, as in",
         "real data. Phantoms are test and demo data, not clinical data.",
     ]
-    (RESULTS / "synth_phantoms.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -10,14 +10,18 @@ Writes OUT.json (numbers, command, machine, date) and OUT.md.
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
-import time
 from pathlib import Path
+from typing import Any
 
-from wbc_edge.kd.ablation import machine_description
 from wbc_edge.kd.evaluate import evaluate
+from wbc_edge.records import (
+    command_line,
+    gpu_line,
+    machine_line,
+    markdown_table,
+    utc_date,
+    write_record,
+)
 
 
 def main() -> None:
@@ -43,14 +47,32 @@ def main() -> None:
                 print(f"{label} {split} views={views}: {100 * r['accuracy']:.2f}%", flush=True)
         rows.append(row)
     record = {
-        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-        "machine": machine_description(),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": command_line(),
+        "machine": machine_line(gpu_line()),
+        "date": utc_date(),
         "data": str(args.data),
         "rows": rows,
     }
-    args.out.with_suffix(".json").write_text(json.dumps(record, indent=2))
+    write_record(args.out, record, markdown(record))
+
+
+def markdown(record: dict[str, Any]) -> str:
     pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
+    rows = [
+        [
+            r["lever"],
+            pct(r["val_accuracy_v1"]),
+            pct(r["val_accuracy_v8"]),
+            pct(r["test_accuracy_v1"]),
+            pct(r["test_accuracy_v8"]),
+            pct(r["test_macro_f1_v8"]),
+            r["train_wall_s"] or "n/a",
+            r["note"],
+        ]
+        for r in record["rows"]
+    ]
+    header = ["lever", "val 1 view", "val 8 views", "test 1 view", "test 8 views"]
+    header += ["test macro-F1 8 views", "train wall (s)", "note"]
     lines = [
         "# Teacher levers on pbc9 (issue 12)",
         "",
@@ -59,17 +81,9 @@ def main() -> None:
         "- accuracy (%) through the runtime backend with the runtime's decode; views 8 = mean "
         "calibrated probability over the 8 dihedral views (test-time augmentation)",
         "",
-        "| lever | val 1 view | val 8 views | test 1 view | test 8 views | test macro-F1 8 views "
-        "| train wall (s) | note |",
-        "|---|---|---|---|---|---|---|---|",
+        markdown_table(header, rows),
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['lever']} | {pct(r['val_accuracy_v1'])} | {pct(r['val_accuracy_v8'])} | "
-            f"{pct(r['test_accuracy_v1'])} | {pct(r['test_accuracy_v8'])} | "
-            f"{pct(r['test_macro_f1_v8'])} | {r['train_wall_s'] or 'n/a'} | {r['note']} |"
-        )
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

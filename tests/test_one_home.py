@@ -1,0 +1,62 @@
+"""One home per fact (issue 13): each piece below is written once, and these tests fail when a
+second copy comes back. They read the source tree only, so they take milliseconds."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("kd", "export", "runtime", "benchmarks", "wbc_edge", "jetson")
+
+
+def _sources() -> list[Path]:
+    files = [p for pkg in PACKAGES for p in sorted((REPO / pkg).rglob("*.py"))]
+    assert len(files) > 100, "the source tree was not found"
+    return files
+
+
+def _hits(pattern: str, allowed: tuple[str, ...] = ()) -> list[str]:
+    """``path:line: text`` of every source line matching ``pattern`` outside ``allowed``."""
+    rx = re.compile(pattern)
+    found = []
+    for path in _sources():
+        rel = path.relative_to(REPO).as_posix()
+        if rel in allowed:
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if rx.search(line):
+                found.append(f"{rel}:{n}: {line.strip()}")
+    return found
+
+
+def test_markdown_tables_are_built_by_the_records_module() -> None:
+    """A table row or rule written by hand (``"| a | b |"``, ``|---|``) instead of
+    ``wbc_edge.records.markdown_table``."""
+    assert _hits(r"""["']\| |\|---""", ("wbc_edge/records.py",)) == []
+
+
+def test_dates_machines_and_load_come_from_the_records_module() -> None:
+    only = ("wbc_edge/records.py",)
+    assert _hits(r"%H:%M UTC|getloadavg|/proc/cpuinfo|nvidia-smi", only) == []
+    assert _hits(r"def machine_description|def _machine\b") == []
+
+
+def test_records_are_written_by_the_records_module() -> None:
+    """``<name>.json`` beside ``<name>.md`` goes through ``records.write_record``."""
+    assert _hits(r"""with_suffix\(["']\.(md|json)["']\)\.write_text""") == []
+
+
+def test_one_tensorrt_version_parser() -> None:
+    """A version string taken apart anywhere but ``runtime/tensorrt_versions.py``."""
+    pattern = r"version\w*\)?\.split\(|__version__\)?\.split|int\(\w*version"
+    assert _hits(pattern, ("runtime/tensorrt_versions.py",)) == []
+
+
+def test_results_hold_records_and_tests_run_no_scripts() -> None:
+    """benchmarks/results holds records (no code, no models); tests import code, never exec it."""
+    kept = {".md", ".json", ".csv", ".png"}
+    odd = [p for p in (REPO / "benchmarks" / "results").rglob("*") if p.is_file()]
+    assert [p.name for p in odd if p.suffix not in kept] == []
+    tests = sorted((REPO / "tests").glob("*.py"))
+    assert [t.name for t in tests if re.search(r"\brunpy\b|\bexec\(", t.read_text())] == []
