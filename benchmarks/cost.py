@@ -41,7 +41,7 @@ def onnx_cost(path: str | Path, input_size: int) -> dict[str, Any]:
         for name in (node.input[0], node.input[1], node.output[0])
         if name not in inits
     }
-    shapes = _runtime_shapes(model, sorted(wanted), input_size)
+    shapes = _runtime_shapes(model, sorted(wanted), input_size, path)
     for name, t in inits.items():
         shapes[name] = tuple(t.dims)
 
@@ -64,20 +64,19 @@ def onnx_cost(path: str | Path, input_size: int) -> dict[str, Any]:
     }
 
 
-def _runtime_shapes(model: Any, names: list[str], input_size: int) -> dict[str, tuple[int, ...]]:
-    """Shapes of the ``names`` tensors when the model runs on one zero image."""
+def _runtime_shapes(
+    model: Any, names: list[str], input_size: int, path: str | Path
+) -> dict[str, tuple[int, ...]]:
+    """Shapes of the ``names`` tensors when the model runs on one zero image, through the
+    runtime backend's session (unoptimised, so the tensors keep the graph's names)."""
+    from wbc_edge.runtime.backends.onnxruntime import open_session
+
     onnx = require("onnx")
-    ort = require("onnxruntime")
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     outputs = {o.name for o in probe.graph.output}
     probe.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in outputs)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    sess = ort.InferenceSession(
-        probe.SerializeToString(), options, providers=["CPUExecutionProvider"]
-    )
+    sess = open_session(probe.SerializeToString(), "cpu", 1, optimize=False, where=path)
     feeds = {}
     for inp in sess.get_inputs():
         shape = [1, 3, input_size, input_size] if len(inp.shape) == 4 else [1, *inp.shape[1:]]

@@ -45,7 +45,8 @@ from wbc_edge.errors import MissingExtraError, UserError, require_file
 from wbc_edge.export import calib_cache
 from wbc_edge.export.onnx_export import onnx_io
 from wbc_edge.optional import require
-from wbc_edge.runtime.card import ModelCard, Preprocess, read_onnx_card, read_sidecar, write_sidecar
+from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
+from wbc_edge.runtime.card import ModelCard, Preprocess, read_sidecar, write_sidecar
 from wbc_edge.runtime.labelled import read_labelled
 from wbc_edge.runtime.names import file_name
 from wbc_edge.runtime.tensorrt_versions import TrtFeatures, features

@@ -27,7 +27,8 @@ from wbc_edge.errors import UserError, require_file
 from wbc_edge.export.onnx_export import onnx_io
 from wbc_edge.optional import require
 from wbc_edge.runtime.backends import backend_kind
-from wbc_edge.runtime.card import ModelCard, read_onnx_card, read_sidecar, sidecar_path
+from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
+from wbc_edge.runtime.card import ModelCard, read_sidecar, sidecar_path
 from wbc_edge.runtime.names import triton_name
 
 PLATFORMS = {

@@ -280,20 +280,9 @@ def read_sidecar(model_path: str | Path) -> tuple[ModelCard, dict[str, Any]]:
     return card, payload
 
 
-def read_onnx_card(onnx_path: str | Path) -> ModelCard:
-    """Read the card from an ONNX file's ``metadata_props`` with onnxruntime (no onnx needed)."""
-    from wbc_edge.optional import require
-
-    ort = require("onnxruntime")
-    try:
-        sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise UserError(f"{onnx_path} is not a readable ONNX model ({exc})") from exc
-    return card_from_session(sess, onnx_path)
-
-
 def card_from_session(session: Any, onnx_path: str | Path) -> ModelCard:
-    """The card of an open ``onnxruntime.InferenceSession`` (so a backend loads its model once)."""
+    """The card of an open ``onnxruntime.InferenceSession`` (so a backend loads its model once;
+    ``wbc_edge.runtime.backends.onnxruntime.read_onnx_card`` reads a file's card)."""
     meta = session.get_modelmeta().custom_metadata_map
     if ONNX_METADATA_KEY not in meta:
         raise UserError(

@@ -25,7 +25,8 @@ def read_any_card(path: Path) -> tuple[Any, dict[str, Any]]:
     """The card of any artifact and, for an engine, its sidecar's other fields (build key)."""
     from wbc_edge.errors import require_file
     from wbc_edge.runtime.backends import backend_kind
-    from wbc_edge.runtime.card import ModelCard, read_onnx_card, read_sidecar
+    from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
+    from wbc_edge.runtime.card import ModelCard, read_sidecar
 
     kind = backend_kind(path)
     require_file(path, "model file", "pass an .onnx, .engine or .pt file")

@@ -17,7 +17,7 @@ import wbc_edge
 from wbc_edge import cli
 from wbc_edge.errors import UserError
 from wbc_edge.models import INTENDED_USE, default_model
-from wbc_edge.runtime.card import read_onnx_card
+from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
 from wbc_edge.runtime.sinks import read_records
 
 REPO = Path(__file__).resolve().parents[1]

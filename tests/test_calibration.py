@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from wbc_edge.runtime.backends import load_backend, softmax
-from wbc_edge.runtime.card import ModelCard, Preprocess, read_onnx_card
+from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
+from wbc_edge.runtime.card import ModelCard, Preprocess
 
 CLASSES = ["Basophil", "Eosinophil", "Lymphocyte", "Neutrophil"]
 

@@ -12,7 +12,8 @@ from runtime_models import make_onnx
 
 import wbc_edge
 from wbc_edge import cli
-from wbc_edge.runtime.card import read_onnx_card, write_sidecar
+from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
+from wbc_edge.runtime.card import write_sidecar
 
 REPO = Path(__file__).resolve().parents[1]
 

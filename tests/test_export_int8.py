@@ -27,7 +27,7 @@ from wbc_edge.export.int8 import (  # noqa: E402
     select_calibration_rows,
 )
 from wbc_edge.export.onnx_export import export_onnx  # noqa: E402
-from wbc_edge.runtime.card import read_onnx_card  # noqa: E402
+from wbc_edge.runtime.backends.onnxruntime import read_onnx_card  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from wbc_edge.export import onnx_export
 from wbc_edge.export.onnx_export import export_onnx, onnx_io, run_onnx, sample_inputs
 from wbc_edge.kd.students import STUDENTS, create_student
 from wbc_edge.runtime.backends import softmax
-from wbc_edge.runtime.card import ModelCard, Preprocess, read_onnx_card
+from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
+from wbc_edge.runtime.card import ModelCard, Preprocess
 
 CLASSES = ["Basophil", "Eosinophil", "Lymphocyte", "Neutrophil"]
 

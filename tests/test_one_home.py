@@ -47,6 +47,11 @@ def test_records_are_written_by_the_records_module() -> None:
     assert _hits(r"""with_suffix\(["']\.(md|json)["']\)\.write_text""") == []
 
 
+def test_only_the_runtime_backend_opens_an_onnxruntime_session() -> None:
+    """Every place that runs or inspects an ONNX model goes through the backend."""
+    assert _hits(r"InferenceSession\(", ("runtime/backends/onnxruntime.py",)) == []
+
+
 def test_one_tensorrt_version_parser() -> None:
     """A version string taken apart anywhere but ``runtime/tensorrt_versions.py``."""
     pattern = r"version\w*\)?\.split\(|__version__\)?\.split|int\(\w*version"

@@ -21,7 +21,7 @@ from trt_standin import StandIn  # noqa: E402
 
 from wbc_edge import cli  # noqa: E402
 from wbc_edge.data.import_pbc import IG_PREFIXES, PBC_CLASSES, PBC_SUBDIR  # noqa: E402
-from wbc_edge.runtime.card import read_onnx_card  # noqa: E402
+from wbc_edge.runtime.backends.onnxruntime import read_onnx_card  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## The workflow with real data"

@@ -202,7 +202,7 @@ def test_review_threshold_comes_from_the_card_unless_given(tmp_path, model, caps
     import onnx
 
     from wbc_edge.export.onnx_export import set_metadata
-    from wbc_edge.runtime.card import read_onnx_card
+    from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
 
     card = read_onnx_card(model)
     card.confidence_threshold = 0.6

@@ -29,7 +29,8 @@ from wbc_edge.export.int8.settings import MIN_CALIBRATION_IMAGES, TARGETS, Quant
 from wbc_edge.export.onnx_export import set_metadata
 from wbc_edge.optional import require
 from wbc_edge.runtime import names
-from wbc_edge.runtime.card import ModelCard, read_onnx_card
+from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
+from wbc_edge.runtime.card import ModelCard
 from wbc_edge.runtime.labelled import check_labels
 
 onnx = require("onnx")

@@ -18,7 +18,7 @@ from wbc_edge.export.int8.quantization import quantize
 from wbc_edge.export.int8.settings import CPU_CANDIDATES, TENSORRT, QuantSettings, default_for
 from wbc_edge.metrics import agreement, classification_report
 from wbc_edge.optional import require
-from wbc_edge.runtime.card import read_onnx_card
+from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
 
 ort = require("onnxruntime")
 

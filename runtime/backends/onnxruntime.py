@@ -15,13 +15,14 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from wbc_edge.errors import UserError
 from wbc_edge.optional import require
 from wbc_edge.runtime.backends import BackendBase, output_to_read, softmax
-from wbc_edge.runtime.card import card_from_session
+from wbc_edge.runtime.card import ModelCard, card_from_session
 
 # Most capable first; onnxruntime falls back along the list when one cannot start.
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -54,29 +55,60 @@ def choose_providers(available: list[str], device: str) -> list[str]:
     return ([] if device == "cpu" else gpu) + ["CPUExecutionProvider"]
 
 
+def open_session(
+    model: str | Path | bytes,
+    device: str = "auto",
+    threads: int = 0,
+    optimize: bool = True,
+    where: str | Path | None = None,
+) -> Any:
+    """An ``onnxruntime.InferenceSession`` on the providers for ``device``: the one place a
+    session is made (the backend, :func:`read_onnx_card` and ``benchmarks.cost``'s probe of
+    inner tensor shapes all come here), so every model runs with the same settings.
+
+    ``model`` is a file or a serialized graph (``where`` then names it in messages).
+    ``threads`` = 0 gives the model half the cores on CPU (the pipeline's decoding and resizing
+    need the other half) and lets onnxruntime decide with a GPU provider. ``optimize`` False
+    runs the graph as written, so inner tensors keep the names and shapes the file gives them.
+    """
+    ort = require("onnxruntime")
+    providers = choose_providers(ort.get_available_providers(), device)
+    options = ort.SessionOptions()
+    if threads == 0 and providers == ["CPUExecutionProvider"]:
+        threads = max(1, (os.cpu_count() or 2) // 2)
+    options.intra_op_num_threads = threads
+    # Idle intra-op threads spinning for work would steal the cores decoding needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    else:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.log_severity_level = 3  # a shape probe: warnings about its extra outputs are noise
+    try:
+        return ort.InferenceSession(
+            model if isinstance(model, bytes) else str(model), options, providers=providers
+        )
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise UserError(
+            f"{where or model} is not a readable ONNX model, or onnxruntime cannot load it ({exc})"
+        ) from exc
+
+
+def read_onnx_card(path: str | Path) -> ModelCard:
+    """The model card in an ONNX file's metadata, through the backend's session on the CPU (no
+    ``onnx`` package needed). To run the model as well, open a backend: it reads the card from
+    its own session, so the file is loaded once."""
+    return card_from_session(open_session(path, device="cpu", threads=1), path)
+
+
 class OnnxRuntimeBackend(BackendBase):
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, device: str = "auto", threads: int = 0) -> None:
-        """``threads`` = 0 gives the model half the cores on CPU (the pipeline's decoding and
-        resizing need the other half) and lets onnxruntime decide with a GPU provider."""
+        """``device`` and ``threads`` as :func:`open_session` takes them."""
         super().__init__()
-        ort = require("onnxruntime")
         self.path = Path(path)
-        providers = choose_providers(ort.get_available_providers(), device)
-        options = ort.SessionOptions()
-        if threads == 0 and providers == ["CPUExecutionProvider"]:
-            threads = max(1, (os.cpu_count() or 2) // 2)
-        options.intra_op_num_threads = threads
-        # Idle intra-op threads spinning for work would steal the cores decoding needs.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise UserError(
-                f"{self.path} is not a readable ONNX model, or onnxruntime cannot load it ({exc})"
-            ) from exc
+        self.session = open_session(self.path, device, threads)
         self.card = card_from_session(self.session, self.path)  # one load: card and weights
         self.providers = self.session.get_providers()
         if device == "cuda" and not set(self.providers) & set(_GPU_PROVIDERS):
