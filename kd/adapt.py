@@ -36,6 +36,7 @@ import numpy as np
 
 from wbc_edge.errors import UserError
 from wbc_edge.runtime.card import ModelCard
+from wbc_edge.runtime.labelled import check_labels, read_labelled
 
 DEFAULT_STEPS = 100
 DEFAULT_LR = 1e-3
@@ -128,7 +129,6 @@ def read_site(
 
 def _read_class_folders(data: Path, card: ModelCard) -> SiteData:
     from wbc_edge.data.scan import scan_class_folders
-    from wbc_edge.runtime.decode import read_image
 
     files = scan_class_folders(data)
     if not files:
@@ -136,10 +136,7 @@ def _read_class_folders(data: Path, card: ModelCard) -> SiteData:
     labels = [map_label(f.label, card.class_names, f"{data / f.label}") for f in files]
     crops, h = [], hashlib.sha256()
     for f, label in zip(files, labels, strict=True):
-        try:
-            crops.append(read_image(str(f.path)))
-        except (ValueError, OSError) as exc:
-            raise UserError(f"{exc}: fix or remove it from {data}") from exc
+        crops.append(read_labelled(f.path, str(data)))
         h.update(f"{label},".encode() + hashlib.sha256(Path(f.path).read_bytes()).digest())
     return SiteData(crops, labels, str(data), h.hexdigest()[:16])
 
@@ -238,20 +235,16 @@ def adapt_model(
     if stain_norm is not None:
         card.preprocess = stain_preprocess(card.preprocess, stain_norm, pbc, log)
     pre = card.preprocess
-    index = {c: i for i, c in enumerate(card.class_names)}
     site_x = np.stack([pre.resize(c) for c in site.crops])
-    site_y = np.array([index[c] for c in site.labels], np.int64)
+    site_y = check_labels(card, site.labels, site.source)
     half = batch_size // 2 if pbc else batch_size
     pbc_rows, pbc_x, pbc_y = [], None, None
     if pbc:
         from wbc_edge.data.manifest import read_manifest
 
         pbc_rows = read_manifest(pbc, "train")
-        unknown = sorted({r.label for r in pbc_rows} - set(index))
-        if unknown:
-            raise UserError(f"{pbc}: classes {unknown} are not the model's ({', '.join(index)})")
+        pbc_y = check_labels(card, [r.label for r in pbc_rows], str(pbc))
         pbc_x = decode_cached(pbc_rows, pre, cache_dir)
-        pbc_y = np.array([index[r.label] for r in pbc_rows], np.int64)
 
     rng = np.random.default_rng(seed)
     # Class-balanced site draws: a class, then one of its crops.

@@ -52,6 +52,15 @@ def test_only_the_runtime_backend_opens_an_onnxruntime_session() -> None:
     assert _hits(r"InferenceSession\(", ("runtime/backends/onnxruntime.py",)) == []
 
 
+def test_one_normalize_one_softmax_one_label_check() -> None:
+    assert [h.split(":")[0] for h in _hits(r"^def normalize\b")] == ["runtime/preprocess.py"]
+    assert [h.split(":")[0] for h in _hits(r"^def softmax\b")] == ["runtime/backends/__init__.py"]
+    # a label looked up in the card's class list without check_labels' one clear error
+    assert _hits(r"class_names\.index\(|\{\w+: i for i, \w+ in enumerate\(card\.class_names") == [
+        "runtime/labelled.py:27: index = {name: i for i, name in enumerate(card.class_names)}"
+    ]
+
+
 def test_one_tensorrt_version_parser() -> None:
     """A version string taken apart anywhere but ``runtime/tensorrt_versions.py``."""
     pattern = r"version\w*\)?\.split\(|__version__\)?\.split|int\(\w*version"

@@ -19,6 +19,7 @@ from wbc_edge.export.int8.settings import CPU_CANDIDATES, TENSORRT, QuantSetting
 from wbc_edge.metrics import agreement, classification_report
 from wbc_edge.optional import require
 from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
+from wbc_edge.runtime.labelled import check_labels
 
 ort = require("onnxruntime")
 
@@ -72,7 +73,7 @@ def compare_settings(
             out = out_dir / f"{onnx_path.stem}.{s.name}.onnx"
             files[s.name] = quantize(onnx_path, out, ranges, s)
             settings[s.name] = s
-    y = np.array([card.class_names.index(r.label) for r in eval_rows])
+    y = check_labels(card, [r.label for r in eval_rows], "the evaluation split")
     probs = {k: predict_probs(f, eval_rows, card, k) for k, f in files.items()}
     lat: dict[tuple[str, int], list[float]] = {(k, b): [] for k in files for b in batches}
     with progress() as p:
