@@ -23,6 +23,11 @@ import numpy as np
 from wbc_edge.errors import UserError, require_file
 from wbc_edge.records import utc_date
 
+# bench's defaults, shown by `wbc-edge bench --help` (benchmarks/cli.py reads them here).
+DEFAULT_BATCHES = (1, 8, 32)
+DEFAULT_WARMUP = 5  # untimed calls per batch size
+DEFAULT_ITERS = 50  # timed calls per batch size unless --duration
+
 
 def latency_stats(times_s: Sequence[float], batch: int) -> dict[str, Any]:
     """Per-call latency figures (ms) and throughput from the seconds each ``predict`` took.
@@ -70,8 +75,8 @@ class BenchConfig:
     data: Path | None = None
     split: str = "test"
     limit: int | None = None
-    batches: list[int] = field(default_factory=lambda: [1, 8, 32])
-    warmup: int = 5
+    batches: list[int] = field(default_factory=lambda: list(DEFAULT_BATCHES))
+    warmup: int = DEFAULT_WARMUP
     iters: int | None = None
     duration: float | None = None
     threads: int = 0
@@ -81,7 +86,7 @@ class BenchConfig:
         if self.iters is not None and self.duration is not None:
             raise UserError("give --iters or --duration, not both")
         if self.iters is None and self.duration is None:
-            self.iters = 50
+            self.iters = DEFAULT_ITERS
         if (self.iters is not None and self.iters < 1) or (
             self.duration is not None and self.duration <= 0
         ):

@@ -8,8 +8,10 @@ from typing import Annotated
 
 import typer
 
+from wbc_edge.benchmarks.bench import DEFAULT_BATCHES, DEFAULT_ITERS, DEFAULT_WARMUP
 from wbc_edge.kd.adapt import DEFAULT_LR as ADAPT_LR
 from wbc_edge.kd.adapt import DEFAULT_STEPS as ADAPT_STEPS
+from wbc_edge.runtime.options import PipelineConfig
 
 
 def bench(
@@ -51,11 +53,15 @@ def bench(
     ] = None,
     batch: Annotated[
         str | None,
-        typer.Option(help="Batch sizes, comma-separated [1,8,32]; --stream: one size [16]."),
+        typer.Option(
+            help="Batch sizes, comma-separated "
+            f"[default: {','.join(map(str, DEFAULT_BATCHES))}]; --stream: one size "
+            f"[default: {PipelineConfig.batch}]."
+        ),
     ] = None,
-    warmup: Annotated[int, typer.Option(help="Untimed calls before timing.")] = 5,
+    warmup: Annotated[int, typer.Option(help="Untimed calls before timing.")] = DEFAULT_WARMUP,
     iters: Annotated[
-        int | None, typer.Option(help="Timed calls per batch size (default 50).")
+        int | None, typer.Option(help=f"Timed calls per batch size [default: {DEFAULT_ITERS}].")
     ] = None,
     duration: Annotated[
         float | None, typer.Option(help="Instead of --iters: seconds of timed calls per batch.")
@@ -110,7 +116,7 @@ def bench(
                       fps, out, name or "stream")  # fmt: skip
         return
     name = name or "bench"
-    batch = batch or "1,8,32"
+    batch = batch or ",".join(map(str, DEFAULT_BATCHES))
     if teacher is not None and teacher.suffix.lower() in (".pt", ".pth"):
         from wbc_edge.benchmarks.bench import export_teacher
 

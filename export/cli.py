@@ -12,6 +12,17 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from wbc_edge.export import (
+    DEFAULT_CALIB_METHOD,
+    DEFAULT_CALIB_NUM,
+    DEFAULT_DLA_BATCH,
+    DEFAULT_OPSET,
+    DEFAULT_SWEEP_BATCHES,
+    DEFAULT_SWEEP_ROUNDS,
+    DEFAULT_TRT_BATCH,
+    DEFAULT_WORKSPACE_MB,
+)
+
 if TYPE_CHECKING:
     from wbc_edge.data.manifest import ManifestRow
     from wbc_edge.export.int8 import Int8Report
@@ -30,7 +41,7 @@ def onnx_cmd(
             show_default=False,
         ),
     ] = None,
-    opset: Annotated[int | None, typer.Option(help="ONNX opset (default: 17).")] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = DEFAULT_OPSET,
     data: Annotated[
         Path | None,
         typer.Option(help="Split manifest: check parity on its real images (else random ones)."),
@@ -41,7 +52,6 @@ def onnx_cmd(
     """Export a checkpoint to ONNX (card and calibrated softmax inside), checked against PyTorch."""
     from wbc_edge.console import console
     from wbc_edge.export.onnx_export import (
-        DEFAULT_OPSET,
         default_onnx_path,
         export_onnx,
         load_checkpoint,
@@ -52,7 +62,7 @@ def onnx_cmd(
     rows = _rows(data, split) if data else None
     sample, source = sample_inputs(card, rows, num)
     out = out or default_onnx_path(model, card)
-    report = export_onnx(net, card, out, opset or DEFAULT_OPSET, sample, source)
+    report = export_onnx(net, card, out, opset, sample, source)
     console.print(f"wrote {out}: {report.line()}", highlight=False, soft_wrap=True)
 
 
@@ -63,8 +73,10 @@ def int8_cmd(
     split: Annotated[str, typer.Option(help="Split to calibrate on.")] = "train",
     num: Annotated[
         int, typer.Option(min=1, help="Calibration images (classes interleaved).")
-    ] = 512,
-    method: Annotated[str, typer.Option(help="entropy, percentile or minmax.")] = "entropy",
+    ] = DEFAULT_CALIB_NUM,
+    method: Annotated[
+        str, typer.Option(help="entropy, percentile or minmax.")
+    ] = DEFAULT_CALIB_METHOD,
     target: Annotated[
         str, typer.Option(help="tensorrt (symmetric Q/DQ for TensorRT) or cpu (ONNX Runtime).")
     ] = "tensorrt",
@@ -112,11 +124,15 @@ def int8_sweep_cmd(
     results: Annotated[
         Path | None, typer.Option(help="Write <results>.json and <results>.md with the table.")
     ] = None,
-    num: Annotated[int, typer.Option(min=1, help="Calibration images.")] = 512,
-    method: Annotated[str, typer.Option(help="entropy, percentile or minmax.")] = "entropy",
+    num: Annotated[int, typer.Option(min=1, help="Calibration images.")] = DEFAULT_CALIB_NUM,
+    method: Annotated[
+        str, typer.Option(help="entropy, percentile or minmax.")
+    ] = DEFAULT_CALIB_METHOD,
     eval_split: Annotated[str, typer.Option(help="Split the variants are evaluated on.")] = "test",
-    batch: Annotated[str, typer.Option(help="Batch sizes timed, comma-separated.")] = "1,16",
-    rounds: Annotated[int, typer.Option(help="Interleaved latency rounds.")] = 5,
+    batch: Annotated[str, typer.Option(help="Batch sizes timed, comma-separated.")] = ",".join(
+        map(str, DEFAULT_SWEEP_BATCHES)
+    ),
+    rounds: Annotated[int, typer.Option(help="Interleaved latency rounds.")] = DEFAULT_SWEEP_ROUNDS,
 ) -> None:
     """FP32 vs INT8 (TensorRT target and every CPU setting): accuracy, size, CPU latency."""
     import onnxruntime
@@ -212,7 +228,9 @@ def build_engine_cmd(
         typer.Option(help="Split manifest: implicit INT8 calibration images (TensorRT < 11)."),
     ] = None,
     calib_split: Annotated[str, typer.Option(help="Split of --calib to use.")] = "train",
-    num: Annotated[int, typer.Option(min=1, help="Calibration images from --calib.")] = 512,
+    num: Annotated[
+        int, typer.Option(min=1, help="Calibration images from --calib.")
+    ] = DEFAULT_CALIB_NUM,
     calib_cache: Annotated[
         Path | None, typer.Option(help="TensorRT calibration cache from `export int8`.")
     ] = None,
@@ -223,11 +241,12 @@ def build_engine_cmd(
     batch: Annotated[
         str | None,
         typer.Option(
-            help="Optimisation profile MIN,OPT,MAX, or one size for a static batch "
-            "(default: 1,8,32; with --dla 8, as DLA needs MIN = OPT = MAX)."
+            help="Optimisation profile MIN,OPT,MAX, or one size for a static batch [default: "
+            f"{','.join(map(str, DEFAULT_TRT_BATCH))}; with --dla {DEFAULT_DLA_BATCH[0]}, as DLA "
+            "needs MIN = OPT = MAX]."
         ),
     ] = None,
-    workspace: Annotated[int, typer.Option(help="Builder workspace in MB.")] = 1024,
+    workspace: Annotated[int, typer.Option(help="Builder workspace in MB.")] = DEFAULT_WORKSPACE_MB,
     out: Annotated[
         Path | None,
         typer.Option(

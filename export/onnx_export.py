@@ -26,6 +26,7 @@ import numpy as np
 from wbc_edge import __version__
 from wbc_edge.data.manifest import ManifestRow
 from wbc_edge.errors import UserError
+from wbc_edge.export import DEFAULT_OPSET
 from wbc_edge.optional import require
 from wbc_edge.runtime.backends import softmax
 from wbc_edge.runtime.card import ONNX_METADATA_KEY, ModelCard
@@ -33,7 +34,6 @@ from wbc_edge.runtime.labelled import read_labelled
 
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("logits", "probs")
-DEFAULT_OPSET = 17
 # Tolerances of the PyTorch/ONNX Runtime comparison. FP32 kernels differ in summation order only,
 # so probabilities agree to ~1e-6; 1e-4 leaves room for deep models without hiding a real bug.
 PROB_ATOL = 1e-4

@@ -42,7 +42,7 @@ import numpy as np
 from wbc_edge.data.manifest import ManifestRow, fingerprint
 from wbc_edge.data.scan import sha256_file
 from wbc_edge.errors import MissingExtraError, UserError, require_file
-from wbc_edge.export import calib_cache
+from wbc_edge.export import DEFAULT_DLA_BATCH, DEFAULT_TRT_BATCH, DEFAULT_WORKSPACE_MB, calib_cache
 from wbc_edge.export.onnx_export import onnx_io
 from wbc_edge.optional import require
 from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
@@ -52,9 +52,6 @@ from wbc_edge.runtime.names import file_name
 from wbc_edge.runtime.tensorrt_versions import TrtFeatures, features
 
 PRECISIONS = ("fp32", "fp16", "int8")
-DEFAULT_BATCH = (1, 8, 32)
-DEFAULT_DLA_BATCH = (8, 8, 8)  # DLA needs MIN = OPT = MAX; the GPU default's OPT
-DEFAULT_WORKSPACE_MB = 1024
 CALIB_BATCH = 8
 
 
@@ -64,7 +61,7 @@ def resolve_batch(batch: tuple[int, int, int] | None, dla_core: int | None) -> t
     DLA supports static shapes only; with a dynamic profile TensorRT would either fail or
     quietly run every layer on the GPU, so a DLA engine gets MIN = OPT = MAX."""
     if batch is None:
-        return DEFAULT_DLA_BATCH if dla_core is not None else DEFAULT_BATCH
+        return DEFAULT_DLA_BATCH if dla_core is not None else DEFAULT_TRT_BATCH
     if dla_core is not None and len(set(batch)) != 1:
         raise UserError(
             f"--dla needs a static batch (MIN = OPT = MAX), not {','.join(map(str, batch))}: "
@@ -128,7 +125,7 @@ def trtexec_command(
     precision: str,
     input_name: str,
     input_size: int,
-    batch: tuple[int, int, int] = DEFAULT_BATCH,
+    batch: tuple[int, int, int] = DEFAULT_TRT_BATCH,
     workspace_mb: int = DEFAULT_WORKSPACE_MB,
     dla_core: int | None = None,
     calib: str | Path | None = None,
@@ -215,7 +212,7 @@ def build_engine(
     """Build (or reuse) an engine for ``onnx_path`` and write its sidecar card.
 
     ``precision`` defaults to int8 for a Q/DQ ONNX and fp16 otherwise; ``batch`` to
-    :data:`DEFAULT_BATCH` on the GPU and :data:`DEFAULT_DLA_BATCH` (static) on a DLA core. The
+    :data:`DEFAULT_TRT_BATCH` on the GPU and :data:`DEFAULT_DLA_BATCH` (static) on a DLA core. The
     trtexec line is passed to ``echo`` before anything else, so it is printed even when the
     build cannot run.
     """

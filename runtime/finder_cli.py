@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from wbc_edge.runtime.finder import FinderParams
+
 
 def finder_eval(
     data: Annotated[
@@ -47,8 +49,9 @@ def finder_eval(
     rbc_px: Annotated[
         float | None,
         typer.Option(
-            help="Red-cell diameter in pixels; default: 0.21 of the field's shorter side "
-            "(BCCD's camera). Set it once per microscope and camera."
+            help="Red-cell diameter in pixels [default: "
+            f"{FinderParams.rbc_diameter} of the field's shorter side (BCCD's camera)]. Set it "
+            "once per microscope and camera."
         ),
     ] = None,
 ) -> None:
@@ -61,7 +64,6 @@ def finder_eval(
     from wbc_edge.console import console, print_table
     from wbc_edge.errors import UserError
     from wbc_edge.records import command_line, machine_line, utc_date, write_record
-    from wbc_edge.runtime.finder import FinderParams
     from wbc_edge.runtime.finder_eval import (
         draw_overlay,
         evaluate,

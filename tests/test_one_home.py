@@ -74,3 +74,29 @@ def test_results_hold_records_and_tests_run_no_scripts() -> None:
     assert [p.name for p in odd if p.suffix not in kept] == []
     tests = sorted((REPO / "tests").glob("*.py"))
     assert [t.name for t in tests if re.search(r"\brunpy\b|\bexec\(", t.read_text())] == []
+
+
+def test_help_strings_show_defaults_from_the_code() -> None:
+    """A default typed into a help string drifts from the code's: the CLI modules take it from
+    the constant the library uses (``[default: {X}]``) or let typer show it."""
+    hits = _hits(r"default:? \d")
+    assert [h for h in hits if h.split(":")[0].endswith("cli.py")] == []
+
+
+def test_help_shows_the_library_defaults() -> None:
+    from typer.testing import CliRunner
+
+    from wbc_edge import cli
+    from wbc_edge.benchmarks.bench import DEFAULT_ITERS
+    from wbc_edge.export import DEFAULT_CALIB_NUM, DEFAULT_OPSET, DEFAULT_TRT_BATCH
+
+    def shown(*argv: str) -> str:
+        result = CliRunner().invoke(cli.app, [*argv, "--help"], terminal_width=200)
+        assert result.exit_code == 0, result.output
+        return " ".join(result.output.split())
+
+    assert f"[default: {DEFAULT_OPSET}]" in shown("export", "onnx")
+    engine = shown("build-engine")
+    assert f"[default: {','.join(map(str, DEFAULT_TRT_BATCH))};" in engine
+    assert f"default: {DEFAULT_CALIB_NUM}" in engine
+    assert f"[default: {DEFAULT_ITERS}]" in shown("bench")

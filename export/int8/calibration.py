@@ -21,7 +21,7 @@ import numpy as np
 from wbc_edge.console import progress
 from wbc_edge.data.manifest import ManifestRow
 from wbc_edge.errors import UserError
-from wbc_edge.export import calib_cache
+from wbc_edge.export import DEFAULT_CALIB_METHOD, calib_cache
 from wbc_edge.optional import require
 from wbc_edge.runtime.card import Preprocess
 from wbc_edge.runtime.labelled import read_labelled
@@ -100,7 +100,7 @@ def calibrate(
     onnx_path: str | Path,
     paths: Sequence[Path],
     spec: Preprocess,
-    method: str = "entropy",
+    method: str = DEFAULT_CALIB_METHOD,
     symmetric: bool = True,
 ) -> Any:
     """ONNX Runtime ``TensorsData``: a calibrated range for every float tensor of the graph.

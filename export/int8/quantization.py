@@ -14,7 +14,7 @@ from typing import Any
 from wbc_edge.console import console
 from wbc_edge.data.manifest import ManifestRow, fingerprint
 from wbc_edge.errors import UserError
-from wbc_edge.export import calib_cache
+from wbc_edge.export import DEFAULT_CALIB_METHOD, DEFAULT_CALIB_NUM, calib_cache
 from wbc_edge.export.int8.calibration import (
     ImageReader,
     cache_scales,
@@ -138,8 +138,8 @@ def quantize_int8(
     eval_rows: Sequence[ManifestRow] | None = None,
     out: str | Path | None = None,
     target: str = "tensorrt",
-    method: str = "entropy",
-    num: int = 512,
+    method: str = DEFAULT_CALIB_METHOD,
+    num: int = DEFAULT_CALIB_NUM,
     cache_out: str | Path | None = None,
     eval_split: str = "val",
     seed: int = 0,

@@ -12,6 +12,12 @@ import numpy as np
 
 from wbc_edge.console import progress
 from wbc_edge.data.manifest import ManifestRow
+from wbc_edge.export import (
+    DEFAULT_CALIB_METHOD,
+    DEFAULT_CALIB_NUM,
+    DEFAULT_SWEEP_BATCHES,
+    DEFAULT_SWEEP_ROUNDS,
+)
 from wbc_edge.export.int8.calibration import calibrate, select_calibration_rows
 from wbc_edge.export.int8.compare import predict_probs
 from wbc_edge.export.int8.quantization import quantize
@@ -48,10 +54,10 @@ def compare_settings(
     calib_rows: Sequence[ManifestRow],
     eval_rows: Sequence[ManifestRow],
     out_dir: str | Path,
-    method: str = "entropy",
-    num: int = 512,
-    batches: Sequence[int] = (1, 16),
-    rounds: int = 5,
+    method: str = DEFAULT_CALIB_METHOD,
+    num: int = DEFAULT_CALIB_NUM,
+    batches: Sequence[int] = DEFAULT_SWEEP_BATCHES,
+    rounds: int = DEFAULT_SWEEP_ROUNDS,
 ) -> list[dict[str, Any]]:
     """FP32, the TensorRT target and every :data:`CPU_CANDIDATES` setting side by side:
     accuracy, macro-F1, agreement with FP32, file size and single-thread CPU latency.

@@ -26,12 +26,10 @@ from wbc_edge.data.synth_cells import (
     sample_params,
     scatter_rbcs,
 )
+from wbc_edge.data.synth_defaults import DEFAULT_DIFFICULTY, DEFAULT_PER_CLASS, DEFAULT_SIZE
 from wbc_edge.data.synth_paint import develop, new_canvas
 from wbc_edge.errors import UserError
 
-DEFAULT_PER_CLASS = 100
-DEFAULT_SIZE = 128
-DEFAULT_DIFFICULTY = 0.5
 CROP_FOV_UM = 36.0  # a crop spans about 36 µm, like pbc9's 360 px CellaVision crops
 JPEG_QUALITY = (80, 96)  # drawn per image; fixed by the seed, so bytes are reproducible
 

@@ -11,23 +11,33 @@ from typing import Annotated
 
 import typer
 
+from wbc_edge.data.synth_defaults import (
+    DEFAULT_DIFFICULTY,
+    DEFAULT_FIELD_SIZE,
+    DEFAULT_PER_CLASS,
+    DEFAULT_SIZE,
+)
+
 
 def synth(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the phantoms into.")],
     per_class: Annotated[
         int | None,
         typer.Option(
-            help="Crops per class (default 100; 0 with --fields: fields only).", show_default=False
+            help=f"Crops per class [default: {DEFAULT_PER_CLASS}; 0 with --fields: fields only].",
+            show_default=False,
         ),
     ] = None,
     size: Annotated[
-        int | None, typer.Option(help="Crop side in pixels (default 128).", show_default=False)
+        int | None,
+        typer.Option(help=f"Crop side in pixels [default: {DEFAULT_SIZE}].", show_default=False),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same files.")] = 0,
     difficulty: Annotated[
         float | None,
         typer.Option(
-            help="0..1: wider variation within a class, closer classes (default 0.5).",
+            help="0..1: wider variation within a class, closer classes "
+            f"[default: {DEFAULT_DIFFICULTY}].",
             show_default=False,
         ),
     ] = None,
@@ -43,7 +53,9 @@ def synth(
     field_size: Annotated[
         str | None,
         typer.Option(
-            help="Field size WIDTHxHEIGHT in pixels (default 640x480).", show_default=False
+            help="Field size WIDTHxHEIGHT in pixels "
+            f"[default: {DEFAULT_FIELD_SIZE[0]}x{DEFAULT_FIELD_SIZE[1]}].",
+            show_default=False,
         ),
     ] = None,
 ) -> None:

@@ -20,7 +20,6 @@ import numpy as np
 
 from wbc_edge.console import progress
 from wbc_edge.data.synth import (
-    DEFAULT_DIFFICULTY,
     check_classes,
     check_difficulty,
     image_rng,
@@ -29,10 +28,10 @@ from wbc_edge.data.synth import (
     write_readme,
 )
 from wbc_edge.data.synth_cells import Box, draw_platelet, draw_wbc, sample_params, scatter_rbcs
+from wbc_edge.data.synth_defaults import DEFAULT_DIFFICULTY, DEFAULT_FIELD_SIZE
 from wbc_edge.data.synth_paint import develop, new_canvas
 from wbc_edge.errors import UserError
 
-DEFAULT_FIELD_SIZE = (640, 480)
 FIELD_PX_PER_UM = 13.0  # as BCCD: a red cell ~100 px (0.21 of 480), a 640x480 field ~49x37 µm
 FIELD_PREFIX = "SynthField"
 
