@@ -9,8 +9,7 @@ from typing import Annotated
 import typer
 
 from wbc_edge.benchmarks.bench import DEFAULT_BATCHES, DEFAULT_ITERS, DEFAULT_WARMUP
-from wbc_edge.kd.adapt import DEFAULT_LR as ADAPT_LR
-from wbc_edge.kd.adapt import DEFAULT_STEPS as ADAPT_STEPS
+from wbc_edge.kd.config import ADAPT_LR, ADAPT_STEPS
 from wbc_edge.runtime.options import PipelineConfig
 
 

@@ -35,12 +35,10 @@ from typing import Any
 import numpy as np
 
 from wbc_edge.errors import UserError
+from wbc_edge.kd.config import ADAPT_BATCH, ADAPT_LR, ADAPT_STEPS
 from wbc_edge.runtime.card import ModelCard
 from wbc_edge.runtime.labelled import check_labels, read_labelled
 
-DEFAULT_STEPS = 100
-DEFAULT_LR = 1e-3
-DEFAULT_BATCH = 32
 LABEL_FILE = "labels.csv"
 # Fewer site crops than this cannot pin down the six appearance statistics and their 99th
 # percentile on their own: the training crops are pooled in (the site then warns less, the
@@ -204,9 +202,9 @@ def adapt_model(
     model_path: str | Path,
     site: SiteData,
     out: str | Path,
-    steps: int = DEFAULT_STEPS,
-    lr: float = DEFAULT_LR,
-    batch_size: int = DEFAULT_BATCH,
+    steps: int = ADAPT_STEPS,
+    lr: float = ADAPT_LR,
+    batch_size: int = ADAPT_BATCH,
     pbc: str | Path | None = None,
     seed: int = 0,
     cache_dir: str | Path | None = None,

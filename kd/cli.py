@@ -15,6 +15,9 @@ import typer
 
 from wbc_edge.calibration import DEFAULT_DELTA, DEFAULT_TARGET_ERROR
 from wbc_edge.kd.config import (
+    ADAPT_BATCH,
+    ADAPT_LR,
+    ADAPT_STEPS,
     DEFAULT_AUGMENT,
     DEFAULT_KEEP,
     DISTILL_METHOD,
@@ -467,12 +470,15 @@ def register(app: typer.Typer) -> None:
                 "split, so classes the site lacks keep what the model knew (recommended).",
             ),
         ] = None,
-        steps: Annotated[int | None, typer.Option(help="Optimizer steps. [100]")] = None,
+        steps: Annotated[
+            int | None, typer.Option(help=f"Optimizer steps [default: {ADAPT_STEPS}].")
+        ] = None,
         lr: Annotated[
-            float | None, typer.Option(help="Peak learning rate (AdamW). [0.001]")
+            float | None, typer.Option(help=f"Peak learning rate (AdamW) [default: {ADAPT_LR}].")
         ] = None,
         batch_size: Annotated[
-            int | None, typer.Option("--batch-size", help="Crops per step. [32]")
+            int | None,
+            typer.Option("--batch-size", help=f"Crops per step [default: {ADAPT_BATCH}]."),
         ] = None,
         seed: SeedOpt = None,
         cache_dir: CacheOpt = None,
@@ -488,9 +494,6 @@ def register(app: typer.Typer) -> None:
         """Fine-tune a model to a new microscope from a site's few labelled examples."""
         from wbc_edge.console import console
         from wbc_edge.kd.adapt import (
-            DEFAULT_BATCH,
-            DEFAULT_LR,
-            DEFAULT_STEPS,
             _skipped_text,
             adapt_model,
             check_stain_norm,
@@ -515,9 +518,9 @@ def register(app: typer.Typer) -> None:
             model,
             site,
             out,
-            steps=DEFAULT_STEPS if steps is None else steps,
-            lr=DEFAULT_LR if lr is None else lr,
-            batch_size=DEFAULT_BATCH if batch_size is None else batch_size,
+            steps=ADAPT_STEPS if steps is None else steps,
+            lr=ADAPT_LR if lr is None else lr,
+            batch_size=ADAPT_BATCH if batch_size is None else batch_size,
             pbc=pbc,
             seed=0 if seed is None else seed,
             cache_dir=cache_dir,

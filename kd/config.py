@@ -24,6 +24,10 @@ DEFAULT_AUGMENT = "mild"  # a preset of kd.data.AUGMENT_PRESETS
 # validation split (one image = 0.28 points) is the less noisy choice for a converged run.
 KEEP_RULES = ("best", "last")
 DEFAULT_KEEP = "best"
+# wbc-edge adapt (fine-tuning on a site's labelled cells): optimiser steps, peak lr, batch.
+ADAPT_STEPS = 100
+ADAPT_LR = 1e-3
+ADAPT_BATCH = 32
 # Defaults that differ between teacher and student runs, each the value its recorded results
 # used: the Lite0 teacher (benchmarks/results/kd-teacher.md) trained at lr 1e-3, the students
 # of kd-ablation / kd-longer at 2e-3.

@@ -7,6 +7,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from wbc_edge.data.check import DEFAULT_MIN_SIZE, DEFAULT_NEAR_DUP_THRESHOLD
+from wbc_edge.data.split import DEFAULT_RATIOS, DEFAULT_SEED
+from wbc_edge.runtime.scale import DEFAULT_SCALE_SAMPLE
+
 if TYPE_CHECKING:  # the commands import these lazily
     from rich.console import Console
 
@@ -25,13 +29,13 @@ def check_cmd(
         bool, typer.Option("--strict", help="Exit with status 1 when any problem is found.")
     ] = False,
     min_size: Annotated[
-        int | None, typer.Option(help="Smallest usable image side in pixels. [32]")
+        int | None, typer.Option(help=f"Smallest usable image side in pixels. [{DEFAULT_MIN_SIZE}]")
     ] = None,
     near_dup_threshold: Annotated[
         int | None,
         typer.Option(
             help="Max Hamming distance (of 256 pHash bits) for a near-duplicate; -1 skips the "
-            "perceptual hash. [24]"
+            f"perceptual hash. [{DEFAULT_NEAR_DUP_THRESHOLD}]"
         ),
     ] = None,
     json_out: Annotated[
@@ -98,10 +102,15 @@ def split_cmd(
     root: Annotated[Path, typer.Argument(help="ImageFolder tree: one sub-folder per class.")],
     out: Annotated[Path, typer.Option("--out", help="Manifest CSV to write.")],
     seed: Annotated[
-        int | None, typer.Option(help="Random seed; the same seed gives the same file. [42]")
+        int | None,
+        typer.Option(help=f"Random seed; the same seed gives the same file. [{DEFAULT_SEED}]"),
     ] = None,
     ratios: Annotated[
-        str | None, typer.Option(help="train,val,test fractions per class. [0.8,0.1,0.1]")
+        str | None,
+        typer.Option(
+            help="train,val,test fractions per class. "
+            f"[{','.join(f'{r:g}' for r in DEFAULT_RATIOS)}]"
+        ),
     ] = None,
     group_by: Annotated[
         str | None,
@@ -221,7 +230,10 @@ def scale_cmd(
     split: Annotated[str | None, typer.Option(help="Manifest split to measure. [train]")] = None,
     limit: Annotated[
         int | None,
-        typer.Option(help="Measure an evenly spaced sample of this many images; 0 = all. [300]"),
+        typer.Option(
+            help="Measure an evenly spaced sample of this many images; 0 = all. "
+            f"[{DEFAULT_SCALE_SAMPLE}]"
+        ),
     ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the measurement as JSON here.")
@@ -238,7 +250,7 @@ def scale_cmd(
     from wbc_edge.data.manifest import read_manifest
     from wbc_edge.data.scan import IMAGE_SUFFIXES
     from wbc_edge.errors import UserError
-    from wbc_edge.runtime.scale import DEFAULT_SCALE_SAMPLE, measure_files
+    from wbc_edge.runtime.scale import measure_files
 
     if source.is_file():
         paths = [str(r.path) for r in read_manifest(source, split or "train")]
