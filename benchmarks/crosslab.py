@@ -395,6 +395,51 @@ def markdown(report: dict[str, Any]) -> str:
                 [[t, *(row.get(p, 0) for p in types)] for t, row in sorted(r["confusion"].items())],
             )
         )
+    options = report.get("stain_options")
+    if options:
+        lines += [
+            "",
+            "## Stain normalisation: which pixels the statistics are taken over (zero-shot)",
+            "",
+            "Reinhard in Lab towards the PBC train crops' statistics, put in front of models "
+            "trained without it. none: off; crop / unstained: the crop's own statistics over all "
+            "its pixels / over its unstained (background and red-cell) pixels, the runtime's "
+            "options; field-*: the whole field's statistics (PBC crops: their own), which "
+            "the one-crop transform cannot do, measured to see whether it would be worth it. "
+            "val: the 30 validation fields (the choice), eval: the 97 held-out fields.",
+            "",
+        ]
+        table = []
+        for key, r in options["results"].items():
+            model, opt = (part.strip() for part in key.split("|"))
+            table.append(
+                [
+                    f"`{model}`",
+                    opt,
+                    _pct(r["val"]["acc"]),
+                    _num(r["val"]["macro"]),
+                    _pct(r["eval"]["acc"]),
+                    _num(r["eval"]["macro"]),
+                    "yes" if r["eval"]["alarm"] else "no",
+                    _pct(r["pbc_test"]),
+                ]
+            )
+        lines.append(
+            markdown_table(
+                [
+                    "model",
+                    "statistics over",
+                    "val accuracy",
+                    "val macro",
+                    "eval accuracy",
+                    "eval macro",
+                    "immature alarm (eval)",
+                    "PBC test",
+                ],
+                table,
+            )
+        )
+        lines += ["", f"Measured: {_stamp(options)}."]
     for title, curve in report.get("curves", {}).items():
         on = curve.get("scored_on", "eval")
         lines += [

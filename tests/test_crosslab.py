@@ -385,6 +385,16 @@ def test_cross_lab_record_renders_rows_validation_rows_and_named_curves(tmp_path
             }
         },
         "models": {"zero_shot": "m.pt"},
+        "stain_options": {
+            "results": {
+                "m.pt | unstained": {
+                    "val": {"acc": 0.5, "macro": 0.3, "alarm": False},
+                    "eval": {"acc": 0.25, "macro": 0.2, "alarm": True},
+                    "pbc_test": 0.9,
+                }
+            },
+            "command": "python benchmarks/studies/stain_options.py m.pt",
+        },
     }
     js, md = write_results(report, tmp_path, "xl")
     text = md.read_text()
@@ -394,3 +404,4 @@ def test_cross_lab_record_renders_rows_validation_rows_and_named_curves(tmp_path
     )
     assert "30 validation fields" in text and "scored on the validation fields" in text
     assert "| 10 | 60.0 ± 0.0% | 0.400 ± 0.000 | 1 |" in text and "load average 3.2" in text
+    assert "| `m.pt` | unstained | 50.0% | 0.300 | 25.0% | 0.200 | yes | 90.0% |" in text
