@@ -54,7 +54,7 @@ def test_record_times_interleaved_and_fills_accuracy_from_runs(tmp_path: Path) -
     base, student = record["latency"]
     assert (base["model"], student["model"]) == ("tinyresnet_s", "tinyresnet_xs")
     assert base["calls"] == student["calls"] == 6 and len(lines) == 2  # 2 rounds x 3 calls
-    assert student["speedup"] == pytest.approx(base["p50_ms"] / student["p50_ms"], rel=1e-3)
+    assert student["speedup"] == pytest.approx(base["p50_ms"] / student["p50_ms"], rel=1e-2)
     assert student["params"] < base["params"] and len(student["load_average"]) == 2
     md = out.with_suffix(".md").read_text()
     assert "| tinyresnet_xs | 32 |" in md and "88.00%" in md
