@@ -6,6 +6,12 @@ written *before* the item's records (:meth:`CellArchive.save` runs in the output
 ``write_item``), so a record never lacks its image; an image whose record a kill prevented is
 written again, under the same name, when the item is redone. Each file is written to a temporary
 name and renamed, so a reader never sees half a JPEG.
+
+In crops mode a cell *is* its file: when that file is a JPEG its own bytes are kept, not the
+pixels encoded again. That costs 0.07 ms a cell instead of 0.5 ms (a resize to 160 px and a JPEG
+encode, on the output stage's one thread: more than the model's own time on two cores), keeps the
+cell exactly as it came from the analyser, and lets ``adapt`` learn from the very pixels the
+runtime classified (its decode of a 160 px re-encode would differ).
 """
 
 from __future__ import annotations
@@ -41,13 +47,19 @@ def write_jpeg(path: Path, image_bgr: np.ndarray, longest: int, quality: int = Q
     ok, buf = cv2.imencode(".jpg", _shrink(image_bgr, longest), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError(f"cannot encode {path.name}")
+    write_bytes(path, buf.tobytes())
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """``data`` to ``path`` through a temporary name: a reader never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.tobytes())
+    tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
 class CellArchive:
-    """Writes the crops (at most ``crop_px`` on their longest side) and smear fields."""
+    """Writes the crops (encoded ones at most ``crop_px`` on their longest side; a crop file's
+    own JPEG as it is) and smear fields."""
 
     def __init__(self, folder: SampleFolder, crop_px: int, smear: bool) -> None:
         self.folder = folder
@@ -58,6 +70,10 @@ class CellArchive:
             folder.fields_dir.mkdir(parents=True, exist_ok=True)
 
     def save(self, item: Any) -> None:  # pipeline.Item, with its records built
+        encoded = getattr(item, "encoded", None)  # a crop file's own JPEG bytes
+        if encoded is not None and not self.smear and len(item.records) == 1:
+            write_bytes(self.folder.crop_path(item.records[0].id), encoded)
+            return
         for record, crop in zip(item.records, item.crops, strict=False):
             write_jpeg(self.folder.crop_path(record.id), crop, self.crop_px)
         image = item.frame.image

@@ -34,6 +34,9 @@ class PipelineConfig:
     # without a crop scale; with one, crops span the card's field of view in red cells)
     rbc_px: float | None = None  # smear: red-cell diameter in px (None: measured per field)
     um_per_px: float | None = None  # smear: camera calibration, instead of rbc_px
+    # smear, a video or camera: the red-cell ruler is measured on one frame in this many (one
+    # microscope's scale does not change between frames; 30 frames is a second of a camera)
+    ruler_every: int = 30
     queue_size: int = 32
     max_items: int = 0  # stop after this many frames or files (0: no limit)
     workers: int = 0  # threads decoding and preprocessing images (0: one per core, at most 4)

@@ -14,7 +14,14 @@ queue blocks the reader instead (every file must be classified). Inference gathe
 prepared cells of whatever frames are waiting into one batch and never waits for more, so a
 camera frame is never held back for a batch to fill.
 
-Every item's time in each stage (read, decode, find, preprocess, infer, write; wall clock and
+Frames travel between the stages in *chunks*: the frames already waiting when a worker is free
+(at most one batch), never waiting for more. A camera at its frame rate therefore still moves
+one frame at a time, while a folder, whose frames are always waiting, pays each thread hand-off
+(a lock, a wake-up, a future) once per chunk instead of once per file: on two cores those
+hand-offs were a third of a PBC crop's CPU cost.
+
+Every item's time in each stage (read, decode, find, preprocess, infer, archive (the cells'
+images kept in the sample folder), write; wall clock and
 the thread's CPU) adds up in :attr:`Stats.stage_s` / :attr:`Stats.stage_cpu_s`: what bounds a
 run on a given machine, for the summary and ``bench --stream``.
 
@@ -47,7 +54,8 @@ from wbc_edge.runtime.sinks import CellRecord, RunOutput
 from wbc_edge.runtime.sources import EndOfStream, Frame, Source
 
 _END = object()  # passed down the queues after the last item
-STAGES = ("read", "decode", "find", "preprocess", "infer", "write")
+_CHUNKS_QUEUED = 4  # between the workers and inference, and inference and output
+STAGES = ("read", "decode", "find", "preprocess", "infer", "archive", "write")
 
 
 @dataclass
@@ -65,6 +73,9 @@ class Item:
     done: float = 0.0
     times: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage: (wall, cpu) s
     size: tuple[int, int] | None = None  # a decoded file's own (width, height)
+    # A crop file's own JPEG bytes: the archive keeps them as the cell's image instead of
+    # encoding the pixels again (crops mode only; None otherwise).
+    encoded: bytes | None = None
 
     @property
     def latency_s(self) -> float:
@@ -164,15 +175,19 @@ class Pipeline:
         self.class_names = backend.card.class_names
         size = self.config.queue_size
         self.frames = DropOldestQueue(size) if source.live else BlockingQueue(size)
-        # Room for two batches of one-cell frames: one being inferred, the next one filling.
-        self.prepared: queue.Queue[Any] = queue.Queue(2 * self.config.batch)
-        self.results: queue.Queue[Any] = queue.Queue(2 * self.config.batch)
+        # Chunks (lists of items, each chunk at most a batch of frames): room for one being
+        # inferred and a few filling. Counted in chunks, so a camera that moves one frame a
+        # chunk queues few frames after the drop point: when it saturates the machine, frames
+        # are dropped at capture instead of waiting here for seconds.
+        self.prepared: queue.Queue[Any] = queue.Queue(_CHUNKS_QUEUED)
+        self.results: queue.Queue[Any] = queue.Queue(_CHUNKS_QUEUED)
         self._stop = threading.Event()
         self._abort = threading.Event()
         self._failure: BaseException | None = None
         self._threads: list[threading.Thread] = []
         self._ended: list[threading.Event] = []  # one per stage, set as its last act
         self._finder: Any = None
+        self._ruler: Any = None  # smear mode, a video or camera: its StreamRuler
         # Crops are decoded at the smallest scale that still fills the model's input; a smear
         # field is decoded in full (the finder works in the field's own pixels).
         self.min_side = model_min_side(self.preprocess) if self.config.mode == "crops" else 0
@@ -180,7 +195,7 @@ class Pipeline:
         if options is not None and hasattr(options, "defer_decode"):
             options.defer_decode = True  # files arrive as bytes; the workers decode them
         self.stats.workers = self.config.resolved_workers()
-        self.pool = OrderedPool(self._prepare_one, self.stats.workers, name="wbc-prepare")
+        self.pool = OrderedPool(self._prepare_chunk, self.stats.workers, name="wbc-prepare")
 
     # -- control ------------------------------------------------------------------------------
 
@@ -189,6 +204,13 @@ class Pipeline:
             from wbc_edge.runtime import finder
 
             self._finder = finder
+            opts = getattr(self.source, "options", None)
+            stream = opts is not None and (opts.live or opts.kind == "video")
+            if stream and self.config.rbc_px is None and self.config.um_per_px is None:
+                crop_scale = self.preprocess.crop_scale
+                self._ruler = finder.StreamRuler(
+                    self.config.ruler_every, crop_scale.fov_rbc if crop_scale else None
+                )
         stages = [
             ("capture", self._capture),
             ("dispatch", self._dispatch),
@@ -308,10 +330,22 @@ class Pipeline:
                 self._put(self.frames, _END)
 
     def _dispatch(self) -> None:
-        """Hand frames to the worker pool (waiting while it has enough in flight)."""
+        """Hand chunks of frames to the worker pool (waiting while it has enough in flight):
+        the first frame waited for, then those already queued behind it, up to a batch."""
         try:
-            while (frame := self._get(self.frames)) is not _END:
-                while not self.pool.submit(frame, timeout=0.1):
+            end = False
+            while not end and (frame := self._get(self.frames)) is not _END:
+                chunk = [frame]
+                while len(chunk) < self.config.batch:
+                    try:
+                        nxt = self.frames.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is _END:
+                        end = True
+                        break
+                    chunk.append(nxt)
+                while not self.pool.submit(chunk, timeout=0.1):
                     if self._abort.is_set():
                         return
         finally:
@@ -326,16 +360,21 @@ class Pipeline:
                 continue
             if done is POOL_END:
                 break
-            item = done.value
+            items = done.value
             if done.error is not None:  # _prepare_one keeps its errors; this is a last resort
-                frame = done.item
-                frame.error = f"{frame.key}: cannot prepare ({done.error})"
-                item = Item(frame)
-            for stage, (wall, cpu) in item.times.items():
-                self.stats.add_time(stage, wall, cpu)
-            if not self._put(self.prepared, item):
+                items = []
+                for frame in done.item:
+                    frame.error = f"{frame.key}: cannot prepare ({done.error})"
+                    items.append(Item(frame))
+            for item in items:
+                for stage, (wall, cpu) in item.times.items():
+                    self.stats.add_time(stage, wall, cpu)
+            if not self._put(self.prepared, items):
                 return
         self._put(self.prepared, _END)
+
+    def _prepare_chunk(self, frames: list[Frame]) -> list[Item]:
+        return [self._prepare_one(frame) for frame in frames]
 
     def _prepare_one(self, frame: Frame) -> Item:
         """Decode (files), find the cells (smear), preprocess: one worker, one frame."""
@@ -346,6 +385,8 @@ class Pipeline:
                 data, frame.data = frame.data, None
                 frame.image, item.size = decode_scaled(data, frame.file or frame.key, self.min_side)
                 item.times["decode"] = (time.perf_counter() - t0, time.thread_time() - c0)
+                if self.min_side and data[:2] == b"\xff\xd8":
+                    item.encoded = data
             if frame.image is not None:
                 self._find_and_crop(item)
         except Exception as exc:  # one bad frame must not end a long run
@@ -363,12 +404,14 @@ class Pipeline:
         if self.config.mode == "smear":
             t0, c0 = time.perf_counter(), time.thread_time()
             crop_scale = self.preprocess.crop_scale
+            ruler = self._ruler
             found = self._finder.cells_in_field(
                 image,
                 self.config.margin,
                 fov_rbc=crop_scale.fov_rbc if crop_scale else None,
                 rbc_px=self.config.rbc_px,
                 um_per_px=self.config.um_per_px,
+                scale=ruler.scale_for(image, item.frame.index) if ruler is not None else None,
             )
             item.boxes, item.crops, item.scale = found.boxes, found.crops, found.scale
             item.times["find"] = (time.perf_counter() - t0, time.thread_time() - c0)
@@ -389,7 +432,8 @@ class Pipeline:
             first = self._get(self.prepared)
             if first is _END:
                 break
-            group, cells = [first], _cells(first)
+            group = list(first)
+            cells = sum(_cells(it) for it in group)
             # Top the batch up with whatever is already waiting; never wait for more.
             while cells < self.config.batch:
                 try:
@@ -399,8 +443,8 @@ class Pipeline:
                 if nxt is _END:
                     end = True
                     break
-                group.append(nxt)
-                cells += _cells(nxt)
+                group.extend(nxt)
+                cells += sum(_cells(it) for it in nxt)
             batches = [it.batch for it in group if _cells(it)]
             if batches:
                 t0, c0 = time.perf_counter(), time.thread_time()
@@ -411,37 +455,46 @@ class Pipeline:
                     n = _cells(it)
                     if n:
                         it.probs, start = probs[start : start + n], start + n
-            for it in group:
-                if not self._put(self.results, it):
-                    return
+            if not self._put(self.results, group):
+                return
         self._put(self.results, _END)
 
     def _output(self) -> None:
-        while (item := self._get(self.results)) is not _END:
-            frame = item.frame
-            if not frame.error and item.probs is not None and not np.isfinite(item.probs).all():
-                # NaN compares False with the threshold, so it would count as confident.
-                frame.error = f"{frame.key}: the model gave non-finite probabilities"
-            t0, c0 = time.perf_counter(), time.thread_time()
-            if frame.error:
-                self.output.write_error(frame.key, frame.source, frame.error, frame.stat)
-                self.stats.errors += 1
-            else:
-                item.records = self._records(item)
-                if self.archive is not None:  # first, so a written record has its image
-                    self.archive(item)
-                self.output.write_item(frame.key, item.records)
-            item.done = time.perf_counter()
-            self.stats.add_time("write", item.done - t0, time.thread_time() - c0)
-            self.stats.items += 1
-            self.stats.cells += len(item.records)
-            if not frame.error:
-                self.stats.latencies.append(item.latency_s)
-            self.stats.recent.append((item.done, self.stats.items, self.stats.cells))
-            self.stats.dropped = self.frames.dropped
-            for observe in self.observers:
-                observe(item)
-            item.crops, item.batch, frame.image = [], None, None  # free the pixels now
+        while (group := self._get(self.results)) is not _END:
+            for item in group:
+                if self._abort.is_set():  # e.g. the target was reached: the rest stays undone
+                    return
+                self._write(item)
+
+    def _write(self, item: Item) -> None:
+        """One item's records (or error) out, then its counters and observers."""
+        frame = item.frame
+        if not frame.error and item.probs is not None and not np.isfinite(item.probs).all():
+            # NaN compares False with the threshold, so it would count as confident.
+            frame.error = f"{frame.key}: the model gave non-finite probabilities"
+        t0, c0 = time.perf_counter(), time.thread_time()
+        if frame.error:
+            self.output.write_error(frame.key, frame.source, frame.error, frame.stat)
+            self.stats.errors += 1
+        else:
+            item.records = self._records(item)
+            if self.archive is not None:  # first, so a written record has its image
+                self.archive(item)
+                t1, c1 = time.perf_counter(), time.thread_time()
+                self.stats.add_time("archive", t1 - t0, c1 - c0)
+                t0, c0 = t1, c1
+            self.output.write_item(frame.key, item.records)
+        item.done = time.perf_counter()
+        self.stats.add_time("write", item.done - t0, time.thread_time() - c0)
+        self.stats.items += 1
+        self.stats.cells += len(item.records)
+        if not frame.error:
+            self.stats.latencies.append(item.latency_s)
+        self.stats.recent.append((item.done, self.stats.items, self.stats.cells))
+        self.stats.dropped = self.frames.dropped
+        for observe in self.observers:
+            observe(item)
+        item.crops, item.batch, item.encoded, frame.image = [], None, None, None  # free them now
 
     def _records(self, item: Item) -> list[CellRecord]:
         if item.probs is None:

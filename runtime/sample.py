@@ -14,7 +14,7 @@ A sample folder holds::
                        those of the latest session; sessions.jsonl keeps each one)
     sessions.jsonl     one line per run or resume
     cells.jsonl ...    the records (runtime/sinks.py: cells.csv, errors.jsonl, done.txt)
-    cells/<id>.jpg     each cell's crop as the model saw it (runtime/archive.py)
+    cells/<id>.jpg     each cell's crop (a crop file's own JPEG; runtime/archive.py)
     fields/<id>.jpg    smear mode: each field the cells were found in, downscaled, and
     fields/<id>.json   its full size (to draw the cells' boxes on it)
     corrections.jsonl  what review confirmed or reclassified, append-only

@@ -37,7 +37,7 @@ def test_stream_bench_on_a_phantom_folder_reports_every_stage(tmp_path, model):
     assert (r["items"], r["cells"], r["errors"], r["dropped"]) == (13, 12, 1, 0)
     assert r["min_side"] == 32 and r["workers"] == 2
     assert set(r["stages"]) == set(STAGES)
-    for stage in ("read", "decode", "preprocess", "infer", "write"):
+    for stage in ("read", "decode", "preprocess", "infer", "archive", "write"):
         assert r["stages"][stage]["wall_s"] > 0, stage
         assert r["stages"][stage]["ms_per_cell"] > 0, stage
     assert r["stages"]["find"]["wall_s"] == 0  # crops: nothing to find
@@ -46,6 +46,8 @@ def test_stream_bench_on_a_phantom_folder_reports_every_stage(tmp_path, model):
     assert (lim["images"], lim["errors"]) == (13, 1) and lim["images_per_s"] > 0
     assert r["decode_preprocess_limit"]["images_per_s"] > 0
     assert r["limit_ratio"] == pytest.approx(lim["images_per_s"] / r["items_per_s"], rel=0.02)
+    cpu_ratio = r["process_cpu_ms_per_item"] / lim["cpu_ms_per_image"]
+    assert r["cpu_ratio"] == pytest.approx(cpu_ratio, rel=0.02)
     assert r["peak_rss_mb"] > 0 and len(r["load_avg_1m"]) == 2
     text = markdown(r)
     assert "decode limit" in text and all(f"| {s} |" in text for s in STAGES)

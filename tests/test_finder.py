@@ -13,7 +13,14 @@ import pytest
 
 from wbc_edge.cli import run
 from wbc_edge.errors import UserError
-from wbc_edge.runtime.finder import Box, FinderParams, crop_cell, field_scale, find_cells
+from wbc_edge.runtime.finder import (
+    Box,
+    FinderParams,
+    StreamRuler,
+    crop_cell,
+    field_scale,
+    find_cells,
+)
 from wbc_edge.runtime.finder_eval import evaluate, match, read_voc_boxes, voc_fields
 
 REPO = Path(__file__).resolve().parents[1]
@@ -190,6 +197,21 @@ def test_crop_cell_with_a_fixed_field_of_view() -> None:
     assert field_scale(img, 4.8, um_per_px=0.075).rbc_px == pytest.approx(100.0)
     blank = field_scale(img)  # nothing to measure: the finder's assumed ruler, said so
     assert blank.source == "assumed" and blank.crop_px is None
+
+
+def test_a_stream_measures_its_ruler_once_every_n_frames() -> None:
+    img, _, _ = _field("lymph", 3)
+    blank = np.full_like(img, 200)
+    ruler = StreamRuler(every=5, fov_rbc=4.8)
+    assert ruler.scale_for(blank, 0).source == "assumed"  # nothing measured yet: said so
+    first = ruler.scale_for(img, 1)
+    assert first.source == "measured" and first.rbc_px == pytest.approx(D, rel=0.2)
+    reused = [ruler.scale_for(img, i) for i in range(2, 6)]
+    assert {s.source for s in reused} == {"stream"} and ruler.measurements == 1
+    assert all(s.rbc_px == first.rbc_px and s.crop_px == first.crop_px for s in reused)
+    assert ruler.scale_for(img, 6).source == "measured" and ruler.measurements == 2
+    # A due frame without red cells keeps the stream's ruler instead of assuming one.
+    assert ruler.scale_for(blank, 11) == reused[0]
 
 
 def test_match_is_greedy_one_to_one() -> None:

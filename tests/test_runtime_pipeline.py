@@ -58,6 +58,9 @@ def test_folder_run_writes_one_record_per_image(tmp_path, model, capsys):
     code = cli.run(["run", str(tmp_path / "in"), "-m", str(model), "--out", str(out), "--no-live"])
     assert code == 0
     assert_each_once(res, images)
+    # A JPEG crop is archived as its own bytes, not decoded and encoded again.
+    for r in read_records(res / "cells.jsonl"):
+        assert (res / "cells" / f"{r.id}.jpg").read_bytes() == Path(r.file).read_bytes()
     record = json.loads((res / "cells.jsonl").read_text().splitlines()[0])
     assert set(record) >= {"time", "source", "frame", "file", "box", "class", "prob", "top3"}
     assert record["box"] == [0, 0, 40, 40] and len(record["top3"]) == 3
