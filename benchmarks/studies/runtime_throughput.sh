@@ -8,8 +8,10 @@
 # RUNS=REGEX keeps only the runs whose name matches (e.g. RUNS='fields|video').
 #
 # On a machine shared with a training run, PAUSE_PID_FILE names its pid: the job is stopped
-# (SIGSTOP) for these measurements only and always continued on exit, whatever happens; the
-# whole set is capped at 230 s so the pause stays under 4 minutes.
+# (SIGSTOP) for these measurements only and always continued on exit, whatever happens (and by
+# a watchdog after 280 s even if this script is killed); the whole set is capped at 230 s so the
+# pause stays under 5 minutes. OUT_DIR/pause.json records the pause and the load average
+# (1/5/15 min) before it and after it.
 set -euo pipefail
 
 out=$1 int8=$2 fp32=$3 video=$4 pidfile=${5:-}
@@ -17,11 +19,26 @@ data=${WBC_EDGE_SHARED_DATA:-../shared/data}
 bin=${WBC_EDGE_BIN:-.venv/bin/wbc-edge}
 mkdir -p "$out"
 
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 if [[ -n "$pidfile" && -f "$pidfile" ]]; then
     pid=$(cat "$pidfile")
-    trap 'kill -CONT "$pid" 2>/dev/null || true; echo "continued $pid at $(date -u +%T)"' EXIT
+    load_before=$(loadavg) stopped=$(date -u +%T) t0=$SECONDS
+    resume() {
+        kill -CONT "$pid" 2>/dev/null || true
+        kill "$watchdog" 2>/dev/null || true
+        local continued
+        continued=$(date -u +%T)
+        echo "continued $pid at $continued"
+        printf '{"pid": %s, "stopped": "%s", "continued": "%s", "seconds": %s, ' \
+            "$pid" "$stopped" "$continued" "$((SECONDS - t0))" > "$out/pause.json"
+        printf '"load_before": "%s", "load_after": "%s"}\n' "$load_before" "$(loadavg)" \
+            >> "$out/pause.json"
+    }
+    trap resume EXIT
     kill -STOP "$pid"
-    echo "paused $pid at $(date -u +%T)"
+    (sleep 280; kill -CONT "$pid" 2>/dev/null) &
+    watchdog=$!
+    echo "paused $pid at $stopped (load $load_before)"
 fi
 
 deadline=$((SECONDS + 230))
@@ -47,4 +64,5 @@ for rep in 1 2; do
     bench "crops-fp32-$rep" "$data/pbc9" --student "$fp32"
 done
 bench fields-int8 "$data/bccd-smears/JPEGImages" --smear --student "$int8"
-bench video-int8-realtime "$video" --smear --realtime --student "$int8"
+# --realtime on a video file reconnects at its end like a camera: --limit ends the run.
+bench video-int8-realtime "$video" --smear --realtime --limit 600 --student "$int8"

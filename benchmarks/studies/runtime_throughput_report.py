@@ -1,13 +1,15 @@
 """Assemble ``benchmarks/results/runtime-throughput.{md,json}`` from the measurement files.
 
-    python benchmarks/studies/runtime_throughput_report.py RUNS_DIR SOAK.json ACCURACY.json OUT \
-        [READING.md]
+    python -m wbc_edge.benchmarks.studies.runtime_throughput_report RUNS_DIR SOAK.json \
+        ACCURACY.json FINDER_RULER.json OUT [READING.md]
 
 RUNS_DIR holds the ``bench --stream`` reports that ``runtime_throughput.sh`` wrote
 (``crops-int8-1.json``, ``crops-fp32-1.json``, ..., ``fields-int8.json``,
-``video-int8-realtime.json``); SOAK.json is ``soak_watch.py``'s record; ACCURACY.json the
-full-vs-reduced decode accuracies; READING.md, when given, is the written reading appended at
-the end. Every figure in the tables comes from those files.
+``video-int8-realtime.json``) and its ``pause.json`` (when the lead's job was stopped, the load
+average before and after); SOAK.json is ``soak_watch.py``'s record; ACCURACY.json
+``decode_accuracy.py``'s; FINDER_RULER.json ``finder_ruler.py``'s; READING.md, when given, is
+the written reading appended at the end. Every figure in the tables comes from those files;
+the record is written by :func:`wbc_edge.records.write_record`.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ def projected(r: dict[str, Any], cores: int = 2) -> float:
 
 def crops_rows(runs: list[dict[str, Any]]) -> list[str]:
     header = ["model", "run", "cells/s", "decode limit img/s", "limit / e2e"]
-    header += ["decode+preprocess limit img/s", "p50 / p99 ms", "CPU ms/cell"]
-    header += ["projected cells/s, 2 free cores", "peak RSS MB", "load 1m before / after"]
+    header += ["CPU per cell / decode limit's", "decode+preprocess limit img/s", "p50 / p99 ms"]
+    header += ["CPU ms/cell", "projected cells/s, 2 free cores", "peak RSS MB"]
+    header += ["load 1m before / after"]
     rows = []
     for r in runs:
         lat = r["latency_ms"]
@@ -46,11 +49,12 @@ def crops_rows(runs: list[dict[str, Any]]) -> list[str]:
         rows.append(
             [Path(r["model"]).name, r["_name"], f"**{r['cells_per_s']:.0f}**"]
             + [f"{r['decode_limit']['images_per_s']:.0f}", f"{r['limit_ratio']:.2f}x"]
+            + [f"**{r['cpu_ratio']:.2f}x**"]
             + [f"{pre.get('images_per_s', 0):.0f}", f"{lat['p50']:.0f} / {lat['p99']:.0f}"]
             + [f"{cpu_ms_per_cell(r):.3f}", f"{projected(r):.0f}", f"{r['peak_rss_mb']:.0f}"]
             + [f"{r['load_avg_1m'][0]} / {r['load_avg_1m'][1]}"]
         )
-    return markdown_table(header, rows, align="llrrrrlrrrl").splitlines()
+    return markdown_table(header, rows, align="llrrrrrlrrrl").splitlines()
 
 
 def stage_rows(runs: list[dict[str, Any]]) -> list[str]:
@@ -65,11 +69,11 @@ def stage_rows(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    runs_dir, soak_path, acc_path, out = (Path(a) for a in argv[:4])
+    runs_dir, soak_path, acc_path, ruler_path, out = (Path(a) for a in argv[:5])
     runs = {}
     for path in sorted(runs_dir.glob("*.json")):
         r = json.loads(path.read_text())
-        if r.get("kind") == "stream":
+        if r.get("kind") == "stream" and "cpu_ratio" in r:
             r["_name"] = path.stem
             runs[path.stem] = r
     crops = [r for n, r in runs.items() if n.startswith("crops-")]
@@ -77,6 +81,8 @@ def main(argv: list[str]) -> int:
     video = runs.get("video-int8-realtime")
     soak = load(soak_path)
     acc = load(acc_path)
+    ruler = load(ruler_path)
+    pause = load(runs_dir / "pause.json")
     first = next(iter(runs.values()))
     machine = first["machine"]
 
@@ -84,9 +90,18 @@ def main(argv: list[str]) -> int:
         "# runtime-throughput: `wbc-edge run` end to end, beside its decode limit",
         "",
         f"- Date: {first['date']}; machine: {machine['cpu']}, {machine['cpu_cores']} cores, "
-        f"{machine['memory_gb']} GB, no GPU; shared with seven other engineers' jobs (the lead's "
+        f"{machine['memory_gb']} GB, no GPU; shared with other engineers' jobs (the lead's "
         "training run was paused with SIGSTOP for the stream measurements only; the load "
         "average of each run is in its row)",
+        *(
+            [
+                f"- Pause: pid {pause['pid']} stopped {pause['stopped']} - continued "
+                f"{pause['continued']} UTC ({pause['seconds']} s); load average (1/5/15 min) "
+                f"{pause['load_before']} before, {pause['load_after']} after"
+            ]
+            if pause
+            else []
+        ),
         f"- Software: Python {machine['python']}; "
         + ", ".join(f"{k} {v}" for k, v in sorted(machine["libraries"].items())),
         "- Commands: `benchmarks/studies/runtime_throughput.sh` (each row one `wbc-edge bench "
@@ -102,8 +117,14 @@ def main(argv: list[str]) -> int:
         "",
         *crops_rows(crops),
         "",
-        "CPU ms per cell by stage (each stage's own thread CPU clock; the rest of the process "
-        "total is queues, threads and Python):",
+        "CPU per cell / decode limit's: the run's process CPU per cell over the decode limit's "
+        "CPU per image (same files, same threads): the ratio the two rates have on free cores, "
+        "and one the load barely moves, unlike limit / e2e, whose two rates are measured one "
+        "after the other under whatever load there is.",
+        "",
+        "CPU ms per cell by stage (each stage's own thread CPU clock; archive: the cell's image "
+        "kept in the sample folder; the rest of the process total is queues, threads and "
+        "Python):",
         "",
         *stage_rows(crops + ([fields] if fields else [])),
         "",
@@ -181,23 +202,69 @@ def main(argv: list[str]) -> int:
             "",
         ]
     if acc:
+        acc_rows = []
+        for model, res in acc["models"].items():
+            for split in ("val", "test", "val+test", "all"):
+                x = res[split]
+                lo, hi = x["change_ci95_points"]
+                acc_rows.append(
+                    [
+                        model,
+                        split,
+                        x["n"],
+                        f"{100 * x['full']:.2f}%",
+                        f"{100 * x['reduced']:.2f}%",
+                        f"**{x['change_points']:+.2f}**",
+                        f"{lo:+.2f} .. {hi:+.2f}",
+                        f"{x['one_image_points']:.2f}",
+                        x["changed"],
+                        f"{x['gained']} / {x['lost']}",
+                    ]
+                )
         lines += [
             "## Accuracy: full decode vs the reduced decode (pbc9-split.csv)",
             "",
+            f"`{acc['command']}` ({acc['date']}; load {acc['load_avg_1m']}); all = the 3,600 "
+            "crops, train included. The interval is the paired (McNemar) 95% one.",
+            "",
             markdown_table(
-                ["model", "split", "full decode", "reduced decode", "change (points)"]
-                + ["predictions changed", "gained / lost"],
                 [
-                    [a["model"], a["split"], f"{100 * a['acc_full']:.2f}%"]
-                    + [f"{100 * a['acc_reduced']:.2f}%"]
-                    + [f"{100 * (a['acc_reduced'] - a['acc_full']):+.2f}"]
-                    + [f"{a['flips']} of {a['n']}", f"{a['gained']} / {a['lost']}"]
-                    for a in acc["rows"].values()
+                    "model",
+                    "split",
+                    "images",
+                    "full decode",
+                    "reduced decode",
+                    "change (points)",
+                    "95% interval",
+                    "one image (points)",
+                    "predictions changed",
+                    "gained / lost",
                 ],
-                align="llrrrrl",
+                acc_rows,
+                align="llrrrrrrrl",
             ),
+            "",
         ]
-        lines += ["", acc.get("note", ""), ""]
+    if ruler:
+        lines += [
+            "## The finder's red-cell ruler on BCCD (finder-ruler.md)",
+            "",
+            markdown_table(
+                ["ruler", "recall", "precision", "mean IoU", "ruler CPU ms/field"],
+                [
+                    [
+                        r["variant"],
+                        f"{r['recall']:.3f}",
+                        f"{r['precision']:.3f}",
+                        f"{r['mean_iou']:.3f}",
+                        f"{r['ruler_cpu_ms_per_field']:.2f}",
+                    ]
+                    for r in ruler["results"]
+                ],
+                align="lrrrr",
+            ),
+            "",
+        ]
 
     best = max(crops, key=lambda r: r["cells_per_s"]) if crops else None
     lines += ["## Against the targets", ""]
@@ -207,8 +274,11 @@ def main(argv: list[str]) -> int:
             f"{best['cells_per_s']:.0f} ({best['_name']}); CPU cost "
             f"{cpu_ms_per_cell(best):.3f} ms per cell, which projects to {projected(best):.0f} "
             "cells/s with two free cores",
-            f"- within {TARGETS['limit_ratio']}x of the decode limit: "
-            + ", ".join(f"{r['_name']} {r['limit_ratio']:.2f}x" for r in crops),
+            f"- within {TARGETS['limit_ratio']}x of the decode limit (CPU per cell over the "
+            "limit's; rates in brackets): "
+            + ", ".join(
+                f"{r['_name']} {r['cpu_ratio']:.2f}x ({r['limit_ratio']:.2f}x)" for r in crops
+            ),
             f"- peak RSS <= {TARGETS['peak_rss_mb']} MB: "
             + ", ".join(f"{r['_name']} {r['peak_rss_mb']:.0f} MB" for r in crops)
             + (f"; soak peak {soak['rss_mb']['peak']} MB" if soak else ""),
@@ -231,6 +301,8 @@ def main(argv: list[str]) -> int:
         if soak
         else None,
         "accuracy": acc,
+        "finder_ruler": ruler,
+        "pause": pause,
         "projected_cells_per_s_two_free_cores": {r["_name"]: round(projected(r)) for r in crops},
     }
     write_record(out / "runtime-throughput", record, "\n".join(lines))
