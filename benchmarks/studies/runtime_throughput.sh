@@ -7,8 +7,9 @@
 #
 # RUNS=REGEX keeps only the runs whose name matches (e.g. RUNS='fields|video').
 #
-# On a machine shared with a training run, PAUSE_PID_FILE names its pid: the job is stopped
-# (SIGSTOP) for these measurements only and always continued on exit, whatever happens (and by
+# On a machine shared with a training run, PAUSE_PID_FILE names its pid: the job (that process
+# and its descendants: a driver script's training children) is stopped (SIGSTOP) for these
+# measurements only and always continued on exit, whatever happens (and by
 # a watchdog after 280 s even if this script is killed); the whole set is capped at 230 s so the
 # pause stays under 5 minutes. OUT_DIR/pause.json records the pause and the load average
 # (1/5/15 min) before it and after it.
@@ -20,25 +21,32 @@ bin=${WBC_EDGE_BIN:-.venv/bin/wbc-edge}
 mkdir -p "$out"
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+tree() {  # PID and all its descendants
+    local p
+    echo "$1"
+    for p in $(ps -o pid= --ppid "$1"); do tree "$p"; done
+}
 if [[ -n "$pidfile" && -f "$pidfile" ]]; then
-    pid=$(cat "$pidfile")
+    pid=$(tr -d ' \n' < "$pidfile")
+    mapfile -t pids < <(tree "$pid")
     load_before=$(loadavg) stopped=$(date -u +%T) t0=$SECONDS
     resume() {
-        kill -CONT "$pid" 2>/dev/null || true
-        kill "$watchdog" 2>/dev/null || true
+        [[ $BASHPID == "$$" ]] || return 0 # the watchdog's own exit: the script resumes
+        kill -CONT "${pids[@]}" 2>/dev/null || true
+        kill "${watchdog:-}" 2>/dev/null || true
         local continued
         continued=$(date -u +%T)
         echo "continued $pid at $continued"
-        printf '{"pid": %s, "stopped": "%s", "continued": "%s", "seconds": %s, ' \
-            "$pid" "$stopped" "$continued" "$((SECONDS - t0))" > "$out/pause.json"
+        printf '{"pid": %s, "pids": "%s", "stopped": "%s", "continued": "%s", "seconds": %s, ' \
+            "$pid" "${pids[*]}" "$stopped" "$continued" "$((SECONDS - t0))" > "$out/pause.json"
         printf '"load_before": "%s", "load_after": "%s"}\n' "$load_before" "$(loadavg)" \
             >> "$out/pause.json"
     }
     trap resume EXIT
-    kill -STOP "$pid"
-    (sleep 280; kill -CONT "$pid" 2>/dev/null) &
+    kill -STOP "${pids[@]}"
+    (trap - EXIT; sleep 280; kill -CONT "${pids[@]}" 2>/dev/null) &
     watchdog=$!
-    echo "paused $pid at $stopped (load $load_before)"
+    echo "paused ${pids[*]} at $stopped (load $load_before)"
 fi
 
 deadline=$((SECONDS + 230))
