@@ -14,11 +14,12 @@ queue blocks the reader instead (every file must be classified). Inference gathe
 prepared cells of whatever frames are waiting into one batch and never waits for more, so a
 camera frame is never held back for a batch to fill.
 
-Frames travel between the stages in *chunks*: the frames already waiting when a worker is free
-(at most one batch), never waiting for more. A camera at its frame rate therefore still moves
-one frame at a time, while a folder, whose frames are always waiting, pays each thread hand-off
-(a lock, a wake-up, a future) once per chunk instead of once per file: on two cores those
-hand-offs were a third of a PBC crop's CPU cost.
+Frames of a folder travel between the stages in *chunks*: the frames already waiting when a
+worker is free (at most one batch), never waiting for more, so each thread hand-off (a lock, a
+wake-up, a future) is paid once per chunk instead of once per file: on two cores those hand-offs
+were a third of a PBC crop's CPU cost. A live source moves one frame at a time: its backlog
+must stay in the drop-oldest queue, where the newest frame replaces the oldest, not in chunks
+behind it.
 
 Every item's time in each stage (read, decode, find, preprocess, infer, archive (the cells'
 images kept in the sample folder), write; wall clock and
@@ -331,12 +332,14 @@ class Pipeline:
 
     def _dispatch(self) -> None:
         """Hand chunks of frames to the worker pool (waiting while it has enough in flight):
-        the first frame waited for, then those already queued behind it, up to a batch."""
+        the first frame waited for, then those already queued behind it, up to a batch (one
+        frame at a time for a live source)."""
+        size = 1 if self.source.live else self.config.batch
         try:
             end = False
             while not end and (frame := self._get(self.frames)) is not _END:
                 chunk = [frame]
-                while len(chunk) < self.config.batch:
+                while len(chunk) < size:
                     try:
                         nxt = self.frames.get_nowait()
                     except queue.Empty:
