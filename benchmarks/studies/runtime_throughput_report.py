@@ -289,8 +289,8 @@ def main(argv: list[str]) -> int:
             f"(target <= {TARGETS['p99_ms']}), {video['dropped']} dropped (target 0)"
         )
     lines.append("")
-    if len(argv) > 4:
-        lines += ["## Reading", "", Path(argv[4]).read_text().strip(), ""]
+    if len(argv) > 5:
+        lines += ["## Reading", "", Path(argv[5]).read_text().strip(), ""]
     record = {
         "name": "runtime-throughput",
         "date": first["date"],
