@@ -48,9 +48,9 @@ def main() -> None:
         card = ModelCard(
             arch,
             names,
-            preprocess=Preprocess(input_size=args.size),
-            mean=(0.485, 0.456, 0.406),
-            std=(0.229, 0.224, 0.225),
+            preprocess=Preprocess(
+                input_size=args.size, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+            ),
             extra={"untrained": True, "note": "random init: for latency and size only"},
         )
         stem = args.out / f"ref-{arch}-{args.size}"
