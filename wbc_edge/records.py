@@ -84,9 +84,14 @@ def load_average() -> float | None:
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
 
 
-def utc_date() -> str:
-    """The date format of every record: ``2026-12-01 10:15 UTC``."""
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def utc_date(timestamp: float | None = None) -> str:
+    """The date format of every record: ``2026-12-01 10:15 UTC`` (now, or ``timestamp``)."""
+    when = (
+        datetime.datetime.now(datetime.timezone.utc)
+        if timestamp is None
+        else datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc)
+    )
+    return when.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def command_line(fallback: str = "") -> str:

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import torch
 
+from wbc_edge import records
 from wbc_edge.benchmarks.crosslab import (
     _immature_alarm,
     field_metrics,
@@ -34,11 +35,11 @@ from wbc_edge.runtime import stain
 from wbc_edge.runtime.backends import load_backend
 from wbc_edge.runtime.decode import read_image
 from wbc_edge.runtime.finder import cells_in_field
+from wbc_edge.runtime.labelled import check_labels
 from wbc_edge.runtime.post import review_threshold
 from wbc_edge.runtime.scale import evenly_spaced
 
 if sys.argv[1:2] == ["--record"]:
-    from wbc_edge import records
     from wbc_edge.benchmarks.crosslab import write_results
 
     done = json.loads(Path(sys.argv[2]).read_text())
@@ -49,8 +50,7 @@ if sys.argv[1:2] == ["--record"]:
         "refs": done["refs"],
         "command": done.get("command", "python benchmarks/studies/stain_options.py"),
         "load_average": round(done["load"][0], 2),
-        "date": done.get("date")
-        or time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(os.path.getmtime(sys.argv[2]))),
+        "date": done.get("date") or records.utc_date(os.path.getmtime(sys.argv[2])),
         "machine": records.machine_line(),
     }
     write_results(report, out, "cross-lab")
@@ -134,7 +134,7 @@ for model in models:
                     "alarm": _immature_alarm(probs, card, thr),
                 }
             p = prep(pbc_imgs)
-            y = np.array([card.class_names.index(r.label) for r in pbc_test])
+            y = check_labels(card, [r.label for r in pbc_test], "the PBC test split")
             row["pbc_test"] = float((p.argmax(1) == y).mean())
             results[f"{model} | {opt}"] = row
             print(
@@ -149,7 +149,7 @@ Path("/work/scratch-11/stain_exp.json").write_text(
         {
             "results": results,
             "refs": {o: r.to_dict() for o, r in refs.items()},
-            "load": os.getloadavg(),
+            "load": [records.load_average()],
             "command": "python benchmarks/studies/stain_options.py " + " ".join(models),
         },
         indent=1,
