@@ -313,7 +313,10 @@ def test_folder_blocks_instead_of_dropping_and_batches_fill(tmp_path, model):
 
 def test_stop_drains_queued_frames_before_ending(tmp_path, model):
     backend = SlowBackend(load_backend(model), delay=0.02)
-    write_images(tmp_path / "in", COLOURS * 20)
+    # More frames than every queue between reader and writer holds together (frames 32, the
+    # pool, and since chunking 4 chunks of a batch before and after inference), so the stop
+    # must land while the reader still has files left.
+    write_images(tmp_path / "in", COLOURS * 40)
     with RunOutput(tmp_path / "out") as output:
         pipeline = Pipeline(
             open_source(str(tmp_path / "in")), backend, output, PipelineConfig(batch=2)
@@ -324,7 +327,7 @@ def test_stop_drains_queued_frames_before_ending(tmp_path, model):
         assert pipeline.wait(10)
         stats = pipeline.finish()
     captured = pipeline.source.index + 1
-    assert 0 < stats.items < 60
+    assert 0 < stats.items < 120
     assert stats.items == captured  # every captured frame was classified and written
     assert len(read_records(tmp_path / "out" / "cells.jsonl")) == stats.items
 
