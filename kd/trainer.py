@@ -168,8 +168,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
 
 
 def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
-    from wbc_edge.kd.evaluate import predict_loader
-
     t_start = time.time()
     device = _device(cfg)
     dist_info = init_distributed(device.type)
@@ -198,35 +196,9 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
 
     torch.manual_seed(cfg.seed)
     distiller, teacher_card = build_for_config(cfg, len(names))
-    pre = run_preprocess(cfg, teacher_card).replace(
-        crop_scale=training_scale(by_split["train"], log)
-    )
-    if cfg.stain_norm is not None:
-        over = cfg.stain_norm
-        pre = pre.replace(
-            stain=None if over == "none" else training_stain(by_split["train"], pre, over, log)
-        )
+    card = run_card(cfg, rows, names, by_split["train"], teacher_card, log)
+    pre = card.preprocess
     size = pre.input_size
-    card = ModelCard(
-        architecture=cfg.model,
-        class_names=names,
-        preprocess=pre,
-        data_fingerprint=fingerprint(rows),
-        extra={
-            "role": "teacher" if cfg.kind == "teacher" else "student",  # names its artifacts
-            "method": cfg.method,
-            "seed": cfg.seed,
-            "epochs": cfg.epochs,
-            "augment": cfg.augment if cfg.jitter else "none",
-        },
-    )
-    card.ood = training_ood(by_split["train"], log)
-    if teacher_card is not None:
-        card.extra["teacher"] = teacher_card.architecture
-        card.extra["teacher_test_accuracy"] = teacher_card.metrics.get("test_accuracy")
-    members = teacher_members(cfg) if teacher_card is not None else []
-    if len(members) > 1:
-        card.extra["teachers"] = members
 
     arrays = {
         s: decode_cached(by_split[s], pre, cfg.cache_dir)
@@ -286,21 +258,8 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
             channels_last=cfg.channels_last,
         )
 
-    params = [p for p in distiller.get_learnable_parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-    )
-    steps_per_epoch = len(train_loader)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    optimizer = make_optimizer(distiller, cfg)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
 
     start_epoch, step, best = 0, 0, {"val_accuracy": -1.0, "val_loss": float("inf"), "epoch": -1}
     history: list[dict[str, float]] = []
@@ -316,70 +275,11 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
 
     for epoch in range(start_epoch, cfg.epochs):
         t_epoch = time.time()
-        torch.manual_seed(cfg.seed * 1_000 + epoch)  # dropout / drop-path of this epoch
-        train_loader.set_epoch(epoch)
-        distiller.train()
-        if hasattr(distiller, "set_epoch"):  # loss warm-ups of DKD / fusion
-            distiller.set_epoch(epoch)
-        sums = {"loss": 0.0, "correct": 0.0, "n": 0.0}
-        parts: dict[str, float] = {}
-        with progress(transient=True) as p:
-            task = p.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, status="")
-            for batch in train_loader:
-                lr = lr_at(step, total_steps, warmup, cfg.lr)
-                for g in optimizer.param_groups:
-                    g["lr"] = lr
-                x, y = batch.images.to(device), batch.targets.to(device)
-                t_out = None
-                if cache is not None:
-                    from wbc_edge.kd.distillers import TeacherOut
-
-                    t_logits, t_feats = cache.lookup(
-                        batch.index, batch.k, distiller.needs_teacher_features
-                    )
-                    if cfg.teacher_views == "mean":
-                        t_logits = cache.view_mean_logits(batch.index)
-                    t_out = TeacherOut(t_logits.to(device), [f.to(device) for f in t_feats])
-                with torch.autocast(device.type, enabled=use_amp):
-                    logits, losses = step_module(x, y, t_out)
-                    loss = sum(losses.values())
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                step += 1
-                n = len(y)
-                sums["loss"] += float(loss.detach()) * n
-                sums["correct"] += float((logits.argmax(1) == y).sum())
-                sums["n"] += n
-                for k, v in losses.items():
-                    parts[k] = parts.get(k, 0.0) + float(v.detach()) * n
-                p.update(
-                    task,
-                    advance=1,
-                    status=(
-                        f"loss {sums['loss'] / sums['n']:.3f} "
-                        f"acc {100 * sums['correct'] / sums['n']:.1f}%"
-                    ),
-                )
-        row: dict[str, float] = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "train_loss": sums["loss"] / max(sums["n"], 1),
-            "train_accuracy": sums["correct"] / max(sums["n"], 1),
-            **{f"train_{k}": v / max(sums["n"], 1) for k, v in parts.items()},
-        }
+        row, step = _train_epoch(
+            cfg, distiller, step_module, train_loader, optimizer, scaler, cache, device, epoch, step
+        )
         if dist_info.main:
-            probs, y_val = predict_loader(student, loader("val"), device)
-            row["val_loss"] = float(
-                F.nll_loss(
-                    torch.log(torch.from_numpy(probs).clamp_min(1e-12)), torch.from_numpy(y_val)
-                )
-            )
-            from wbc_edge.metrics import classification_report
-
-            rep = classification_report(probs, y_val, names)
-            row["val_accuracy"], row["val_macro_f1"] = rep.accuracy, rep.macro_f1
+            rep = _validate(student, loader("val"), device, names, row)
             row["epoch_seconds"] = time.time() - t_epoch
             history.append(row)
             improved = (row["val_accuracy"], -row["val_loss"]) > (
@@ -424,6 +324,153 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
         )
     barrier(dist_info)
     return summary
+
+
+def run_card(
+    cfg: TrainConfig,
+    rows: list,  # list[ManifestRow]
+    names: list[str],
+    train_rows: list,
+    teacher_card: ModelCard | None,
+    log: RunLog,
+) -> ModelCard:
+    """The run's model card: its preprocessing (the teacher's or the config's, with the training
+    crops' scale and stain reference), provenance, OOD statistics and teacher(s)."""
+    pre = run_preprocess(cfg, teacher_card).replace(crop_scale=training_scale(train_rows, log))
+    if cfg.stain_norm is not None:
+        over = cfg.stain_norm
+        pre = pre.replace(
+            stain=None if over == "none" else training_stain(train_rows, pre, over, log)
+        )
+    card = ModelCard(
+        architecture=cfg.model,
+        class_names=names,
+        preprocess=pre,
+        data_fingerprint=fingerprint(rows),
+        extra={
+            "role": "teacher" if cfg.kind == "teacher" else "student",  # names its artifacts
+            "method": cfg.method,
+            "seed": cfg.seed,
+            "epochs": cfg.epochs,
+            "augment": cfg.augment if cfg.jitter else "none",
+        },
+    )
+    card.ood = training_ood(train_rows, log)
+    if teacher_card is not None:
+        card.extra["teacher"] = teacher_card.architecture
+        card.extra["teacher_test_accuracy"] = teacher_card.metrics.get("test_accuracy")
+    members = teacher_members(cfg) if teacher_card is not None else []
+    if len(members) > 1:
+        card.extra["teachers"] = members
+    return card
+
+
+def make_optimizer(distiller: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters; biases and norm weights without weight decay."""
+    params = [p for p in distiller.get_learnable_parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    return torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+    )
+
+
+def _train_epoch(
+    cfg: TrainConfig,
+    distiller: nn.Module,
+    step_module: nn.Module,
+    train_loader: BatchLoader,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    cache: Any,  # a teacher cache (or an ensemble's), or None
+    device: torch.device,
+    epoch: int,
+    step: int,
+) -> tuple[dict[str, float], int]:
+    """One epoch of optimiser steps (warm-up then cosine LR per step); returns the epoch's
+    metrics row (train part) and the step count after it."""
+    steps_per_epoch = len(train_loader)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    use_amp = cfg.amp and device.type == "cuda"
+    torch.manual_seed(cfg.seed * 1_000 + epoch)  # dropout / drop-path of this epoch
+    train_loader.set_epoch(epoch)
+    distiller.train()
+    if hasattr(distiller, "set_epoch"):  # loss warm-ups of DKD / fusion
+        distiller.set_epoch(epoch)
+    sums = {"loss": 0.0, "correct": 0.0, "n": 0.0}
+    parts: dict[str, float] = {}
+    with progress(transient=True) as p:
+        task = p.add_task(f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, status="")
+        for batch in train_loader:
+            lr = lr_at(step, total_steps, warmup, cfg.lr)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            x, y = batch.images.to(device), batch.targets.to(device)
+            t_out = None
+            if cache is not None:
+                from wbc_edge.kd.distillers import TeacherOut
+
+                t_logits, t_feats = cache.lookup(
+                    batch.index, batch.k, distiller.needs_teacher_features
+                )
+                if cfg.teacher_views == "mean":
+                    t_logits = cache.view_mean_logits(batch.index)
+                t_out = TeacherOut(t_logits.to(device), [f.to(device) for f in t_feats])
+            with torch.autocast(device.type, enabled=use_amp):
+                logits, losses = step_module(x, y, t_out)
+                loss = sum(losses.values())
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            n = len(y)
+            sums["loss"] += float(loss.detach()) * n
+            sums["correct"] += float((logits.argmax(1) == y).sum())
+            sums["n"] += n
+            for k, v in losses.items():
+                parts[k] = parts.get(k, 0.0) + float(v.detach()) * n
+            p.update(
+                task,
+                advance=1,
+                status=(
+                    f"loss {sums['loss'] / sums['n']:.3f} "
+                    f"acc {100 * sums['correct'] / sums['n']:.1f}%"
+                ),
+            )
+    row: dict[str, float] = {
+        "epoch": epoch + 1,
+        "lr": lr,
+        "train_loss": sums["loss"] / max(sums["n"], 1),
+        "train_accuracy": sums["correct"] / max(sums["n"], 1),
+        **{f"train_{k}": v / max(sums["n"], 1) for k, v in parts.items()},
+    }
+    return row, step
+
+
+def _validate(
+    student: nn.Module,
+    val_loader: BatchLoader,
+    device: torch.device,
+    names: list[str],
+    row: dict[str, float],
+) -> Any:  # ClassificationReport
+    """Val loss, accuracy and macro-F1 of ``student`` into ``row``; returns the report."""
+    from wbc_edge.kd.evaluate import predict_loader
+    from wbc_edge.metrics import classification_report
+
+    probs, y_val = predict_loader(student, val_loader, device)
+    row["val_loss"] = float(
+        F.nll_loss(torch.log(torch.from_numpy(probs).clamp_min(1e-12)), torch.from_numpy(y_val))
+    )
+    rep = classification_report(probs, y_val, names)
+    row["val_accuracy"], row["val_macro_f1"] = rep.accuracy, rep.macro_f1
+    return rep
 
 
 def training_scale(rows: list, log: RunLog) -> CropScale | None:  # rows: list[ManifestRow]
