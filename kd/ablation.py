@@ -254,6 +254,10 @@ def collect(runs_dir: Path, methods: list[str], seeds: list[int], student: str) 
     return {"student": student, "seeds": seeds, "methods": table, "runs": runs}
 
 
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
 def markdown(p: dict[str, Any]) -> str:
     t = p["teacher"]
     lines = [
@@ -263,8 +267,7 @@ def markdown(p: dict[str, Any]) -> str:
         f"- machine: {p['machine']}",
         f"- command: `{p['command']}`",
         f"- teacher: {t['architecture']} (`{t['path']}`), test accuracy "
-        f"{100 * t.get('test_accuracy', float('nan')):.2f}%, macro-F1 "
-        f"{100 * t.get('test_macro_f1', float('nan')):.2f}%",
+        f"{_pct(t.get('test_accuracy'))}, macro-F1 {_pct(t.get('test_macro_f1'))}",
         f"- seeds: {', '.join(str(s) for s in p['seeds'])}; {p['parallel']} run(s) side by side, "
         f"{p['threads_per_run']} thread(s) each"
         + (
@@ -273,8 +276,9 @@ def markdown(p: dict[str, Any]) -> str:
             if p["total_wall_seconds"] is not None
             else "; table written with --report-only from the runs finished"
         ),
-        "- validation accuracy (best epoch; the split that chooses weights) and accuracy and "
-        "macro-F1 on the test split (that epoch), mean +- sample std over seeds",
+        "- validation accuracy of the best validation epoch; accuracy and macro-F1 on the test "
+        "split of the epoch each run kept (`--keep`: best = that best epoch, last = the final "
+        "epoch; per run below); mean +- sample std over seeds",
         "",
     ]
     header = ["method", "runs", "epochs", "val accuracy (%)", "test accuracy (%)"]
@@ -305,6 +309,7 @@ def markdown(p: dict[str, Any]) -> str:
             f"{100 * r['test_accuracy']:.2f}",
             f"{100 * r['test_macro_f1']:.2f}",
             r["best_epoch"],
+            f"{r.get('kept', 'best')} ({r.get('kept_epoch', r['best_epoch'])})",
             f"{r['wall_seconds']:.0f}",
         ]
         for r in p["runs"]
@@ -315,8 +320,8 @@ def markdown(p: dict[str, Any]) -> str:
         "Per run:",
         "",
         markdown_table(
-            ["run", "val accuracy (%)", "test accuracy (%)", "macro-F1 (%)", "best epoch"]
-            + ["wall (s)"],
+            ["run", "best val accuracy (%)", "test accuracy (%)", "macro-F1 (%)", "best epoch"]
+            + ["kept (epoch)", "wall (s)"],
             runs,
         ),
     ]
