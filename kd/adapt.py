@@ -328,8 +328,8 @@ def stain_preprocess(
     if over == "none":
         return pre.replace(stain=None)
     from wbc_edge.data.manifest import read_manifest
+    from wbc_edge.kd.card_stats import training_stain
     from wbc_edge.kd.run_folder import RunLog
-    from wbc_edge.kd.trainer import training_stain
 
     ref = training_stain(read_manifest(pbc, "train"), pre, over, RunLog(None))
     log(f"stain normalisation: Reinhard over {over} pixels toward {ref.fitted_on} train crops")

@@ -35,6 +35,7 @@ from wbc_edge.console import progress
 from wbc_edge.data.manifest import class_names as manifest_classes
 from wbc_edge.data.manifest import fingerprint, read_manifest
 from wbc_edge.errors import UserError
+from wbc_edge.kd.card_stats import training_ood, training_scale, training_stain
 from wbc_edge.kd.checkpoint import load_model, save_checkpoint
 from wbc_edge.kd.config import TrainConfig
 from wbc_edge.kd.data import (
@@ -42,7 +43,6 @@ from wbc_edge.kd.data import (
     BatchLoader,
     augment_preset,
     decode_cached,
-    rows_key,
 )
 from wbc_edge.kd.distributed import TrainStep, barrier, init_distributed
 from wbc_edge.kd.run_folder import (
@@ -54,10 +54,8 @@ from wbc_edge.kd.run_folder import (
     write_metrics,
     write_summary,
 )
+from wbc_edge.kd.run_teachers import teacher_caches, teacher_members
 from wbc_edge.runtime.card import ModelCard, Preprocess
-from wbc_edge.runtime.ood import OodStats
-from wbc_edge.runtime.scale import CropScale
-from wbc_edge.runtime.stain import StainReference
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -471,141 +469,6 @@ def _validate(
     rep = classification_report(probs, y_val, names)
     row["val_accuracy"], row["val_macro_f1"] = rep.accuracy, rep.macro_f1
     return rep
-
-
-def training_scale(rows: list, log: RunLog) -> CropScale | None:  # rows: list[ManifestRow]
-    """The training crops' scale for the card; None (logged) when the crops show no red cell."""
-    from wbc_edge.runtime.scale import measure_files
-
-    try:
-        scale = measure_files([str(r.path) for r in rows])
-    except ValueError as exc:
-        log(f"crop scale: not recorded ({exc}); the finder will crop by box + margin")
-        return None
-    log(
-        f"crop scale: red cells {scale.rbc_px:.1f} px (IQR {scale.rbc_px_q25:.1f}-"
-        f"{scale.rbc_px_q75:.1f}) in {scale.crop_px:.0f} px crops = field of view "
-        f"{scale.fov_rbc:.2f} red-cell diameters ({scale.measured}/{scale.sampled} crops)"
-    )
-    return scale
-
-
-def training_ood(rows: list, log: RunLog) -> OodStats | None:  # rows: list[ManifestRow]
-    """Appearance statistics of the train crops for the card's out-of-distribution score."""
-    from wbc_edge.runtime import ood
-    from wbc_edge.runtime.decode import read_image
-    from wbc_edge.runtime.scale import DEFAULT_SCALE_SAMPLE, evenly_spaced
-
-    paths = evenly_spaced([str(r.path) for r in rows], DEFAULT_SCALE_SAMPLE)
-    try:
-        stats = ood.fit([read_image(p) for p in paths])
-    except ValueError as exc:
-        log(f"OOD statistics: not recorded ({exc})")
-        return None
-    log(f"OOD statistics: {stats.fitted_on} train crops, threshold {stats.threshold:.2f}")
-    return stats
-
-
-def training_stain(rows: list, pre: Preprocess, over: str, log: RunLog) -> StainReference:
-    """The stain reference for the card: the train crops' Lab statistics (over ``over``'s
-    pixels, :mod:`wbc_edge.runtime.stain`), taken on the crops as ``pre`` resizes them, because
-    that is where the runtime normalises."""
-    from wbc_edge.runtime import stain
-    from wbc_edge.runtime.decode import read_image
-    from wbc_edge.runtime.scale import DEFAULT_SCALE_SAMPLE, evenly_spaced
-
-    plain = pre.replace(stain=None, channel_order="BGR")  # the statistics are of BGR crops
-    paths = evenly_spaced([str(r.path) for r in rows], DEFAULT_SCALE_SAMPLE)
-    ref = stain.fit([plain.resize(read_image(p)) for p in paths], over)
-    log(
-        f"stain reference: Lab mean {', '.join(f'{v:.1f}' for v in ref.mean)}, std "
-        f"{', '.join(f'{v:.1f}' for v in ref.std)} over {over} pixels of {ref.fitted_on} crops"
-    )
-    return ref
-
-
-def teacher_members(cfg: TrainConfig) -> list[dict[str, Any]]:
-    """Path, architecture, input size and test accuracy of each teacher (run summary, card)."""
-    from wbc_edge.kd.checkpoint import read_checkpoint
-
-    out = []
-    for path in cfg.teachers:
-        card = ModelCard.from_dict(read_checkpoint(path)["card"])
-        out.append(
-            {
-                "path": str(path),
-                "architecture": card.architecture,
-                "input_size": card.preprocess.input_size,
-                "test_accuracy": card.metrics.get("test_accuracy"),
-            }
-        )
-    return out
-
-
-def teacher_caches(cfg, distiller, rows, student_pre, student_images):  # noqa: ANN001, ANN201
-    """The teacher cache of a run: the one teacher's, or an
-    :class:`~wbc_edge.kd.teacher_cache.EnsembleCache` over one cache per teacher, each built
-    (or reused) from its own checkpoint and preprocessing."""
-    from wbc_edge.kd.checkpoint import read_checkpoint
-    from wbc_edge.kd.teacher_cache import EnsembleCache
-
-    first = cfg.teachers[0]
-    first_card = ModelCard.from_dict(read_checkpoint(first)["card"])
-    caches = [
-        _teacher_cache(cfg, distiller, rows, first_card.preprocess, student_pre, student_images)
-    ]
-    for path in cfg.teachers[1:]:
-        model, card = load_model(path)
-        check_teacher(path, card, first_card.num_classes)
-        if card.class_names != first_card.class_names:
-            raise UserError(
-                f"teacher {path} orders its classes differently from {first}: "
-                "an ensemble's teachers must share one class list"
-            )
-        caches.append(
-            _teacher_cache(
-                cfg, distiller, rows, card.preprocess, student_pre, student_images, path, model
-            )
-        )
-        del model
-    return caches[0] if len(caches) == 1 else EnsembleCache(caches)
-
-
-def _teacher_cache(
-    cfg: TrainConfig,
-    distiller: nn.Module,
-    rows: list,  # list[ManifestRow]
-    pre: Preprocess,
-    student_pre: Preprocess,
-    student_images: Any,
-    path: str | None = None,
-    teacher: nn.Module | None = None,
-) -> Any:  # TeacherCache
-    """One teacher's outputs on the train rows, seen through its own preprocessing ``pre``
-    (decoded again when the student's differs, e.g. a smaller --size). ``path``/``teacher``
-    None: the run's first teacher, the distiller's own.
-
-    A later ensemble member (``teacher`` given) reuses its full cache when one exists (built by
-    a run that distilled from it alone) and otherwise caches its logits only."""
-    images = student_images if pre == student_pre else decode_cached(rows, pre, cfg.cache_dir)
-    from wbc_edge.kd.data import DEFAULT_CACHE_DIR
-    from wbc_edge.kd.teacher_cache import (
-        build_teacher_cache,
-        cache_key,
-        file_digest,
-        output_signature,
-    )
-
-    model = distiller.teacher if teacher is None else teacher
-    digest = file_digest(cfg.teachers[0] if path is None else path)
-    root = Path(cfg.cache_dir) if cfg.cache_dir else DEFAULT_CACHE_DIR
-
-    def folder(features: bool) -> Path:
-        sig = output_signature(model, pre.input_size, features)
-        return root / f"teacher-{cache_key(digest, rows_key(rows), pre, sig)}"
-
-    features = teacher is None or (folder(True) / "meta.json").is_file()
-    return build_teacher_cache(model, images, pre, folder(features), features=features)
 
 
 def _finish(out, cfg, names, arrays, targets, loader, device, best, n_student, n_extra, wall, log):  # noqa: ANN001, ANN202

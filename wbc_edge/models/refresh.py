@@ -31,8 +31,8 @@ def complete_card(card: ModelCard, data: Path) -> bool:
     by the trainer's own functions: the crops' scale (the finder's field of view) and the
     appearance statistics of the OOD check. Returns whether anything was added."""
     from wbc_edge.data.manifest import read_manifest
+    from wbc_edge.kd.card_stats import training_ood, training_scale
     from wbc_edge.kd.run_folder import RunLog
-    from wbc_edge.kd.trainer import training_ood, training_scale
 
     rows = read_manifest(data, "train")
     log = RunLog(None)
