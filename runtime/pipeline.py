@@ -451,7 +451,12 @@ class Pipeline:
             batches = [it.batch for it in group if _cells(it)]
             if batches:
                 t0, c0 = time.perf_counter(), time.thread_time()
-                probs = self.backend.predict(np.concatenate(batches))
+                # Chunks (and a smear field's many cells) can top the group up past the batch
+                # size: the backend never sees more than it (a TensorRT profile's maximum).
+                x, size = np.concatenate(batches), self.config.batch
+                probs = np.concatenate(
+                    [self.backend.predict(x[i : i + size]) for i in range(0, len(x), size)]
+                )
                 self.stats.add_time("infer", time.perf_counter() - t0, time.thread_time() - c0)
                 start = 0
                 for it in group:
