@@ -77,8 +77,10 @@ def main(argv: list[str]) -> int:
             r["_name"] = path.stem
             runs[path.stem] = r
     crops = [r for n, r in runs.items() if n.startswith("crops-")]
-    fields = runs.get("fields-int8")
-    video = runs.get("video-int8-realtime")
+    # Names a run set gives its runs: crops-*, fields-*, video-* (one set per model, e.g.
+    # "crops-224px-int8-1", "fields-128px-int8").
+    fields_runs = [r for n, r in runs.items() if n.startswith("fields-")]
+    video_runs = [r for n, r in runs.items() if n.startswith("video-")]
     soak = load(soak_path)
     acc = load(acc_path)
     ruler = load(ruler_path)
@@ -90,9 +92,13 @@ def main(argv: list[str]) -> int:
         "# runtime-throughput: `wbc-edge run` end to end, beside its decode limit",
         "",
         f"- Date: {first['date']}; machine: {machine['cpu']}, {machine['cpu_cores']} cores, "
-        f"{machine['memory_gb']} GB, no GPU; shared with other engineers' jobs (the lead's "
-        "training run was paused with SIGSTOP for the stream measurements only; the load "
-        "average of each run is in its row)",
+        f"{machine['memory_gb']} GB, no GPU; "
+        + (
+            "shared with other engineers' jobs (the lead's training run was paused with SIGSTOP "
+            "for the stream measurements only; the load average of each run is in its row)"
+            if pause
+            else "nothing else running (the load average of each run is in its row)"
+        ),
         *(
             [
                 f"- Pause: pid {pause['pid']} stopped {pause['stopped']} - continued "
@@ -108,7 +114,8 @@ def main(argv: list[str]) -> int:
         "--stream` process, its command in the JSON), `benchmarks/studies/soak_watch.py`, this "
         "table by `benchmarks/studies/runtime_throughput_report.py`",
         "- Decode: `runtime.decode.decode_image` at the card's input size: a 360x363 PBC crop "
-        "decodes at 1/2 scale (180x182) for the 128 px student; smear fields decode in full",
+        "decodes at 1/2 scale (180x182) for a 128 px model and in full for a 224 px one (1/2 "
+        "would be below its input); smear fields decode in full",
         "- Decode limit: the same files read and decoded by the same function at the same scale "
         "on the same number of worker threads (2 = the cores), nothing else; the "
         "decode+preprocess limit adds the card's resize and normalisation",
@@ -126,20 +133,19 @@ def main(argv: list[str]) -> int:
         "kept in the sample folder; the rest of the process total is queues, threads and "
         "Python):",
         "",
-        *stage_rows(crops + ([fields] if fields else [])),
+        *stage_rows(crops + fields_runs),
         "",
     ]
-    if fields:
-        lat = fields["latency_ms"]
-        find = fields["stages"]["find"]
+    if fields_runs:
         lines += [
             "## Smear fields with the finder: bccd-smears, 249 fields of 640x480, --smear",
             "",
             markdown_table(
-                ["fields/s", "cells/s", "cells", "find ms/field (CPU)", "p50 / p99 ms"]
+                ["model", "fields/s", "cells/s", "cells", "find ms/field (CPU)", "p50 / p99 ms"]
                 + ["decode limit fields/s", "peak RSS MB", "load 1m before / after"],
                 [
-                    [f"**{fields['items_per_s']:.1f}**", f"**{fields['cells_per_s']:.1f}**"]
+                    [Path(fields["model"]).name]
+                    + [f"**{fields['items_per_s']:.1f}**", f"**{fields['cells_per_s']:.1f}**"]
                     + [fields["cells"]]
                     + [
                         f"{find['ms_per_item']:.2f} "
@@ -149,22 +155,25 @@ def main(argv: list[str]) -> int:
                     + [f"{fields['decode_limit']['images_per_s']:.0f}"]
                     + [f"{fields['peak_rss_mb']:.0f}"]
                     + [f"{fields['load_avg_1m'][0]} / {fields['load_avg_1m'][1]}"]
+                    for fields in fields_runs
+                    for lat, find in [(fields["latency_ms"], fields["stages"]["find"])]
                 ],
-                align="rrrllrrl",
+                align="lrrrllrrl",
             ),
             "",
         ]
-    if video:
-        lat = video["latency_ms"]
+    if video_runs:
         lines += [
             "## Camera-like: a 30 frames/s video of BCCD fields with --realtime --smear",
             "",
             markdown_table(
-                ["frames", "cells", "dropped", "p50 / p95 / p99 / max ms, frame -> record"]
+                ["model", "frames", "cells", "dropped"]
+                + ["p50 / p95 / p99 / max ms, frame -> record"]
                 + ["frames/s", "video decode limit frames/s", "peak RSS MB"]
                 + ["load 1m before / after"],
                 [
-                    [video["items"], video["cells"], f"**{video['dropped']}**"]
+                    [Path(video["model"]).name, video["items"], video["cells"]]
+                    + [f"**{video['dropped']}**"]
                     + [
                         f"{lat['p50']:.1f} / {lat['p95']:.1f} / **{lat['p99']:.1f}** / "
                         f"{lat['max']:.1f}"
@@ -173,8 +182,10 @@ def main(argv: list[str]) -> int:
                     + [f"{video['decode_limit']['images_per_s']:.0f}"]
                     + [f"{video['peak_rss_mb']:.0f}"]
                     + [f"{video['load_avg_1m'][0]} / {video['load_avg_1m'][1]}"]
+                    for video in video_runs
+                    for lat in [video["latency_ms"]]
                 ],
-                align="rrrlrrrl",
+                align="lrrrlrrrl",
             ),
             "",
             "Latency starts before the video frame is decoded and ends when its records are "
@@ -283,10 +294,11 @@ def main(argv: list[str]) -> int:
             + ", ".join(f"{r['_name']} {r['peak_rss_mb']:.0f} MB" for r in crops)
             + (f"; soak peak {soak['rss_mb']['peak']} MB" if soak else ""),
         ]
-    if video:
+    for video in video_runs:
         lines.append(
-            f"- video at 30 frames/s with --realtime: p99 {video['latency_ms']['p99']:.1f} ms "
-            f"(target <= {TARGETS['p99_ms']}), {video['dropped']} dropped (target 0)"
+            f"- video at 30 frames/s with --realtime ({video['_name']}): p99 "
+            f"{video['latency_ms']['p99']:.1f} ms (target <= {TARGETS['p99_ms']}), "
+            f"{video['dropped']} dropped (target 0)"
         )
     lines.append("")
     if len(argv) > 5:
