@@ -127,17 +127,22 @@ def _probs(backend, crops_by_field: dict[str, list]) -> dict[str, np.ndarray]:
     return out
 
 
-def _immature_alarm(probs_by_field, card, threshold: float) -> bool:
+def _immature_alarm(probs_by_field, card, threshold: float, ood_by_field=None) -> bool:
     """Would the run's immature-cell or blast flag go up over these (normal) fields? The run's
-    own rules (card roles, default lab thresholds) over the cells it would count."""
+    own rules (card roles, default lab thresholds) over the cells it would count: confident
+    ones not judged out-of-distribution (``ood_by_field``: per field, per cell; the run sends
+    those to review, so they raise no flag)."""
     from wbc_edge.runtime import flags
     from wbc_edge.runtime.differential import LabDifferential
 
-    p = [x for x in probs_by_field.values() if len(x)]
-    if not p:
+    fields = [f for f, x in probs_by_field.items() if len(x)]
+    if not fields:
         return False
-    p = np.concatenate(p)
-    counted = p[p.max(1) >= threshold].argmax(1)
+    p = np.concatenate([probs_by_field[f] for f in fields])
+    keep = p.max(1) >= threshold
+    if ood_by_field is not None:
+        keep &= ~np.concatenate([np.asarray(ood_by_field[f], bool) for f in fields])
+    counted = p[keep].argmax(1)
     diff = LabDifferential(card.class_names, card.roles)
     for i, k in enumerate(counted):
         name = card.class_names[int(k)]
@@ -173,7 +178,13 @@ def score_row(
         thr = review_threshold(None, card)
         probs = _probs(backend, {f: crops[f] for f in evals})
         row = field_metrics(evals, field_types(probs, card.class_names, thr))
-        row["immature_alarm"] = _immature_alarm(probs, card, thr)
+        ood_cells = None
+        if card.ood is not None:  # the run's own per-cell judgement (pipeline: item.ood)
+            ood_cells = {
+                f: ood.scores(card.ood, crops[f]) > card.ood.threshold if crops[f] else []
+                for f in evals
+            }
+        row["immature_alarm"] = _immature_alarm(probs, card, thr, ood_cells)
         cells = [c for f in evals for c in crops[f]]
         if pbc_crops is not None and cells:
             p_in = backend.predict_images(pbc_crops)

@@ -312,6 +312,11 @@ def test_immature_alarm_follows_the_runs_flag_rules() -> None:
     assert _immature_alarm({"a": sure(1)}, card, 0.5) is False
     assert _immature_alarm({"a": sure(1), "b": sure(2)[:5]}, card, 0.5) is True
     assert _immature_alarm({"a": sure(2)}, card, 0.99) is False  # none counted, none raised
+    # Cells judged out-of-distribution go to review in the run: they raise no flag.
+    probs = {"a": sure(1), "b": sure(2)[:5]}
+    ood = {"a": [False] * 20, "b": [True] * 5}
+    assert _immature_alarm(probs, card, 0.5, ood) is False
+    assert _immature_alarm(probs, card, 0.5, {"a": [False] * 20, "b": [False] * 5}) is True
 
 
 def test_adapt_refits_the_ood_statistics_on_the_site() -> None:
