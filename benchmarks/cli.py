@@ -286,6 +286,12 @@ def cross_lab(
     zero_shot: Annotated[
         bool, typer.Option("--zero-shot", help="Record MODEL as models.zero_shot.")
     ] = False,
+    adapted: Annotated[
+        bool,
+        typer.Option(
+            "--adapted", help="Record MODEL as models.adapted (the committed adapted model)."
+        ),
+    ] = False,
     out: Annotated[Path, typer.Option(help="Results folder.")] = Path("benchmarks/results"),
     name: Annotated[str, typer.Option(help="Results file name.")] = "cross-lab",
 ) -> None:
@@ -298,6 +304,8 @@ def cross_lab(
     require_dir(fields, "fields folder", "pass --fields with JPEGImages/ and labels.csv")
     if crops not in ("scale", "box"):
         raise UserError(f"--crops {crops}: use scale or box")
+    if zero_shot and adapted:
+        raise UserError("--zero-shot and --adapted name two different models: pass one")
     say = lambda m: console.print(m, highlight=False, soft_wrap=True)  # noqa: E731
     report = run_cross_lab(
         model,
@@ -318,10 +326,10 @@ def cross_lab(
         stain_norm=stain_norm,
         lr=lr,
     )
-    if zero_shot:
+    if zero_shot or adapted:
         from wbc_edge.benchmarks.crosslab import write_results
 
-        report["models"]["zero_shot"] = str(model)
+        report["models"]["zero_shot" if zero_shot else "adapted"] = str(model)
         write_results(report, out, name)
     if curve:
         return

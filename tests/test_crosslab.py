@@ -410,3 +410,16 @@ def test_cross_lab_record_renders_rows_validation_rows_and_named_curves(tmp_path
     assert "30 validation fields" in text and "scored on the validation fields" in text
     assert "| 10 | 60.0 ± 0.0% | 0.400 ± 0.000 | 1 |" in text and "load average 3.2" in text
     assert "| `m.pt` | unstained | 50.0% | 0.300 | 25.0% | 0.200 | yes | 90.0% |" in text
+
+
+def test_cross_lab_takes_one_of_zero_shot_and_adapted(tmp_path, capsys) -> None:
+    """models.zero_shot and models.adapted are two different models: both flags is one clear
+    error before any field is read."""
+    from wbc_edge import cli
+
+    fields = tmp_path / "fields"
+    fields.mkdir()
+    argv = ["cross-lab", "--model", "m.pt", "--row", "r", "--fields", str(fields)]
+    assert cli.run([*argv, "--zero-shot", "--adapted"]) != 0
+    err = capsys.readouterr()
+    assert "--zero-shot and --adapted name two different models" in err.out + err.err
