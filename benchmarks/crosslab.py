@@ -234,7 +234,7 @@ def learning_curve(
             n = len(pool) if size == "all" else int(size)
             if n == 0:
                 row = score_row(model, root, fields, crops, None, on=on)
-                points.append({"fields": 0, "seed": None, **_curve_part(row)})
+                points.append({"fields": 0, "pool_fields": 0, "seed": None, **_curve_part(row)})
                 continue
             for seed in seeds:
                 rng = np.random.default_rng(1000 + seed)
@@ -255,7 +255,8 @@ def learning_curve(
                 row = score_row(out, root, fields, crops, None, on=on)
                 points.append(
                     {
-                        "fields": len(site.fields),
+                        "fields": len(site.fields),  # used: the reader skips unusable ones
+                        "pool_fields": min(n, len(pool)),  # asked of the adapt pool
                         "crops": len(site.labels),
                         "seed": seed,
                         "adapt_seconds": round(time.time() - t0, 1),
@@ -465,27 +466,26 @@ def markdown(report: dict[str, Any]) -> str:
             + " fields.",
             "",
         ]
+        # One row per requested pool size: a draw can hold a field fewer (one the reader skips).
         by_n: dict[int, list] = {}
         for pt in curve["points"]:
-            by_n.setdefault(pt["fields"], []).append(pt)
+            by_n.setdefault(pt.get("pool_fields", pt["fields"]), []).append(pt)
         table = []
         for n, ps in sorted(by_n.items()):
             a = np.array([pt["field_accuracy"] for pt in ps])
             m = np.array([pt["macro_recall_NELM"] for pt in ps])
+            used = sorted({pt["fields"] for pt in ps})
             table.append(
                 [
                     n,
+                    f"{used[0]}-{used[-1]}" if used[0] != used[-1] else used[0],
                     f"{100 * a.mean():.1f} ± {100 * a.std():.1f}%",
                     f"{m.mean():.3f} ± {m.std():.3f}",
                     len(ps),
                 ]
             )
-        lines.append(
-            markdown_table(
-                ["adapt fields", "field-type accuracy (mean ± sd)", "macro recall N/E/L/M", "runs"],
-                table,
-            )
-        )
+        header = ["adapt pool fields", "fields used", "field-type accuracy (mean ± sd)"]
+        lines.append(markdown_table([*header, "macro recall N/E/L/M", "runs"], table))
         if _stamp(curve):
             lines += ["", f"Measured: {_stamp(curve)}."]
     lines += [

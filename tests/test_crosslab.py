@@ -377,6 +377,11 @@ def test_cross_lab_record_renders_rows_validation_rows_and_named_curves(tmp_path
         "load_average": 3.2,
     }
     point = {"fields": 10, "seed": 0, "field_accuracy": 0.6, "macro_recall_NELM": 0.4}
+    # Two draws of 50 pool fields, one of which held a field the reader skipped: one row.
+    drawn = [
+        {"fields": n, "pool_fields": 50, "seed": k, "field_accuracy": a, "macro_recall_NELM": 0.5}
+        for k, (n, a) in enumerate([(50, 0.8), (49, 0.7)])
+    ]
     report = {
         "rows": {"zero-shot": row},
         "val_rows": {"try": row},
@@ -386,7 +391,7 @@ def test_cross_lab_record_renders_rows_validation_rows_and_named_curves(tmp_path
                 "steps": 5,
                 "seeds": [0],
                 "scored_on": "val",
-                "points": [point],
+                "points": [point, *drawn],
             }
         },
         "models": {"zero_shot": "m.pt"},
@@ -408,7 +413,8 @@ def test_cross_lab_record_renders_rows_validation_rows_and_named_curves(tmp_path
         "| zero-shot | `m.pt` | unstained | 4.83 RBC | 50.0% | 0.250 | no | 0.900 | fields" in text
     )
     assert "30 validation fields" in text and "scored on the validation fields" in text
-    assert "| 10 | 60.0 ± 0.0% | 0.400 ± 0.000 | 1 |" in text and "load average 3.2" in text
+    assert "| 10 | 10 | 60.0 ± 0.0% | 0.400 ± 0.000 | 1 |" in text and "load average 3.2" in text
+    assert "| 50 | 49-50 | 75.0 ± 5.0% | 0.500 ± 0.000 | 2 |" in text
     assert "| `m.pt` | unstained | 50.0% | 0.300 | 25.0% | 0.200 | yes | 90.0% |" in text
 
 
