@@ -292,6 +292,12 @@ def cross_lab(
             "--adapted", help="Record MODEL as models.adapted (the committed adapted model)."
         ),
     ] = False,
+    teacher: Annotated[
+        Path | None,
+        typer.Option(
+            help="Curve: adapt --teacher, a model adapted on the whole pool (so: --sizes all)."
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Results folder.")] = Path("benchmarks/results"),
     name: Annotated[str, typer.Option(help="Results file name.")] = "cross-lab",
 ) -> None:
@@ -306,6 +312,13 @@ def cross_lab(
         raise UserError(f"--crops {crops}: use scale or box")
     if zero_shot and adapted:
         raise UserError("--zero-shot and --adapted name two different models: pass one")
+    if adapted and curve:
+        raise UserError("--adapted records MODEL itself: with --curve, --save-adapted names it")
+    if teacher is not None and (not curve or sizes.strip() != "all"):
+        raise UserError(
+            "--teacher is adapt's, for the curve's 'all' point (it has seen the whole pool): "
+            "pass --curve --sizes all"
+        )
     say = lambda m: console.print(m, highlight=False, soft_wrap=True)  # noqa: E731
     report = run_cross_lab(
         model,
@@ -325,6 +338,7 @@ def cross_lab(
         on=score_on,
         stain_norm=stain_norm,
         lr=lr,
+        teacher=teacher,
     )
     if zero_shot or adapted:
         from wbc_edge.benchmarks.crosslab import write_results

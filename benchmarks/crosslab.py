@@ -221,8 +221,12 @@ def learning_curve(
     on: str = "eval",
     stain_norm: str | None = None,
     lr: float | None = None,
+    teacher: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Adapt on growing subsets of the adapt pool; score each on the ``on`` fields."""
+    """Adapt on growing subsets of the adapt pool; score each on the ``on`` fields.
+
+    ``teacher`` (adapt --teacher) has seen the whole pool: use it for the "all" point only,
+    or a smaller point learns from fields outside its subset."""
     from wbc_edge.kd.adapt import adapt_model, read_site
     from wbc_edge.runtime.card import ModelCard
 
@@ -250,6 +254,7 @@ def learning_curve(
                     pbc=pbc,
                     seed=seed,
                     stain_norm=stain_norm,
+                    teacher=teacher,
                     **({"lr": lr} if lr else {}),
                 )
                 row = score_row(out, root, fields, crops, None, on=on)
@@ -461,6 +466,7 @@ def markdown(report: dict[str, Any]) -> str:
             f"From `{curve['model']}`, {curve['steps']} steps"
             + (f", lr {curve['lr']}" if curve.get("lr") else "")
             + (f", stain normalisation {curve['stain_norm']}" if curve.get("stain_norm") else "")
+            + (f", taught by `{curve['teacher']}`" if curve.get("teacher") else "")
             + f", seeds {', '.join(map(str, curve['seeds']))}; scored on the "
             + ("evaluation" if on == "eval" else "validation")
             + " fields.",
@@ -541,6 +547,7 @@ def run_cross_lab(
     on: str = "eval",
     stain_norm: str | None = None,
     lr: float | None = None,
+    teacher: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score ``model`` as ``row`` (and the curve) on the ``on`` fields, merge into
     ``out/name.json`` and rewrite ``out/name.md`` (through :mod:`wbc_edge.records`).
@@ -597,6 +604,7 @@ def run_cross_lab(
             on=on,
             stain_norm=stain_norm,
             lr=lr,
+            teacher=teacher,
         )
         settings = {
             "model": str(model),
@@ -604,6 +612,7 @@ def run_cross_lab(
             "steps": steps,
             "lr": lr,
             "stain_norm": stain_norm,
+            "teacher": str(teacher) if teacher else None,
         }
         earlier = report.setdefault("curves", {}).get(row)
         if earlier and all(earlier.get(k) == v for k, v in settings.items()):

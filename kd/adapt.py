@@ -210,9 +210,15 @@ def adapt_model(
     cache_dir: str | Path | None = None,
     log: Callable[[str], None] | None = None,
     stain_norm: str | None = None,
+    teacher: str | Path | None = None,
 ) -> ModelCard:
     """Fine-tune ``model_path`` on ``site`` (see the module doc); writes ``out`` (.pt) and
     returns its card.
+
+    ``teacher``: a model already adapted to the same site (a larger one learns a new lab from
+    few cells better). The loss is then the distillation's own (:class:`~wbc_edge.kd.distillers.KD`
+    weights and temperature) on each batch as the teacher sees it, instead of cross-entropy
+    alone; the teacher must share the input size, field of view and stain normalisation.
 
     ``stain_norm`` (``unstained``, ``crop`` or ``none``) sets the card's stain normalisation
     before fine-tuning, its reference fitted on ``pbc``'s train split (the model's own training
@@ -234,6 +240,7 @@ def adapt_model(
         card.preprocess = stain_preprocess(card.preprocess, stain_norm, pbc, log)
     pre = card.preprocess
     site_x = np.stack([pre.resize(c) for c in site.crops])
+    kd_teacher = _site_teacher(teacher, card) if teacher is not None else None
     site_y = check_labels(card, site.labels, site.source)
     half = batch_size // 2 if pbc else batch_size
     pbc_rows, pbc_x, pbc_y = [], None, None
@@ -272,7 +279,10 @@ def adapt_model(
         loader = BatchLoader(x, y, len(y), pre, augment=True, jitter=jitter, seed=seed)
         loader.set_epoch(step)
         batch = next(iter(loader))
-        loss = F.cross_entropy(model(batch.images), batch.targets, label_smoothing=0.1)
+        logits = model(batch.images)
+        loss = F.cross_entropy(logits, batch.targets, label_smoothing=0.1)
+        if kd_teacher is not None:
+            loss = kd_teacher.loss(logits, batch.images, loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -297,12 +307,81 @@ def adapt_model(
         "batch_size": batch_size,
         "seed": seed,
         "from_model": str(model_path),
+        "teacher": str(teacher) if teacher is not None else None,
         "seconds": round(time.time() - t0, 1),
     }
     new.metrics = {k: v for k, v in card.metrics.items() if not k.startswith("val_")}
     new.ood = _refit_ood(card, site, pbc_rows)
     save_checkpoint(out, model, new)
     return new
+
+
+class _SiteTeacher:
+    """An adapted teacher's logits on the student's batch, and the distillation loss on them."""
+
+    def __init__(self, model: Any, card: ModelCard, student: ModelCard) -> None:
+        import torch
+
+        from wbc_edge.kd.distillers import KD
+
+        self.model = model.eval()
+        shape = (1, 3, 1, 1)
+        s, t = student.preprocess, card.preprocess
+        # The student's normalised batch back to [0, 1], then normalised as the teacher's card
+        # says: the same pixels, each model's own standardisation.
+        self.s_mean = torch.tensor(s.mean).view(shape)
+        self.s_std = torch.tensor(s.std).view(shape)
+        self.t_mean = torch.tensor(t.mean).view(shape)
+        self.t_std = torch.tensor(t.std).view(shape)
+        self.swap = s.channel_order != t.channel_order
+        self.weights = KD(torch.nn.Identity(), torch.nn.Identity())
+
+    def loss(self, logits: Any, images: Any, ce: Any) -> Any:
+        import torch
+
+        from wbc_edge.kd import losses
+        from wbc_edge.runtime.preprocess import standardize
+
+        with torch.no_grad():
+            x = images * self.s_std + self.s_mean
+            if self.swap:
+                x = x.flip(1)
+            t_logits = self.model(standardize(x, self.t_mean, self.t_std))
+        w = self.weights  # distill --method kd's own weights and temperature
+        kd = losses.kd_loss(logits, t_logits, w.temperature)
+        return w.ce_weight * ce + w.kd_weight * kd
+
+
+def check_teacher(path: str | Path, student: ModelCard) -> ModelCard:
+    """The card of ``adapt --teacher``, or one clear error when it cannot teach ``student``
+    (checked before the slow site reading)."""
+    from wbc_edge.kd.checkpoint import read_checkpoint
+
+    card = ModelCard.from_dict(read_checkpoint(path)["card"])
+    s, t = student.preprocess, card.preprocess
+    problems = []
+    if list(card.class_names) != list(student.class_names):
+        problems.append("its classes differ")
+    if t.input_size != s.input_size:
+        problems.append(f"its input is {t.input_size} px, the student's {s.input_size} px")
+    fov = [x.crop_scale.fov_rbc if x.crop_scale else None for x in (t, s)]
+    if None not in fov and abs(fov[0] - fov[1]) > 0.05 * fov[1]:
+        problems.append(f"its field of view is {fov[0]:.2f} red cells, the student's {fov[1]:.2f}")
+    if (t.stain.over if t.stain else None) != (s.stain.over if s.stain else None):
+        problems.append("its stain normalisation differs")
+    if problems:
+        raise UserError(f"--teacher {path}: cannot teach this student: {'; '.join(problems)}")
+    return card
+
+
+def _site_teacher(path: str | Path, student: ModelCard) -> _SiteTeacher:
+    from wbc_edge.kd.checkpoint import load_model
+
+    check_teacher(path, student)
+    model, card = load_model(path)
+    for q in model.parameters():
+        q.requires_grad_(False)
+    return _SiteTeacher(model, card, student)
 
 
 def check_stain_norm(over: str | None, pbc: str | Path | None) -> None:

@@ -493,6 +493,15 @@ def register(app: typer.Typer) -> None:
                 "--pbc train crops): unstained, crop or none [default: keep the model's].",
             ),
         ] = None,
+        teacher: Annotated[
+            Path | None,
+            typer.Option(
+                "--teacher",
+                help="A larger model adapted to the same site first (e.g. the teacher through "
+                "`adapt`): the student learns from its logits too (distill --method kd's "
+                "loss). It must share the input size, field of view and stain normalisation.",
+            ),
+        ] = None,
     ) -> None:
         """Fine-tune a model to a new microscope from a site's few labelled examples."""
         from wbc_edge.console import console
@@ -500,6 +509,7 @@ def register(app: typer.Typer) -> None:
             _skipped_text,
             adapt_model,
             check_stain_norm,
+            check_teacher,
             read_site,
         )
         from wbc_edge.kd.checkpoint import read_checkpoint
@@ -507,6 +517,8 @@ def register(app: typer.Typer) -> None:
 
         check_stain_norm(stain_norm, pbc)
         card = ModelCard.from_dict(read_checkpoint(model)["card"])
+        if teacher is not None:
+            check_teacher(teacher, card)
         site = read_site(data, card, show_progress=True)
         say = lambda m: console.print(m, highlight=False, soft_wrap=True)  # noqa: E731
         say(
@@ -529,6 +541,7 @@ def register(app: typer.Typer) -> None:
             cache_dir=cache_dir,
             log=say,
             stain_norm=stain_norm,
+            teacher=teacher,
         )
         say(
             f"wrote {out} (adaptation {new.extra['adaptation']['data_fingerprint']}, "

@@ -226,6 +226,50 @@ def test_adapt_two_steps_on_phantom_fields_records_the_adaptation(
     assert changed
 
 
+def _teacher(root: Path, size: int) -> Path:
+    """A second small model as the site's adapted teacher, standardised its own way."""
+    import torch
+
+    from wbc_edge.data.synth_cells import CLASSES
+    from wbc_edge.kd.checkpoint import save_checkpoint
+    from wbc_edge.kd.students import create_student
+
+    torch.manual_seed(1)
+    scale = CropScale(rbc_px=30.0, fov_rbc=4.8, crop_px=144.0)
+    pre = Preprocess(size, crop_scale=scale, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    card = ModelCard("tinyresnet_xs", list(CLASSES), preprocess=pre)
+    net = create_student("tinyresnet_xs", len(CLASSES))
+    return save_checkpoint(root / f"t{size}.pt", net, card)
+
+
+def test_adapt_learns_from_an_adapted_teacher_and_refuses_one_that_sees_otherwise(
+    site_and_model: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import torch
+
+    from wbc_edge.cli import run
+    from wbc_edge.kd.checkpoint import read_checkpoint
+
+    fields, model = site_and_model
+    base = ["adapt", "--model", str(model), "--data", str(fields), "--steps", "2"]
+    base += ["--batch-size", "4"]
+    plain, taught = tmp_path / "plain.pt", tmp_path / "taught.pt"
+    teacher = _teacher(tmp_path, 32)
+    assert run([*base, "--out", str(plain)]) == 0
+    assert run([*base, "--out", str(taught), "--teacher", str(teacher)]) == 0
+    a, b = read_checkpoint(plain), read_checkpoint(taught)
+    assert b["card"]["extra"]["adaptation"]["teacher"] == str(teacher)
+    assert a["card"]["extra"]["adaptation"]["teacher"] is None
+    # Same seed, same batches: only the teacher's term differs.
+    assert any(not torch.equal(v, b["state_dict"][k]) for k, v in a["state_dict"].items())
+    capsys.readouterr()
+    wrong = tmp_path / "wrong.pt"
+    assert run([*base, "--out", str(wrong), "--teacher", str(_teacher(tmp_path, 48))]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "its input is 48 px, the student's 32 px" in err
+    assert not wrong.exists()
+
+
 @pytest.mark.parametrize(
     ("text", "expect"),
     [
