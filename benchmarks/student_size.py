@@ -16,6 +16,7 @@ and any new run folders without timing anything again.
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -160,6 +161,13 @@ def trained_runs(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
         card = ModelCard.from_dict(read_checkpoint(ckpt)["card"])
         if summary.get("test_accuracy") is None:
             raise UserError(f"{d}/summary.json has no test accuracy: was the run scored on test?")
+        kept_epoch = summary.get("kept_epoch", summary.get("best_epoch"))
+        kept_val = None  # the kept epoch's own val accuracy: what a choice between runs reads
+        if (d / "metrics.csv").is_file():
+            with open(d / "metrics.csv", newline="") as f:
+                for m in csv.DictReader(f):
+                    if m.get("epoch") == str(kept_epoch) and m.get("val_accuracy"):
+                        kept_val = float(m["val_accuracy"])
         teachers = summary.get("teachers") or (
             [{"architecture": card.extra["teacher"]}] if card.extra.get("teacher") else []
         )
@@ -171,8 +179,10 @@ def trained_runs(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
                 "method": summary.get("method"),
                 "epochs": summary.get("epochs"),
                 "kept": kept,
-                "kept_epoch": summary.get("kept_epoch", summary.get("best_epoch")),
+                "kept_epoch": kept_epoch,
+                "seed": summary.get("seed"),
                 "best_val_accuracy": summary.get("best_val_accuracy"),
+                "kept_val_accuracy": kept_val,
                 "test_accuracy": summary["test_accuracy"],
                 "test_macro_f1": summary.get("test_macro_f1"),
                 "teachers": [t.get("architecture") for t in teachers],
@@ -264,7 +274,9 @@ def markdown(record: dict[str, Any]) -> str:
                     "teachers",
                     "method",
                     "epochs",
+                    "seed",
                     "kept epoch",
+                    "kept epoch's val accuracy",
                     "best val accuracy",
                     "test accuracy",
                     "test macro-F1",
@@ -277,7 +289,9 @@ def markdown(record: dict[str, Any]) -> str:
                         " + ".join(str(t) for t in r["teachers"]) or "none",
                         r["method"],
                         r["epochs"],
+                        r.get("seed", "n/a"),
                         f"{r['kept_epoch']} ({r['kept']}.pt)",
+                        pct(r.get("kept_val_accuracy")),
                         pct(r["best_val_accuracy"]),
                         pct(r["test_accuracy"]),
                         pct(r["test_macro_f1"]),
@@ -286,6 +300,8 @@ def markdown(record: dict[str, Any]) -> str:
                 ],
             ),
         ]
+    if record.get("choice"):
+        lines += ["", "## How the packaged student was chosen", "", record["choice"].strip()]
     return "\n".join(lines) + "\n"
 
 
@@ -296,6 +312,7 @@ def write(
     settings: dict[str, Any],
     command: str,
     previous_runs: Sequence[str] = (),
+    choice: str | None = None,
 ) -> tuple[Path, Path]:
     """Write ``<out>.json`` and ``<out>.md`` through :func:`wbc_edge.records.write_record`.
 
@@ -311,18 +328,23 @@ def write(
         "settings": settings,
         "latency": latency,
         "runs": trained_runs(dirs),
+        "choice": choice,  # how the packaged student was chosen among the runs (text)
     }
     return write_record(out, record, markdown(record))
 
 
-def render(out: str | Path, run_dirs: Sequence[str | Path], command: str) -> tuple[Path, Path]:
-    """Re-write the record at ``out`` from its saved latencies, adding ``run_dirs``."""
+def render(
+    out: str | Path, run_dirs: Sequence[str | Path], command: str, choice: str | None = None
+) -> tuple[Path, Path]:
+    """Re-write the record at ``out`` from its saved latencies, adding ``run_dirs`` (and a new
+    ``choice`` text, else the saved one)."""
     saved = require_file(
         Path(str(out) + ".json"), "student-size record", "measure it first (without --report-only)"
     )
     old = json.loads(saved.read_text())
     previous = [r["run"] for r in old.get("runs", [])]
-    return write(out, old["latency"], run_dirs, old["settings"], command, previous)
+    choice = choice if choice is not None else old.get("choice")
+    return write(out, old["latency"], run_dirs, old["settings"], command, previous, choice)
 
 
 def measure_and_write(

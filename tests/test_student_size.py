@@ -30,6 +30,9 @@ def fake_run(folder: Path, size: int, val: float, test: float) -> Path:
         "teachers": [{"architecture": "tf_efficientnet_lite1"}],
     }
     (folder / "summary.json").write_text(json.dumps(summary))
+    # The kept epoch's val accuracy (epoch 1 here) differs from the best one on purpose.
+    rows = ["epoch,val_accuracy", f"1,{val - 0.05}", f"2,{val}"]
+    (folder / "metrics.csv").write_text("\n".join(rows) + "\n")
     return folder
 
 
@@ -69,5 +72,12 @@ def test_record_times_interleaved_and_fills_accuracy_from_runs(tmp_path: Path) -
         if line.startswith("| tinyresnet_xs | 32 |")
     )
     assert "88.00% / 80.00%" in row
+    # Each run's kept epoch's own val accuracy (what a choice between runs reads); a choice
+    # text given once stays in the record through later re-renders.
+    ss.render(out, [], "cmd3", choice="Chosen by the kept epoch's val accuracy.")
+    ss.render(out, [], "cmd4")
+    md = out.with_suffix(".md").read_text()
+    assert "| 1 (best.pt) | 85.00% | 90.00% |" in md
+    assert "## How the packaged student was chosen" in md and "kept epoch's val" in md
     with pytest.raises(UserError, match="summary.json"):
-        ss.render(out, [tmp_path / "nothing"], "cmd3")
+        ss.render(out, [tmp_path / "nothing"], "cmd5")

@@ -5,7 +5,9 @@
 #
 #   benchmarks/studies/runtime_throughput.sh OUT_DIR INT8.onnx FP32.onnx VIDEO.mp4 [PAUSE_PID_FILE]
 #
-# RUNS=REGEX keeps only the runs whose name matches (e.g. RUNS='fields|video').
+# RUNS=REGEX keeps only the runs whose name matches (e.g. RUNS='fields|video'); TAG=NAME puts
+# NAME into every run's name (TAG=224px: crops-224px-int8-1, fields-224px-int8, ...), so two
+# models' sets can share one folder for runtime_throughput_report.py.
 #
 # On a machine shared with a training run, PAUSE_PID_FILE names its pid: the job (that process
 # and its descendants: a driver script's training children) is stopped (SIGSTOP) for these
@@ -67,10 +69,11 @@ bench() {  # NAME ARGS...: one bench --stream run with the machine's load before
     echo "$name after: $(uptime)"
 }
 
+t=${TAG:+$TAG-}
 for rep in 1 2; do
-    bench "crops-int8-$rep" "$data/pbc9" --student "$int8"
-    bench "crops-fp32-$rep" "$data/pbc9" --student "$fp32"
+    bench "crops-${t}int8-$rep" "$data/pbc9" --student "$int8"
+    bench "crops-${t}fp32-$rep" "$data/pbc9" --student "$fp32"
 done
-bench fields-int8 "$data/bccd-smears/JPEGImages" --smear --student "$int8"
+bench "fields-${t}int8" "$data/bccd-smears/JPEGImages" --smear --student "$int8"
 # --realtime on a video file reconnects at its end like a camera: --limit ends the run.
-bench video-int8-realtime "$video" --smear --realtime --limit 600 --student "$int8"
+bench "video-${t}int8-realtime" "$video" --smear --realtime --limit 600 --student "$int8"

@@ -5,7 +5,8 @@
 
 RUNS_DIR holds the ``bench --stream`` reports that ``runtime_throughput.sh`` wrote
 (``crops-int8-1.json``, ``crops-fp32-1.json``, ..., ``fields-int8.json``,
-``video-int8-realtime.json``) and its ``pause.json`` (when the lead's job was stopped, the load
+``video-int8-realtime.json``; with ``TAG=224px``, ``crops-224px-int8-1.json`` and so on: several
+models' sets in one folder) and its ``pause.json`` (when the lead's job was stopped, the load
 average before and after); SOAK.json is ``soak_watch.py``'s record; ACCURACY.json
 ``decode_accuracy.py``'s; FINDER_RULER.json ``finder_ruler.py``'s; READING.md, when given, is
 the written reading appended at the end. Every figure in the tables comes from those files;
@@ -97,7 +98,7 @@ def main(argv: list[str]) -> int:
             "shared with other engineers' jobs (the lead's training run was paused with SIGSTOP "
             "for the stream measurements only; the load average of each run is in its row)"
             if pause
-            else "nothing else running (the load average of each run is in its row)"
+            else "no job was paused (the load average of each run is in its row)"
         ),
         *(
             [

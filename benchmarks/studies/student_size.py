@@ -35,11 +35,15 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="0: ONNX Runtime's default")
     ap.add_argument("--work-dir", type=Path, default=Path("runs/student-size"))
     ap.add_argument("--report-only", action="store_true", help="re-render, time nothing")
+    ap.add_argument(
+        "--choice", type=Path, help="markdown: how the packaged student was chosen (kept after)"
+    )
     args = ap.parse_args()
     command = shlex.join(["python", "benchmarks/studies/student_size.py", *sys.argv[1:]])
     try:
         if args.report_only:
-            paths = ss.render(args.out, args.run, command)
+            choice = args.choice.read_text() if args.choice else None
+            paths = ss.render(args.out, args.run, command, choice)
         else:
             paths = ss.measure_and_write(
                 args.out,
