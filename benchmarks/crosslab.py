@@ -617,10 +617,11 @@ def run_cross_lab(
         earlier = report.setdefault("curves", {}).get(row)
         if earlier and all(earlier.get(k) == v for k, v in settings.items()):
             # The same curve measured in parts (a slow machine): a rerun point replaces its own.
-            new_keys = {(pt["fields"], pt["seed"]) for pt in points}
-            points = [
-                pt for pt in earlier["points"] if (pt["fields"], pt["seed"]) not in new_keys
-            ] + points
+            def key(pt: dict[str, Any]) -> tuple:  # the requested pool size and the seed
+                return pt.get("pool_fields", pt["fields"]), pt["seed"]
+
+            new_keys = {key(pt) for pt in points}
+            points = [pt for pt in earlier["points"] if key(pt) not in new_keys] + points
             seeds = sorted({*earlier["seeds"], *seeds})
         report["curves"][row] = {
             **settings,
