@@ -178,20 +178,21 @@ def score_row(
         thr = review_threshold(None, card)
         probs = _probs(backend, {f: crops[f] for f in evals})
         row = field_metrics(evals, field_types(probs, card.class_names, thr))
-        ood_cells = None
+        ood_cells, field_scores = None, None
         if card.ood is not None:  # the run's own per-cell judgement (pipeline: item.ood)
-            ood_cells = {
-                f: ood.scores(card.ood, crops[f]) > card.ood.threshold if crops[f] else []
-                for f in evals
+            field_scores = {
+                f: ood.scores(card.ood, crops[f]) if crops[f] else np.zeros(0) for f in evals
             }
+            ood_cells = {f: sc > card.ood.threshold for f, sc in field_scores.items()}
         row["immature_alarm"] = _immature_alarm(probs, card, thr, ood_cells)
         cells = [c for f in evals for c in crops[f]]
         if pbc_crops is not None and cells:
             p_in = backend.predict_images(pbc_crops)
             p_out = np.concatenate([probs[f] for f in evals if len(probs[f])])
             row["ood_auroc_msp"] = ood.auroc(1 - p_in.max(1), 1 - p_out.max(1))
-            if card.ood is not None:
-                s_pbc, s_fields = ood.scores(card.ood, pbc_crops), ood.scores(card.ood, cells)
+            if field_scores is not None and card.ood is not None:
+                s_pbc = ood.scores(card.ood, pbc_crops)
+                s_fields = np.concatenate([field_scores[f] for f in evals])
                 at_site = "adaptation" in card.extra
                 row["ood_own"] = "fields" if at_site else "PBC test"
                 row["ood_auroc"] = (

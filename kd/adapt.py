@@ -358,6 +358,12 @@ def check_teacher(path: str | Path, student: ModelCard) -> ModelCard:
     from wbc_edge.kd.checkpoint import read_checkpoint
 
     card = ModelCard.from_dict(read_checkpoint(path)["card"])
+    _fits(card, student, path)
+    return card
+
+
+def _fits(card: ModelCard, student: ModelCard, path: str | Path) -> None:
+    """One clear error unless the teacher ``card`` sees cells as the ``student`` does."""
     s, t = student.preprocess, card.preprocess
     problems = []
     if list(card.class_names) != list(student.class_names):
@@ -371,14 +377,13 @@ def check_teacher(path: str | Path, student: ModelCard) -> ModelCard:
         problems.append("its stain normalisation differs")
     if problems:
         raise UserError(f"--teacher {path}: cannot teach this student: {'; '.join(problems)}")
-    return card
 
 
 def _site_teacher(path: str | Path, student: ModelCard) -> _SiteTeacher:
     from wbc_edge.kd.checkpoint import load_model
 
-    check_teacher(path, student)
     model, card = load_model(path)
+    _fits(card, student, path)
     for q in model.parameters():
         q.requires_grad_(False)
     return _SiteTeacher(model, card, student)

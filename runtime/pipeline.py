@@ -338,16 +338,8 @@ class Pipeline:
         try:
             end = False
             while not end and (frame := self._get(self.frames)) is not _END:
-                chunk = [frame]
-                while len(chunk) < size:
-                    try:
-                        nxt = self.frames.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is _END:
-                        end = True
-                        break
-                    chunk.append(nxt)
+                more, end = _take_waiting(self.frames, lambda _: 1, size - 1)
+                chunk = [frame, *more]
                 while not self.pool.submit(chunk, timeout=0.1):
                     if self._abort.is_set():
                         return
@@ -438,16 +430,12 @@ class Pipeline:
             group = list(first)
             cells = sum(_cells(it) for it in group)
             # Top the batch up with whatever is already waiting; never wait for more.
-            while cells < self.config.batch:
-                try:
-                    nxt = self.prepared.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _END:
-                    end = True
-                    break
-                group.extend(nxt)
-                cells += sum(_cells(it) for it in nxt)
+            more, end = _take_waiting(
+                self.prepared,
+                lambda chunk: sum(_cells(it) for it in chunk),
+                self.config.batch - cells,
+            )
+            group.extend(it for chunk in more for it in chunk)
             batches = [it.batch for it in group if _cells(it)]
             if batches:
                 t0, c0 = time.perf_counter(), time.thread_time()
@@ -516,6 +504,23 @@ class Pipeline:
             item.scale,
             item.ood,
         )
+
+
+def _take_waiting(q: Any, size: Callable[[Any], int], room: int) -> tuple[list, bool]:
+    """What ``q`` already holds, taken without waiting while the sizes taken stay under
+    ``room``; and whether the end marker was among them (it is consumed, not returned)."""
+    taken: list = []
+    used = 0
+    while used < room:
+        try:
+            nxt = q.get_nowait()
+        except queue.Empty:
+            break
+        if nxt is _END:
+            return taken, True
+        taken.append(nxt)
+        used += size(nxt)
+    return taken, False
 
 
 def _cells(item: Item) -> int:
