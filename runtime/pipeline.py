@@ -55,7 +55,12 @@ from wbc_edge.runtime.sinks import CellRecord, RunOutput
 from wbc_edge.runtime.sources import EndOfStream, Frame, Source
 
 _END = object()  # passed down the queues after the last item
-_CHUNKS_QUEUED = 4  # between the workers and inference, and inference and output
+# Chunks waiting between the workers and inference, and inference and output. A chunk of 16
+# crops at 224 px holds about 16 MB (decoded crops and float input), so each chunk of depth
+# is peak memory: at 4 here and 4 in the pool a pbc9 folder peaked at 366 MB, at 2 and 2 at
+# 288 MB, at the same cells/s (the queues only absorb jitter; inference never waits for them
+# to fill).
+_CHUNKS_QUEUED = 2
 STAGES = ("read", "decode", "find", "preprocess", "infer", "archive", "write")
 
 
@@ -196,7 +201,10 @@ class Pipeline:
         if options is not None and hasattr(options, "defer_decode"):
             options.defer_decode = True  # files arrive as bytes; the workers decode them
         self.stats.workers = self.config.resolved_workers()
-        self.pool = OrderedPool(self._prepare_chunk, self.stats.workers, name="wbc-prepare")
+        # One chunk in flight per worker (see _CHUNKS_QUEUED for why no more).
+        self.pool = OrderedPool(
+            self._prepare_chunk, self.stats.workers, self.stats.workers, name="wbc-prepare"
+        )
 
     # -- control ------------------------------------------------------------------------------
 
@@ -451,6 +459,9 @@ class Pipeline:
                     n = _cells(it)
                     if n:
                         it.probs, start = probs[start : start + n], start + n
+                    # The float input is spent: dropping it here rather than after the write
+                    # keeps the results queue from holding 0.6 MB a cell (224 px) for nothing.
+                    it.batch = None
             if not self._put(self.results, group):
                 return
         self._put(self.results, _END)

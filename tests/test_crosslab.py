@@ -338,6 +338,44 @@ def test_ood_score_is_higher_on_a_colour_shifted_phantom_set() -> None:
     np.testing.assert_allclose(ood.scores(back, shifted), s_out, rtol=1e-5)
 
 
+def test_ood_method_in_the_card_decides_how_crops_are_scored() -> None:
+    """A card fitted the older way (area-reduced crops) is scored that way; new fits use the
+    point sample; a method this version does not know is refused with the fix."""
+    import cv2
+
+    from wbc_edge.runtime import ood
+
+    rng = np.random.default_rng(1)
+    crops = [render_cell("Neutrophil", rng, size=96) for _ in range(20)]
+    new = ood.fit(crops)
+    assert new.method == ood.METHOD
+    old_x = np.array(
+        [
+            np.concatenate(
+                [
+                    v.ravel()
+                    for v in cv2.meanStdDev(
+                        cv2.cvtColor(
+                            cv2.resize(c, (48, 48), interpolation=cv2.INTER_AREA),
+                            cv2.COLOR_BGR2LAB,
+                        )
+                    )
+                ]
+            )
+            for c in crops
+        ]
+    )
+    np.testing.assert_allclose(ood.appearance(crops, ood.METHOD_AREA48), old_x)
+    old = ood.OodStats(new.mean, new.precision, new.threshold, 20, ood.METHOD_AREA48)
+    expected = np.sqrt(
+        np.einsum("ij,jk,ik->i", old_x - new.mean, np.asarray(new.precision), old_x - new.mean)
+    )
+    np.testing.assert_allclose(ood.scores(old, crops), expected, rtol=1e-9)
+    assert ood.OodStats.from_dict({k: v for k, v in old.to_dict().items() if k != "method"}).method
+    with pytest.raises(ValueError, match="unknown OOD method 'lab-hog'.*upgrade wbc-edge"):
+        ood.OodStats.from_dict({**new.to_dict(), "method": "lab-hog"})
+
+
 def test_auroc_counts_ties_half_and_orders() -> None:
     from wbc_edge.runtime.ood import auroc
 

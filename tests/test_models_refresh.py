@@ -19,3 +19,17 @@ def test_complete_card_adds_ood_statistics_once(tmp_path: Path) -> None:
     before = card.to_dict()
     assert complete_card(card, manifest) is False
     assert card.to_dict() == before
+
+
+def test_complete_card_refits_ood_statistics_of_an_older_method(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from wbc_edge.runtime import ood
+
+    manifest = make_phantoms(tmp_path, per_class=12)
+    card = ModelCard("tinyresnet_xs", ["class0", "class1", "class2"], Preprocess(32))
+    complete_card(card, manifest)
+    assert card.ood is not None and card.ood.method == ood.METHOD
+    card.ood = replace(card.ood, method=ood.METHOD_AREA48, threshold=99.0)
+    assert complete_card(card, manifest) is True
+    assert card.ood.method == ood.METHOD and card.ood.threshold != 99.0

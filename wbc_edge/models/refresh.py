@@ -18,6 +18,7 @@ from pathlib import Path
 
 from wbc_edge.models import INTENDED_USE, MODELS_DIR
 from wbc_edge.runtime.card import ModelCard
+from wbc_edge.runtime.preprocess import INTERPOLATIONS
 
 TRAINED_ON = (
     "PBC (Acevedo et al. 2020, Mendeley Data doi 10.17632/snkd93bnjr.1; normal peripheral "
@@ -27,12 +28,14 @@ TRAINED_ON = (
 
 
 def complete_card(card: ModelCard, data: Path) -> bool:
-    """Fill what a card made before the cross-lab work lacks, measured on ``data``'s train split
-    by the trainer's own functions: the crops' scale (the finder's field of view) and the
-    appearance statistics of the OOD check. Returns whether anything was added."""
+    """Fill what an older card lacks, measured on ``data``'s train split by the trainer's own
+    functions: the crops' scale (the finder's field of view), and the appearance statistics of
+    the OOD check when it has none or has them by an older method (the area-reduced
+    appearance, 0.5 ms a cell in the run). Returns whether anything was added."""
     from wbc_edge.data.manifest import read_manifest
     from wbc_edge.kd.card_stats import training_ood, training_scale
     from wbc_edge.kd.run_folder import RunLog
+    from wbc_edge.runtime import ood
 
     rows = read_manifest(data, "train")
     log = RunLog(None)
@@ -40,7 +43,7 @@ def complete_card(card: ModelCard, data: Path) -> bool:
     if card.preprocess.crop_scale is None:
         card.preprocess = card.preprocess.replace(crop_scale=training_scale(rows, log))
         changed = card.preprocess.crop_scale is not None
-    if card.ood is None:
+    if card.ood is None or card.ood.method != ood.METHOD:
         card.ood = training_ood(rows, log)
         changed = changed or card.ood is not None
     return changed
@@ -52,8 +55,14 @@ def refresh(
     record: str = "",
     trained_on: str = TRAINED_ON,
     out_dir: Path = MODELS_DIR,
+    interpolation: str | None = None,
 ) -> Path:
-    """Export ``checkpoint`` as the default model into ``out_dir``; returns the ONNX path."""
+    """Export ``checkpoint`` as the default model into ``out_dir``; returns the ONNX path.
+
+    ``interpolation`` puts another resize filter into the card (checkpoint and ONNX) before the
+    export: measure what it changes first (``benchmarks/studies/interpolation_accuracy.py``),
+    then calibrate the checkpoint again, since its temperature was fitted on the old pixels.
+    """
     from wbc_edge.data.manifest import read_manifest
     from wbc_edge.data.scan import sha256_file
     from wbc_edge.export.onnx_export import (
@@ -65,12 +74,16 @@ def refresh(
     from wbc_edge.runtime.names import file_name
 
     net, card = load_checkpoint(checkpoint)
-    if data is not None and complete_card(card, data):
+    changed = data is not None and complete_card(card, data)
+    if interpolation is not None and interpolation != card.preprocess.interpolation:
+        card.preprocess = card.preprocess.replace(interpolation=interpolation)
+        changed = True
+    if changed:
         # Keep the checkpoint and its ONNX describing the same model.
         from wbc_edge.kd.checkpoint import read_checkpoint, save_checkpoint_payload
 
         save_checkpoint_payload(checkpoint, {**read_checkpoint(checkpoint), "card": card.to_dict()})
-        print(f"{checkpoint}: card completed with the training crops' scale and OOD statistics")
+        print(f"{checkpoint}: card updated (scale, OOD statistics, resize filter)")
     card.extra["role"] = "student"
     accuracy = card.metrics.get("test_accuracy")
     card.extra["provenance"] = {
@@ -101,8 +114,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--record", default="", help="results file that measured this student")
     parser.add_argument("--trained-on", default=TRAINED_ON, help="what it was trained on")
     parser.add_argument("--out-dir", type=Path, default=MODELS_DIR, help="where the ONNX goes")
+    parser.add_argument(
+        "--interpolation",
+        choices=INTERPOLATIONS,
+        help="put this resize filter into the card (measure it first; calibrate again after)",
+    )
     args = parser.parse_args(argv)
-    refresh(args.checkpoint, args.data, args.record, args.trained_on, args.out_dir)
+    refresh(
+        args.checkpoint, args.data, args.record, args.trained_on, args.out_dir, args.interpolation
+    )
 
 
 if __name__ == "__main__":
