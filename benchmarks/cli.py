@@ -182,6 +182,7 @@ def _bench_stream(
         device=device,
         limit=limit or 0,
         fps=fps,
+        work_dir=out,
     )
     args = ["wbc-edge", "bench", "--stream", source, "--student", str(cfg.model)]
     args += ["--smear"] if smear else []
@@ -192,9 +193,9 @@ def _bench_stream(
     args += ["--threads", str(threads)] if threads else []
     args += ["--limit", str(limit)] if limit else []
     args += ["--device", device, "--out", str(out), "--name", name]
+    out.mkdir(parents=True, exist_ok=True)  # the measurement's run writes under it too
     report = run_stream_bench(cfg, command=shlex.join(args))
     print_report(report)
-    out.mkdir(parents=True, exist_ok=True)
     for path, text in (
         (out / f"{name}.json", json.dumps(report, indent=2) + "\n"),
         (out / f"{name}.md", markdown(report)),

@@ -74,3 +74,25 @@ def test_smear_stream_times_the_finder(tmp_path, model):
     assert r["min_side"] == 0  # fields decode in full: the finder works in their pixels
     assert r["items"] == 3 and r["cells"] >= 3
     assert r["stages"]["find"]["wall_s"] > 0 and r["decode_preprocess_limit"] is None
+
+
+def test_stream_bench_writes_its_run_on_the_given_disk(tmp_path, model, monkeypatch):
+    """The run being measured keeps its records and cell images under ``work_dir`` (the
+    results folder's disk, as ``run --out``), not the system's temp folder, and leaves
+    nothing behind there."""
+    import tempfile
+
+    seen: list = []
+    real = tempfile.TemporaryDirectory
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("dir"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", spy)
+    phantom_folder(tmp_path / "in", n=4)
+    work = tmp_path / "results"
+    work.mkdir()
+    run_stream_bench(StreamConfig(model, str(tmp_path / "in"), workers=1, work_dir=work))
+    assert seen == [work]
+    assert list(work.iterdir()) == []
