@@ -7,8 +7,9 @@ stain, light, camera. The score is the Mahalanobis distance of a crop's appearan
 spread of L*, a*, b* over a 64x64 point sample of the crop, OpenCV's Lab) to the training
 crops' appearance, whose mean and inverse covariance the model card carries (``card.ood``),
 with the threshold set at the 99th percentile of the training crops' own distances (1% of
-training-like crops flagged). It needs no feature output from the network, so it runs the same beside every backend
-(ONNX Runtime, TensorRT, PyTorch), in the camera loop, for about 0.08 ms per crop.
+training-like crops flagged). It needs no feature output from the network, so it runs the same
+beside every backend (ONNX Runtime, TensorRT, PyTorch), in the camera loop, for about 0.08 ms
+per crop.
 ``wbc-edge adapt`` refits the statistics on the site's own crops, so an adapted model stops
 warning about the site it was adapted to and warns about images unlike the site's.
 """
