@@ -231,7 +231,7 @@ def markdown(record: dict[str, Any]) -> str:
         "Batch-1 latency on ONNX Runtime CPU through the runtime's backend (as `wbc-edge bench`),"
         f" {record['settings']['rounds']} rounds x {record['settings']['iters']} calls per model,"
         " the models of one input size interleaved round by round so that each speed-up "
-        f"compares numbers taken under the same load; run under `nice -n 15` beside training."
+        "compares numbers taken under the same load (the load column says what else ran)."
         " Every model has random weights here (latency does not depend on them). The load "
         "column is the 1-minute load average at the start of each round, on "
         f"{record['settings']['cores']} cores.",
