@@ -136,6 +136,7 @@ def video_decode_limit(path: str, limit: int) -> dict[str, Any]:
 def run_stream_bench(cfg: StreamConfig, command: str = "") -> dict[str, Any]:
     """Measure ``cfg.source`` through the pipeline and its decode limit; the report dict."""
     from wbc_edge.benchmarks.machine import machine_info
+    from wbc_edge.data.scan import sha256_file
     from wbc_edge.runtime.archive import CellArchive, crop_px_for
     from wbc_edge.runtime.backends import load_backend
     from wbc_edge.runtime.pipeline import Pipeline, PipelineConfig
@@ -206,6 +207,10 @@ def run_stream_bench(cfg: StreamConfig, command: str = "") -> dict[str, Any]:
         "backend": backend_name,
         "architecture": card.architecture,
         "input_size": card.preprocess.input_size,
+        # What decides the per-cell work besides the network: which card a row measured.
+        "interpolation": card.preprocess.interpolation,
+        "ood_method": card.ood.method if card.ood is not None else None,
+        "model_sha256": sha256_file(cfg.model),
         "source": cfg.source,
         "mode": config.mode,
         "realtime": cfg.realtime,

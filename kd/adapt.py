@@ -310,7 +310,10 @@ def adapt_model(
         "teacher": str(teacher) if teacher is not None else None,
         "seconds": round(time.time() - t0, 1),
     }
-    new.metrics = {k: v for k, v in card.metrics.items() if not k.startswith("val_")}
+    # The original model's figures describe the original weights, not these: they move into
+    # the adaptation's record instead of reading as the adapted model's own.
+    new.extra["adaptation"]["metrics_before"] = dict(card.metrics)
+    new.metrics = {}
     new.ood = _refit_ood(card, site, pbc_rows)
     save_checkpoint(out, model, new)
     return new

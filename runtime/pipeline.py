@@ -57,9 +57,10 @@ from wbc_edge.runtime.sources import EndOfStream, Frame, Source
 _END = object()  # passed down the queues after the last item
 # Chunks waiting between the workers and inference, and inference and output. A chunk of 16
 # crops at 224 px holds about 16 MB (decoded crops and float input), so each chunk of depth
-# is peak memory: on a pbc9 folder, 4 here and 4 in the pool peaked at 366 MB, 2 and 2 at 284,
-# 1 and 2 at 242-246, at the same cells/s (the queues only absorb jitter; inference takes what
-# is waiting and never waits for more).
+# is peak memory. At one chunk here and one per worker in the pool, the pbc9 folder peaks at
+# 262-282 MB (runtime-throughput.md); in unrecorded trial runs four and four peaked at 350-411
+# MB at the same cells/s (the queues only absorb jitter; inference takes what is waiting and
+# never waits for more).
 _CHUNKS_QUEUED = 1
 STAGES = ("read", "decode", "find", "preprocess", "infer", "archive", "write")
 

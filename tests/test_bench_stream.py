@@ -36,6 +36,7 @@ def test_stream_bench_on_a_phantom_folder_reports_every_stage(tmp_path, model):
     r = run_stream_bench(StreamConfig(model, str(tmp_path / "in"), workers=2, batch=4))
     assert (r["items"], r["cells"], r["errors"], r["dropped"]) == (13, 12, 1, 0)
     assert r["min_side"] == 32 and r["workers"] == 2
+    assert r["interpolation"] == "area" and len(r["model_sha256"]) == 64
     assert set(r["stages"]) == set(STAGES)
     for stage in ("read", "decode", "preprocess", "infer", "archive", "write"):
         assert r["stages"][stage]["wall_s"] > 0, stage

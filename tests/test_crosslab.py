@@ -220,6 +220,9 @@ def test_adapt_two_steps_on_phantom_fields_records_the_adaptation(
     assert {c.upper() for c in done["classes_seen"]} <= labels and done["classes_seen"]
     assert after["card"]["data_fingerprint"] == before["card"]["data_fingerprint"]
     assert after["card"]["ood"] == before["card"]["ood"]  # 4 crops: too few to refit
+    # The original model's figures are not the adapted one's: kept as the adaptation's record.
+    assert after["card"]["metrics"] == {}
+    assert done["metrics_before"] == before["card"]["metrics"]
     changed = [
         k for k, v in before["state_dict"].items() if not torch.equal(v, after["state_dict"][k])
     ]
@@ -371,8 +374,9 @@ def test_ood_method_in_the_card_decides_how_crops_are_scored() -> None:
         np.einsum("ij,jk,ik->i", old_x - new.mean, np.asarray(new.precision), old_x - new.mean)
     )
     np.testing.assert_allclose(ood.scores(old, crops), expected, rtol=1e-9)
-    assert ood.OodStats.from_dict({k: v for k, v in old.to_dict().items() if k != "method"}).method
-    with pytest.raises(ValueError, match="unknown OOD method 'lab-hog'.*upgrade wbc-edge"):
+    older = {k: v for k, v in old.to_dict().items() if k != "method"}  # a card from before
+    assert ood.OodStats.from_dict(older).method == ood.METHOD_AREA48
+    with pytest.raises(UserError, match="unknown OOD method 'lab-hog'.*upgrade wbc-edge"):
         ood.OodStats.from_dict({**new.to_dict(), "method": "lab-hog"})
 
 

@@ -33,3 +33,19 @@ def test_complete_card_refits_ood_statistics_of_an_older_method(tmp_path: Path) 
     card.ood = replace(card.ood, method=ood.METHOD_AREA48, threshold=99.0)
     assert complete_card(card, manifest) is True
     assert card.ood.method == ood.METHOD and card.ood.threshold != 99.0
+
+
+def test_complete_card_keeps_an_adapted_cards_site_statistics(tmp_path: Path) -> None:
+    """An adapted card's OOD statistics are the site's: refitting them on the training lab
+    would make the site warn about its own images again."""
+    from dataclasses import replace
+
+    from wbc_edge.runtime import ood
+
+    manifest = make_phantoms(tmp_path, per_class=12)
+    card = ModelCard("tinyresnet_xs", ["class0", "class1", "class2"], Preprocess(32))
+    complete_card(card, manifest)
+    site_stats = replace(card.ood, method=ood.METHOD_AREA48, threshold=42.0)
+    card.ood, card.extra = site_stats, {"adaptation": {"data": "site"}}
+    assert complete_card(card, manifest) is False
+    assert card.ood == site_stats

@@ -314,7 +314,7 @@ def test_folder_blocks_instead_of_dropping_and_batches_fill(tmp_path, model):
 def test_stop_drains_queued_frames_before_ending(tmp_path, model):
     backend = SlowBackend(load_backend(model), delay=0.02)
     # More frames than every queue between reader and writer holds together (frames 32, the
-    # pool, and since chunking 4 chunks of a batch before and after inference), so the stop
+    # pool, and one chunk of a batch before and after inference), so the stop
     # must land while the reader still has files left.
     write_images(tmp_path / "in", COLOURS * 40)
     with RunOutput(tmp_path / "out") as output:
