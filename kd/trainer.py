@@ -221,6 +221,12 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
         f"{n_extra:,}"
     )
 
+    if cfg.kind == "distill" and distiller.needs_teacher:
+        from wbc_edge.kd.allocator import allocator_hint
+
+        if hint := allocator_hint(str(device)):
+            log(hint)
+
     cache = None
     if cfg.kind == "distill" and distiller.needs_teacher and cfg.teacher_cache and cfg.teacher:
         # Rank 0 builds it; the other ranks wait and then open the finished folder.
