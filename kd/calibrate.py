@@ -87,7 +87,7 @@ def calibrate_card(
             test_ece=summary["test_ece_after"],
             **(
                 {"test_ece_uncalibrated": summary["test_ece_before"]}
-                if card.temperature == 1.0
+                if not card.calibration
                 # A card calibrated before (say, refitted after a preprocessing change): the
                 # ECE before this fit is not the uncalibrated one; keep the original figure.
                 else {"test_ece_before_refit": summary["test_ece_before"]}

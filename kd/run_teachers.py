@@ -3,6 +3,7 @@ the train rows, one teacher cache per member (:mod:`wbc_edge.kd.teacher_cache` s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +34,20 @@ def teacher_members(cfg: TrainConfig) -> list[dict[str, Any]]:
     return out
 
 
-def teacher_caches(cfg, distiller, rows, student_pre, student_images):  # noqa: ANN001, ANN201
+def teacher_caches(cfg, distiller, rows, student_pre, student_images, log=None):  # noqa: ANN001, ANN201
     """The teacher cache of a run: the one teacher's, or an
     :class:`~wbc_edge.kd.teacher_cache.EnsembleCache` over one cache per teacher, each built
-    (or reused) from its own checkpoint and preprocessing."""
+    (or reused) from its own checkpoint and preprocessing. ``log`` gets the CPU allocator tip
+    when a cache has to be built (:mod:`wbc_edge.kd.allocator`)."""
     from wbc_edge.kd.checkpoint import read_checkpoint
     from wbc_edge.kd.teacher_cache import EnsembleCache
 
     first = cfg.teachers[0]
     first_card = ModelCard.from_dict(read_checkpoint(first)["card"])
     caches = [
-        _teacher_cache(cfg, distiller, rows, first_card.preprocess, student_pre, student_images)
+        _teacher_cache(
+            cfg, distiller, rows, first_card.preprocess, student_pre, student_images, log=log
+        )
     ]
     for path in cfg.teachers[1:]:
         model, card = load_model(path)
@@ -57,7 +61,7 @@ def teacher_caches(cfg, distiller, rows, student_pre, student_images):  # noqa: 
             )
         caches.append(
             _teacher_cache(
-                cfg, distiller, rows, card.preprocess, student_pre, student_images, path, model
+                cfg, distiller, rows, card.preprocess, student_pre, student_images, path, model, log
             )
         )
         del model
@@ -73,6 +77,7 @@ def _teacher_cache(
     student_images: Any,
     path: str | None = None,
     teacher: nn.Module | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> Any:  # TeacherCache
     """One teacher's outputs on the train rows, seen through its own preprocessing ``pre``
     (decoded again when the student's differs, e.g. a smaller --size). ``path``/``teacher``
@@ -98,4 +103,4 @@ def _teacher_cache(
         return root / f"teacher-{cache_key(digest, rows_key(rows), pre, sig)}"
 
     features = teacher is None or (folder(True) / "meta.json").is_file()
-    return build_teacher_cache(model, images, pre, folder(features), features=features)
+    return build_teacher_cache(model, images, pre, folder(features), features=features, log=log)

@@ -29,7 +29,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +133,7 @@ def build_teacher_cache(
     folder: str | Path,
     batch_size: int = 64,
     features: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> TeacherCache:
     """Run the teacher on every image under all 8 dihedral transforms.
 
@@ -149,6 +150,11 @@ def build_teacher_cache(
     folder = Path(folder)
     if (folder / "meta.json").is_file():
         return TeacherCache(folder)
+    if log is not None:  # the teacher runs now: 8 passes over every train image
+        from wbc_edge.kd.allocator import allocator_hint
+
+        if hint := allocator_hint(next(teacher.parameters()).device.type):
+            log(hint)
     tmp = folder.with_name(folder.name + f".{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -221,10 +221,10 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
         f"{n_extra:,}"
     )
 
-    if cfg.kind == "distill" and distiller.needs_teacher:
+    if cfg.kind == "distill" and distiller.needs_teacher and not cfg.teacher_cache:
         from wbc_edge.kd.allocator import allocator_hint
 
-        if hint := allocator_hint(str(device)):
+        if hint := allocator_hint(str(device)):  # the teacher runs every step
             log(hint)
 
     cache = None
@@ -232,7 +232,7 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
         # Rank 0 builds it; the other ranks wait and then open the finished folder.
         for building in (True, False):
             if dist_info.main == building:
-                cache = teacher_caches(cfg, distiller, by_split["train"], pre, arrays["train"])
+                cache = teacher_caches(cfg, distiller, by_split["train"], pre, arrays["train"], log)
             barrier(dist_info)
         for member in getattr(cache, "members", [cache]):
             log(f"teacher cache: {member.folder}")

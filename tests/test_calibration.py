@@ -215,6 +215,13 @@ def test_calibrate_command_writes_a_new_checkpoint(tmp_path, capsys):
         == 0
     )
     assert "coverage 100.0%" in capsys.readouterr().err
+    # Calibrating a calibrated card again: the ECE before it is not an uncalibrated one.
+    again = tmp_path / "m-again.pt"
+    args = ["calibrate", "--model", str(tmp_path / "m-calibrated.pt"), "--data", str(split)]
+    assert cli.run([*args, "--out", str(again)]) == 0
+    metrics = load_model(again)[1].metrics
+    assert "test_ece_before_refit" in metrics  # and the uncalibrated figure stays the first one's
+    assert metrics["test_ece_uncalibrated"] == card.metrics["test_ece_uncalibrated"]
     assert (
         cli.run(["calibrate", "--model", str(ckpt), "--data", str(split), "--out", str(ckpt)]) == 0
     )

@@ -26,3 +26,25 @@ def test_the_hint_names_both_fixes_and_only_shows_on_a_slow_cpu_allocator(monkey
     assert allocator_hint("cuda:0") is None
     monkeypatch.setattr("wbc_edge.kd.allocator.fast_allocator", lambda: True)
     assert allocator_hint("cpu") is None
+
+
+def test_the_teacher_cache_gives_the_tip_when_it_builds_and_not_when_it_reuses(
+    tmp_path, monkeypatch
+) -> None:
+    """The tip belongs where the teacher's passes run: a build, not a reused cache."""
+    import numpy as np
+    import torch
+
+    from wbc_edge.kd.students import create_student
+    from wbc_edge.kd.teacher_cache import build_teacher_cache
+    from wbc_edge.runtime.card import Preprocess
+
+    monkeypatch.setattr("wbc_edge.kd.allocator.fast_allocator", lambda: False)
+    torch.manual_seed(0)
+    teacher = create_student("tinyresnet_xs", 3).eval()
+    images = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+    said: list[str] = []
+    build_teacher_cache(teacher, images, Preprocess(32), tmp_path / "t", log=said.append)
+    assert said == [HINT]
+    build_teacher_cache(teacher, images, Preprocess(32), tmp_path / "t", log=said.append)
+    assert said == [HINT]  # reused: the teacher did not run
