@@ -200,7 +200,8 @@ def markdown(record: dict[str, Any]) -> str:
     for r in record["latency"]:
         key = (r["model"], r["input_size"])
         cell = [x for x in runs if (x["model"], x["input_size"]) == key]
-        speed = "1.0x (baseline)" if r["speedup"] is None else f"{r['speedup']:.1f}x"
+        # Two decimals: 19.97x must not read as the 20x the issue asks for.
+        speed = "1.0x (baseline)" if r["speedup"] is None else f"{r['speedup']:.2f}x"
         rows.append(
             [
                 r["model"],
@@ -217,7 +218,7 @@ def markdown(record: dict[str, Any]) -> str:
             ]
         )
     below = [
-        f"{r['model']} at {r['input_size']} px ({r['speedup']:.1f}x)"
+        f"{r['model']} at {r['input_size']} px ({r['speedup']:.2f}x)"
         for r in record["latency"]
         if r["speedup"] is not None and r["speedup"] < TARGET_SPEEDUP
     ]
@@ -226,6 +227,11 @@ def markdown(record: dict[str, Any]) -> str:
         "",
         f"Date: {record['date']} (latencies measured {record['settings']['latency_measured']})  ",
         f"Command: `{record['command']}`  ",
+        *(
+            [f"Latencies measured by: `{record['settings']['latency_command']}`  "]
+            if record["settings"].get("latency_command", record["command"]) != record["command"]
+            else []
+        ),
         f"Machine: {record['machine']}",
         "",
         "Batch-1 latency on ONNX Runtime CPU through the runtime's backend (as `wbc-edge bench`),"
@@ -381,5 +387,6 @@ def measure_and_write(
         "baseline": baseline,
         "seconds": round(time.time() - t0, 1),
         "latency_measured": utc_date(),
+        "latency_command": command,  # kept when --report-only re-renders the record
     }
     return write(out, latency, run_dirs, settings, command)

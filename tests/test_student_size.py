@@ -72,6 +72,8 @@ def test_record_times_interleaved_and_fills_accuracy_from_runs(tmp_path: Path) -
         if line.startswith("| tinyresnet_xs | 32 |")
     )
     assert "88.00% / 80.00%" in row
+    # The command that timed the models stays in the record after a re-render.
+    assert "Latencies measured by: `cmd`" in out.with_suffix(".md").read_text()
     # Each run's kept epoch's own val accuracy (what a choice between runs reads); a choice
     # text given once stays in the record through later re-renders.
     ss.render(out, [], "cmd3", choice="Chosen by the kept epoch's val accuracy.")
