@@ -2,7 +2,7 @@
 
     import wbc_edge
     m = wbc_edge.load()                     # the packaged student; or load("student.onnx")
-    r = m("cell.jpg")                       # Prediction: r.label, r.prob, r.top, r.uncertain
+    r = m("cell.jpg")                       # Prediction: r.label, r.prob, r.top, r.review
     rs = m(["a.jpg", "b.jpg", array])       # a list in, a list out (one batch)
     f = m("field.jpg", smear=True)          # Field: f.cells (each a Prediction with .box)
     f.counts()                              # {"Neutrophil": 3, ...}
@@ -10,7 +10,8 @@
 Everything goes through what ``wbc-edge run`` uses: :func:`~wbc_edge.runtime.backends.
 load_backend` (any .onnx, .engine or .pt), the card's preprocessing
 (``card.preprocess``, :class:`~wbc_edge.runtime.card.Preprocess`), the smear-field cell finder and
-:func:`predictions` for the top-k and the review threshold, which the pipeline's records use too.
+:func:`predictions` for the top-k and the review threshold, and :func:`ood.flags` for the
+out-of-distribution check, which the pipeline's records use too.
 Arrays are OpenCV images: uint8, BGR (or gray/BGRA), HxWxC, as ``cv2.imread`` returns them.
 """
 
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from wbc_edge.errors import UserError
+from wbc_edge.runtime import ood
 from wbc_edge.runtime.backends import Backend, load_backend
 from wbc_edge.runtime.card import ModelCard
 from wbc_edge.runtime.options import FALLBACK_THRESHOLD, TOPK, PipelineConfig
@@ -42,6 +44,9 @@ Image = str | Path | np.ndarray
 class Prediction:
     """One classified cell: the top class, its probability, the top-k, whether to review it.
 
+    ``uncertain``: its probability is below the review threshold. ``ood``: it looks unlike the
+    model's training images (the card's OOD check), so its label means little. Either sends it
+    to review (``review``), as in ``wbc-edge run``'s differential: neither is ever counted.
     ``box`` is ``(x1, y1, x2, y2)`` in the field's pixels for a cell found in a smear field, and
     the whole image for a single-cell crop. ``probs`` follows ``class_names`` of the model card.
     """
@@ -53,6 +58,11 @@ class Prediction:
     probs: np.ndarray = field(repr=False)
     box: tuple[int, int, int, int] | None = None
     source: str = ""
+    ood: bool = False
+
+    @property
+    def review(self) -> bool:
+        return self.uncertain or self.ood
 
 
 @dataclass(frozen=True)
@@ -64,8 +74,9 @@ class Field:
     cells: list[Prediction]
 
     def counts(self, include_uncertain: bool = False) -> dict[str, int]:
-        """Cells per class; the uncertain ones (for review) are left out unless asked for."""
-        return dict(Counter(c.label for c in self.cells if include_uncertain or not c.uncertain))
+        """Cells per class; those for review (uncertain or out-of-distribution) are left out
+        unless asked for."""
+        return dict(Counter(c.label for c in self.cells if include_uncertain or not c.review))
 
     def __len__(self) -> int:
         return len(self.cells)
@@ -113,9 +124,12 @@ class Model:
     def _cells(self, loaded: list[tuple[str, np.ndarray]]) -> list[Prediction]:
         images = [image for _, image in loaded]
         probs = self.backend.predict(self.spec(images))
+        out = self._ood(images)
         return [
-            self._prediction(p, row, (0, 0, image.shape[1], image.shape[0]), src)
-            for (src, image), p, row in zip(loaded, probs, self._rows(probs), strict=True)
+            self._prediction(p, row, (0, 0, image.shape[1], image.shape[0]), src, out[i])
+            for i, ((src, image), p, row) in enumerate(
+                zip(loaded, probs, self._rows(probs), strict=True)
+            )
         ]
 
     def _fields(self, loaded: list[tuple[str, np.ndarray]]) -> list[Field]:
@@ -128,11 +142,11 @@ class Model:
         ]
         crops = [c for f in found for c in f.crops]
         probs = self.backend.predict(self.spec(crops))
-        rows = self._rows(probs)
+        rows, out = self._rows(probs), self._ood(crops)
         fields, start = [], 0
         for (src, image), boxes in zip(loaded, (f.boxes for f in found), strict=True):
             cells = [
-                self._prediction(probs[start + i], rows[start + i], box, src)
+                self._prediction(probs[start + i], rows[start + i], box, src, out[start + i])
                 for i, box in enumerate(boxes)
             ]
             start += len(boxes)
@@ -142,12 +156,20 @@ class Model:
     def _rows(self, probs: np.ndarray) -> list[tuple[str, float, list[tuple[str, float]], bool]]:
         return predictions(probs, self.class_names, self.threshold, self.topk)
 
+    def _ood(self, crops: list[np.ndarray]) -> list[bool]:
+        """Per crop: out-of-distribution by the card's check (all False when it has none)."""
+        return ood.flags(self.card.ood, crops) or [False] * len(crops)
+
     @staticmethod
     def _prediction(
-        p: np.ndarray, row: tuple[str, float, list[tuple[str, float]], bool], box: Any, src: str
+        p: np.ndarray,
+        row: tuple[str, float, list[tuple[str, float]], bool],
+        box: Any,
+        src: str,
+        is_ood: bool,
     ) -> Prediction:
         label, prob, top, uncertain = row
-        return Prediction(label, prob, top, uncertain, p, tuple(int(v) for v in box), src)
+        return Prediction(label, prob, top, uncertain, p, tuple(int(v) for v in box), src, is_ood)
 
     def close(self) -> None:
         self.backend.close()

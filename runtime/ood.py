@@ -136,6 +136,14 @@ def scores(stats: OodStats, crops_bgr: Sequence[np.ndarray]) -> np.ndarray:
     return _distance(appearance(crops_bgr, stats.method), *stats.arrays)
 
 
+def flags(stats: OodStats | None, crops_bgr: Sequence[np.ndarray]) -> list[bool] | None:
+    """Per crop: is it out-of-distribution (``scores > threshold``)? None when the card has no
+    statistics to judge by. The one rule `wbc-edge run` and the Python API both apply."""
+    if stats is None:
+        return None
+    return [bool(v) for v in scores(stats, crops_bgr) > stats.threshold]
+
+
 def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
     """Area under the ROC curve of a score separating ``outside`` (positives, higher scores)
     from ``inside``: the probability that a random outside cell scores above an inside one

@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from wbc_edge.runtime import ood
 from wbc_edge.runtime.backends import Backend
 from wbc_edge.runtime.decode import decode_scaled, model_min_side
 from wbc_edge.runtime.finder import FieldScale
@@ -424,10 +425,7 @@ class Pipeline:
             item.crops, item.boxes = [image], [(0, 0, w, h)]
         t0, c0 = time.perf_counter(), time.thread_time()
         item.batch = self.preprocess(item.crops)
-        if self.ood_stats is not None:
-            from wbc_edge.runtime import ood
-
-            item.ood = list(ood.scores(self.ood_stats, item.crops) > self.ood_stats.threshold)
+        item.ood = ood.flags(self.ood_stats, item.crops)
         item.times["preprocess"] = (time.perf_counter() - t0, time.thread_time() - c0)
 
     def _infer(self) -> None:

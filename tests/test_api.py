@@ -85,6 +85,28 @@ def test_the_api_matches_wbc_edge_run(tmp_path, model, model_path):
         assert [n for n, _ in rec.top3] == [n for n, _ in api.top]
 
 
+def test_cells_unlike_the_training_data_go_to_review_as_in_wbc_edge_run(tmp_path):
+    from wbc_edge.runtime import ood
+
+    # The card's "training" crops are all red: the blue and green cells look foreign.
+    reds = write_images(tmp_path / "train", [RED] * 40)
+    path = make_onnx(tmp_path / "ood.onnx", ood=ood.fit([cv2.imread(str(p)) for p in reds]))
+    paths = write_images(tmp_path / "in", [RED, GREEN, BLUE])
+    out = tmp_path / "out"
+    argv = ["run", str(tmp_path / "in"), "-m", str(path), "--out", str(out), "--no-live"]
+    assert cli.run(argv) == 0
+    records = {Path(r.file).name: r for r in read_records(out / "in" / "cells.jsonl")}
+    with wbc_edge.load(path) as m:
+        cells = m(paths)
+        field = m(paint_field([(120, 120), (400, 300)], 0), smear=True)
+    assert [c.ood for c in cells] == [records[p.name].ood for p in paths] == [False, True, True]
+    assert [c.review for c in cells] == [False, True, True]  # confident, yet not trusted
+    assert not any(c.uncertain for c in cells)
+    # A field's counts leave out the cells run would send to review.
+    assert all(c.ood for c in field) and field.counts() == {}
+    assert sum(field.counts(include_uncertain=True).values()) == len(field) == 2
+
+
 def test_bad_input_is_one_clear_error(tmp_path, model):
     with pytest.raises(UserError, match="uint8"):
         model(np.zeros((8, 8, 3), np.float32))
