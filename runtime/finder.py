@@ -341,39 +341,97 @@ class StreamRuler:
 
     Measuring the ruler costs about 20 ms of a 640x480 field, seven times the finding itself,
     and at 30 frames/s that alone is most of a core. One microscope's magnification does not
-    change between frames, so a stream measures it on one frame in ``every`` (and on each frame
-    until a measurement succeeds) and the frames in between are cropped at that scale
-    (``source`` ``stream``). A folder of fields may mix microscopes and is measured per field.
-    Thread-safe: the pipeline's workers share one ruler.
+    change between frames, so a stream measures it on one frame of each block of ``every``
+    frames (the first of the block that reaches the workers) and the block's other frames are
+    cropped at that scale (``source`` ``stream``). A block whose frame shows no red cell keeps
+    the previous block's ruler; before any block has measured one, each frame is measured on
+    its own, as a folder of fields is (it may mix microscopes).
+
+    Deterministic under the pipeline's parallel workers: which frame measures and which ruler a
+    frame gets depend only on the frames' order, never on which worker finishes first (two
+    runs of one video give the same cells). The pipeline's dispatcher calls :meth:`plan` in
+    frame order; a frame waits only for its block's measuring frame, which comes before it.
     """
+
+    WAIT_S = 10.0  # a measuring frame lost without :meth:`release`: measure, don't hang
+    KEEP_BLOCKS = 256  # far more than the frames the pipeline's workers hold at once
 
     def __init__(self, every: int, fov_rbc: float | None) -> None:
         import threading
 
         self.every = max(1, int(every))
         self.fov_rbc = fov_rbc
-        self._lock = threading.Lock()
-        self._last: FieldScale | None = None
-        self._due_at = 0  # the frame index from which the next measurement is due
+        self._cond = threading.Condition()
+        self._measurer: dict[int, int] = {}  # block -> index of the frame that measures it
+        self._previous: dict[int, int | None] = {}  # block -> the block planned before it
+        self._ruler: dict[int, FieldScale | None] = {}  # block -> its ruler, once known
+        self._last_block: int | None = None
         self.measurements = 0
 
+    def plan(self, index: int) -> None:
+        """Say that frame ``index`` will be processed (in frame order, before any worker asks)."""
+        block = index // self.every
+        with self._cond:
+            if block in self._measurer:
+                return
+            self._measurer[block] = index
+            self._previous[block] = self._last_block
+            self._last_block = block
+            # A camera runs for days: forget blocks far behind any frame still in flight.
+            for old in [b for b in self._measurer if b < block - self.KEEP_BLOCKS]:
+                for table in (self._measurer, self._previous, self._ruler):
+                    table.pop(old, None)
+
+    def release(self, index: int) -> None:
+        """Frame ``index`` will not ask (it failed before finding): if it was to measure its
+        block, the block keeps the previous ruler, so no other frame waits for it."""
+        block = index // self.every
+        with self._cond:
+            if self._measurer.get(block) == index and block not in self._ruler:
+                self._ruler[block] = self._wait_ruler(self._previous.get(block))
+                self._cond.notify_all()
+
     def scale_for(self, image: np.ndarray, index: int) -> FieldScale:
-        with self._lock:
-            last = self._last
-            due = last is None or index >= self._due_at
-            if due and last is not None:
-                self._due_at = index + self.every  # one worker measures; the others reuse
-        if not due and last is not None:
-            return FieldScale(last.rbc_px, "stream", last.crop_px)
+        self.plan(index)  # no-op when the dispatcher planned it; direct callers go in order
+        block = index // self.every
+        with self._cond:
+            measurer, previous = self._measurer.get(block), self._previous.get(block)
+        if measurer == index:
+            scale = None
+            try:
+                scale = self._measure(image)
+            finally:
+                with self._cond:
+                    if scale is not None and scale.source == "measured":
+                        self._ruler[block] = scale
+                    else:
+                        self._ruler[block] = self._wait_ruler(previous)
+                    self._cond.notify_all()
+                    ruler = self._ruler[block]
+            if scale.source != "measured" and ruler is not None:
+                return FieldScale(ruler.rbc_px, "stream", ruler.crop_px)
+            return scale
+        with self._cond:
+            ruler = self._wait_ruler(block)
+        if ruler is None:  # no block has measured a ruler yet: this field on its own
+            return self._measure(image)
+        return FieldScale(ruler.rbc_px, "stream", ruler.crop_px)
+
+    def _measure(self, image: np.ndarray) -> FieldScale:
         scale = field_scale(image, self.fov_rbc)
         if scale.source == "measured":
-            with self._lock:
+            with self._cond:
                 self.measurements += 1
-                self._last = scale
-                self._due_at = max(self._due_at, index + self.every)
-        elif last is not None:  # no red cell in this field: keep the stream's ruler
-            return FieldScale(last.rbc_px, "stream", last.crop_px)
         return scale
+
+    def _wait_ruler(self, block: int | None) -> FieldScale | None:
+        """The ruler of ``block`` (None: none yet), waiting for its measuring frame; call with
+        the condition held."""
+        if block is None or block not in self._measurer:
+            return None
+        if not self._cond.wait_for(lambda: block in self._ruler, timeout=self.WAIT_S):
+            return None
+        return self._ruler[block]
 
 
 @dataclass

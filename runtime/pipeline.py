@@ -350,6 +350,9 @@ class Pipeline:
             while not end and (frame := self._get(self.frames)) is not _END:
                 more, end = _take_waiting(self.frames, lambda _: 1, size - 1)
                 chunk = [frame, *more]
+                if self._ruler is not None:  # in frame order: which frame measures is fixed here
+                    for f in chunk:
+                        self._ruler.plan(f.index)
                 while not self.pool.submit(chunk, timeout=0.1):
                     if self._abort.is_set():
                         return
@@ -402,6 +405,9 @@ class Pipeline:
                     else f"{frame.key}: cannot prepare ({type(exc).__name__}: {exc})"
                 )
             item.boxes, item.crops, item.batch = [], [], None
+        finally:
+            if self._ruler is not None:  # a frame that never asked must not be waited for
+                self._ruler.release(frame.index)
         return item
 
     def _find_and_crop(self, item: Item) -> None:

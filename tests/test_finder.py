@@ -16,6 +16,7 @@ from wbc_edge.errors import UserError
 from wbc_edge.runtime.finder import (
     Box,
     FinderParams,
+    FieldScale,
     StreamRuler,
     crop_cell,
     field_scale,
@@ -203,15 +204,68 @@ def test_a_stream_measures_its_ruler_once_every_n_frames() -> None:
     img, _, _ = _field("lymph", 3)
     blank = np.full_like(img, 200)
     ruler = StreamRuler(every=5, fov_rbc=4.8)
-    assert ruler.scale_for(blank, 0).source == "assumed"  # nothing measured yet: said so
-    first = ruler.scale_for(img, 1)
+    # Block 0 (frames 0-4): its first frame shows no red cell, so no stream ruler yet and each
+    # of its other frames is measured on its own, as a folder's fields are.
+    assert ruler.scale_for(blank, 0).source == "assumed"
+    assert [ruler.scale_for(img, i).source for i in (1, 2)] == ["measured", "measured"]
+    # Block 1: its first frame measures the ruler; the rest of the block reuses it.
+    first = ruler.scale_for(img, 5)
     assert first.source == "measured" and first.rbc_px == pytest.approx(D, rel=0.2)
-    reused = [ruler.scale_for(img, i) for i in range(2, 6)]
-    assert {s.source for s in reused} == {"stream"} and ruler.measurements == 1
+    reused = [ruler.scale_for(img, i) for i in range(6, 10)]
+    assert {s.source for s in reused} == {"stream"} and ruler.measurements == 3
     assert all(s.rbc_px == first.rbc_px and s.crop_px == first.crop_px for s in reused)
-    assert ruler.scale_for(img, 6).source == "measured" and ruler.measurements == 2
-    # A due frame without red cells keeps the stream's ruler instead of assuming one.
-    assert ruler.scale_for(blank, 11) == reused[0]
+    assert ruler.scale_for(img, 10).source == "measured" and ruler.measurements == 4
+    # A block whose first frame has no red cells keeps the previous block's ruler.
+    assert ruler.scale_for(blank, 15) == reused[0] and ruler.scale_for(img, 16) == reused[0]
+
+
+def test_a_stream_ruler_does_not_depend_on_which_worker_finishes_first() -> None:
+    """Two runs of one video gave different cells when the first frames raced to measure."""
+    import random
+    import threading
+    import time
+
+    img, _, _ = _field("lymph", 3)
+    big = cv2.resize(img, None, fx=1.25, fy=1.25)[: img.shape[0], : img.shape[1]].copy()
+    frames = [img if i % 3 else big for i in range(40)]  # the ruler differs by frame
+
+    def run(workers: int, seed: int) -> dict[int, FieldScale]:
+        ruler, out, rng = StreamRuler(every=10, fov_rbc=4.8), {}, random.Random(seed)
+        for i in range(len(frames)):  # the dispatcher plans in frame order
+            ruler.plan(i)
+        todo = list(range(len(frames)))
+        lock = threading.Lock()
+
+        def work() -> None:
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    i = todo.pop(0)
+                time.sleep(rng.random() * 0.004)  # finish in any order
+                out[i] = ruler.scale_for(frames[i], i)
+
+        threads = [threading.Thread(target=work) for _ in range(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return out
+
+    sequential = run(1, 0)
+    assert {s.source for s in sequential.values()} == {"measured", "stream"}
+    for seed in range(3):
+        assert run(4, seed) == sequential
+
+
+def test_a_lost_measuring_frame_is_not_waited_for() -> None:
+    img, _, _ = _field("lymph", 3)
+    ruler = StreamRuler(every=5, fov_rbc=4.8)
+    for i in range(10):
+        ruler.plan(i)
+    assert ruler.scale_for(img, 0).source == "measured"
+    ruler.release(5)  # frame 5 failed to decode: block 1 keeps block 0's ruler
+    assert ruler.scale_for(img, 6).source == "stream"
 
 
 def test_match_is_greedy_one_to_one() -> None:
