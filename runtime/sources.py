@@ -60,6 +60,12 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".h264"}
 # Files a writer is still producing under a temporary name; they appear later under the real one.
 PARTIAL_SUFFIXES = {".part", ".tmp", ".crdownload", ".partial", ".swp"}
+# Notes and metadata that sit beside images (a data set's README, annotations, label files):
+# never images, so a folder run skips them (saying so) instead of reporting each as bad.
+DOCUMENT_SUFFIXES = {
+    ".txt", ".md", ".csv", ".tsv", ".json", ".jsonl", ".xml", ".yaml", ".yml", ".html", ".htm",
+    ".pdf", ".log",
+}  # fmt: skip
 LIVE_KINDS = {"camera", "v4l2", "csi", "gstreamer", "rtsp"}
 
 
@@ -299,7 +305,16 @@ def list_files(opts: SourceOptions) -> list[Path]:
         if not files:
             raise UserError(f"no files match {opts.uri}")
         return files
-    return sorted(p for p in Path(opts.resource).rglob("*") if _candidate(p) and p.is_file())
+    files = sorted(p for p in Path(opts.resource).rglob("*") if _candidate(p) and p.is_file())
+    documents = [p for p in files if p.suffix.lower() in DOCUMENT_SUFFIXES]
+    if documents:
+        names = ", ".join(printable_name(p.name) for p in documents[:3])
+        more = f" and {len(documents) - 3} more" if len(documents) > 3 else ""
+        console.print(
+            f"skipping {len(documents)} file(s) that are not images ({names}{more}) in "
+            f"{printable_name(opts.resource)}"
+        )
+    return [p for p in files if p.suffix.lower() not in DOCUMENT_SUFFIXES]
 
 
 def _candidate(path: Path) -> bool:
@@ -309,6 +324,11 @@ def _candidate(path: Path) -> bool:
 
 def _candidate_name(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() not in PARTIAL_SUFFIXES
+
+
+def _watched_name(name: str) -> bool:
+    """A watch also leaves notes and metadata alone (a folder run says it skipped them)."""
+    return _candidate_name(name) and os.path.splitext(name)[1].lower() not in DOCUMENT_SUFFIXES
 
 
 def read_frame(opts: SourceOptions, index: int, path: Path) -> Frame:
@@ -445,13 +465,13 @@ class WatchSource(Source):
     def _scan(self) -> Iterator[str]:
         for dirpath, _dirs, names in os.walk(self.root):
             for name in names:
-                if _candidate_name(name):
+                if _watched_name(name):
                     yield os.path.join(dirpath, name)
 
     def _consider(self, key: str, now: float) -> None:
         if key in self.resume.done or key in self._watching:
             return
-        if not _candidate_name(os.path.basename(key)):
+        if not _watched_name(os.path.basename(key)):
             return
         stat = file_stat(key)
         if stat is None or not os.path.isfile(key):

@@ -142,7 +142,7 @@ def test_corrupt_and_non_image_files_are_logged_and_the_stream_goes_on(tmp_path,
     images = write_images(tmp_path / "in", COLOURS * 2)
     good = images[0].read_bytes()
     (tmp_path / "in" / "img_0002.jpg").write_bytes(good[:100])  # truncated in place
-    (tmp_path / "in" / "readme.txt").write_text("not an image")
+    (tmp_path / "in" / "scan.dat").write_text("not an image")
     (tmp_path / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40 + b"IEND....")
     out = tmp_path / "out"
     res = out / "in"  # the sample folder (named after the source folder)
@@ -152,7 +152,7 @@ def test_corrupt_and_non_image_files_are_logged_and_the_stream_goes_on(tmp_path,
     assert sorted(Path(e["key"]).name for e in errors) == [
         "broken.png",
         "img_0002.jpg",
-        "readme.txt",
+        "scan.dat",
     ]
     assert all(e["error"] for e in errors)
     assert_each_once(res, [p for p in images if p.name != "img_0002.jpg"])

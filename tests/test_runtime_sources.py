@@ -83,18 +83,29 @@ def test_folder_is_read_once_sorted_recursive_and_skips_done(tmp_path):
     assert source.skipped == 1 and len(source) == 2
 
 
+def test_notes_beside_the_images_are_skipped_and_said_so(tmp_path, capsys):
+    images = write_images(tmp_path, [RED, RED])
+    (tmp_path / "README.txt").write_text("how these images were made")  # as `data synth` writes
+    (tmp_path / "labels.csv").write_text("file,label\n")
+    frames = drain(open_source(str(tmp_path)))
+    assert sorted(Path(f.file).name for f in frames) == [p.name for p in images]
+    assert all(not f.error for f in frames)
+    said = " ".join(capsys.readouterr().err.split())  # the console is stderr (rich may wrap)
+    assert "skipping 2 file(s) that are not images" in said and "README.txt" in said
+
+
 def test_corrupt_truncated_and_non_image_files_become_error_frames(tmp_path):
     good = write_images(tmp_path, [RED])[0]
     data = good.read_bytes()
     (tmp_path / "img_0001.jpg").write_bytes(data[: len(data) // 2])  # cut short
     (tmp_path / "img_0002.jpg").write_bytes(b"\xff\xd8garbage\xff\xd9")
-    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "scan.dat").write_text("not an image")
     (tmp_path / "empty.png").write_bytes(b"")
     frames = {Path(f.file).name: f for f in drain(open_source(str(tmp_path)))}
     assert frames["img_0000.jpg"].image is not None
     assert "truncated" in frames["img_0001.jpg"].error
     assert "not a readable image" in frames["img_0002.jpg"].error
-    assert "not a readable image" in frames["notes.txt"].error
+    assert "not a readable image" in frames["scan.dat"].error
     assert "empty" in frames["empty.png"].error
     assert all(f.image is None for n, f in frames.items() if n != "img_0000.jpg")
 
