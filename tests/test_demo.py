@@ -49,3 +49,16 @@ def test_summary_table_from_bench_json(tmp_path, capsys):
     summarise(tmp_path / "bench.json", [tmp_path / "r.html"], tmp_path, time.perf_counter())
     err = capsys.readouterr().err
     assert "student.onnx" in err and "85.0%" in err and "8.0x" in err and "r.html" in err
+
+
+def test_a_second_demo_in_the_same_folder_is_refused_before_it_starts(tmp_path, capsys):
+    from wbc_edge import cli
+
+    (tmp_path / "demo-out" / "teacher").mkdir(parents=True)
+    (tmp_path / "demo-out" / "teacher" / "last.pt").write_bytes(b"a finished run")
+    code = cli.run(["demo", "--out", str(tmp_path / "demo-out")])
+    assert code != 0
+    assert not (tmp_path / "demo-out" / "phantoms").exists()  # no step ran
+    assert (tmp_path / "demo-out" / "teacher" / "last.pt").read_bytes() == b"a finished run"
+    said = " ".join(capsys.readouterr().err.split())
+    assert "holds a previous demo" in said and "make clean" in said and "--out" in said

@@ -21,6 +21,7 @@ from rich.markup import escape
 
 from wbc_edge.console import console
 from wbc_edge.errors import UserError
+from wbc_edge.optional import missing_extra_error
 
 try:  # typer >= 0.20 runs on its own copy of click, whose exceptions are other classes
     from typer._click import exceptions as _typer_click
@@ -148,6 +149,10 @@ def _run(args: list[str], debug: bool) -> int:
     except Exception as exc:
         if debug:
             raise
+        known = missing_extra_error(exc) if isinstance(exc, ModuleNotFoundError) else None
+        if known is not None:  # e.g. train-teacher on a runtime-only install: which extra
+            console.print(f"[bold red]error:[/] {escape(str(known))}", highlight=False)
+            return known.exit_code
         console.print(
             f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))} "
             "(rerun with --debug for the traceback)",

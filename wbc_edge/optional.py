@@ -49,3 +49,14 @@ def require(module: str) -> ModuleType:
         if root == "tensorrt":
             raise MissingTensorRTError() from exc
         raise MissingExtraError(root, extra) from exc
+
+
+def missing_extra_error(exc: ModuleNotFoundError) -> MissingExtraError | None:
+    """The one-line error for an optional package imported at a module's top (``import torch``
+    inside a command that a runtime-only install lacks); None for any other module."""
+    root = (exc.name or "").split(".")[0]
+    if root not in EXTRA_FOR:
+        return None
+    if root == "tensorrt":
+        return MissingTensorRTError()
+    return MissingExtraError(root, EXTRA_FOR[root])
