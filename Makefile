@@ -40,7 +40,7 @@ demo: setup
 # Re-export the packaged default student (wbc_edge/models/) from its checkpoint; copy a new
 # student's best.pt to DEFAULT_CKPT first. RECORD names the results file that measured it.
 DEFAULT_CKPT ?= wbc_edge/models/student-tinyresnet_xs.pt
-RECORD ?= benchmarks/results/kd-longer.md
+RECORD ?= benchmarks/results/student-size.md
 default-model: setup
 	$(BIN)/python -m wbc_edge.models.refresh $(DEFAULT_CKPT) \
 		--data benchmarks/results/pbc9-split.csv --record $(RECORD)

@@ -120,7 +120,15 @@ def review(
     folder = SampleFolder.open(sample)
     if export is not None:
         dest, counts = export_labelled(folder, export)
-        shown = ", ".join(f"{k} {v}" for k, v in counts.items()) or "no confirmed cells yet"
+        if not counts:
+            console.print(
+                f"nothing exported to {dest}: no cell of {folder.path} is confirmed as a cell "
+                f"class yet (confirm or reclassify cells first: wbc-edge review {folder.path}; "
+                "artefacts are never exported)",
+                highlight=False,
+            )
+            return
+        shown = ", ".join(f"{k} {v}" for k, v in counts.items())
         console.print(f"exported to {dest}: {shown}", highlight=False)
         return
     try:

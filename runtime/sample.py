@@ -237,9 +237,11 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         out.append(f"source {o_src.get('resource')!r}, not {n_src.get('resource')!r}")
     o_model, n_model = old["model"], new["model"]
     if o_model.get("sha256") != n_model.get("sha256"):
+        o_file, n_file = Path(o_model.get("file", "?")), Path(n_model.get("file", "?"))
+        if o_file.name != n_file.name:  # else two files of one name: their folders tell them apart
+            o_file, n_file = Path(o_file.name), Path(n_file.name)
         out.append(
-            f"model {Path(o_model.get('file', '?')).name} (sha256 "
-            f"{str(o_model.get('sha256'))[:12]}), not {Path(n_model.get('file', '?')).name} "
+            f"model {o_file} (sha256 {str(o_model.get('sha256'))[:12]}), not {n_file} "
             f"(sha256 {str(n_model.get('sha256'))[:12]})"
         )
     for key in IDENTITY_SETTINGS:

@@ -164,6 +164,14 @@ def test_confirmed_cells_export_as_class_folders_adapt_can_read(server, sample, 
     assert len(scan_class_folders(dest)) == 4
 
 
+def test_exporting_before_anything_is_confirmed_says_nothing_was_exported(sample, capsys):
+    dest = sample.path.parent / "site"
+    assert cli.run(["review", str(sample.path), "--export", str(dest)]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"nothing exported to {dest}" in said and "confirm or reclassify" in said
+    assert not dest.exists() or not list(dest.rglob("*.jpg"))
+
+
 def test_a_smear_sample_serves_each_cell_with_its_field(tmp_path):
     import cv2
     from runtime_models import paint_field

@@ -60,6 +60,12 @@ def test_another_model_or_source_on_a_sample_is_refused_with_the_reason(tmp_path
     assert run(str(tmp_path / "other"), "-m", str(model), "--out", out, "--sample", "slide") == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "source" in err and "other" in err
+    # Two models of one file name: their folders tell them apart.
+    (tmp_path / "b").mkdir()
+    same_name = make_onnx(tmp_path / "b" / model.name, gain=3.0)
+    assert run(str(tmp_path / "slide"), "-m", str(same_name), "--out", out) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"not {same_name.resolve()} (sha256" in err
     assert run(str(tmp_path / "slide"), "-m", str(model), "--out", out, "--smear") == 2
     assert "mode 'crops', not 'smear'" in " ".join(capsys.readouterr().err.split())
     # Nothing was added to the sample by the refused runs.

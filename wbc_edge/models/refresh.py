@@ -2,7 +2,7 @@
 export extras)::
 
     python -m wbc_edge.models.refresh wbc_edge/models/student-tinyresnet_xs.pt \\
-        --data benchmarks/results/pbc9-split.csv --record benchmarks/results/kd-longer.md
+        --data benchmarks/results/pbc9-split.csv --record benchmarks/results/student-size.md
 
 (``make default-model`` runs exactly that.) The export is ``wbc-edge export onnx``'s own
 (parity-checked against PyTorch on the manifest's val images); the card gets the provenance
