@@ -15,8 +15,8 @@ from wbc_edge.cli import run
 from wbc_edge.errors import UserError
 from wbc_edge.runtime.finder import (
     Box,
-    FinderParams,
     FieldScale,
+    FinderParams,
     StreamRuler,
     crop_cell,
     field_scale,
