@@ -30,7 +30,7 @@ from wbc_edge.runtime import ood
 from wbc_edge.runtime.backends import Backend, load_backend
 from wbc_edge.runtime.card import ModelCard
 from wbc_edge.runtime.options import FALLBACK_THRESHOLD, TOPK, PipelineConfig
-from wbc_edge.runtime.post import predictions, review_threshold
+from wbc_edge.runtime.post import for_review, predictions, review_threshold
 
 # The streaming pipeline's defaults, so `wbc-edge run` and the API agree.
 DEFAULT_THRESHOLD: float = FALLBACK_THRESHOLD  # when neither caller nor card gives one
@@ -62,7 +62,7 @@ class Prediction:
 
     @property
     def review(self) -> bool:
-        return self.uncertain or self.ood
+        return for_review(self.uncertain, self.ood)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from wbc_edge.runtime.post import for_review
 from wbc_edge.runtime.roles import BLAST, IMMATURE, NRBC, OTHER, PLATELET, WBC_ROLES
 from wbc_edge.runtime.sinks import CellRecord
 
@@ -46,7 +47,7 @@ class ReviewedCell:
 
     @property
     def needs_review(self) -> bool:
-        return not self.confirmed and (self.record.uncertain or self.record.ood)
+        return not self.confirmed and for_review(self.record.uncertain, self.record.ood)
 
 
 def unreviewed(records: Iterable[CellRecord]) -> list[ReviewedCell]:

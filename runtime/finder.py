@@ -354,7 +354,7 @@ class StreamRuler:
     """
 
     WAIT_S = 10.0  # a measuring frame lost without :meth:`release`: measure, don't hang
-    KEEP_BLOCKS = 256  # far more than the frames the pipeline's workers hold at once
+    KEEP_FRAMES = 4096  # far more than the frames the pipeline's workers hold at once
 
     def __init__(self, every: int, fov_rbc: float | None) -> None:
         import threading
@@ -372,13 +372,14 @@ class StreamRuler:
         """Say that frame ``index`` will be processed (in frame order, before any worker asks)."""
         block = index // self.every
         with self._cond:
-            if block in self._measurer:
-                return
+            if self._last_block is not None and block <= self._last_block:
+                return  # planned already (or forgotten: see below), never planned again
             self._measurer[block] = index
             self._previous[block] = self._last_block
             self._last_block = block
             # A camera runs for days: forget blocks far behind any frame still in flight.
-            for old in [b for b in self._measurer if b < block - self.KEEP_BLOCKS]:
+            keep = max(2, -(-self.KEEP_FRAMES // self.every))
+            for old in [b for b in self._measurer if b < block - keep]:
                 for table in (self._measurer, self._previous, self._ruler):
                     table.pop(old, None)
 

@@ -96,6 +96,8 @@ def appearance(crops_bgr: Sequence[np.ndarray], method: str = METHOD) -> np.ndar
         side, interp = _AREA_SIDE, cv2.INTER_AREA
     out = np.empty((len(crops_bgr), 6))
     for i, crop in enumerate(crops_bgr):
+        if crop.ndim == 2 or crop.shape[2] == 1:  # grey (the API takes it): as BGR, as decoded
+            crop = cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
         small = cv2.resize(crop[:, :, :3], (side, side), interpolation=interp)
         # meanStdDev: the same float64 mean and population std as numpy (within 1e-12), 40x
         # cheaper than a float64 copy and two numpy passes (0.13 ms a crop, in the run's loop).

@@ -36,6 +36,13 @@ def predictions(
     return out
 
 
+def for_review(uncertain: bool, ood: bool) -> bool:
+    """A cell goes to review, and is never counted, when its probability is below the review
+    threshold or it looks unlike the model's training images: the differential's rule, and the
+    Python API's."""
+    return uncertain or ood
+
+
 def review_threshold(explicit: float | None, card: ModelCard) -> float:
     """The confidence below which a cell goes to review: an explicit value wins, then the
     card's certified ``confidence_threshold`` (set on validation for a stated error of counted

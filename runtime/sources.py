@@ -39,6 +39,7 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import numpy as np
+from rich.markup import escape
 
 from wbc_edge.console import console
 from wbc_edge.errors import UserError
@@ -301,18 +302,26 @@ def list_files(opts: SourceOptions) -> list[Path]:
         return [Path(opts.resource)]
     if opts.kind == "glob":
         paths = [Path(p) for p in glob.glob(opts.resource, recursive=True)]
-        files = sorted(p for p in paths if p.is_file())
+        files = _without_documents(sorted(p for p in paths if p.is_file()), opts.uri)
         if not files:
             raise UserError(f"no files match {opts.uri}")
         return files
     files = sorted(p for p in Path(opts.resource).rglob("*") if _candidate(p) and p.is_file())
+    return _without_documents(files, opts.resource)
+
+
+def _without_documents(files: list[Path], where: str) -> list[Path]:
+    """``files`` less the notes and metadata among them, saying how many were skipped."""
     documents = [p for p in files if p.suffix.lower() in DOCUMENT_SUFFIXES]
     if documents:
         names = ", ".join(printable_name(p.name) for p in documents[:3])
         more = f" and {len(documents) - 3} more" if len(documents) > 3 else ""
         console.print(
-            f"skipping {len(documents)} file(s) that are not images ({names}{more}) in "
-            f"{printable_name(opts.resource)}"
+            escape(
+                f"skipping {len(documents)} file(s) that are not images ({names}{more}) in "
+                f"{printable_name(where)}"
+            ),
+            highlight=False,
         )
     return [p for p in files if p.suffix.lower() not in DOCUMENT_SUFFIXES]
 

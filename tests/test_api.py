@@ -99,6 +99,8 @@ def test_cells_unlike_the_training_data_go_to_review_as_in_wbc_edge_run(tmp_path
     with wbc_edge.load(path) as m:
         cells = m(paths)
         field = m(paint_field([(120, 120), (400, 300)], 0), smear=True)
+        grey = m([np.full((40, 40), 120, np.uint8), np.full((40, 40, 1), 120, np.uint8)])
+    assert all(g.ood for g in grey)  # grey arrays (the API takes them) are judged, not refused
     assert [c.ood for c in cells] == [records[p.name].ood for p in paths] == [False, True, True]
     assert [c.review for c in cells] == [False, True, True]  # confident, yet not trusted
     assert not any(c.uncertain for c in cells)

@@ -9,8 +9,12 @@ import typer
 from wbc_edge import cli
 
 
-def _needs_torch() -> None:
-    raise ModuleNotFoundError("No module named 'torch'", name="torch")
+def _needs_pycuda() -> None:  # not installed here (a Jetson package)
+    raise ModuleNotFoundError("No module named 'pycuda'", name="pycuda")
+
+
+def _broken_torch() -> None:  # installed, but part of it is missing: the real message shows
+    raise ModuleNotFoundError("No module named 'torch._C'", name="torch._C")
 
 
 def _needs_unknown() -> None:
@@ -21,10 +25,11 @@ def _needs_unknown() -> None:
     ("command", "code", "said"),
     [
         (
-            _needs_torch,
+            _needs_pycuda,
             2,
-            "torch is not installed: install it with `pip install 'wbc-edge[train]'`",
+            "pycuda is not installed: install it with `pip install 'wbc-edge[jetson]'`",
         ),
+        (_broken_torch, 1, "ModuleNotFoundError: No module named 'torch._C' (rerun with"),
         (_needs_unknown, 1, "ModuleNotFoundError: No module named 'nothing_we_know' (rerun with"),
     ],
 )

@@ -61,4 +61,4 @@ def test_a_second_demo_in_the_same_folder_is_refused_before_it_starts(tmp_path, 
     assert not (tmp_path / "demo-out" / "phantoms").exists()  # no step ran
     assert (tmp_path / "demo-out" / "teacher" / "last.pt").read_bytes() == b"a finished run"
     said = " ".join(capsys.readouterr().err.split())
-    assert "holds a previous demo" in said and "make clean" in said and "--out" in said
+    assert "holds a previous demo" in said and "rm -rf" in said and "--out" in said

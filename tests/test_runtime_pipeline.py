@@ -530,3 +530,49 @@ def test_run_decodes_crops_at_the_model_scale_and_reports_each_stage(tmp_path, m
     assert summary["workers"] == 2
     for stage in ("read", "decode", "preprocess", "infer", "write"):
         assert summary["stages"][stage]["wall_s"] > 0, stage
+
+
+def _field_with_red_cells(radius: int, seed: int) -> np.ndarray:
+    """paint_field's smear field, with red cells of another size (another magnification)."""
+    rng = np.random.default_rng(seed)
+    image = np.full((480, 640, 3), (215, 205, 220), np.uint8)
+    for _ in range(14):
+        centre = (int(rng.integers(40, 600)), int(rng.integers(40, 440)))
+        cv2.circle(image, centre, radius, (170, 150, 215), -1)
+    cv2.circle(image, (320, 240), 60, (220, 190, 200), -1)
+    cv2.circle(image, (320, 240), 38, (170, 60, 120), -1)
+    return image
+
+
+def test_a_smear_video_gives_the_same_cells_with_one_worker_or_four(tmp_path, monkeypatch):
+    """Two runs of one video gave different cells when its first frames raced to measure the
+    red-cell ruler; a frame lost before finding at a block's start must not be waited for."""
+    from wbc_edge.runtime.card import Preprocess
+    from wbc_edge.runtime.finder import StreamRuler
+    from wbc_edge.runtime.scale import CropScale
+
+    monkeypatch.setattr(StreamRuler, "WAIT_S", 120.0)  # a wait for a lost frame would show
+    # Red cells of 90 px and 60 px alternate; frame 30 (block 1's first) is blank, so the
+    # video source rejects it before any worker sees its pixels.
+    frames = [_field_with_red_cells(45 if i % 2 == 0 else 30, i) for i in range(40)]
+    frames[30] = np.full_like(frames[0], 128)
+    video = tmp_path / "smear.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    scale = CropScale(rbc_px=60.0, fov_rbc=4.0, crop_px=240.0, measured=10, sampled=10)
+    model = make_onnx(tmp_path / "m.onnx", preprocess=Preprocess(32, crop_scale=scale))
+    cells = {}
+    for workers in (1, 4):
+        out = tmp_path / f"out{workers}"
+        args = ["run", str(video), "-m", str(model), "--smear", "--no-live", "--out", str(out)]
+        started = time.perf_counter()
+        assert cli.run([*args, "--workers", str(workers)]) == 0
+        assert time.perf_counter() - started < 60
+        records = read_records(next(out.rglob("cells.jsonl")))
+        cells[workers] = [(r.frame, r.box, r.rbc_px, r.scale, r.label) for r in records]
+    assert cells[1] == cells[4]
+    by_frame = {frame: (rbc, how) for frame, _, rbc, how, _ in cells[1]}
+    assert by_frame[0][1] == "measured" and by_frame[1] == (by_frame[0][0], "stream")
+    assert 30 not in by_frame and by_frame[31] == (by_frame[0][0], "stream")  # block 0's ruler

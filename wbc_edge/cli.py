@@ -151,7 +151,9 @@ def _run(args: list[str], debug: bool) -> int:
             raise
         known = missing_extra_error(exc) if isinstance(exc, ModuleNotFoundError) else None
         if known is not None:  # e.g. train-teacher on a runtime-only install: which extra
-            console.print(f"[bold red]error:[/] {escape(str(known))}", highlight=False)
+            console.print(
+                f"[bold red]error:[/] {escape(str(known))}", highlight=False, soft_wrap=True
+            )
             return known.exit_code
         console.print(
             f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))} "

@@ -47,9 +47,8 @@ def demo(
     previous = [out / name for name in ("teacher", "student") if (out / name / "last.pt").exists()]
     if previous:  # checked before any step runs: a half-repeated demo would mix two runs
         raise UserError(
-            f"{out} holds a previous demo ({previous[0]}): delete that folder to run it again "
-            f"(`rm -rf {out}`, or `make clean`), or give another --out "
-            "(`make demo DEMO_ARGS='--out demo-2'`)"
+            f"{out} holds a previous demo ({previous[0]}): delete it to run the demo again "
+            f"(`rm -rf {out}`), or give another --out (`make demo DEMO_ARGS='--out demo-2'`)"
         )
     out.mkdir(parents=True, exist_ok=True)
     settings = REAL_SETTINGS if data else PHANTOM_SETTINGS

@@ -44,19 +44,27 @@ def require(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        root = module.split(".")[0]
-        extra = EXTRA_FOR.get(module, EXTRA_FOR.get(root, "dev"))
-        if root == "tensorrt":
-            raise MissingTensorRTError() from exc
-        raise MissingExtraError(root, extra) from exc
+        raise _missing(module) from exc
+
+
+def _missing(module: str) -> MissingExtraError:
+    root = module.split(".")[0]
+    if root == "tensorrt":
+        return MissingTensorRTError()
+    return MissingExtraError(root, EXTRA_FOR.get(module, EXTRA_FOR.get(root, "dev")))
 
 
 def missing_extra_error(exc: ModuleNotFoundError) -> MissingExtraError | None:
     """The one-line error for an optional package imported at a module's top (``import torch``
-    inside a command that a runtime-only install lacks); None for any other module."""
+    inside a command that a runtime-only install lacks); None for any other module, and for a
+    package that is installed but broken (``torch._C`` missing: that message is the real one)."""
+    import importlib.util
+
     root = (exc.name or "").split(".")[0]
     if root not in EXTRA_FOR:
         return None
-    if root == "tensorrt":
-        return MissingTensorRTError()
-    return MissingExtraError(root, EXTRA_FOR[root])
+    try:
+        installed = importlib.util.find_spec(root) is not None
+    except (ImportError, ValueError):
+        installed = False
+    return None if installed else _missing(root)
