@@ -349,7 +349,7 @@ class StreamRuler:
 
     Deterministic under the pipeline's parallel workers: which frame measures and which ruler a
     frame gets depend only on the frames' order, never on which worker finishes first (two
-    runs of one video give the same cells). The pipeline's dispatcher calls :meth:`plan` in
+    full runs of one video file give the same cells). The pipeline's dispatcher calls :meth:`plan` in
     frame order; a frame waits only for its block's measuring frame, which comes before it.
     """
 
