@@ -349,8 +349,9 @@ class StreamRuler:
 
     Deterministic under the pipeline's parallel workers: which frame measures and which ruler a
     frame gets depend only on the frames' order, never on which worker finishes first (two
-    full runs of one video file give the same cells). The pipeline's dispatcher calls :meth:`plan` in
-    frame order; a frame waits only for its block's measuring frame, which comes before it.
+    full runs of one video file give the same cells). The pipeline's dispatcher calls
+    :meth:`plan` in frame order; a frame waits only for its block's measuring frame, which
+    comes before it.
     """
 
     WAIT_S = 10.0  # a measuring frame lost without :meth:`release`: measure, don't hang
