@@ -242,10 +242,9 @@ def adapt_model(
     site_x = np.stack([pre.resize(c) for c in site.crops])
     kd_teacher = _site_teacher(teacher, card) if teacher is not None else None
     if kd_teacher is not None:
-        from wbc_edge.kd.allocator import allocator_hint
+        from wbc_edge.kd.allocator import log_allocator_hint
 
-        if hint := allocator_hint("cpu"):  # adapt runs on the CPU
-            log(hint)
+        log_allocator_hint(log, "cpu")  # adapt runs on the CPU
     site_y = check_labels(card, site.labels, site.source)
     half = batch_size // 2 if pbc else batch_size
     pbc_rows, pbc_x, pbc_y = [], None, None

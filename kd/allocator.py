@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 HINT = (
@@ -42,3 +43,9 @@ def allocator_hint(device: str) -> str | None:
     if device != "cpu" or fast_allocator():
         return None
     return HINT
+
+
+def log_allocator_hint(log: Callable[[str], None], device: str) -> None:
+    """Put the tip in ``log`` where a teacher is about to run on this process's CPU."""
+    if hint := allocator_hint(device):
+        log(hint)

@@ -151,10 +151,9 @@ def build_teacher_cache(
     if (folder / "meta.json").is_file():
         return TeacherCache(folder)
     if log is not None:  # the teacher runs now: 8 passes over every train image
-        from wbc_edge.kd.allocator import allocator_hint
+        from wbc_edge.kd.allocator import log_allocator_hint
 
-        if hint := allocator_hint(next(teacher.parameters()).device.type):
-            log(hint)
+        log_allocator_hint(log, next(teacher.parameters()).device.type)
     tmp = folder.with_name(folder.name + f".{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -222,10 +222,9 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
     )
 
     if cfg.kind == "distill" and distiller.needs_teacher and not cfg.teacher_cache:
-        from wbc_edge.kd.allocator import allocator_hint
+        from wbc_edge.kd.allocator import log_allocator_hint
 
-        if hint := allocator_hint(str(device)):  # the teacher runs every step
-            log(hint)
+        log_allocator_hint(log, str(device))  # the teacher runs every step
 
     cache = None
     if cfg.kind == "distill" and distiller.needs_teacher and cfg.teacher_cache and cfg.teacher:

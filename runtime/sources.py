@@ -310,9 +310,13 @@ def list_files(opts: SourceOptions) -> list[Path]:
     return _without_documents(files, opts.resource)
 
 
+def _is_document(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in DOCUMENT_SUFFIXES
+
+
 def _without_documents(files: list[Path], where: str) -> list[Path]:
     """``files`` less the notes and metadata among them, saying how many were skipped."""
-    documents = [p for p in files if p.suffix.lower() in DOCUMENT_SUFFIXES]
+    documents = [p for p in files if _is_document(p.name)]
     if documents:
         names = ", ".join(printable_name(p.name) for p in documents[:3])
         more = f" and {len(documents) - 3} more" if len(documents) > 3 else ""
@@ -323,7 +327,7 @@ def _without_documents(files: list[Path], where: str) -> list[Path]:
             ),
             highlight=False,
         )
-    return [p for p in files if p.suffix.lower() not in DOCUMENT_SUFFIXES]
+    return [p for p in files if not _is_document(p.name)]
 
 
 def _candidate(path: Path) -> bool:
@@ -337,7 +341,7 @@ def _candidate_name(name: str) -> bool:
 
 def _watched_name(name: str) -> bool:
     """A watch also leaves notes and metadata alone (a folder run says it skipped them)."""
-    return _candidate_name(name) and os.path.splitext(name)[1].lower() not in DOCUMENT_SUFFIXES
+    return _candidate_name(name) and not _is_document(name)
 
 
 def read_frame(opts: SourceOptions, index: int, path: Path) -> Frame:

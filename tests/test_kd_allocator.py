@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from wbc_edge.kd.allocator import HINT, allocator_hint, fast_allocator
+from wbc_edge.kd.allocator import HINT, allocator_hint, fast_allocator, log_allocator_hint
 
 linux = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="glibc/jemalloc: Linux only"
@@ -24,6 +24,10 @@ def test_the_hint_names_both_fixes_and_only_shows_on_a_slow_cpu_allocator(monkey
     monkeypatch.setattr("wbc_edge.kd.allocator.fast_allocator", lambda: False)
     assert allocator_hint("cpu") == HINT
     assert allocator_hint("cuda:0") is None
+    said: list[str] = []
+    log_allocator_hint(said.append, "cpu")
+    log_allocator_hint(said.append, "cuda:0")
+    assert said == [HINT]
     monkeypatch.setattr("wbc_edge.kd.allocator.fast_allocator", lambda: True)
     assert allocator_hint("cpu") is None
 
