@@ -22,6 +22,7 @@ from wbc_edge.runtime.card import Preprocess
 PARAM_BOUNDS = {
     "tinyresnet_xs": (0.2e6, 0.5e6),
     "tinyresnet_xs_late": (0.2e6, 0.5e6),
+    "tinyresnet_xs_wide": (0.5e6, 0.7e6),
     "tinyresnet_s": (1.0e6, 2.0e6),
     "resnet18": (11.0e6, 11.4e6),
 }
