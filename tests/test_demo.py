@@ -31,6 +31,7 @@ def test_smear_video_has_every_field(tmp_path):
 def test_summary_table_from_bench_json(tmp_path, capsys):
     rows = [
         {
+            "path": f"demo-out/models/{path}",
             "name": name,
             "role": role,
             "accuracy": acc,
@@ -40,15 +41,17 @@ def test_summary_table_from_bench_json(tmp_path, capsys):
                 "32": {"images_per_s": 1000.0},
             },
         }
-        for name, role, acc, ms, sp in [
-            ("teacher.onnx", "teacher", 0.9, 4.0, 1.0),
-            ("student.onnx", "student", 0.85, 0.5, 8.0),
+        for path, name, role, acc, ms, sp in [
+            ("teacher.onnx", "teacher-tf_efficientnet_lite0.onnx", "teacher", 0.9, 4.0, 1.0),
+            ("student.int8.onnx", "student-tinyresnet_xs.int8-cpu.onnx", "student", 0.85, 0.5, 8.0),
         ]
     ]
     (tmp_path / "bench.json").write_text(json.dumps({"rows": rows}))
     summarise(tmp_path / "bench.json", [tmp_path / "r.html"], tmp_path, time.perf_counter())
     err = capsys.readouterr().err
-    assert "student.onnx" in err and "85.0%" in err and "8.0x" in err and "r.html" in err
+    # The file the demo wrote names the row, with the card's name beside it.
+    assert "student.int8.onnx" in err and "student-tinyresnet_xs.int8-cpu.onnx" in err
+    assert "85.0%" in err and "8.0x" in err and "r.html" in err
 
 
 def test_a_second_demo_in_the_same_folder_is_refused_before_it_starts(tmp_path, capsys):

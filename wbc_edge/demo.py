@@ -165,13 +165,17 @@ def summarise(bench_json: Path, reports: list[Path], bench_dir: Path, started: f
 
     rows = json.loads(bench_json.read_text())["rows"]
     table = Table(title="wbc-edge demo: student against teacher (ONNX Runtime, this CPU)")
-    table.add_column("model", no_wrap=True)
+    # The demo's files are student.onnx, student.int8.onnx, teacher.onnx; the card's name (what
+    # bench calls a row) differs, so the table shows the file a user will look for first.
+    table.add_column("file", no_wrap=True)
+    table.add_column("card name")
     for col in ("role", "accuracy", "p50 ms @1", "img/s @32", "speed-up", "MB"):
         table.add_column(col, justify="right")
     for r in rows:
         b1, b32 = r["batches"].get("1", {}), r["batches"].get("32", {})
         acc = r.get("accuracy")
         table.add_row(
+            Path(r["path"]).name if r.get("path") else r["name"],
             r["name"],
             r["role"],
             f"{acc * 100:.1f}%" if acc is not None else "n/a",
