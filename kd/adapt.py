@@ -318,9 +318,59 @@ def adapt_model(
     # the adaptation's record instead of reading as the adapted model's own.
     new.extra["adaptation"]["metrics_before"] = dict(card.metrics)
     new.metrics = {}
-    new.ood = _refit_ood(card, site, pbc_rows)
+    new.ood, new.extra["adaptation"]["ood"] = _refit_ood(card, site, pbc_rows)
+    # Whatever it was adapted on, the model is the product's: research use, never clinical.
+    from wbc_edge.models import INTENDED_USE
+
+    new.extra.setdefault("intended_use", INTENDED_USE)
     save_checkpoint(out, model, new)
     return new
+
+
+def adaptation_notes(card: ModelCard) -> list[str]:
+    """What a lab engineer must know about an adapted model before trusting its counts: the
+    classes its site data lacked, a missing ``--pbc`` and what the OOD check now compares with.
+    ``adapt`` prints these; they come from the card, so anyone can print them again."""
+    a = card.extra.get("adaptation")
+    if not a:
+        return []
+    notes = []
+    unseen = [c for c in card.class_names if c not in set(a.get("classes_seen", []))]
+    if unseen:
+        notes.append(
+            f"not in the site data: {', '.join(unseen)}. The adapted model never saw these "
+            "classes at this microscope"
+            + (
+                " (it keeps what it learnt of them at its training lab, --pbc)"
+                if a.get("mixed_in")
+                else ""
+            )
+            + ", and it can call such cells one of the classes it did see, confidently: label "
+            "examples of them and adapt again before counting them."
+        )
+    if not a.get("mixed_in"):
+        notes.append(
+            "no --pbc: every batch held site crops only, so the classes the site lacks can be "
+            "forgotten; pass the model's training manifest (e.g. "
+            "benchmarks/results/pbc9-split.csv with its images) to keep them."
+        )
+    ood = a.get("ood") or {}
+    if ood.get("refit"):
+        pooled = ood.get("training_crops", 0)
+        notes.append(
+            f"out-of-distribution check refitted on {ood['site_crops']} site crops"
+            + (f" and {pooled} training crops" if pooled else "")
+            + ": images that look like this site's no longer raise the warning, whatever "
+            "their class; images unlike them (another stain, lamp or lab) still do."
+        )
+    elif ood:
+        notes.append(
+            f"out-of-distribution check kept from the training lab: {ood['site_crops']} site "
+            f"crops are too few to fit it ({ood['needs']} needed, or pass --pbc to pool the "
+            "training crops in), so runs will keep saying this site's images look unlike the "
+            "training data: label more fields."
+        )
+    return notes
 
 
 class _SiteTeacher:
@@ -427,15 +477,17 @@ def stain_preprocess(
     return pre.replace(stain=ref)
 
 
-def _refit_ood(card: ModelCard, site: SiteData, pbc_rows: list) -> Any:
-    """OOD statistics of the site's own crops: at the site, its images are the in-distribution
-    ones (they stop raising the warning) and anything that looks unlike them (the training lab's
-    slides included, or a change of stain or lamp at the site) is flagged. With fewer crops
-    than the statistics need, the training crops are pooled in."""
+def _refit_ood(card: ModelCard, site: SiteData, pbc_rows: list) -> tuple[Any, dict[str, Any]]:
+    """OOD statistics of the site's own crops, and what they were fitted on: at the site, its
+    images are the in-distribution ones (they stop raising the warning) and anything that looks
+    unlike them (the training lab's slides included, or a change of stain or lamp at the site)
+    is flagged. With fewer crops than the statistics need, the training crops are pooled in;
+    with too few and no training crops, the model's own statistics stay."""
     from wbc_edge.runtime import ood
 
-    if len(site.crops) >= SITE_OOD_MIN_CROPS:
-        return ood.fit(list(site.crops))
+    n = len(site.crops)
+    if n >= SITE_OOD_MIN_CROPS:
+        return ood.fit(list(site.crops)), {"refit": True, "site_crops": n, "training_crops": 0}
     from wbc_edge.runtime.decode import read_image
     from wbc_edge.runtime.scale import DEFAULT_SCALE_SAMPLE, evenly_spaced
 
@@ -443,6 +495,7 @@ def _refit_ood(card: ModelCard, site: SiteData, pbc_rows: list) -> Any:
         read_image(p) for p in evenly_spaced([str(r.path) for r in pbc_rows], DEFAULT_SCALE_SAMPLE)
     ]
     try:
-        return ood.fit(base + list(site.crops))
-    except ValueError:
-        return card.ood  # too few crops to fit: keep what the model had
+        stats = ood.fit(base + list(site.crops))
+    except ValueError:  # too few crops to fit: keep what the model had
+        return card.ood, {"refit": False, "site_crops": n, "needs": ood.MIN_CROPS}
+    return stats, {"refit": True, "site_crops": n, "training_crops": len(base)}

@@ -509,6 +509,7 @@ def register(app: typer.Typer) -> None:
         from wbc_edge.kd.adapt import (
             _skipped_text,
             adapt_model,
+            adaptation_notes,
             check_stain_norm,
             check_teacher,
             read_site,
@@ -548,3 +549,5 @@ def register(app: typer.Typer) -> None:
             f"wrote {out} (adaptation {new.extra['adaptation']['data_fingerprint']}, "
             f"{new.extra['adaptation']['seconds']} s)"
         )
+        for note in adaptation_notes(new):
+            say(f"[yellow]note:[/yellow] {note}")

@@ -4,6 +4,7 @@ A model leaves its run folder (``runs/X/best.pt``) through ``export onnx`` and f
 file is named from its card, so the names chain from one step to the next::
 
     <role>-<architecture>.pt                    student-tinyresnet_xs.pt      (a shipped checkpoint)
+    <role>-<architecture>-adapted.onnx          an adapted model's export (``wbc-edge adapt``)
     <role>-<architecture>.onnx                  student-tinyresnet_xs.onnx    (export onnx)
     <role>-<architecture>.int8-<target>.onnx    student-tinyresnet_xs.int8-tensorrt.onnx
     <role>-<architecture>.calib.cache           the TensorRT calibration cache of the FP32 net
@@ -41,9 +42,12 @@ def model_role(card: ModelCard) -> str:
 
 def base_name(card: ModelCard) -> str:
     """``student-tinyresnet_xs``: role and architecture (the architecture alone when the card
-    has no role, e.g. a random-init reference), the part every artifact of a model shares."""
+    has no role, e.g. a random-init reference), the part every artifact of a model shares.
+    A model adapted to a site (``wbc-edge adapt``) adds ``-adapted``, so its exports never take
+    the name of the model it came from."""
     role = model_role(card)
-    return f"{role}-{card.architecture}" if role else card.architecture
+    name = f"{role}-{card.architecture}" if role else card.architecture
+    return name + "-adapted" if card.extra.get("adaptation") else name
 
 
 def model_name(card: ModelCard) -> str:

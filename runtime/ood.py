@@ -106,10 +106,15 @@ def appearance(crops_bgr: Sequence[np.ndarray], method: str = METHOD) -> np.ndar
     return out
 
 
+MIN_CROPS = 10  # six statistics and their 99th percentile need at least this many crops
+
+
 def fit(crops_bgr: Sequence[np.ndarray]) -> OodStats:
-    """The statistics of a set of in-distribution crops (at least 10)."""
-    if len(crops_bgr) < 10:
-        raise ValueError(f"the OOD statistics need at least 10 crops, got {len(crops_bgr)}")
+    """The statistics of a set of in-distribution crops (at least :data:`MIN_CROPS`)."""
+    if len(crops_bgr) < MIN_CROPS:
+        raise ValueError(
+            f"the OOD statistics need at least {MIN_CROPS} crops, got {len(crops_bgr)}"
+        )
     x = appearance(crops_bgr)
     mean = x.mean(0)
     # A little ridge: six statistics of a few hundred crops can be nearly collinear.

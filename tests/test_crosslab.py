@@ -423,11 +423,44 @@ def test_adapt_refits_the_ood_statistics_on_the_site() -> None:
         )
 
     site = SiteData(lab(SITE_OOD_MIN_CROPS, True), ["Neutrophil"] * SITE_OOD_MIN_CROPS, "s", "f")
-    stats = _refit_ood(ModelCard("x", ["Neutrophil"]), site, [])
+    stats, how = _refit_ood(ModelCard("x", ["Neutrophil"]), site, [])
     assert stats.fitted_on == SITE_OOD_MIN_CROPS
+    assert how == {"refit": True, "site_crops": SITE_OOD_MIN_CROPS, "training_crops": 0}
     s_site, s_training_lab = ood.scores(stats, lab(12, True)), ood.scores(stats, lab(12, False))
     assert ood.auroc(s_site, s_training_lab) > 0.85
     assert (s_site > stats.threshold).mean() < 0.3 < (s_training_lab > stats.threshold).mean()
+
+    # Too few site crops and no training crops to pool: the model's statistics stay, and the
+    # notes say the run will keep warning on this site's images (not "adapt the model" again).
+    card = ModelCard("x", ["Neutrophil", "Lymphocyte"])
+    card.ood = stats
+    few = SiteData(lab(ood.MIN_CROPS - 1, True), ["Neutrophil"] * (ood.MIN_CROPS - 1), "s", "f")
+    kept, how = _refit_ood(card, few, [])
+    assert kept is stats and how == {"refit": False, "site_crops": 9, "needs": ood.MIN_CROPS}
+
+
+def test_adaptation_notes_name_unseen_classes_a_missing_pbc_and_the_ood_check() -> None:
+    """What adapt prints after writing the model, read from the adapted card alone."""
+    from wbc_edge.kd.adapt import adaptation_notes
+
+    card = ModelCard("x", ["Neutrophil", "Lymphocyte", "Basophil"])
+    card.extra["adaptation"] = {
+        "classes_seen": ["Neutrophil"],
+        "mixed_in": None,
+        "ood": {"refit": True, "site_crops": 60, "training_crops": 0},
+    }
+    said = " ".join(adaptation_notes(card))
+    assert "not in the site data: Lymphocyte, Basophil" in said
+    assert "no --pbc" in said and "refitted on 60 site crops" in said
+    card.extra["adaptation"].update(
+        classes_seen=["Neutrophil", "Lymphocyte", "Basophil"],
+        mixed_in={"manifest": "m.csv", "rows": 9, "key": "k"},
+        ood={"refit": False, "site_crops": 4, "needs": 10},
+    )
+    said = " ".join(adaptation_notes(card))
+    assert "not in the site data" not in said and "no --pbc" not in said
+    assert "kept from the training lab" in said and "4 site crops are too few" in said
+    assert adaptation_notes(ModelCard("x", ["Neutrophil"])) == []  # not adapted: nothing to say
 
 
 def test_stain_norm_in_adapt_needs_the_training_manifest(

@@ -32,6 +32,12 @@ def test_names_chain_from_checkpoint_to_engine():
     assert triton_name(int8) == "student-tinyresnet_xs-int8-tensorrt"
 
 
+def test_an_adapted_model_never_takes_the_name_of_the_model_it_came_from():
+    adapted = _card(role="student", adaptation={"data_fingerprint": "f"})
+    assert file_name(adapted, "onnx") == "student-tinyresnet_xs-adapted.onnx"
+    assert int8_name(adapted, "cpu") == "student-tinyresnet_xs-adapted.int8-cpu.onnx"
+
+
 def test_roles_of_cards_written_before_the_trainer_recorded_them():
     assert model_role(_card("tinyresnet_s")) == "student"
     assert model_role(_card("x", teacher="tf_efficientnet_lite0")) == "student"
