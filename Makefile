@@ -39,7 +39,7 @@ demo: setup
 
 # Re-export the packaged default student (wbc_edge/models/) from its checkpoint; copy a new
 # student's best.pt to DEFAULT_CKPT first. RECORD names the results file that measured it.
-DEFAULT_CKPT ?= wbc_edge/models/student-tinyresnet_xs.pt
+DEFAULT_CKPT ?= wbc_edge/models/student-tinyresnet_xs_wide.pt
 RECORD ?= benchmarks/results/student-size.md
 default-model: setup
 	$(BIN)/python -m wbc_edge.models.refresh $(DEFAULT_CKPT) \

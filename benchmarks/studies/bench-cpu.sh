@@ -8,9 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 TEACHER="${1:-wbc_edge/models/teacher-tf_efficientnet_lite1.pt}"
-STUDENT="${2:-wbc_edge/models/student-tinyresnet_xs.pt}"
+STUDENT="${2:-wbc_edge/models/student-tinyresnet_xs_wide.pt}"
 # What the student is, for the report (override when benchmarking another checkpoint).
-STUDENT_NOTE="${STUDENT_NOTE:-tinyresnet_xs at 224 px distilled from the Lite1 teacher}"
+STUDENT_NOTE="${STUDENT_NOTE:-tinyresnet_xs_wide at 224 px distilled from the Lite1 teacher}"
 # The speed-up baseline: B3 at the student's input size (the issue compares at the same size).
 BASE_SIZE="${BASE_SIZE:-224}"
 SPLIT=benchmarks/results/pbc9-split.csv
