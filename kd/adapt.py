@@ -122,6 +122,12 @@ def read_site(
         )
     if (data / "JPEGImages").is_dir():
         return _read_fields(data, card, fields, show_progress)
+    if (data / LABEL_FILE).is_file():  # fields beside their label file: the VOC layout half-made
+        raise UserError(
+            f"{data} has {LABEL_FILE} but no JPEGImages/ folder: put the smear fields it names in "
+            f"{data / 'JPEGImages'}/ (Pascal-VOC layout), or pass a folder of class folders of "
+            "cell crops instead"
+        )
     return _read_class_folders(data, card)
 
 

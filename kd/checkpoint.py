@@ -65,7 +65,7 @@ def torch_load(path: str | Path, what: str = "checkpoint") -> Any:
     if not is_torch:
         kind = _NOT_TORCH.get(path.suffix.lower())
         if kind:
-            raise UserError(f"{path} is {kind}, not a PyTorch {what}: {hint}")
+            raise UserError(f"{path} is {kind}, not a PyTorch {what}: {hint}{_packaged_hint()}")
         raise UserError(
             f"{path} is not a readable PyTorch {what} (neither zip nor pickle data): {hint}"
         )
@@ -81,6 +81,17 @@ def torch_load(path: str | Path, what: str = "checkpoint") -> Any:
                 f"unpickle (they could run code): {hint}"
             ) from exc
         raise UserError(f"{path} is not a loadable PyTorch {what} ({first}): {hint}") from exc
+
+
+def _packaged_hint() -> str:
+    """Where the packaged student's checkpoint is: a pip install has its ONNX only, and ``adapt``
+    or ``distill --teacher`` need the .pt (a source checkout has it)."""
+    from wbc_edge.models import MODELS_DIR
+
+    found = [p for p in sorted(MODELS_DIR.glob("student-*.pt")) if "adapted" not in p.name]
+    if found:
+        return f" (the packaged student's is {found[0]})"
+    return " (a pip install carries the packaged student as ONNX only; its .pt is in a checkout)"
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -306,7 +306,9 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
         console.print(f"report written to {path}{copy}", highlight=False)
         if results.diff.in_review:
             console.print(
-                f"{results.diff.in_review} cells await review: `wbc-edge review {folder.path}`",
+                f"{results.diff.in_review} "
+                f"{'cell awaits' if results.diff.in_review == 1 else 'cells await'} review: "
+                f"`wbc-edge review {folder.path}`",
                 highlight=False,
             )
     return summary

@@ -439,6 +439,18 @@ def test_adapt_refits_the_ood_statistics_on_the_site() -> None:
     assert kept is stats and how == {"refit": False, "site_crops": 9, "needs": ood.MIN_CROPS}
 
 
+def test_fields_beside_their_label_file_without_jpegimages_get_the_layout_in_one_line(
+    tmp_path: Path,
+) -> None:
+    from wbc_edge.kd.adapt import read_site
+
+    (tmp_path / "labels.csv").write_text("image,category\nf1.jpg,NEUTROPHIL\n")
+    cv2.imwrite(str(tmp_path / "f1.jpg"), np.full((64, 64, 3), 200, np.uint8))
+    with pytest.raises(UserError) as err:
+        read_site(tmp_path, ModelCard("x", ["Neutrophil"]))
+    assert "labels.csv but no JPEGImages/" in str(err.value) and "Pascal-VOC" in str(err.value)
+
+
 def test_adaptation_notes_name_unseen_classes_a_missing_pbc_and_the_ood_check() -> None:
     """What adapt prints after writing the model, read from the adapted card alone."""
     from wbc_edge.kd.adapt import adaptation_notes
