@@ -333,52 +333,6 @@ def adapt_model(
     return new
 
 
-def adaptation_notes(card: ModelCard) -> list[str]:
-    """What a lab engineer must know about an adapted model before trusting its counts: the
-    classes its site data lacked, a missing ``--pbc`` and what the OOD check now compares with.
-    ``adapt`` prints these; they come from the card, so anyone can print them again."""
-    a = card.extra.get("adaptation")
-    if not a:
-        return []
-    notes = []
-    unseen = [c for c in card.class_names if c not in set(a.get("classes_seen", []))]
-    if unseen:
-        notes.append(
-            f"not in the site data: {', '.join(unseen)}. The adapted model never saw these "
-            "classes at this microscope"
-            + (
-                " (it keeps what it learnt of them at its training lab, --pbc)"
-                if a.get("mixed_in")
-                else ""
-            )
-            + ", and it can call such cells one of the classes it did see, confidently: label "
-            "examples of them and adapt again before counting them."
-        )
-    if not a.get("mixed_in"):
-        notes.append(
-            "no --pbc: every batch held site crops only, so the classes the site lacks can be "
-            "forgotten; pass the model's training manifest (e.g. "
-            "benchmarks/results/pbc9-split.csv with its images) to keep them."
-        )
-    ood = a.get("ood") or {}
-    if ood.get("refit"):
-        pooled = ood.get("training_crops", 0)
-        notes.append(
-            f"out-of-distribution check refitted on {ood['site_crops']} site crops"
-            + (f" and {pooled} training crops" if pooled else "")
-            + ": images that look like this site's no longer raise the warning, whatever "
-            "their class; images unlike them (another stain, lamp or lab) still do."
-        )
-    elif ood:
-        notes.append(
-            f"out-of-distribution check kept from the training lab: {ood['site_crops']} site "
-            f"crops are too few to fit it ({ood['needs']} needed, or pass --pbc to pool the "
-            "training crops in), so runs will keep saying this site's images look unlike the "
-            "training data: label more fields."
-        )
-    return notes
-
-
 class _SiteTeacher:
     """An adapted teacher's logits on the student's batch, and the distillation loss on them."""
 

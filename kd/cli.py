@@ -509,12 +509,12 @@ def register(app: typer.Typer) -> None:
         from wbc_edge.kd.adapt import (
             _skipped_text,
             adapt_model,
-            adaptation_notes,
             check_stain_norm,
             check_teacher,
             read_site,
         )
         from wbc_edge.kd.checkpoint import read_checkpoint
+        from wbc_edge.runtime.adaptation import adaptation_notes
         from wbc_edge.runtime.card import ModelCard
 
         check_stain_norm(stain_norm, pbc)

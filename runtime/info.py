@@ -11,14 +11,29 @@ from typing import Annotated, Any
 
 import typer
 
+from wbc_edge.calibration import certificate_text
+from wbc_edge.runtime.adaptation import adaptation_notes, adaptation_summary
 from wbc_edge.runtime.card import Preprocess
 
 # Card extras shown in their own lines; everything else is listed under "other".
 _SHOWN = {
-    "role", "provenance", "intended_use", "method", "seed", "epochs", "teacher",
-    "teacher_test_accuracy", "format", "precision", "opset", "int8_target", "calibration_method",
-    "calibration_images", "calibration_fingerprint",
-}  # fmt: skip
+    "role",
+    "provenance",
+    "intended_use",
+    "method",
+    "seed",
+    "epochs",
+    "teacher",
+    "teacher_test_accuracy",
+    "format",
+    "precision",
+    "opset",
+    "int8_target",
+    "calibration_method",
+    "calibration_images",
+    "calibration_fingerprint",
+    "adaptation",
+}  # fmt: skip  (adaptation: in short, with its notes; `info --json` prints all of it)
 
 
 def read_any_card(path: Path) -> tuple[Any, dict[str, Any]]:
@@ -71,7 +86,7 @@ def card_lines(path: Path) -> list[str]:
     lines.append(
         f"calibration: temperature {card.temperature:g}, review threshold "
         + (f"{threshold:g}" if threshold is not None else "none certified (run's default)")
-        + (f"; {json.dumps(card.calibration, sort_keys=True)}" if card.calibration else "")
+        + (f"; {certificate_text(card.calibration)}" if card.calibration else "")
     )
     if "calibration_method" in x:
         lines.append(
@@ -85,6 +100,10 @@ def card_lines(path: Path) -> list[str]:
                 lines.append(f"engine.{key}: {fields[key]}")
     if "intended_use" in x:
         lines.append(f"intended use: {x['intended_use']}")
+    summary = adaptation_summary(card)
+    if summary:
+        lines.append(f"adaptation: {summary}")
+        lines += [f"adaptation note: {note}" for note in adaptation_notes(card)]
     other = {k: v for k, v in x.items() if k not in _SHOWN}
     if other:
         lines.append(f"other: {json.dumps(other, sort_keys=True, default=str)}")

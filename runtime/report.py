@@ -153,14 +153,15 @@ def _meta_table(results: SampleResults) -> str:
     return _rows(pairs, "meta")
 
 
-# Card fields that are preprocessing or bookkeeping: the summary shows what a reader needs.
-_CARD_SKIP = {"class_names", "preprocess", "roles", "extra", "card_version", "metrics"}
-_CARD_SKIP |= {"architecture", "data_fingerprint"}
-
-
 def _card_table(header: dict[str, Any], card: Any) -> str:
+    """The model card in short: what a reader signing off the differential needs, in words
+    (`wbc-edge info --json MODEL` prints all of it)."""
+    from wbc_edge.calibration import certificate_text
+    from wbc_edge.runtime.adaptation import adaptation_notes, adaptation_summary
+
     model = header["model"]
     roles = ", ".join(f"{c} ({card.roles[c]})" for c in card.class_names)
+    x = card.extra
     pairs: list[tuple[str, Any]] = [
         ("file", Path(model.get("file", "")).name),
         ("sha256", model.get("sha256", "")),
@@ -169,10 +170,37 @@ def _card_table(header: dict[str, Any], card: Any) -> str:
         ("classes (role)", roles),
         ("trained on (data fingerprint)", card.data_fingerprint or "(not recorded)"),
     ]
-    pairs += [(f"metric: {k}", v) for k, v in sorted(card.metrics.items())]
-    card_dict = card.to_dict()
-    pairs += [(k, v) for k, v in sorted(card_dict.items()) if k not in _CARD_SKIP]
-    pairs += [(f"extra: {k}", v) for k, v in sorted(card.extra.items())][:20]
+    trained = ", ".join(f"{k} {x[k]}" for k in ("method", "epochs", "teacher") if x.get(k))
+    if trained:
+        pairs.append(("training", trained))
+    metrics = ", ".join(
+        f"{k.replace('_', ' ')} {v:.4f}" if "ece" in k else f"{k.replace('_', ' ')} {100 * v:.2f}%"
+        for k, v in sorted(card.metrics.items())
+        if isinstance(v, (int, float))
+    )
+    pairs.append(("measured", metrics or "not measured for this model"))
+    pairs.append(
+        (
+            "confidence",
+            f"temperature {card.temperature:g}; "
+            + (certificate_text(card.calibration) or "no counted-cell certificate"),
+        )
+    )
+    if card.ood is not None:
+        pairs.append(
+            (
+                "out-of-distribution check",
+                f"fitted on {card.ood.fitted_on} crops, threshold {card.ood.threshold:.2f}",
+            )
+        )
+    summary = adaptation_summary(card)
+    if summary:
+        pairs.append(("adaptation", summary))
+        pairs += [("adaptation note", note) for note in adaptation_notes(card)]
+    for key, value in (x.get("provenance") or {}).items():
+        pairs.append((f"provenance: {key}", value))
+    if x.get("intended_use"):
+        pairs.append(("intended use", x["intended_use"]))
     settings = header["settings"]
     pairs.append(("min. confidence (below: review)", settings.get("min_confidence")))
     return _rows(pairs, "card")

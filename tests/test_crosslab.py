@@ -453,7 +453,7 @@ def test_fields_beside_their_label_file_without_jpegimages_get_the_layout_in_one
 
 def test_adaptation_notes_name_unseen_classes_a_missing_pbc_and_the_ood_check() -> None:
     """What adapt prints after writing the model, read from the adapted card alone."""
-    from wbc_edge.kd.adapt import adaptation_notes
+    from wbc_edge.runtime.adaptation import adaptation_notes, adaptation_summary
 
     card = ModelCard("x", ["Neutrophil", "Lymphocyte", "Basophil"])
     card.extra["adaptation"] = {
@@ -473,6 +473,9 @@ def test_adaptation_notes_name_unseen_classes_a_missing_pbc_and_the_ood_check() 
     assert "not in the site data" not in said and "no --pbc" not in said
     assert "kept from the training lab" in said and "4 site crops are too few" in said
     assert adaptation_notes(ModelCard("x", ["Neutrophil"])) == []  # not adapted: nothing to say
+    assert adaptation_summary(ModelCard("x", ["Neutrophil"])) is None
+    card.extra["adaptation"].update(fields=12, crops=13, data="SITE", steps=100, from_model="m.pt")
+    assert "adapted at a site on 12 fields (13 crops of Neutrophil" in adaptation_summary(card)
 
 
 def test_stain_norm_in_adapt_needs_the_training_manifest(

@@ -128,3 +128,32 @@ def test_report_renders_in_headless_chromium(tmp_path):
     banner = (abs(image.astype(int) - (40, 40, 198)) < 25).all(axis=2)  # the flag's #c62828
     blue = (image[:, :, 0] > 200) & (image[:, :, 1] < 80) & (image[:, :, 2] < 80)
     assert banner.sum() > 5000 and blue.sum() > 5000  # the Promyelocytes under their flag
+
+
+def test_the_card_in_short_says_an_adapted_models_notes_in_words():
+    """A technologist reads the card section: sentences, not the card's dictionaries."""
+    from wbc_edge.models import INTENDED_USE
+    from wbc_edge.runtime.card import ModelCard
+    from wbc_edge.runtime.report import _card_table
+
+    card = ModelCard("tinyresnet_xs_wide", ["Neutrophil", "Lymphocyte"])
+    card.metrics = {"test_accuracy": 0.9722, "test_ece": 0.0138}
+    card.calibration = {"target_error": 0.01, "delta": 0.1, "threshold": None, "reason": "few"}
+    card.extra = {
+        "intended_use": INTENDED_USE,
+        "adaptation": {
+            "classes_seen": ["Neutrophil"],
+            "fields": 12,
+            "crops": 12,
+            "data": "SITE",
+            "steps": 100,
+            "from_model": "m.pt",
+            "mixed_in": {"manifest": "pbc.csv"},
+            "ood": {"refit": True, "site_crops": 60, "training_crops": 0},
+        },
+    }
+    html = _card_table({"model": {"file": "m.pt"}, "settings": {"min_confidence": 0.5}}, card)
+    assert "test accuracy 97.22%" in html and "target 1.0% error of counted cells" in html
+    assert "adapted at a site on 12 fields" in html and "not in the site data: Lymphocyte" in html
+    assert "NOT a clinical device" in html
+    assert "{" not in html  # no dictionary dumped as text

@@ -15,6 +15,7 @@ The threshold rule is documented on :func:`certify_threshold`.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -289,3 +290,19 @@ def calibrate(
 def rescale(probs: np.ndarray, factor: float) -> np.ndarray:
     """Probabilities made at temperature T0, recomputed at T0 * factor."""
     return np.exp(log_softmax(logits_from_probs(probs), factor))
+
+
+def certificate_text(cal: dict[str, Any] | None) -> str:
+    """A card's counted-cell certificate (``card.calibration``) in words, for ``info`` and the
+    report ("" when the card has none; ``info --json`` has every field)."""
+    if not cal:
+        return ""
+    if "target_error" not in cal:
+        return json.dumps(cal, sort_keys=True)
+    head = f"target {cal['target_error']:.1%} error of counted cells at delta {cal.get('delta')}"
+    if cal.get("threshold") is None:
+        return f"{head}: {cal.get('reason', 'not certified')}"
+    return (
+        f"{head}: {cal.get('counted')} of {cal.get('n_val')} val cells counted, "
+        f"{cal.get('errors')} errors ({cal.get('rule', '')})"
+    )
