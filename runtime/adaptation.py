@@ -70,4 +70,10 @@ def adaptation_notes(card: ModelCard) -> list[str]:
             "training crops in), so runs will keep saying this site's images look unlike the "
             "training data: label more fields."
         )
+    # adapt does not refit the temperature: it still describes the training lab's val split.
+    notes.append(
+        f"confidences use the temperature fitted at the training lab ({card.temperature:g}), "
+        "not at this site: they can be over-confident here, so review a sample of counted "
+        "cells before trusting --min-confidence."
+    )
     return notes

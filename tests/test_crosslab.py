@@ -464,6 +464,7 @@ def test_adaptation_notes_name_unseen_classes_a_missing_pbc_and_the_ood_check() 
     said = " ".join(adaptation_notes(card))
     assert "not in the site data: Lymphocyte, Basophil" in said
     assert "no --pbc" in said and "refitted on 60 site crops" in said
+    assert "temperature fitted at the training lab" in said
     card.extra["adaptation"].update(
         classes_seen=["Neutrophil", "Lymphocyte", "Basophil"],
         mixed_in={"manifest": "m.csv", "rows": 9, "key": "k"},
