@@ -52,11 +52,13 @@ _NOT_TORCH = {
 }
 
 
-def torch_load(path: str | Path, what: str = "checkpoint") -> Any:
+def torch_load(path: str | Path, what: str = "checkpoint", student: bool = False) -> Any:
     """``torch.load(weights_only=True)`` whose refusals are one line saying what the file is.
 
     Torch's own message for a refused pickle is many lines long and suggests
     ``weights_only=False``, which would run whatever code the file holds: never do that.
+    ``student``: a student checkpoint is asked for (``adapt``), so an ONNX passed instead
+    also gets where the packaged student's .pt is.
     """
     path = Path(path)
     hint = "pass a .pt written by `wbc-edge train-teacher` or `wbc-edge distill`"
@@ -65,7 +67,8 @@ def torch_load(path: str | Path, what: str = "checkpoint") -> Any:
     if not is_torch:
         kind = _NOT_TORCH.get(path.suffix.lower())
         if kind:
-            raise UserError(f"{path} is {kind}, not a PyTorch {what}: {hint}{_packaged_hint()}")
+            where = _packaged_hint() if student else ""
+            raise UserError(f"{path} is {kind}, not a PyTorch {what}: {hint}{where}")
         raise UserError(
             f"{path} is not a readable PyTorch {what} (neither zip nor pickle data): {hint}"
         )
@@ -94,12 +97,13 @@ def _packaged_hint() -> str:
     return " (a pip install carries the packaged student as ONNX only; its .pt is in a checkout)"
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The raw checkpoint dict, loaded safely; UserError when it is not a wbc-edge checkpoint."""
+def read_checkpoint(path: str | Path, student: bool = False) -> dict[str, Any]:
+    """The raw checkpoint dict, loaded safely; UserError when it is not a wbc-edge checkpoint
+    (``student``: see :func:`torch_load`)."""
     path = require_file(
         path, "checkpoint", "pass a .pt written by `wbc-edge train-teacher/distill`"
     )
-    payload = torch_load(path)
+    payload = torch_load(path, student=student)
     if not isinstance(payload, dict) or "card" not in payload or "state_dict" not in payload:
         raise UserError(
             f"{path} is not a wbc-edge checkpoint (no card/state_dict): train it with wbc-edge"

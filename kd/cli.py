@@ -518,7 +518,7 @@ def register(app: typer.Typer) -> None:
         from wbc_edge.runtime.card import ModelCard
 
         check_stain_norm(stain_norm, pbc)
-        card = ModelCard.from_dict(read_checkpoint(model)["card"])
+        card = ModelCard.from_dict(read_checkpoint(model, student=True)["card"])
         if teacher is not None:
             check_teacher(teacher, card)
         site = read_site(data, card, show_progress=True)

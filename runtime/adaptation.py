@@ -17,10 +17,14 @@ def adaptation_summary(card: ModelCard) -> str | None:
     a: dict[str, Any] | None = card.extra.get("adaptation")
     if not a:
         return None
-    where = f"{a.get('fields')} fields" if a.get("fields") else f"{a.get('crops')} crops"
+    classes = ", ".join(a.get("classes_seen", [])) or "no class"
+    where = (
+        f"{a.get('fields')} fields ({a.get('crops')} crops of {classes})"
+        if a.get("fields")
+        else f"{a.get('crops')} crops of {classes}"
+    )
     return (
-        f"adapted at a site on {where} ({a.get('crops')} crops of "
-        f"{', '.join(a.get('classes_seen', [])) or 'no class'}) from {a.get('data')}, "
+        f"adapted at a site on {where} from {a.get('data')}, "
         f"{a.get('steps')} steps from {a.get('from_model')}"
         + (f", taught by {a['teacher']}" if a.get("teacher") else "")
         + f"; data fingerprint {a.get('data_fingerprint')}"
@@ -59,21 +63,39 @@ def adaptation_notes(card: ModelCard) -> list[str]:
         pooled = ood.get("training_crops", 0)
         notes.append(
             f"out-of-distribution check refitted on {ood['site_crops']} site crops"
-            + (f" and {pooled} training crops" if pooled else "")
-            + ": images that look like this site's no longer raise the warning, whatever "
-            "their class; images unlike them (another stain, lamp or lab) still do."
+            + (
+                f" and {pooled} training crops: images that look like this site's or the "
+                "training lab's no longer raise the warning, whatever their class; images "
+                "unlike both (another stain, lamp or lab) still do."
+                if pooled
+                else ": images that look like this site's no longer raise the warning, "
+                "whatever their class; images unlike them (another stain, lamp or lab, the "
+                "training lab's included) still do."
+            )
         )
-    elif ood:
+    elif ood and card.ood is not None:
         notes.append(
             f"out-of-distribution check kept from the training lab: {ood['site_crops']} site "
             f"crops are too few to fit it ({ood['needs']} needed, or pass --pbc to pool the "
             "training crops in), so runs will keep saying this site's images look unlike the "
             "training data: label more fields."
         )
-    # adapt does not refit the temperature: it still describes the training lab's val split.
-    notes.append(
-        f"confidences use the temperature fitted at the training lab ({card.temperature:g}), "
-        "not at this site: they can be over-confident here, so review a sample of counted "
-        "cells before trusting --min-confidence."
-    )
+    elif ood:
+        notes.append(
+            f"no out-of-distribution check: the model had none and {ood['site_crops']} site "
+            f"crops are too few to fit one ({ood['needs']} needed)."
+        )
+    # adapt refits neither the temperature nor the counted-cell threshold: both still describe
+    # the training lab's validation split.
+    if card.calibration or card.temperature != 1.0 or card.confidence_threshold is not None:
+        notes.append(
+            f"confidence calibration (temperature {card.temperature:g}"
+            + (
+                f", review threshold {card.confidence_threshold:g}"
+                if card.confidence_threshold is not None
+                else ""
+            )
+            + ") was fitted at the training lab, not at this site: confidences can be "
+            "over-confident here, so review a sample of counted cells before trusting them."
+        )
     return notes

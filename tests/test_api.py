@@ -158,3 +158,12 @@ def test_the_api_never_imports_torch(tmp_path, model_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout
+
+
+def test_the_default_model_is_never_an_int8_build_or_an_adapted_export(tmp_path, monkeypatch):
+    import wbc_edge.models as models
+
+    for name in ("student-a.onnx", "student-a.int8-cpu.onnx", "student-a-adapted.onnx"):
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.setattr(models, "MODELS_DIR", tmp_path)
+    assert models.default_model() == tmp_path / "student-a.onnx"

@@ -79,3 +79,26 @@ def test_every_help_shows_flags_without_a_type():
     with root.context_class(root) as ctx:
         assert "--smear / --crops" in _help(root.get_command(ctx, "run"))
         assert "--size <int>" in _help(root.get_command(ctx, "distill"))
+
+
+def test_info_says_an_adapted_models_notes_and_its_certificate_in_words(tmp_path, capsys):
+    """`wbc-edge info` on an adapted checkpoint: the adaptation in one line, its notes, and the
+    counted-cell certificate as a sentence (with its threshold when one was certified)."""
+    from wbc_edge import cli
+    from wbc_edge.kd.checkpoint import save_checkpoint
+    from wbc_edge.kd.students import create_student
+    from wbc_edge.runtime.card import ModelCard, Preprocess
+
+    card = ModelCard("tinyresnet_xs", ["Neutrophil", "Lymphocyte"], Preprocess(32))
+    card.temperature = 0.7
+    card.calibration = {"target_error": 0.05, "delta": 0.1, "threshold": 0.93, "counted": 300,
+                        "n_val": 360, "errors": 4, "rule": "learn-then-test"}  # fmt: skip
+    card.extra["adaptation"] = {"classes_seen": ["Neutrophil"], "crops": 40, "data": "SITE",
+                                "steps": 100, "from_model": "m.pt", "mixed_in": None}  # fmt: skip
+    path = save_checkpoint(tmp_path / "site.pt", create_student("tinyresnet_xs", 2), card)
+    assert cli.run(["info", str(path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "adaptation: adapted at a site on 40 crops of Neutrophil from SITE" in out
+    assert "adaptation note: not in the site data: Lymphocyte" in out
+    assert "target 5.0% error of counted cells at delta 0.1: threshold 0.93, 300 of 360" in out
+    assert '"adaptation"' not in out  # in words, not the card's dictionary

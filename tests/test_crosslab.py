@@ -220,6 +220,8 @@ def test_adapt_two_steps_on_phantom_fields_records_the_adaptation(
     assert {c.upper() for c in done["classes_seen"]} <= labels and done["classes_seen"]
     assert after["card"]["data_fingerprint"] == before["card"]["data_fingerprint"]
     assert after["card"]["ood"] == before["card"]["ood"]  # 4 crops: too few to refit
+    assert done["ood"] == {"refit": False, "site_crops": 4, "needs": 10}
+    assert "NOT a clinical device" in after["card"]["extra"]["intended_use"]
     # The original model's figures are not the adapted one's: kept as the adaptation's record.
     assert after["card"]["metrics"] == {}
     assert done["metrics_before"] == before["card"]["metrics"]
@@ -439,6 +441,18 @@ def test_adapt_refits_the_ood_statistics_on_the_site() -> None:
     assert kept is stats and how == {"refit": False, "site_crops": 9, "needs": ood.MIN_CROPS}
 
 
+def test_adapt_given_an_onnx_names_the_packaged_students_checkpoint(tmp_path, capsys) -> None:
+    from wbc_edge.cli import run
+
+    onnx = tmp_path / "student.onnx"
+    onnx.write_bytes(b"\x08\x07onnx")  # not zip or pickle: the suffix says what it is
+    args = ["adapt", "--model", str(onnx), "--data", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert run(args) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "is an ONNX model, not a PyTorch checkpoint" in err
+    assert "the packaged student's is" in err and "student-tinyresnet" in err
+
+
 def test_fields_beside_their_label_file_without_jpegimages_get_the_layout_in_one_line(
     tmp_path: Path,
 ) -> None:
@@ -464,7 +478,9 @@ def test_adaptation_notes_name_unseen_classes_a_missing_pbc_and_the_ood_check() 
     said = " ".join(adaptation_notes(card))
     assert "not in the site data: Lymphocyte, Basophil" in said
     assert "no --pbc" in said and "refitted on 60 site crops" in said
-    assert "temperature fitted at the training lab" in said
+    assert "calibration" not in said  # an uncalibrated card: nothing to warn about
+    card.temperature = 0.65
+    assert "(temperature 0.65) was fitted at the training lab" in " ".join(adaptation_notes(card))
     card.extra["adaptation"].update(
         classes_seen=["Neutrophil", "Lymphocyte", "Basophil"],
         mixed_in={"manifest": "m.csv", "rows": 9, "key": "k"},
@@ -472,7 +488,15 @@ def test_adaptation_notes_name_unseen_classes_a_missing_pbc_and_the_ood_check() 
     )
     said = " ".join(adaptation_notes(card))
     assert "not in the site data" not in said and "no --pbc" not in said
+    assert "the model had none and 4 site crops are too few" in said  # card.ood is None
+    from wbc_edge.runtime import ood
+
+    rng = np.random.default_rng(0)
+    card.ood = ood.fit([rng.integers(0, 255, (24, 24, 3), dtype=np.uint8) for _ in range(12)])
+    said = " ".join(adaptation_notes(card))
     assert "kept from the training lab" in said and "4 site crops are too few" in said
+    card.extra["adaptation"]["ood"] = {"refit": True, "site_crops": 20, "training_crops": 300}
+    assert "this site's or the training lab's no longer" in " ".join(adaptation_notes(card))
     assert adaptation_notes(ModelCard("x", ["Neutrophil"])) == []  # not adapted: nothing to say
     assert adaptation_summary(ModelCard("x", ["Neutrophil"])) is None
     card.extra["adaptation"].update(fields=12, crops=13, data="SITE", steps=100, from_model="m.pt")

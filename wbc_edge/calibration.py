@@ -303,6 +303,6 @@ def certificate_text(cal: dict[str, Any] | None) -> str:
     if cal.get("threshold") is None:
         return f"{head}: {cal.get('reason', 'not certified')}"
     return (
-        f"{head}: {cal.get('counted')} of {cal.get('n_val')} val cells counted, "
-        f"{cal.get('errors')} errors ({cal.get('rule', '')})"
+        f"{head}: threshold {cal['threshold']:g}, {cal.get('counted')} of {cal.get('n_val')} "
+        f"val cells counted, {cal.get('errors')} errors ({cal.get('rule', '')})"
     )

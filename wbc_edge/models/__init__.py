@@ -24,7 +24,8 @@ INTENDED_USE = (
 def default_model() -> Path:
     """The packaged default student (one ``student-*.onnx`` in this folder)."""
     found = sorted(MODELS_DIR.glob("student-*.onnx"))
-    found = [p for p in found if ".int8" not in p.name]
+    # An INT8 build or an adapted model exported beside it is not the default.
+    found = [p for p in found if ".int8" not in p.name and "-adapted" not in p.name]
     if len(found) != 1:
         raise UserError(
             f"this wbc-edge install has {len(found)} default models in {MODELS_DIR} (expected "
