@@ -88,7 +88,7 @@ def torch_load(path: str | Path, what: str = "checkpoint", student: bool = False
 
 def _packaged_hint() -> str:
     """Where the packaged student's checkpoint is: a pip install has its ONNX only, and ``adapt``
-    or ``distill --teacher`` need the .pt (a source checkout has it)."""
+    needs the .pt (a source checkout has it)."""
     from wbc_edge.models import MODELS_DIR
 
     found = [p for p in sorted(MODELS_DIR.glob("student-*.pt")) if "adapted" not in p.name]

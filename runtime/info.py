@@ -15,25 +15,13 @@ from wbc_edge.calibration import certificate_text
 from wbc_edge.runtime.adaptation import adaptation_notes, adaptation_summary
 from wbc_edge.runtime.card import Preprocess
 
-# Card extras shown in their own lines; everything else is listed under "other".
+# Card extras shown in their own lines; everything else is listed under "other" (an adaptation
+# is shown in short with its notes; `info --json` prints all of it).
 _SHOWN = {
-    "role",
-    "provenance",
-    "intended_use",
-    "method",
-    "seed",
-    "epochs",
-    "teacher",
-    "teacher_test_accuracy",
-    "format",
-    "precision",
-    "opset",
-    "int8_target",
-    "calibration_method",
-    "calibration_images",
-    "calibration_fingerprint",
-    "adaptation",
-}  # fmt: skip  (adaptation: in short, with its notes; `info --json` prints all of it)
+    "role", "provenance", "intended_use", "method", "seed", "epochs", "teacher",
+    "teacher_test_accuracy", "format", "precision", "opset", "int8_target", "calibration_method",
+    "calibration_images", "calibration_fingerprint", "adaptation",
+}  # fmt: skip
 
 
 def read_any_card(path: Path) -> tuple[Any, dict[str, Any]]:
