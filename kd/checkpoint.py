@@ -88,12 +88,15 @@ def torch_load(path: str | Path, what: str = "checkpoint", student: bool = False
 
 def _packaged_hint() -> str:
     """Where the packaged student's checkpoint is: a pip install has its ONNX only, and ``adapt``
-    needs the .pt (a source checkout has it)."""
-    from wbc_edge.models import MODELS_DIR
+    needs the .pt (a source checkout has it, beside the ONNX, under the same name)."""
+    from wbc_edge.models import default_model
 
-    found = [p for p in sorted(MODELS_DIR.glob("student-*.pt")) if "adapted" not in p.name]
-    if found:
-        return f" (the packaged student's is {found[0]})"
+    try:
+        pt = default_model().with_suffix(".pt")
+    except UserError:
+        pt = None
+    if pt is not None and pt.is_file():
+        return f" (the packaged student's is {pt})"
     return " (a pip install carries the packaged student as ONNX only; its .pt is in a checkout)"
 
 

@@ -13,7 +13,7 @@ import typer
 
 from wbc_edge.calibration import certificate_text
 from wbc_edge.runtime.adaptation import adaptation_notes, adaptation_summary
-from wbc_edge.runtime.card import Preprocess
+from wbc_edge.runtime.card import ModelCard, Preprocess
 
 # Card extras shown in their own lines; everything else is listed under "other" (an adaptation
 # is shown in short with its notes; `info --json` prints all of it).
@@ -29,7 +29,7 @@ def read_any_card(path: Path) -> tuple[Any, dict[str, Any]]:
     from wbc_edge.errors import require_file
     from wbc_edge.runtime.backends import backend_kind
     from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
-    from wbc_edge.runtime.card import ModelCard, read_sidecar
+    from wbc_edge.runtime.card import read_sidecar
 
     kind = backend_kind(path)
     require_file(path, "model file", "pass an .onnx, .engine or .pt file")
@@ -41,6 +41,24 @@ def read_any_card(path: Path) -> tuple[Any, dict[str, Any]]:
 
     payload = read_checkpoint(path)
     return ModelCard.from_dict(payload["card"]), {"epoch": payload.get("epoch")}
+
+
+def training_text(card: ModelCard) -> str:
+    """``method kd, epochs 40, seed 1, teacher ...``: how the card's model was trained ("" if
+    not recorded); ``info`` and the report's card section both print it."""
+    x = card.extra
+    return ", ".join(
+        f"{k} {x[k]}" for k in ("method", "epochs", "seed", "teacher") if x.get(k) is not None
+    )
+
+
+def metrics_text(metrics: dict[str, Any]) -> str:
+    """``test_accuracy 97.22%, test_ece 0.0138, ...``: the card's measured figures ("" if none)."""
+    return ", ".join(
+        f"{k} {100 * v:.2f}%" if "ece" not in k else f"{k} {v:.4f}"
+        for k, v in metrics.items()
+        if isinstance(v, (int, float))
+    )
 
 
 def card_lines(path: Path) -> list[str]:
@@ -58,17 +76,11 @@ def card_lines(path: Path) -> list[str]:
         _input_line(card.preprocess),
     ]
     prov = x.get("provenance") or {}
-    trained = ", ".join(
-        f"{k} {x[k]}" for k in ("method", "epochs", "seed", "teacher") if x.get(k) is not None
-    )
+    trained = training_text(card)
     lines.append(f"training: {trained or 'not recorded'}; data fingerprint {card.data_fingerprint}")
     for key, value in prov.items():
         lines.append(f"provenance.{key}: {value}")
-    metrics = ", ".join(
-        f"{k} {100 * v:.2f}%" if "ece" not in k else f"{k} {v:.4f}"
-        for k, v in card.metrics.items()
-        if isinstance(v, (int, float))
-    )
+    metrics = metrics_text(card.metrics)
     lines.append(f"accuracy: {metrics or 'not measured'}")
     threshold = card.confidence_threshold
     lines.append(

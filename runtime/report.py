@@ -158,6 +158,7 @@ def _card_table(header: dict[str, Any], card: Any) -> str:
     (`wbc-edge info --json MODEL` prints all of it)."""
     from wbc_edge.calibration import certificate_text
     from wbc_edge.runtime.adaptation import adaptation_notes, adaptation_summary
+    from wbc_edge.runtime.info import metrics_text, training_text
 
     model = header["model"]
     roles = ", ".join(f"{c} ({card.roles[c]})" for c in card.class_names)
@@ -170,14 +171,10 @@ def _card_table(header: dict[str, Any], card: Any) -> str:
         ("classes (role)", roles),
         ("trained on (data fingerprint)", card.data_fingerprint or "(not recorded)"),
     ]
-    trained = ", ".join(f"{k} {x[k]}" for k in ("method", "epochs", "teacher") if x.get(k))
+    trained = training_text(card)
     if trained:
         pairs.append(("training", trained))
-    metrics = ", ".join(
-        f"{k.replace('_', ' ')} {v:.4f}" if "ece" in k else f"{k.replace('_', ' ')} {100 * v:.2f}%"
-        for k, v in sorted(card.metrics.items())
-        if isinstance(v, (int, float))
-    )
+    metrics = metrics_text(dict(sorted(card.metrics.items())))
     pairs.append(("measured", metrics or "not measured for this model"))
     pairs.append(
         (

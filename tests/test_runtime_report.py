@@ -153,7 +153,7 @@ def test_the_card_in_short_says_an_adapted_models_notes_in_words():
         },
     }
     html = _card_table({"model": {"file": "m.pt"}, "settings": {"min_confidence": 0.5}}, card)
-    assert "test accuracy 97.22%" in html and "target 1.0% error of counted cells" in html
+    assert "test_accuracy 97.22%" in html and "target 1.0% error of counted cells" in html
     assert "adapted at a site on 12 fields" in html and "not in the site data: Lymphocyte" in html
     assert "NOT a clinical device" in html
     assert "{" not in html  # no dictionary dumped as text
