@@ -97,6 +97,15 @@ KeepOpt = Annotated[
         f"[default: {DEFAULT_KEEP}].",
     ),
 ]
+EmaOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--ema",
+        help="Keep an exponential moving average of the weights with this decay (e.g. 0.998; "
+        "0 = off): best.pt / last.pt then hold the average, and the run also scores the final "
+        "un-averaged weights beside it [default: off].",
+    ),
+]
 ChannelsLastOpt = Annotated[
     bool | None,
     typer.Option("--channels-last/--no-channels-last", help="NHWC memory format."),
@@ -155,6 +164,7 @@ def register(app: typer.Typer) -> None:
         channels_last: ChannelsLastOpt = None,
         augment: AugmentOpt = None,
         keep: KeepOpt = None,
+        ema: EmaOpt = None,
         stain_norm: StainOpt = None,
         freeze_stages: Annotated[
             int | None,
@@ -186,6 +196,7 @@ def register(app: typer.Typer) -> None:
             freeze_stages=freeze_stages,
             augment=augment,
             keep=keep,
+            ema=ema,
             stain_norm=stain_norm,
             method="ce",
         )
@@ -237,6 +248,7 @@ def register(app: typer.Typer) -> None:
         channels_last: ChannelsLastOpt = None,
         augment: AugmentOpt = None,
         keep: KeepOpt = None,
+        ema: EmaOpt = None,
         stain_norm: StainOpt = None,
         teacher_views: Annotated[
             str | None,
@@ -282,6 +294,7 @@ def register(app: typer.Typer) -> None:
             teacher_cache=False if no_teacher_cache else None,
             augment=augment,
             keep=keep,
+            ema=ema,
             stain_norm=stain_norm,
             method_options=_method_options(option),
         )

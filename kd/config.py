@@ -72,6 +72,10 @@ class TrainConfig:
     channels_last: bool = False
     freeze_stages: int = 0  # teacher: stem + this many early blocks kept at ImageNet weights
     keep: str = DEFAULT_KEEP  # KEEP_RULES: best.pt or last.pt is calibrated and scored
+    # Exponential moving average of the weights (timm's ModelEmaV3, warm-up on): 0 is off; else
+    # the decay, and best.pt / last.pt hold the averaged weights, so the model handed on does not
+    # depend on where the last optimiser steps happened to land.
+    ema: float = 0.0
     teacher_cache: bool = True
     # "view": the teacher's output for the view the student sees; "mean": the mean of the
     # teacher's softmax over all 8 dihedral views (test-time augmentation as the target).
@@ -126,6 +130,8 @@ class TrainConfig:
             bad.append(f"size must be 8..4096 pixels, not {self.size!r}")
         if not (isinstance(self.lr, int | float) and self.lr > 0):
             bad.append(f"lr must be > 0, not {self.lr!r}")
+        if not (isinstance(self.ema, int | float) and 0.0 <= self.ema < 1.0):
+            bad.append(f"ema must be 0 (off) or a decay in (0, 1), not {self.ema!r}")
         if self.keep not in KEEP_RULES:
             bad.append(f"keep must be one of {', '.join(KEEP_RULES)}, not {self.keep!r}")
         if self.stain_norm not in (None, "none", *STAIN_OVER):

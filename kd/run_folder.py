@@ -53,7 +53,7 @@ def learnable_state(distiller: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def save_resume(out, distiller, optimizer, scaler, epoch, step, best, history) -> None:  # noqa: ANN001
+def save_resume(out, distiller, optimizer, scaler, epoch, step, best, history, ema=None) -> None:  # noqa: ANN001, E501
     payload = {
         "epoch": epoch,
         "step": step,
@@ -63,17 +63,23 @@ def save_resume(out, distiller, optimizer, scaler, epoch, step, best, history) -
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict(),
     }
+    if ema is not None:  # the averaged student (timm ModelEmaV3), when the run keeps one
+        payload["ema"] = ema.module.state_dict()
     tmp = out / "resume.pt.tmp"
     torch.save(payload, tmp)
     tmp.replace(out / "resume.pt")
 
 
-def load_resume(out, distiller, optimizer, scaler):  # noqa: ANN001, ANN202
+def load_resume(out, distiller, optimizer, scaler, ema=None):  # noqa: ANN001, ANN202
     path = out / "resume.pt"
     if not path.is_file():
         raise UserError(f"{out} has no resume.pt: it is not a wbc-edge run folder")
     payload = torch_load(path, "resume file")
     distiller.load_state_dict(payload["distiller"], strict=False)
+    if ema is not None:
+        if "ema" not in payload:
+            raise UserError(f"{path} was saved without --ema: resume it without --ema")
+        ema.module.load_state_dict(payload["ema"])
     optimizer.load_state_dict(payload["optimizer"])
     scaler.load_state_dict(payload["scaler"])
     return payload["epoch"], payload["step"], payload["best"], payload["history"]

@@ -209,12 +209,14 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
     if cfg.channels_last:
         distiller.to(memory_format=torch.channels_last)
     student = distiller.student
+    ema = make_ema(student, cfg.ema)
+    kept_model = ema.module if ema is not None else student  # validated and saved each epoch
     n_student = sum(p.numel() for p in student.parameters())
     n_extra = int(distiller.get_extra_parameters())
     log(
         f"run {out.name}: {cfg.kind} {cfg.model} method={cfg.method} seed={cfg.seed} "
         f"size={size} epochs={cfg.epochs} augment={cfg.augment if cfg.jitter else 'none'} "
-        f"device={device} threads={torch.get_num_threads()}"
+        f"ema={cfg.ema or 'off'} device={device} threads={torch.get_num_threads()}"
     )
     log(
         f"trained model parameters: {n_student:,}; connector/fusion parameters (training only): "
@@ -267,7 +269,7 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
     start_epoch, step, best = 0, 0, {"val_accuracy": -1.0, "val_loss": float("inf"), "epoch": -1}
     history: list[dict[str, float]] = []
     if resume:
-        start_epoch, step, best, history = load_resume(out, distiller, optimizer, scaler)
+        start_epoch, step, best, history = load_resume(out, distiller, optimizer, scaler, ema)
         log(f"resumed at epoch {start_epoch} (step {step})")
 
     step_module: nn.Module = TrainStep(distiller)
@@ -279,10 +281,20 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
     for epoch in range(start_epoch, cfg.epochs):
         t_epoch = time.time()
         row, step = _train_epoch(
-            cfg, distiller, step_module, train_loader, optimizer, scaler, cache, device, epoch, step
+            cfg,
+            distiller,
+            step_module,
+            train_loader,
+            optimizer,
+            scaler,
+            cache,
+            device,
+            epoch,
+            step,
+            ema,
         )
         if dist_info.main:
-            rep = _validate(student, loader("val"), device, names, row)
+            rep = _validate(kept_model, loader("val"), device, names, row)
             row["epoch_seconds"] = time.time() - t_epoch
             history.append(row)
             improved = (row["val_accuracy"], -row["val_loss"]) > (
@@ -296,9 +308,9 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
                     "val_loss": row["val_loss"],
                     "epoch": epoch + 1,
                 }
-                save_checkpoint(out / "best.pt", student, card, epoch + 1)
-            save_checkpoint(out / "last.pt", student, card, epoch + 1)
-            save_resume(out, distiller, optimizer, scaler, epoch + 1, step, best, history)
+                save_checkpoint(out / "best.pt", kept_model, card, epoch + 1)
+            save_checkpoint(out / "last.pt", kept_model, card, epoch + 1)
+            save_resume(out, distiller, optimizer, scaler, epoch + 1, step, best, history, ema)
             write_metrics(out, history)
             log(
                 f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f} "
@@ -324,6 +336,7 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
             n_extra,
             time.time() - t_start,
             log,
+            student if ema is not None else None,
         )
     barrier(dist_info)
     return summary
@@ -358,6 +371,8 @@ def run_card(
             "augment": cfg.augment if cfg.jitter else "none",
         },
     )
+    if cfg.ema:
+        card.extra["ema"] = cfg.ema  # best.pt / last.pt hold the weight average
     card.ood = training_ood(train_rows, log)
     if teacher_card is not None:
         card.extra["teacher"] = teacher_card.architecture
@@ -366,6 +381,19 @@ def run_card(
     if len(members) > 1:
         card.extra["teachers"] = members
     return card
+
+
+def make_ema(student: nn.Module, decay: float) -> Any:  # timm.utils.ModelEmaV3 | None
+    """The weight average a run keeps when ``--ema`` is on (None when off).
+
+    Warm-up on, with timm's power 3/4 for short schedules: the decay grows as
+    1 - (1 + step)^-0.75 up to ``decay``, so a short run is not averaged with its random start.
+    """
+    if not decay:
+        return None
+    from timm.utils import ModelEmaV3
+
+    return ModelEmaV3(student, decay=decay, use_warmup=True, warmup_power=0.75)
 
 
 def make_optimizer(distiller: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -393,6 +421,7 @@ def _train_epoch(
     device: torch.device,
     epoch: int,
     step: int,
+    ema: Any = None,  # timm.utils.ModelEmaV3 of the student, updated after every step
 ) -> tuple[dict[str, float], int]:
     """One epoch of optimiser steps (warm-up then cosine LR per step); returns the epoch's
     metrics row (train part) and the step count after it."""
@@ -432,6 +461,8 @@ def _train_epoch(
             scaler.step(optimizer)
             scaler.update()
             step += 1
+            if ema is not None:
+                ema.update(distiller.student, step=step)
             n = len(y)
             sums["loss"] += float(loss.detach()) * n
             sums["correct"] += float((logits.argmax(1) == y).sum())
@@ -476,9 +507,25 @@ def _validate(
     return rep
 
 
-def _finish(out, cfg, names, arrays, targets, loader, device, best, n_student, n_extra, wall, log):  # noqa: ANN001, ANN202
+def _score_raw(model, loader, arrays, names, device) -> dict[str, float]:  # noqa: ANN001
+    """Accuracy and macro-F1 on val and test of the final un-averaged weights."""
+    from wbc_edge.kd.evaluate import predict_loader
+    from wbc_edge.metrics import classification_report
+
+    scores: dict[str, float] = {}
+    for split in ("val", "test"):
+        if split in arrays:
+            rep = classification_report(*predict_loader(model, loader(split), device), names)
+            scores[f"{split}_accuracy"], scores[f"{split}_macro_f1"] = rep.accuracy, rep.macro_f1
+    return scores
+
+
+def _finish(
+    out, cfg, names, arrays, targets, loader, device, best, n_student, n_extra, wall, log, raw=None
+):  # noqa: ANN001, ANN202, E501
     """Calibrate the kept checkpoint (best.pt or last.pt, ``cfg.keep``) on val, score it on
-    test, store the numbers in its card, write summary.json."""
+    test, store the numbers in its card, write summary.json. ``raw``: with ``--ema``, the
+    final un-averaged student, scored beside it so the record shows what the average bought."""
     from wbc_edge.kd.calibrate import calibrate_card, summary_line
     from wbc_edge.kd.evaluate import predict_loader
     from wbc_edge.metrics import classification_report
@@ -493,6 +540,7 @@ def _finish(out, cfg, names, arrays, targets, loader, device, best, n_student, n
         "best_epoch": best["epoch"],
         "best_val_accuracy": best["val_accuracy"],
         "kept": cfg.keep,
+        "ema": cfg.ema,
         "teachers": teacher_members(cfg) if cfg.kind == "distill" else [],
         "student_parameters": n_student,
         "extra_parameters": n_extra,
@@ -533,6 +581,12 @@ def _finish(out, cfg, names, arrays, targets, loader, device, best, n_student, n
                 f"(uncalibrated {cal['test_ece_before']:.4f})"
             )
         save_checkpoint(kept_path, model, card, payload["epoch"])
+    if raw is not None:
+        summary["without_ema"] = _score_raw(raw, loader, arrays, names, device)
+        log(
+            "final epoch without the weight average: "
+            + ", ".join(f"{k} {100 * v:.2f}%" for k, v in summary["without_ema"].items())
+        )
     log(f"wall time {wall:.0f}s")
     write_summary(out, summary)
     return summary

@@ -420,10 +420,39 @@ def test_keep_last_calibrates_and_scores_the_final_epoch(phantoms: Path, tmp_pat
         tiny_cfg(phantoms, tmp_path / "bad", keep="final")
 
 
-def test_resume_repeats_the_uninterrupted_run(
-    phantoms: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_ema_keeps_the_weight_average_and_scores_the_raw_weights_beside_it(
+    phantoms: Path, tmp_path: Path
 ) -> None:
-    whole = tiny_cfg(phantoms, tmp_path / "whole", epochs=3)
+    out = tmp_path / "run"
+    summary = train(tiny_cfg(phantoms, out, epochs=2, ema=0.9, keep="last"))
+    assert summary["ema"] == 0.9
+    assert set(summary["without_ema"]) == {
+        "val_accuracy",
+        "val_macro_f1",
+        "test_accuracy",
+        "test_macro_f1",
+    }
+    kept = read_checkpoint(out / "last.pt")
+    resume = torch.load(out / "resume.pt", weights_only=False)
+    # last.pt holds the average (resume.pt's "ema"), not the final optimiser step's weights.
+    for key, value in resume["ema"].items():
+        assert torch.equal(kept["state_dict"][key], value), key
+    raw = {k.removeprefix("student."): v for k, v in resume["distiller"].items()}
+    assert any(
+        not torch.equal(v, raw[k]) for k, v in kept["state_dict"].items() if v.is_floating_point()
+    )
+    _, card = load_model(out / "last.pt")
+    assert card.extra["ema"] == 0.9
+    assert "final epoch without the weight average: val_accuracy" in (out / "train.log").read_text()
+    with pytest.raises(UserError, match="ema must be 0"):
+        tiny_cfg(phantoms, tmp_path / "bad", ema=1.0)
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_repeats_the_uninterrupted_run(
+    phantoms: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ema: float
+) -> None:
+    whole = tiny_cfg(phantoms, tmp_path / "whole", epochs=3, ema=ema)
     train(whole)
 
     real_save = trainer_mod.save_resume
@@ -433,7 +462,7 @@ def test_resume_repeats_the_uninterrupted_run(
         if epoch == 2:
             raise KeyboardInterrupt
 
-    cut = tiny_cfg(phantoms, tmp_path / "cut", epochs=3)
+    cut = tiny_cfg(phantoms, tmp_path / "cut", epochs=3, ema=ema)
     monkeypatch.setattr(trainer_mod, "save_resume", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         train(cut)
