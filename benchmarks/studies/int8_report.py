@@ -82,7 +82,8 @@ def markdown(record: dict[str, Any]) -> str:
         f"- command: `{record['command']}`",
         *[f"- made by: `{c}`" for c in record["commands"]],
         "- the tensorrt target is the Q/DQ graph TensorRT builds its engine from (scored here "
-        "through ONNX Runtime); cpu is ONNX Runtime's own U8S8 per-channel setting. "
+        "through ONNX Runtime); cpu is ONNX Runtime's own U8S8 per-channel setting with 7-bit "
+        "weights (export-int8-cpu.md). "
         "360 test images: one image is 0.28 points.",
         "",
         markdown_table(header, rows, "llrrrrrrl"),
