@@ -20,7 +20,7 @@ from wbc_edge.runtime.card import ModelCard, Preprocess
 _SHOWN = {
     "role", "provenance", "intended_use", "method", "seed", "epochs", "teacher",
     "teacher_test_accuracy", "format", "precision", "opset", "int8_target", "calibration_method",
-    "calibration_images", "calibration_fingerprint", "adaptation",
+    "calibration_images", "calibration_fingerprint", "int8_weight_bits", "adaptation",
 }  # fmt: skip
 
 
@@ -91,8 +91,14 @@ def card_lines(path: Path) -> list[str]:
     if "calibration_method" in x:
         lines.append(
             f"int8 calibration: {x['calibration_method']} on {x.get('calibration_images')} "
-            f"images (fingerprint {x.get('calibration_fingerprint')})"
+            f"images (fingerprint {x.get('calibration_fingerprint')}), "
+            f"{x.get('int8_weight_bits', 8)}-bit weights"
         )
+        from wbc_edge.runtime.backends.onnxruntime import int8_saturation_warning
+
+        warning = int8_saturation_warning(card, path)
+        if warning:
+            lines.append(f"warning: {warning}")
     if "engine_key" in fields:
         lines.append(f"engine key: {fields['engine_key']}")
         for key in ("tensorrt_version", "device", "precision", "int8_mode", "batch", "dla_core"):

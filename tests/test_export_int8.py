@@ -139,6 +139,7 @@ def test_cpu_target_agrees_with_fp32(trained, tmp_path):
     assert report.agreement >= 0.95
     assert report.int8_bytes < report.fp32_bytes  # int8 weights, unlike the TensorRT pairs
     assert read_onnx_card(report.out).extra["int8_target"] == "cpu"
+    assert read_onnx_card(report.out).extra["int8_weight_bits"] == 7  # the runtime reads it
     # 7-bit weights: on an AVX2 CPU without VNNI, ONNX Runtime's U8S8 kernels add pairs of
     # u8 x s8 products in int16 (VPMADDUBSW); |w| <= 64 keeps 255 * 64 * 2 within 32767, where
     # full 8-bit weights cost the packaged student 14 points (export-int8-cpu.md).

@@ -283,3 +283,39 @@ def test_a_labelled_set_is_scored_through_the_backend(tmp_path):
         assert probs.shape == (3, len(CLASSES)) and probs.argmax(1).tolist() == y.tolist()
         with pytest.raises(UserError, match="classes the model does not know: Unicorn"):
             score(backend, paths, ["Unicorn"] * 3, "the test images")
+
+
+AVX2_ONLY = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 fma\n"
+AVX512_VNNI = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 avx512f avx512_vnni\n"
+
+
+def test_8bit_cpu_int8_on_a_saturating_cpu_is_warned_about(tmp_path, monkeypatch, capsys):
+    from wbc_edge.runtime.backends import onnxruntime as ort_backend
+
+    old = ModelCard("x", CLASSES, Preprocess(32), extra={"int8_target": "cpu"})  # before 7-bit
+    new = ModelCard(
+        "x", CLASSES, Preprocess(32), extra={"int8_target": "cpu", "int8_weight_bits": 7}
+    )
+    trt = ModelCard("x", CLASSES, Preprocess(32), extra={"int8_target": "tensorrt"})
+    assert ort_backend.saturating_u8s8_cpu(AVX2_ONLY)
+    assert not ort_backend.saturating_u8s8_cpu(AVX512_VNNI)
+    assert not ort_backend.saturating_u8s8_cpu("flags\t\t: fpu sse4_2\n")  # no AVX2 kernels
+    warning = ort_backend.int8_saturation_warning(old, "m.int8.onnx", AVX2_ONLY)
+    assert "m.int8.onnx has 8-bit INT8 weights" in warning and "--target cpu" in warning
+    assert ort_backend.int8_saturation_warning(old, "m", AVX512_VNNI) == ""
+    assert ort_backend.int8_saturation_warning(new, "m", AVX2_ONLY) == ""
+    assert ort_backend.int8_saturation_warning(trt, "m", AVX2_ONLY) == ""
+
+    # Opening such a model says so once, on the CPU provider.
+    path = make_onnx(tmp_path / "m.onnx")
+    real = ort_backend.card_from_session
+
+    def as_old_cpu_int8(session, where):  # noqa: ANN001, ANN202
+        card = real(session, where)
+        card.extra["int8_target"] = "cpu"
+        return card
+
+    monkeypatch.setattr(ort_backend, "card_from_session", as_old_cpu_int8)
+    monkeypatch.setattr(ort_backend, "saturating_u8s8_cpu", lambda cpuinfo=None: True)
+    load_backend(path, device="cpu").close()
+    assert "has 8-bit INT8 weights" in capsys.readouterr().err

@@ -169,6 +169,8 @@ def quantize_int8(
     calib_cache.write(cache_out, cache_scales(ranges))
     extra = {
         "int8_target": target,
+        # The runtime warns when an 8-bit U8S8 file meets a CPU whose kernels saturate it.
+        "int8_weight_bits": 7 if settings.reduce_range else 8,
         "calibration_method": method,
         "calibration_images": len(picked),
         "calibration_fingerprint": fingerprint(picked),

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from wbc_edge.console import console
 from wbc_edge.errors import UserError
 from wbc_edge.optional import require
 from wbc_edge.runtime.backends import BackendBase, output_to_read, softmax
@@ -94,6 +95,43 @@ def open_session(
         ) from exc
 
 
+# x86 flags under which ONNX Runtime's U8S8 kernels use VNNI dot products, which do not saturate.
+_VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def saturating_u8s8_cpu(cpuinfo: str | None = None) -> bool:
+    """True on an x86 CPU with AVX2 and no VNNI: ONNX Runtime's U8S8 kernels there add pairs of
+    u8 x s8 products in int16 (VPMADDUBSW), which saturates with full 8-bit weights
+    (benchmarks/results/export-int8-cpu.md: the packaged student lost 14 points). ``cpuinfo``:
+    the text of /proc/cpuinfo (read when None); unknown machines count as safe."""
+    if cpuinfo is None:
+        if platform.machine().lower() not in ("x86_64", "amd64"):
+            return False
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = next(
+        (ln.split(":", 1)[1].split() for ln in cpuinfo.splitlines() if ln.startswith("flags")), []
+    )
+    return "avx2" in flags and not any(f in flags for f in _VNNI_FLAGS)
+
+
+def int8_saturation_warning(card: ModelCard, path: str | Path, cpuinfo: str | None = None) -> str:
+    """A warning for an INT8 CPU export with 8-bit weights on a CPU that saturates them ("" when
+    there is nothing to say). Exports before 7-bit weights carry no ``int8_weight_bits``: 8."""
+    x = card.extra
+    if x.get("int8_target") != "cpu" or int(x.get("int8_weight_bits", 8)) <= 7:
+        return ""
+    if not saturating_u8s8_cpu(cpuinfo):
+        return ""
+    return (
+        f"{path} has 8-bit INT8 weights, and this CPU (AVX2 without VNNI) saturates them in "
+        "ONNX Runtime: its accuracy can fall far (14 points for the packaged student). Export it "
+        "again with `wbc-edge export int8 --target cpu` (7-bit weights), or run the FP32 .onnx"
+    )
+
+
 def read_onnx_card(path: str | Path) -> ModelCard:
     """The model card in an ONNX file's metadata, through the backend's session on the CPU (no
     ``onnx`` package needed). To run the model as well, open a backend: it reads the card from
@@ -111,6 +149,10 @@ class OnnxRuntimeBackend(BackendBase):
         self.session = open_session(self.path, device, threads)
         self.card = card_from_session(self.session, self.path)  # one load: card and weights
         self.providers = self.session.get_providers()
+        if self.providers[0] == "CPUExecutionProvider":
+            warning = int8_saturation_warning(self.card, self.path)
+            if warning:
+                console.print(f"[yellow]warning:[/] {warning}")
         if device == "cuda" and not set(self.providers) & set(_GPU_PROVIDERS):
             raise UserError(
                 f"{self.path}: --device cuda, but onnxruntime could not start its CUDA provider "
