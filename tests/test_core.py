@@ -145,3 +145,20 @@ def test_records_have_one_writer_and_one_machine_line(tmp_path):
     assert j.name == "bench-v1.2.json" and m.read_text() == "# r\n"
     assert json.loads(j.read_text()) == {"x": 1}
     assert records.utc_date().endswith(" UTC")
+
+
+def test_progress_in_a_log_leaves_no_blank_lines(capsys):
+    """Output to a log (not a terminal): a transient bar writes nothing, a kept bar its last
+    state once; neither leaves an empty line before what follows."""
+    from wbc_edge.console import console, progress
+
+    assert not console.is_terminal  # pytest captures stderr
+    for transient in (True, False):
+        with progress(transient=transient) as p:
+            task = p.add_task("steps", total=3, status="")
+            for _ in range(3):
+                p.update(task, advance=1)
+        console.print("done")
+    err = capsys.readouterr().err
+    assert "" not in err.splitlines()
+    assert err.count("done") == 2 and err.count("steps") == 1 and "3/3" in err

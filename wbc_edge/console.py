@@ -39,7 +39,12 @@ def print_table(table: Any) -> None:
 
 
 def progress(transient: bool = False) -> Progress:
-    """A progress bar with counts and times; use as a context manager."""
+    """A progress bar with counts and times; use as a context manager.
+
+    A transient bar is for a terminal: its caller prints the outcome as a line of its own. In a
+    log, where rich draws a bar only when it stops, a transient one would leave a blank line
+    and nothing else, so there it is off.
+    """
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -49,4 +54,5 @@ def progress(transient: bool = False) -> Progress:
         TextColumn("{task.fields[status]}"),
         console=console,
         transient=transient,
+        disable=transient and not console.is_terminal,
     )
