@@ -34,15 +34,24 @@ def run_command(cmd: list[str], timeout: float = 10.0) -> str | None:
     return res.stdout if res.returncode == 0 else None
 
 
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The first CPU's feature flags from /proc/cpuinfo (x86 "flags", ARM "Features"); empty
+    where the file is missing."""
+    text = _cpuinfo() if cpuinfo is None else cpuinfo
+    m = re.search(r"^(?:flags|Features)\s*:\s*(.*)$", text, re.M)
+    return set(m.group(1).split()) if m else set()
+
+
 def cpu_name(cpuinfo: str | None = None) -> str:
     """The CPU's marketing name; ARM boards lack it in /proc/cpuinfo, so fall back to lscpu."""
-    if cpuinfo is None:
-        try:
-            text = Path("/proc/cpuinfo").read_text(errors="replace")
-        except OSError:
-            text = ""
-    else:
-        text = cpuinfo
+    text = _cpuinfo() if cpuinfo is None else cpuinfo
     m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
     if m:
         return m.group(1).strip()

@@ -103,18 +103,13 @@ def saturating_u8s8_cpu(cpuinfo: str | None = None) -> bool:
     """True on an x86 CPU with AVX2 and no VNNI: ONNX Runtime's U8S8 kernels there add pairs of
     u8 x s8 products in int16 (VPMADDUBSW), which saturates with full 8-bit weights
     (benchmarks/results/export-int8-cpu.md: the packaged student lost 14 points). ``cpuinfo``:
-    the text of /proc/cpuinfo (read when None); unknown machines count as safe."""
-    if cpuinfo is None:
-        if platform.machine().lower() not in ("x86_64", "amd64"):
-            return False
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    flags = next(
-        (ln.split(":", 1)[1].split() for ln in cpuinfo.splitlines() if ln.startswith("flags")), []
-    )
-    return "avx2" in flags and not any(f in flags for f in _VNNI_FLAGS)
+    that file's text (this machine's when None); machines it cannot tell count as safe."""
+    from wbc_edge.records import cpu_flags
+
+    if cpuinfo is None and platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    flags = cpu_flags(cpuinfo)
+    return "avx2" in flags and not flags & set(_VNNI_FLAGS)
 
 
 def int8_saturation_warning(card: ModelCard, path: str | Path, cpuinfo: str | None = None) -> str:
