@@ -167,7 +167,7 @@ def _read_fields(
     h = hashlib.sha256()
     scale = card.preprocess.crop_scale
     with progress(transient=True) as p:
-        p.disable = not show_progress
+        p.disable = p.disable or not show_progress  # off in a log already (console)
         task = p.add_task("cutting cells from the fields", total=len(images), status="")
         for path in images:
             p.advance(task)

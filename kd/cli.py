@@ -102,8 +102,9 @@ EmaOpt = Annotated[
     typer.Option(
         "--ema",
         help="Keep an exponential moving average of the weights with this decay (e.g. 0.998; "
-        "0 = off): best.pt / last.pt then hold the average, and the run also scores the final "
-        "un-averaged weights beside it [default: off].",
+        "0 = off; timm's warm-up grows it as 1 - (1 + step)^-0.75 up to this value, so a short "
+        "run averages fewer steps): best.pt / last.pt then hold the average, and the run also "
+        "scores the final un-averaged weights beside it [default: off].",
     ),
 ]
 ChannelsLastOpt = Annotated[

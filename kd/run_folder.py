@@ -53,7 +53,7 @@ def learnable_state(distiller: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def save_resume(out, distiller, optimizer, scaler, epoch, step, best, history, ema=None) -> None:  # noqa: ANN001, E501
+def save_resume(out, distiller, optimizer, scaler, epoch, step, best, history, ema=None) -> None:  # noqa: ANN001
     payload = {
         "epoch": epoch,
         "step": step,
@@ -76,9 +76,11 @@ def load_resume(out, distiller, optimizer, scaler, ema=None):  # noqa: ANN001, A
         raise UserError(f"{out} has no resume.pt: it is not a wbc-edge run folder")
     payload = torch_load(path, "resume file")
     distiller.load_state_dict(payload["distiller"], strict=False)
+    if ema is not None and "ema" not in payload:
+        raise UserError(f"{path} was saved without --ema: resume it without --ema")
+    if ema is None and "ema" in payload:
+        raise UserError(f"{path} keeps a weight average: resume it with its --ema (config.yaml)")
     if ema is not None:
-        if "ema" not in payload:
-            raise UserError(f"{path} was saved without --ema: resume it without --ema")
         ema.module.load_state_dict(payload["ema"])
     optimizer.load_state_dict(payload["optimizer"])
     scaler.load_state_dict(payload["scaler"])

@@ -13,6 +13,8 @@ calls ``forward_train`` and sums the returned loss dict (mdistiller's design). A
   connectors, step); after training the kept one (``--keep``) is calibrated on the validation split
   (temperature and counted-cell threshold, :mod:`wbc_edge.kd.calibrate`), scored on the test
   split, and its card gets ``test_accuracy`` / ``test_macro_f1`` / ECE before and after;
+* ``--ema``: best.pt / last.pt hold an exponential moving average of the weights (timm's
+  ModelEmaV3), and the summary scores the final un-averaged weights beside it;
 * DDP when started by ``torchrun`` (``WORLD_SIZE`` > 1, :mod:`wbc_edge.kd.distributed`): each
   rank trains on its share, rank 0 validates and writes.
 """
@@ -336,7 +338,7 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
             n_extra,
             time.time() - t_start,
             log,
-            student if ema is not None else None,
+            (student, ema.get_decay(step)) if ema is not None else None,
         )
     barrier(dist_info)
     return summary
@@ -522,10 +524,11 @@ def _score_raw(model, loader, arrays, names, device) -> dict[str, float]:  # noq
 
 def _finish(
     out, cfg, names, arrays, targets, loader, device, best, n_student, n_extra, wall, log, raw=None
-):  # noqa: ANN001, ANN202, E501
+):  # noqa: ANN001, ANN202
     """Calibrate the kept checkpoint (best.pt or last.pt, ``cfg.keep``) on val, score it on
     test, store the numbers in its card, write summary.json. ``raw``: with ``--ema``, the
-    final un-averaged student, scored beside it so the record shows what the average bought."""
+    final un-averaged student and the decay the warm-up had reached, so the record shows what
+    the average bought and how long it was."""
     from wbc_edge.kd.calibrate import calibrate_card, summary_line
     from wbc_edge.kd.evaluate import predict_loader
     from wbc_edge.metrics import classification_report
@@ -559,6 +562,7 @@ def _finish(
         test_probs, test_y = (
             predict_loader(model, loader("test"), device) if "test" in arrays else (None, None)
         )
+        summary["kept_val_accuracy"] = classification_report(val_probs, val_y, names).accuracy
         card, cal = calibrate_card(
             card, val_probs, val_y, test_probs, test_y, cfg.target_error, cfg.calibration_delta
         )
@@ -582,9 +586,12 @@ def _finish(
             )
         save_checkpoint(kept_path, model, card, payload["epoch"])
     if raw is not None:
-        summary["without_ema"] = _score_raw(raw, loader, arrays, names, device)
+        raw_model, final_decay = raw
+        summary["without_ema"] = _score_raw(raw_model, loader, arrays, names, device)
+        summary["ema_final_decay"] = final_decay
         log(
-            "final epoch without the weight average: "
+            f"weight average: decay {final_decay:.5f} at the last step (warm-up toward "
+            f"{cfg.ema}); final epoch without it: "
             + ", ".join(f"{k} {100 * v:.2f}%" for k, v in summary["without_ema"].items())
         )
     log(f"wall time {wall:.0f}s")

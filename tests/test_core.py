@@ -134,6 +134,9 @@ def test_records_have_one_writer_and_one_machine_line(tmp_path):
     line = records.machine_line(onnxruntime="1.2.3")
     assert line.startswith(records.cpu_name()) and line.endswith("no GPU, onnxruntime 1.2.3")
     assert records.cpu_name("model name\t: Test CPU @ 1GHz\n") == "Test CPU @ 1GHz"
+    avx2 = records.cpu_flags("flags\t\t: fpu avx avx2\n")
+    assert records.isa_note(avx2) == "AVX2, no VNNI"
+    assert records.isa_note(avx2 | {"avx512_vnni"}) == "VNNI" and records.isa_note(set()) == ""
     table = records.markdown_table(["a", "b"], [[1, "x"]])
     assert table.splitlines() == ["| a | b |", "|---|---|", "| 1 | x |"]
     table = records.markdown_table(["a", "n"], [["x|y", 2]], align="lr")

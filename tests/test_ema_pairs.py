@@ -16,13 +16,14 @@ def fake_run(root: Path, seed: int, raw: tuple[float, float], avg: tuple[float, 
     run = root / f"s{seed}"
     run.mkdir()
     summary = {
-        "seed": seed, "ema": 0.998, "epochs": 40, "wall_seconds": 1800.0,
+        "seed": seed, "ema": 0.998, "epochs": 40, "wall_seconds": 1800.0, "kept": "last",
+        "kept_epoch": 40,
         "test_accuracy": avg[1], "test_macro_f1": avg[1], "test_ece": 0.01,
         "without_ema": {"val_accuracy": raw[0], "val_macro_f1": raw[0],
                         "test_accuracy": raw[1], "test_macro_f1": raw[1]},
     }  # fmt: skip
     (run / "summary.json").write_text(json.dumps(summary))
-    (run / "metrics.csv").write_text(f"epoch,val_accuracy\n1,0.5\n40,{avg[0]}\n")
+    (run / "metrics.csv").write_text(f"epoch,val_accuracy\n1,0.5\n40,{avg[0]}\n41,0.1\n")
     return run
 
 
@@ -37,7 +38,7 @@ def study(tmp_path: Path, runs: list[Path]) -> dict:
 
 
 def test_average_adopted_on_val_and_floor_on_its_test_mean(tmp_path: Path) -> None:
-    # Averaged better on val; its test mean 97.04 is within 0.5 of the 97.50 teacher.
+    # Averaged better on val; its test mean 97.03 is within 0.5 of the 97.50 teacher.
     runs = [
         fake_run(tmp_path, 0, (0.960, 0.955), (0.965, 0.9694)),
         fake_run(tmp_path, 1, (0.970, 0.975), (0.972, 0.9722)),
@@ -57,3 +58,13 @@ def test_average_not_adopted_judges_the_raw_side(tmp_path: Path) -> None:
     r = study(tmp_path, runs)
     assert not r["average_adopted"] and not r["floor_met"]
     assert abs(r["gap_to_teacher_points"] - 100 * (0.975 - 0.960)) < 1e-9
+
+
+def test_runs_of_different_recipes_or_best_checkpoints_are_refused(tmp_path: Path) -> None:
+    a = fake_run(tmp_path, 0, (0.97, 0.96), (0.97, 0.96))
+    b = fake_run(tmp_path, 1, (0.97, 0.96), (0.97, 0.96))
+    summary = json.loads((b / "summary.json").read_text())
+    (b / "summary.json").write_text(json.dumps({**summary, "kept": "best"}))
+    cmd = [sys.executable, str(SCRIPT), str(a), str(b), "--rule", str(a / "summary.json")]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode != 0 and "differ in kept" in done.stderr

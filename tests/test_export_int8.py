@@ -126,7 +126,7 @@ def test_checker_finds_unquantized_model(trained):
     assert problems and all("is not quantized" in p for p in problems)
 
 
-def test_cpu_target_agrees_with_fp32(trained, tmp_path):
+def test_cpu_target_agrees_with_fp32(trained, tmp_path, monkeypatch):
     onnx_path, manifest = trained
     report = quantize_int8(
         onnx_path,
@@ -140,6 +140,18 @@ def test_cpu_target_agrees_with_fp32(trained, tmp_path):
     assert report.int8_bytes < report.fp32_bytes  # int8 weights, unlike the TensorRT pairs
     assert read_onnx_card(report.out).extra["int8_target"] == "cpu"
     assert read_onnx_card(report.out).extra["int8_weight_bits"] == 7  # the runtime reads it
+    # info shows the bits, and warns only about an 8-bit export on a saturating CPU.
+    from wbc_edge.runtime import info
+    from wbc_edge.runtime.backends import onnxruntime as ort_backend
+
+    monkeypatch.setattr(ort_backend, "saturating_u8s8_cpu", lambda cpuinfo=None: True)
+    lines = info.card_lines(Path(report.out))
+    assert any(line.endswith("7-bit weights") for line in lines)
+    assert not any(line.startswith("warning:") for line in lines)
+    card = read_onnx_card(report.out)
+    card.extra["int8_weight_bits"] = 8  # as exports before 7-bit weights
+    monkeypatch.setattr(info, "read_any_card", lambda path: (card, {}))
+    assert any("has 8-bit INT8 weights" in line for line in info.card_lines(Path(report.out)))
     # 7-bit weights: on an AVX2 CPU without VNNI, ONNX Runtime's U8S8 kernels add pairs of
     # u8 x s8 products in int16 (VPMADDUBSW); |w| <= 64 keeps 255 * 64 * 2 within 32767, where
     # full 8-bit weights cost the packaged student 14 points (export-int8-cpu.md).

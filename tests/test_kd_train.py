@@ -421,8 +421,16 @@ def test_keep_last_calibrates_and_scores_the_final_epoch(phantoms: Path, tmp_pat
 
 
 def test_ema_keeps_the_weight_average_and_scores_the_raw_weights_beside_it(
-    phantoms: Path, tmp_path: Path
+    phantoms: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    validated: list[dict[str, torch.Tensor]] = []
+    real_validate = trainer_mod._validate
+
+    def record_validate(model, *args):  # noqa: ANN001, ANN202
+        validated.append({k: v.clone() for k, v in model.state_dict().items()})
+        return real_validate(model, *args)
+
+    monkeypatch.setattr(trainer_mod, "_validate", record_validate)
     out = tmp_path / "run"
     summary = train(tiny_cfg(phantoms, out, epochs=2, ema=0.9, keep="last"))
     assert summary["ema"] == 0.9
@@ -441,9 +449,17 @@ def test_ema_keeps_the_weight_average_and_scores_the_raw_weights_beside_it(
     assert any(
         not torch.equal(v, raw[k]) for k, v in kept["state_dict"].items() if v.is_floating_point()
     )
+    # Each epoch validates (and picks best.pt by) the average it saves, not the raw weights.
+    for key, value in validated[-1].items():
+        assert torch.equal(kept["state_dict"][key], value), key
     _, card = load_model(out / "last.pt")
     assert card.extra["ema"] == 0.9
-    assert "final epoch without the weight average: val_accuracy" in (out / "train.log").read_text()
+    assert 0 < summary["ema_final_decay"] <= 0.9
+    log = (out / "train.log").read_text()
+    assert "weight average: decay" in log and "final epoch without it: val_accuracy" in log
+    # Resuming it without --ema would silently switch what last.pt holds: refused.
+    with pytest.raises(UserError, match="keeps a weight average"):
+        train(tiny_cfg(phantoms, out, epochs=3, keep="last"), resume=True)
     with pytest.raises(UserError, match="ema must be 0"):
         tiny_cfg(phantoms, tmp_path / "bad", ema=1.0)
 

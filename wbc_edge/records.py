@@ -74,11 +74,21 @@ def gpu_names(runner: Callable[[list[str]], str | None] = run_command) -> list[s
     ]
 
 
+def isa_note(flags: set[str]) -> str:
+    """What an x86 CPU's int8 kernels can use: INT8 accuracy depends on it (ONNX Runtime's U8S8
+    kernels saturate on AVX2 without VNNI, benchmarks/results/export-int8-cpu.md); "" else."""
+    if flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+        return "VNNI"
+    return "AVX2, no VNNI" if "avx2" in flags else ""
+
+
 def machine_line(gpu: str | None = None, **versions: str) -> str:
-    """One line for a record: CPU, core count (shared on this project's machines), the GPU
-    (``None``: no GPU; :func:`gpu_line` names the ones present) and any library versions that
-    matter to the number."""
-    parts = [cpu_name(), f"{os.cpu_count()} CPU cores (shared)", gpu or "no GPU"]
+    """One line for a record: CPU (with :func:`isa_note`), core count (shared on this project's
+    machines), the GPU (``None``: no GPU; :func:`gpu_line` names the ones present) and any
+    library versions that matter to the number."""
+    note = isa_note(cpu_flags())
+    cpu = f"{cpu_name()} ({note})" if note else cpu_name()
+    parts = [cpu, f"{os.cpu_count()} CPU cores (shared)", gpu or "no GPU"]
     parts += [f"{name} {version}" for name, version in versions.items()]
     return ", ".join(parts)
 

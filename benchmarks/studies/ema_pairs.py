@@ -34,11 +34,12 @@ def read_pair(run: Path) -> dict[str, Any]:
         "seed": s["seed"],
         "ema": s["ema"],
         "epochs": s["epochs"],
+        "kept": s["kept"],
+        "ema_final_decay": s.get("ema_final_decay"),
         "wall_seconds": s["wall_seconds"],
         "raw": {k: raw[k] for k in ("val_accuracy", "test_accuracy", "test_macro_f1")},
-        # The trainer's val of the kept epoch is the last row of metrics; summary has best only.
         "ema_scores": {
-            "val_accuracy": _last_val(run),
+            "val_accuracy": _kept_val(run, s),
             "test_accuracy": s["test_accuracy"],
             "test_macro_f1": s["test_macro_f1"],
         },
@@ -46,12 +47,16 @@ def read_pair(run: Path) -> dict[str, Any]:
     }
 
 
-def _last_val(run: Path) -> float:
+def _kept_val(run: Path, summary: dict[str, Any]) -> float:
+    """The trainer's val accuracy of the kept checkpoint: in summary.json from session 7 on,
+    else metrics.csv's row of the kept epoch (the same number, logged when it was trained)."""
     import csv
 
+    if "kept_val_accuracy" in summary:
+        return float(summary["kept_val_accuracy"])
     with open(run / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    return float(rows[-1]["val_accuracy"])
+        rows = {int(r["epoch"]): r for r in csv.DictReader(f)}
+    return float(rows[int(summary["kept_epoch"])]["val_accuracy"])
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
@@ -66,6 +71,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/kd-ema"))
     args = ap.parse_args()
     pairs = sorted((read_pair(r) for r in args.runs), key=lambda p: p["seed"])
+    for key in ("ema", "epochs", "kept"):
+        if len({p[key] for p in pairs}) > 1:
+            raise SystemExit(f"the runs differ in {key}: pair runs of one recipe only")
+    if pairs[0]["kept"] != "last":
+        # raw is always the final epoch; a best-val checkpoint would not be its pair
+        raise SystemExit("the runs kept best.pt: pair --keep last runs, whose raw side matches")
     summary: dict[str, Any] = {}
     for side in ("raw", "ema_scores"):
         for key in ("val_accuracy", "test_accuracy", "test_macro_f1"):

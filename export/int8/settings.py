@@ -96,7 +96,8 @@ CPU_CANDIDATES = (
     QuantSettings("qdq-u8s8-channel", "qdq", "u8", per_channel=True),
     QuantSettings("qdq-u8s8-tensor", "qdq", "u8", per_channel=False),
     # 7-bit weights: an AVX2 CPU without VNNI multiplies u8 x s8 with VPMADDUBSW, which
-    # saturates a pair of products to int16 (255*127*2 > 32767); 255*63*2 fits.
+    # saturates a pair of products to int16 (255*127*2 > 32767); 7-bit weights lie in
+    # [-64, 64], and 255*64*2 = 32640 fits.
     QuantSettings("qdq-u8s8-channel-reduced", "qdq", "u8", per_channel=True, reduce_range=True),
     QuantSettings("qdq-s8s8-channel", "qdq", "s8", per_channel=True),
     QuantSettings("qdq-s8s8-tensor", "qdq", "s8", per_channel=False),

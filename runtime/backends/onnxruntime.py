@@ -122,8 +122,9 @@ def int8_saturation_warning(card: ModelCard, path: str | Path, cpuinfo: str | No
         return ""
     return (
         f"{path} has 8-bit INT8 weights, and this CPU (AVX2 without VNNI) saturates them in "
-        "ONNX Runtime: its accuracy can fall far (14 points for the packaged student). Export it "
-        "again with `wbc-edge export int8 --target cpu` (7-bit weights), or run the FP32 .onnx"
+        "ONNX Runtime: its accuracy can fall far (14 points for the packaged student, "
+        "benchmarks/results/export-int8-cpu.md). Export it again with `wbc-edge export int8 "
+        "--target cpu` (7-bit weights), or run the FP32 .onnx"
     )
 
 
