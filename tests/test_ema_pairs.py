@@ -45,7 +45,7 @@ def test_average_adopted_on_val_and_floor_on_its_test_mean(tmp_path: Path) -> No
         fake_run(tmp_path, 2, (0.965, 0.960), (0.966, 0.9694)),
     ]
     r = study(tmp_path, runs)
-    assert r["average_adopted"] and r["floor_met"]
+    assert r["average_adopted"] and r["floor_met"] and r["packaging_triggered"]
     assert abs(r["recipe_mean_test_accuracy"] - (0.9694 * 2 + 0.9722) / 3) < 1e-9
 
 
@@ -56,7 +56,8 @@ def test_average_not_adopted_judges_the_raw_side(tmp_path: Path) -> None:
         fake_run(tmp_path, 1, (0.970, 0.965), (0.960, 0.975)),
     ]
     r = study(tmp_path, runs)
-    assert not r["average_adopted"] and not r["floor_met"]
+    assert not r["average_adopted"] and not r["floor_met"] and not r["packaging_triggered"]
+    assert [round(d, 2) for d in r["test_difference_points"]] == [2.0, 1.0]
     assert abs(r["gap_to_teacher_points"] - 100 * (0.975 - 0.960)) < 1e-9
 
 

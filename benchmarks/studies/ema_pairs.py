@@ -99,6 +99,13 @@ def main() -> None:
         "recipe_mean_test_accuracy": recipe_test,
         "gap_to_teacher_points": gap,
         "floor_met": gap <= FLOOR_POINTS + 1e-9,
+        # rule 3: a new packaged student only if the average is adopted and its mean test
+        # accuracy reaches the floor
+        "packaging_triggered": adopted
+        and summary["ema_scores_test_accuracy"]["mean"] >= TEACHER_TEST - FLOOR_POINTS / 100 - 1e-9,
+        "test_difference_points": [
+            100 * (p["ema_scores"]["test_accuracy"] - p["raw"]["test_accuracy"]) for p in pairs
+        ],
     }
     write_record(args.out, record, markdown(record))
 
@@ -139,7 +146,9 @@ def markdown(r: dict[str, Any]) -> str:
         f"{pct(s['raw_val_accuracy']['mean'])}% raw). The recipe's mean test accuracy is "
         f"{pct(r['recipe_mean_test_accuracy'])}%, {r['gap_to_teacher_points']:.2f} points below "
         f"the teacher's {pct(r['teacher_test_accuracy'])}%: the 0.5-point floor is "
-        f"{'met' if r['floor_met'] else 'not met'} by the recipe."
+        f"{'met' if r['floor_met'] else 'not met'} by the recipe. Averaged minus raw on test, "
+        f"seed by seed: {', '.join(f'{d:+.2f}' for d in r['test_difference_points'])} points. "
+        f"Rule 3 {'replaces' if r['packaging_triggered'] else 'keeps'} the packaged student."
     )
     lines = [
         f"# {r['title']}",
