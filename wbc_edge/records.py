@@ -74,12 +74,23 @@ def gpu_names(runner: Callable[[list[str]], str | None] = run_command) -> list[s
     ]
 
 
+# x86 flags under which ONNX Runtime's U8S8 kernels use VNNI dot products, which do not saturate.
+VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def saturates_u8s8(flags: set[str]) -> bool:
+    """AVX2 without VNNI: ONNX Runtime's U8S8 kernels add pairs of u8 x s8 products in int16
+    (VPMADDUBSW), which saturates with full 8-bit weights
+    (benchmarks/results/export-int8-cpu.md)."""
+    return "avx2" in flags and not flags & VNNI_FLAGS
+
+
 def isa_note(flags: set[str]) -> str:
-    """What an x86 CPU's int8 kernels can use: INT8 accuracy depends on it (ONNX Runtime's U8S8
-    kernels saturate on AVX2 without VNNI, benchmarks/results/export-int8-cpu.md); "" else."""
-    if flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+    """What an x86 CPU's int8 kernels can use, for a record's machine line: INT8 accuracy
+    depends on it (:func:`saturates_u8s8`); "" for a CPU without AVX2."""
+    if flags & VNNI_FLAGS:
         return "VNNI"
-    return "AVX2, no VNNI" if "avx2" in flags else ""
+    return "AVX2, no VNNI" if saturates_u8s8(flags) else ""
 
 
 def machine_line(gpu: str | None = None, **versions: str) -> str:

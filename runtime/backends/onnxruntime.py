@@ -95,21 +95,16 @@ def open_session(
         ) from exc
 
 
-# x86 flags under which ONNX Runtime's U8S8 kernels use VNNI dot products, which do not saturate.
-_VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-
-
 def saturating_u8s8_cpu(cpuinfo: str | None = None) -> bool:
-    """True on an x86 CPU with AVX2 and no VNNI: ONNX Runtime's U8S8 kernels there add pairs of
-    u8 x s8 products in int16 (VPMADDUBSW), which saturates with full 8-bit weights
-    (benchmarks/results/export-int8-cpu.md: the packaged student lost 14 points). ``cpuinfo``:
-    that file's text (this machine's when None); machines it cannot tell count as safe."""
-    from wbc_edge.records import cpu_flags
+    """True on an x86 CPU whose U8S8 kernels saturate 8-bit weights
+    (:func:`wbc_edge.records.saturates_u8s8`; the packaged student lost 14 points there).
+    ``cpuinfo``: that file's text (this machine's when None); machines it cannot tell count as
+    safe."""
+    from wbc_edge.records import cpu_flags, saturates_u8s8
 
     if cpuinfo is None and platform.machine().lower() not in ("x86_64", "amd64"):
         return False
-    flags = cpu_flags(cpuinfo)
-    return "avx2" in flags and not flags & set(_VNNI_FLAGS)
+    return saturates_u8s8(cpu_flags(cpuinfo))
 
 
 def int8_saturation_warning(card: ModelCard, path: str | Path, cpuinfo: str | None = None) -> str:
