@@ -63,10 +63,14 @@ def flag_text(diff: LabDifferential, rules: FlagRules) -> str:
 
 
 def status_line(stats, backend) -> str:  # stats: pipeline.Stats, backend: Backend
-    fps, cps = stats.rates()
+    window_s = 5.0
+    fps, cps = stats.rates(window_s)
     infer_ms = 1000 * backend.total_inference_s / backend.images if backend.images else 0.0
+    # The rate is the recent one (the run's summary gives the whole run's, warm-up included,
+    # so on a short run the two differ): say which, so a reader does not take one for the other.
     line = (
-        f"{fps:.1f} frames/s  {cps:.1f} cells/s  latency p50 {stats.latency_ms(50):.0f} ms "
+        f"{fps:.1f} frames/s  {cps:.1f} cells/s (last {window_s:.0f} s)  "
+        f"latency p50 {stats.latency_ms(50):.0f} ms "
         f"p95 {stats.latency_ms(95):.0f} ms  model {infer_ms:.2f} ms/cell  "
         f"frames {stats.items}  cells {stats.cells}  errors {stats.errors}  "
         f"dropped {stats.dropped}"

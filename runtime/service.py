@@ -281,7 +281,8 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
                 if stats.stream_losses
                 else ""
             )
-            + f" in {elapsed:.1f} s ({summary['cells_per_s']} cells/s); results in {folder.path}",
+            + f" in {elapsed:.1f} s ({summary['cells_per_s']} cells/s over the whole run, warm-up"
+            f" included); results in {folder.path}",
             highlight=False,
             soft_wrap=True,  # one line in a log, whatever the terminal width
         )

@@ -445,6 +445,8 @@ def test_in_a_log_the_live_view_becomes_log_lines_and_a_final_status(tmp_path, m
     err = capsys.readouterr().err
     assert "cells/s" in err and "latency p50" in err and "Differential" in err
     assert "\x1b[" not in err  # no cursor movement or colour in a log
+    # The recent rate and the whole run's are told apart (they differ on a short run).
+    assert "cells/s (last 5 s)" in err and "cells/s over the whole run" in err
 
 
 @pytest.mark.parametrize("channel_order", ["RGB", "BGR"])
