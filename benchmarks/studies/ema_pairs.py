@@ -86,6 +86,7 @@ def main() -> None:
     recipe = "ema_scores" if adopted else "raw"
     recipe_test = summary[f"{recipe}_test_accuracy"]["mean"]
     gap = 100 * (TEACHER_TEST - recipe_test)
+    floor_met = gap <= FLOOR_POINTS + 1e-9
     record = {
         "title": "Weight averaging (--ema) on the packaged recipe: paired runs",
         "command": command_line(),
@@ -98,11 +99,10 @@ def main() -> None:
         "average_adopted": adopted,
         "recipe_mean_test_accuracy": recipe_test,
         "gap_to_teacher_points": gap,
-        "floor_met": gap <= FLOOR_POINTS + 1e-9,
+        "floor_met": floor_met,
         # rule 3: a new packaged student only if the average is adopted and its mean test
-        # accuracy reaches the floor
-        "packaging_triggered": adopted
-        and summary["ema_scores_test_accuracy"]["mean"] >= TEACHER_TEST - FLOOR_POINTS / 100 - 1e-9,
+        # accuracy (then the recipe's) reaches the floor
+        "packaging_triggered": adopted and floor_met,
         "test_difference_points": [
             100 * (p["ema_scores"]["test_accuracy"] - p["raw"]["test_accuracy"]) for p in pairs
         ],
