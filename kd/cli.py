@@ -29,7 +29,40 @@ from wbc_edge.kd.config import (
 )
 
 DataOpt = Annotated[
-    Path, typer.Option("--data", help="Split manifest CSV (`wbc-edge data split`).")
+    list[str] | None,
+    typer.Option(
+        "--data",
+        help="Split manifest CSV (`wbc-edge data split`), or one lab's labelled images as "
+        "LAB=PATH (a manifest, or a folder of class folders, split here). Repeat it to train "
+        "on several labs: each lab contributes only the classes it has, and the joined split "
+        "is written to the run folder's manifest.csv.",
+    ),
+]
+GroupByOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--group-by",
+        help="LAB=REGEX: the file-name pattern whose first group names a patient or slide of "
+        "that lab's folder, kept in one split (e.g. deepapl='^(P\\d+)_'). Repeatable.",
+    ),
+]
+InitOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--init",
+        help="Start from this wbc-edge checkpoint (.pt) of the same architecture, e.g. the "
+        "packaged model: its weights, and its classifier rows matched by class name (a class it "
+        "lacks, such as Blast, starts fresh).",
+    ),
+]
+BalanceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--balance",
+        help="How training images are drawn: sqrt (each image weighted 1/sqrt of its lab and "
+        "class count), equal (1/count), none (a plain shuffle) or auto (sqrt for several "
+        "labs, none for one) [default: auto].",
+    ),
 ]
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/<name>).")]
 ConfigOpt = Annotated[
@@ -141,7 +174,9 @@ def _method_options(items: list[str] | None) -> dict[str, Any] | None:
 def register(app: typer.Typer) -> None:
     @app.command("train-teacher")
     def train_teacher(
-        data: DataOpt = None,  # type: ignore[assignment]
+        data: DataOpt = None,
+        group_by: GroupByOpt = None,
+        balance: BalanceOpt = None,
         model: Annotated[
             str | None,
             typer.Option("--model", help=f"timm EfficientNet name [default: {TEACHER_MODEL}]."),
@@ -153,6 +188,7 @@ def register(app: typer.Typer) -> None:
         size: Annotated[
             int | None, typer.Option("--size", min=8, max=4096, help="Input size in pixels.")
         ] = None,
+        init: InitOpt = None,
         epochs: EpochsOpt = None,
         batch_size: BatchOpt = None,
         lr: TeacherLrOpt = None,
@@ -181,7 +217,10 @@ def register(app: typer.Typer) -> None:
         _run(
             config,
             resume,
-            data=str(data) if data else None,
+            data=list(data) if data else None,
+            group_by=list(group_by) if group_by else None,
+            balance=balance,
+            init=str(init) if init else None,
             kind="teacher",
             model=model,
             weights=weights,
@@ -204,7 +243,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("distill")
     def distill(
-        data: DataOpt = None,  # type: ignore[assignment]
+        data: DataOpt = None,
+        group_by: GroupByOpt = None,
+        balance: BalanceOpt = None,
         teacher: Annotated[
             list[Path] | None,
             typer.Option(
@@ -242,6 +283,7 @@ def register(app: typer.Typer) -> None:
         batch_size: BatchOpt = None,
         lr: LrOpt = None,
         seed: SeedOpt = None,
+        init: InitOpt = None,
         out: OutOpt = None,
         config: ConfigOpt = None,
         resume: ResumeOpt = None,
@@ -278,7 +320,10 @@ def register(app: typer.Typer) -> None:
         _run(
             config,
             resume,
-            data=str(data) if data else None,
+            data=list(data) if data else None,
+            group_by=list(group_by) if group_by else None,
+            balance=balance,
+            init=str(init) if init else None,
             kind="distill",
             model=student,
             teacher=[str(t) for t in teacher] if teacher else None,
@@ -412,8 +457,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("ablation")
     def ablation(
-        data: DataOpt,
         teacher: Annotated[Path, typer.Option("--teacher", help="Trained teacher checkpoint.")],
+        data: DataOpt = None,
+        group_by: GroupByOpt = None,
         methods: Annotated[
             str, typer.Option("--methods", help="Comma-separated distillation methods.")
         ] = "ce,kd,dkd,at,fusion,mlffakd",
@@ -447,10 +493,18 @@ def register(app: typer.Typer) -> None:
         keep: KeepOpt = None,
     ) -> None:
         """Train every method x seed, reusing one teacher cache; write a mean +- std table."""
+        from wbc_edge.data.labs import joined_manifest
         from wbc_edge.kd.ablation import run_ablation
 
+        if not data:
+            raise typer.BadParameter("give --data")
+        if len(data) > 1 or "=" in data[0] or group_by:
+            # Every run of the ablation trains on one joined split, written once.
+            manifest = joined_manifest(data, group_by or [], runs_dir / "manifest.csv")
+        else:
+            manifest = Path(data[0])
         run_ablation(
-            data=data,
+            data=manifest,
             teacher=teacher,
             methods=[m.strip() for m in methods.split(",") if m.strip()],
             seeds=[int(s) for s in seeds.split(",") if s.strip()],

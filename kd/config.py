@@ -45,11 +45,21 @@ DISTILL_METHOD = "kd"
 class TrainConfig:
     """Every option of a training run; the CLI, a YAML file and the API all fill this."""
 
-    data: str = ""
+    # A split manifest, or several labs' sources ("LAB=PATH": a manifest or a class-folder tree;
+    # wbc_edge.data.labs), joined into the run folder's manifest.csv at the start of the run.
+    data: str | list[str] = ""
+    group_by: list[str] = field(default_factory=list)  # "LAB=REGEX": keep a patient in one split
+    split_seed: int = 42  # how a source folder is split (wbc_edge.data.split.DEFAULT_SEED)
+    # Drawing weights of training images (wbc_edge.data.labs.BALANCE_RULES): "auto" is "sqrt"
+    # when the data joins several labs and "none" (a plain shuffle) for one lab.
+    balance: str = "auto"
     out: str = ""
     kind: str = "distill"  # "teacher" or "distill"
     model: str = ""  # teacher: timm EfficientNet name; distill: student name ("": the default)
     weights: str | None = "imagenet"  # teacher initialisation (imagenet | PATH | none)
+    # A wbc-edge checkpoint (.pt) of the same architecture to start from, teacher or student:
+    # its backbone, and its classifier rows by class name (kd/warm_start.py).
+    init: str | None = None
     # distill: trained teacher checkpoint, or a list of them (an ensemble: the logit target is
     # the mean of the members' cached logits, features come from the first; see `teachers`)
     teacher: str | list[str] | None = None
@@ -115,6 +125,11 @@ class TrainConfig:
         self.method = "ce" if teacher else (self.method or DISTILL_METHOD)
         if self.lr is None:
             self.lr = TEACHER_LR if teacher else STUDENT_LR
+        if isinstance(self.data, list | tuple):
+            # One plain manifest reads as before; several sources stay a list.
+            specs = [str(d) for d in self.data]
+            self.data = specs[0] if len(specs) == 1 and "=" not in specs[0] else specs
+        self.group_by = [str(g) for g in (self.group_by or [])]
         if isinstance(self.teacher, list | tuple):
             # One member is the single teacher (its config.yaml reads as before); none is none.
             members = [str(t) for t in self.teacher]
@@ -132,6 +147,8 @@ class TrainConfig:
             bad.append(f"lr must be > 0, not {self.lr!r}")
         if not (isinstance(self.ema, int | float) and 0.0 <= self.ema < 1.0):
             bad.append(f"ema must be 0 (off) or a decay in (0, 1), not {self.ema!r}")
+        if self.balance not in ("auto", "none", "sqrt", "equal"):
+            bad.append(f"balance must be auto, none, sqrt or equal, not {self.balance!r}")
         if self.keep not in KEEP_RULES:
             bad.append(f"keep must be one of {', '.join(KEEP_RULES)}, not {self.keep!r}")
         if self.stain_norm not in (None, "none", *STAIN_OVER):
@@ -140,6 +157,16 @@ class TrainConfig:
             )
         if bad:
             raise UserError("training options: " + "; ".join(bad))
+
+    @property
+    def sources(self) -> list[str]:
+        """The data specs: one manifest, or several labs' ``LAB=PATH`` sources."""
+        return [self.data] if isinstance(self.data, str) else list(self.data)
+
+    @property
+    def multi_source(self) -> bool:
+        """True when the run joins labs itself (several sources, or a LAB=PATH one)."""
+        return len(self.sources) > 1 or "=" in self.sources[0] or bool(self.group_by)
 
     @property
     def teachers(self) -> list[str]:

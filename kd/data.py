@@ -373,12 +373,17 @@ class Batch:
     targets: torch.Tensor  # int64 class indices
     index: torch.Tensor  # row indices into the split
     k: torch.Tensor  # dihedral transform per sample (0 = identity)
+    # (N, C) bool: the classes each sample's lab labels (None: every lab has every class)
+    present: torch.Tensor | None = None
 
 
 class BatchLoader:
     """Shuffled, augmented batches over a decoded split, one epoch per iteration.
 
-    ``augment=False`` yields the images as they are (k = 0), in order, for validation. With
+    ``augment=False`` yields the images as they are (k = 0), in order, for validation.
+    ``weights`` (one per image, :func:`wbc_edge.data.labs.sample_weights`) draws each epoch's
+    images with replacement in proportion to them instead of a permutation, so small labs and
+    rare classes are seen more often; ``present`` rides along with each batch. With
     ``world_size > 1`` each rank takes every world_size-th sample of the epoch's permutation
     (what DistributedSampler does), padded so every rank sees the same number of batches.
     """
@@ -396,9 +401,16 @@ class BatchLoader:
         world_size: int = 1,
         channels_last: bool = False,
         drop_last: bool = False,
+        weights: np.ndarray | None = None,
+        present: np.ndarray | None = None,
     ) -> None:
         if len(images) != len(targets):
             raise ValueError("images and targets differ in length")
+        for name, extra in (("weights", weights), ("present", present)):
+            if extra is not None and len(extra) != len(images):
+                raise ValueError(f"{name} and images differ in length")
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        self.present = None if present is None else torch.as_tensor(present, dtype=torch.bool)
         self.images = images
         self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.int64)
         self.batch_size = batch_size
@@ -419,7 +431,10 @@ class BatchLoader:
             idx = torch.arange(n)[self.rank :: self.world_size]
             return idx, torch.zeros(len(idx), dtype=torch.int64), None
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        idx = torch.randperm(n, generator=gen)
+        if self.weights is not None:
+            idx = torch.multinomial(self.weights, n, replacement=True, generator=gen)
+        else:
+            idx = torch.randperm(n, generator=gen)
         ks = torch.randint(0, 8, (n,), generator=gen)
         if self.world_size > 1:
             per_rank = math.ceil(n / self.world_size)
@@ -449,4 +464,5 @@ class BatchLoader:
                 rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=gen)))
                 raw = torch.from_numpy(jitter_uint8(raw.numpy(), self.jitter, rng))
             x = normalize_tensor(raw, self.pre, self.channels_last)
-            yield Batch(x, self.targets[sel], sel, k)
+            present = None if self.present is None else self.present[sel]
+            yield Batch(x, self.targets[sel], sel, k, present)

@@ -55,6 +55,9 @@ class Distiller(nn.Module):
             self.teacher.requires_grad_(False)
         self.label_smoothing = label_smoothing
         self.epoch: float | None = None
+        # (N, C) bool of the current batch, set by the trainer: the classes each sample's lab
+        # labels. None: all of them. Not a buffer, so it is never saved.
+        self.present: Tensor | None = None
 
     def train(self, mode: bool = True) -> Distiller:
         """Train the student and connectors; the teacher stays in eval mode (frozen BN)."""
@@ -112,6 +115,8 @@ class Distiller(nn.Module):
         return TeacherOut(out.logits.float(), [f.float() for f in out.features])
 
     def _ce(self, logits: Tensor, targets: Tensor) -> Tensor:
+        if self.present is not None and self.training:
+            return losses.masked_ce_loss(logits, targets, self.present, self.label_smoothing)
         return losses.ce_loss(logits, targets, self.label_smoothing)
 
 

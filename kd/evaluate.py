@@ -36,6 +36,7 @@ from wbc_edge.runtime.labelled import dihedral_views as dihedral_views  # its ho
 class Sample:
     path: Path
     label: str
+    lab: str = ""  # the manifest's lab column (several labs joined), else empty
 
 
 def predict_loader(model: Any, loader: Any, device: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +66,7 @@ def load_samples(data: str | Path, split: str | None = "test") -> list[Sample]:
         )
     from wbc_edge.data.manifest import read_manifest
 
-    return [Sample(r.path, r.label) for r in read_manifest(data, split)]
+    return [Sample(r.path, r.label, r.lab) for r in read_manifest(data, split)]
 
 
 @dataclass
@@ -175,11 +176,48 @@ def evaluate(
         "confusion": report.confusion.tolist(),
         "seconds": round(time.time() - t0, 2),
     }
+    labs = [s.lab for s in pred.samples]
+    if any(labs):
+        result["per_lab"] = per_lab_scores(probs, pred.y, labs, card.class_names, threshold)
     if not single:
         result["members"] = [_member(path, p) for path, p in zip(paths, preds, strict=True)]
     if out is not None:
         write_report(Path(out), result, report, pred.samples, probs, card.class_names)
     return result
+
+
+def per_lab_scores(
+    probs: np.ndarray,
+    y: np.ndarray,
+    labs: Sequence[str],
+    names: Sequence[str],
+    threshold: float | None,
+) -> dict[str, dict[str, Any]]:
+    """Accuracy, macro-F1 over the lab's own classes, and counted share and error, per lab."""
+    from wbc_edge.calibration import selective
+
+    lab_arr = np.asarray(labs)
+    out: dict[str, dict[str, Any]] = {}
+    for lab in sorted(set(labs)):
+        sel = lab_arr == lab
+        p, t = probs[sel], y[sel]
+        own = sorted(set(t.tolist()))
+        f1s = []
+        pred = p.argmax(1)
+        for c in own:
+            tp = int(((pred == c) & (t == c)).sum())
+            fp, fn = int(((pred == c) & (t != c)).sum()), int(((pred != c) & (t == c)).sum())
+            f1s.append(2 * tp / max(2 * tp + fp + fn, 1))
+        counted = selective(p, t, threshold)
+        out[lab] = {
+            "images": int(sel.sum()),
+            "accuracy": float((pred == t).mean()),
+            "macro_f1": float(np.mean(f1s)),
+            "classes": [names[c] for c in own],
+            "coverage": counted.coverage,
+            "counted_error": counted.error,
+        }
+    return out
 
 
 def _member(path: str | Path, pred: Predictions) -> dict[str, Any]:
@@ -287,6 +325,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         _selective_line(result),
         "",
+        *_per_lab_lines(result),
         markdown_table(["class", "precision", "recall", "F1", "support"], per_class),
         "",
         "Confusion matrix (rows: true class, columns: predicted)",
@@ -294,6 +333,26 @@ def markdown(result: dict[str, Any]) -> str:
         markdown_table(["", *(n[:6] for n in names)], confusion),
     ]
     return "\n".join(lines) + "\n"
+
+
+def _per_lab_lines(result: dict[str, Any]) -> list[str]:
+    """The per-lab table, when the data joins several labs (else nothing)."""
+    per_lab = result.get("per_lab")
+    if not per_lab:
+        return []
+    rows = [
+        [
+            lab,
+            m["images"],
+            f"{100 * m['accuracy']:.2f}%",
+            f"{100 * m['macro_f1']:.2f}%",
+            f"{100 * m['coverage']:.1f}%",
+            f"{100 * m['counted_error']:.2f}%",
+        ]
+        for lab, m in per_lab.items()
+    ]
+    head = ["lab", "images", "accuracy", "macro F1 (its classes)", "counted", "counted error"]
+    return ["Per lab:", "", markdown_table(head, rows), ""]
 
 
 def _selective_line(result: dict[str, Any]) -> str:

@@ -19,6 +19,26 @@ def ce_loss(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Te
     return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
 
 
+def masked_ce_loss(
+    logits: Tensor, targets: Tensor, present: Tensor, label_smoothing: float = 0.0
+) -> Tensor:
+    """Cross-entropy over the classes each sample's lab labels (``present``, (N, C) bool).
+
+    A lab without a Blast class says nothing about whether its cells are blasts, so the softmax
+    is taken over that lab's own classes (the others are left out, not pushed down), and label
+    smoothing spreads over those classes only. With every class present it equals
+    :func:`ce_loss`.
+    """
+    present = present | F.one_hot(targets, logits.shape[1]).bool()  # the label is always in
+    z = logits.float().masked_fill(~present, float("-inf"))
+    logp = F.log_softmax(z, dim=1)
+    nll = -logp.gather(1, targets[:, None]).squeeze(1)
+    if not label_smoothing:
+        return nll.mean()
+    smooth = -(logp.masked_fill(~present, 0.0).sum(1)) / present.sum(1)
+    return ((1 - label_smoothing) * nll + label_smoothing * smooth).mean()
+
+
 def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 4.0) -> Tensor:
     """Hinton et al. 2015: T^2 * KL(softmax(t/T) || softmax(s/T)), summed over classes, mean
     over the batch. The T^2 keeps gradient magnitudes comparable across temperatures."""

@@ -29,11 +29,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from wbc_edge.console import progress
+from wbc_edge.data.labs import (
+    joined_manifest,
+    lab_classes,
+    present_mask,
+    sample_weights,
+    training_data,
+)
 from wbc_edge.data.manifest import class_names as manifest_classes
 from wbc_edge.data.manifest import fingerprint, read_manifest
 from wbc_edge.errors import UserError
@@ -86,8 +94,24 @@ def _distiller_kwargs(method: str, options: dict[str, Any], label_smoothing: flo
     return opts
 
 
-def build_for_config(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, ModelCard | None]:
-    """The distiller of a run and (for distillation) the teacher's card."""
+def build_for_config(
+    cfg: TrainConfig, num_classes: int, names: list[str] | None = None, log: Any = None
+) -> tuple[nn.Module, ModelCard | None]:
+    """The distiller of a run and (for distillation) the teacher's card; with ``cfg.init`` the
+    trained model starts from that checkpoint (its head rows matched by class name)."""
+    distiller, teacher_card = _build_for_config(cfg, num_classes)
+    if cfg.init:
+        from wbc_edge.kd.warm_start import warm_start
+
+        carried = warm_start(distiller.student, cfg.init, names or [])
+        if log is not None:
+            fresh = [n for n in names or [] if n not in carried]
+            log(f"started from {cfg.init}: head rows of {len(carried)} classes carried over; "
+                f"new: {', '.join(fresh) or 'none'}")
+    return distiller, teacher_card
+
+
+def _build_for_config(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, ModelCard | None]:
     if cfg.kind == "teacher":
         from wbc_edge.kd.distillers import CE
         from wbc_edge.kd.teacher import create_teacher, freeze_early_stages
@@ -187,16 +211,31 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
     log = RunLog(out / "train.log" if dist_info.main else None)
 
     jitter = augment_preset(cfg.augment) if cfg.jitter else NO_JITTER
-    rows = read_manifest(cfg.data)
+    rows = training_rows(cfg, out, dist_info.main)
     names = manifest_classes(rows)
     by_split = {s: [r for r in rows if r.split == s] for s in ("train", "val", "test")}
     if not by_split["train"] or not by_split["val"]:
         raise UserError(f"{cfg.data} needs train and val rows: make it with `wbc-edge data split`")
     label_of = {n: i for i, n in enumerate(names)}
+    of_lab = lab_classes(rows)
+    masked_labs = ", ".join(
+        f"{lab} lacks {'/'.join(sorted(set(names) - have))}"
+        for lab, have in sorted(of_lab.items())
+        if set(names) - have
+    ) or "none"
 
     torch.manual_seed(cfg.seed)
-    distiller, teacher_card = build_for_config(cfg, len(names))
+    distiller, teacher_card = build_for_config(cfg, len(names), names, log)
     card = run_card(cfg, rows, names, by_split["train"], teacher_card, log)
+    if any(r.lab for r in rows):
+        card.training_data = training_data(rows)
+        log(
+            "labs: "
+            + "; ".join(
+                f"{d['lab']} {sum(d['images'].values())} images ({len(d['classes'])} classes)"
+                for d in card.training_data
+            )
+        )
     pre = card.preprocess
     size = pre.input_size
 
@@ -240,6 +279,8 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
         for member in getattr(cache, "members", [cache]):
             log(f"teacher cache: {member.folder}")
 
+    balance = cfg.balance if cfg.balance != "auto" else ("sqrt" if len(of_lab) > 1 else "none")
+    log(f"sampling: balance={balance}; class masks for labs lacking classes: {masked_labs}")
     train_loader = BatchLoader(
         arrays["train"],
         targets["train"],
@@ -247,6 +288,8 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
         pre,
         augment=True,
         jitter=jitter,
+        weights=sample_weights(by_split["train"], balance),
+        present=present_mask(by_split["train"], names, of_lab),
         seed=cfg.seed,
         rank=dist_info.rank,
         world_size=dist_info.world_size,
@@ -339,9 +382,38 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
             time.time() - t_start,
             log,
             (student, ema.get_decay(step)) if ema is not None else None,
+            labs={sp: [r.lab for r in by_split[sp]] for sp in arrays},
         )
     barrier(dist_info)
     return summary
+
+
+def training_rows(cfg: TrainConfig, out: Path, main: bool = True) -> list:
+    """The run's manifest rows: the one manifest given, or the labs' sources joined.
+
+    Joined sources are written once, to ``OUT/manifest.csv``, and a resumed run reads that file
+    back: the split a run started with stays its split even if a source folder changes later.
+    """
+    if not cfg.multi_source:
+        return read_manifest(cfg.data)
+    joined = out / "manifest.csv"
+    if not joined.is_file() and not main:
+        raise UserError(f"{joined} is missing: start the run on rank 0 first")
+    return read_manifest(joined_manifest(cfg.sources, cfg.group_by, joined, cfg.split_seed))
+
+
+def per_lab_accuracy(probs: Any, y: Any, labs: list[str] | None) -> dict[str, dict[str, Any]]:
+    """Accuracy of each lab's rows (empty when the rows carry no labs)."""
+    if probs is None or not labs or not any(labs):
+        return {}
+    lab_arr = np.asarray(labs)
+    pred = np.asarray(probs).argmax(1)
+    y = np.asarray(y)
+    out = {}
+    for lab in sorted(set(labs)):
+        sel = lab_arr == lab
+        out[lab] = {"images": int(sel.sum()), "accuracy": float((pred[sel] == y[sel]).mean())}
+    return out
 
 
 def run_card(
@@ -455,6 +527,8 @@ def _train_epoch(
                 if cfg.teacher_views == "mean":
                     t_logits = cache.view_mean_logits(batch.index)
                 t_out = TeacherOut(t_logits.to(device), [f.to(device) for f in t_feats])
+            # The classes this batch's labs label; the hard-label loss ignores the others.
+            distiller.present = None if batch.present is None else batch.present.to(device)
             with torch.autocast(device.type, enabled=use_amp):
                 logits, losses = step_module(x, y, t_out)
                 loss = sum(losses.values())
@@ -523,7 +597,20 @@ def _score_raw(model, loader, arrays, names, device) -> dict[str, float]:  # noq
 
 
 def _finish(
-    out, cfg, names, arrays, targets, loader, device, best, n_student, n_extra, wall, log, raw=None
+    out,
+    cfg,
+    names,
+    arrays,
+    targets,
+    loader,
+    device,
+    best,
+    n_student,
+    n_extra,
+    wall,
+    log,
+    raw=None,
+    labs=None,
 ):  # noqa: ANN001, ANN202
     """Calibrate the kept checkpoint (best.pt or last.pt, ``cfg.keep``) on val, score it on
     test, store the numbers in its card, write summary.json. ``raw``: with ``--ema``, the
@@ -578,6 +665,18 @@ def _finish(
                 test_ece=cal["test_ece_after"],
                 test_ece_uncalibrated=cal["test_ece_before"],
             )
+            per_lab = per_lab_accuracy(test_probs, test_y, (labs or {}).get("test"))
+            if per_lab:
+                summary["test_per_lab"] = per_lab
+                for lab, m in per_lab.items():
+                    card.metrics[f"test_accuracy_{lab}"] = m["accuracy"]
+                log(
+                    "test per lab: "
+                    + ", ".join(
+                        f"{lab} {100 * m['accuracy']:.2f}% of {m['images']}"
+                        for lab, m in per_lab.items()
+                    )
+                )
             log(
                 f"{cfg.keep} epoch {payload['epoch']} ({kept_path.name}): "
                 f"test accuracy {100 * rep.accuracy:.2f}% "

@@ -192,6 +192,10 @@ class ModelCard:
     # class -> role (runtime/roles.py): what the differential counts each class as. A card
     # without roles (written before they existed) gets them derived from the class names.
     roles: dict[str, str] = field(default_factory=dict)
+    # What the model was trained on, one entry per lab: {lab, source, terms, images (per
+    # split), classes (image counts)} (wbc_edge.data.labs.training_data). Empty: not recorded
+    # (a single-lab run of an older wbc-edge; its data_fingerprint still names the data).
+    training_data: list[dict[str, Any]] = field(default_factory=list)
     card_version: int = CARD_VERSION
 
     def __post_init__(self) -> None:

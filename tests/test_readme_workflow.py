@@ -69,7 +69,7 @@ def _pbc_download(root: Path) -> Path:
     for cls_dir in sorted(p for p in crops.iterdir() if p.is_dir()):
         cls = cls_dir.name
         if cls not in folder_of and cls not in prefix_of:
-            continue  # a phantom class PBC does not have (Myeloblast)
+            continue  # a phantom class PBC does not have (Blast)
         target = pbc / folder_of.get(cls, "ig")
         target.mkdir(parents=True, exist_ok=True)
         for i, img in enumerate(sorted(cls_dir.glob("*.jpg"))):

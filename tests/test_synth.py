@@ -188,7 +188,7 @@ def test_cli_writes_crops_and_fields(tmp_path: Path, capsys: pytest.CaptureFixtu
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--classes", "Blast"], "unknown phantom class"),
+        (["--classes", "Myeloblast"], "unknown phantom class"),
         (["--difficulty", "2"], "out of range"),
         (["--fields", "1", "--field-size", "640by480"], "WIDTHxHEIGHT"),
     ],

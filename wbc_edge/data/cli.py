@@ -1,4 +1,4 @@
-"""``wbc-edge data ...``: check, split, import-pbc, synth."""
+"""``wbc-edge data ...``: check, split, join, import-pbc, synth."""
 
 from __future__ import annotations
 
@@ -132,6 +132,64 @@ def split_cmd(
     write_manifest(result.rows, out)
     _print_split(result, console)
     console.print(f"wrote {len(result.rows)} rows to {out}", highlight=False)
+
+
+@app.command("join")
+def join_cmd(
+    data: Annotated[
+        list[str],
+        typer.Option(
+            "--data",
+            help="One lab's labelled images as LAB=PATH: a split manifest (its split is kept) "
+            "or a folder of class folders (split here). Repeat it for each lab.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Joined manifest CSV to write.")],
+    group_by: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--group-by",
+            help="LAB=REGEX: the first group of this file-name pattern names a patient or slide "
+            "of that lab, kept in one split (e.g. deepapl='^(P\\d+)_'). Repeatable.",
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(help=f"Random seed of the folders' splits. [{DEFAULT_SEED}]"),
+    ] = None,
+    ratios: Annotated[
+        str | None,
+        typer.Option(
+            help="train,val,test fractions per class of each folder. "
+            f"[{','.join(f'{r:g}' for r in DEFAULT_RATIOS)}]"
+        ),
+    ] = None,
+) -> None:
+    """Join several labs into one manifest with a lab column (the model's ten classes only)."""
+    from collections import Counter
+
+    from rich.table import Table
+
+    from wbc_edge.console import console, print_table
+    from wbc_edge.data.labs import combine_sources, parse_sources
+    from wbc_edge.data.manifest import SPLITS, write_manifest
+    from wbc_edge.errors import UserError
+
+    if out.exists():
+        raise UserError(f"{out} exists: joined manifests are never overwritten; pick a new --out")
+    rows = combine_sources(parse_sources(data, group_by or []), seed=seed, ratios=ratios)
+    write_manifest(rows, out)
+    counts = Counter((r.lab, r.split) for r in rows)
+    table = Table(title=f"joined manifest {out}")
+    table.add_column("lab")
+    for sp in SPLITS:
+        table.add_column(sp, justify="right")
+    table.add_column("classes", justify="right")
+    for lab in sorted({r.lab for r in rows}):
+        n_classes = len({r.label for r in rows if r.lab == lab})
+        table.add_row(lab, *(str(counts[(lab, sp)]) for sp in SPLITS), str(n_classes))
+    print_table(table)
+    console.print(f"wrote {len(rows)} rows to {out}", highlight=False)
 
 
 def _print_split(result: SplitResult, console: Console) -> None:

@@ -1,9 +1,13 @@
-"""The split manifest: one CSV row per image (path, class, split, sha256[, group]).
+"""The split manifest: one CSV row per image (path, class, split, sha256[, group][, lab]).
 
 Paths are stored relative to the manifest's own folder when possible, so a manifest and its
 images can move together; :func:`read_manifest` resolves them back. The data fingerprint that
 goes into every model card is a hash of the (sha256, class, split) rows, so it names the data a
 model saw independently of where the files lie.
+
+``lab`` names the laboratory (microscope, stain, patients) an image comes from when a manifest
+joins several (:mod:`wbc_edge.data.labs`); a single-lab manifest leaves it empty, and the file
+is then written without the column, exactly as before labs existed.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from wbc_edge.errors import UserError
 
 FIELDS = ["path", "class", "split", "sha256", "group"]
+LAB_FIELD = "lab"
 SPLITS = ("train", "val", "test")
 
 
@@ -28,6 +33,7 @@ class ManifestRow:
     split: str
     sha256: str
     group: str = ""
+    lab: str = ""
 
 
 def write_manifest(rows: Iterable[ManifestRow], out: str | Path) -> Path:
@@ -35,13 +41,15 @@ def write_manifest(rows: Iterable[ManifestRow], out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     base = out.parent.resolve()
-    ordered = sorted(rows, key=lambda r: (SPLITS.index(r.split), r.label, str(r.path)))
+    ordered = sorted(rows, key=lambda r: (r.lab, SPLITS.index(r.split), r.label, str(r.path)))
+    with_lab = any(r.lab for r in ordered)
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(FIELDS)
+        w.writerow(FIELDS + [LAB_FIELD] if with_lab else FIELDS)
         for r in ordered:
-            w.writerow([_relative(r.path, base), r.label, r.split, r.sha256, r.group])
+            row = [_relative(r.path, base), r.label, r.split, r.sha256, r.group]
+            w.writerow(row + [r.lab] if with_lab else row)
     os.replace(tmp, out)  # never leave a half-written manifest behind
     return out
 
@@ -80,6 +88,7 @@ def read_manifest(path: str | Path, split: str | None = None) -> list[ManifestRo
                 split=r["split"],
                 sha256=r.get("sha256") or "",
                 group=r.get("group") or "",
+                lab=r.get(LAB_FIELD) or "",
             )
             for r in reader
         ]
@@ -96,9 +105,14 @@ def class_names(rows: Iterable[ManifestRow]) -> list[str]:
 
 
 def fingerprint(rows: Iterable[ManifestRow]) -> str:
-    """Short content hash of (sha256, class, split) rows: which images, labelled how, split how."""
+    """Short content hash of (sha256, class, split) rows: which images, labelled how, split how.
+
+    The lab joins the key only when a row has one, so a single-lab manifest keeps the
+    fingerprint it had before labs existed."""
     h = hashlib.sha256()
-    for key in sorted(f"{r.sha256},{r.label},{r.split}" for r in rows):
+    for key in sorted(
+        f"{r.sha256},{r.label},{r.split}" + (f",{r.lab}" if r.lab else "") for r in rows
+    ):
         h.update(key.encode())
         h.update(b"\n")
     return h.hexdigest()[:16]

@@ -17,6 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from wbc_edge.data.labs import CLASSES as LAB_CLASSES
 from wbc_edge.data.synth_paint import (
     Canvas,
     blob_outline,
@@ -30,19 +31,9 @@ from wbc_edge.data.synth_paint import (
 
 Range = tuple[float, float]
 
-# The 9 pbc9 classes plus Myeloblast, in folder (sorted) order.
-CLASSES: tuple[str, ...] = (
-    "Basophil",
-    "Eosinophil",
-    "Erythroblast",
-    "ImmatureGranulocyte",
-    "Lymphocyte",
-    "Monocyte",
-    "Myeloblast",
-    "Neutrophil",
-    "Platelet",
-    "Promyelocyte",
-)
+# The model's ten classes (the 9 pbc9 classes plus Blast), in folder (sorted) order: one list,
+# wbc_edge.data.labs.CLASSES, so a phantom model has the packaged model's classes.
+CLASSES: tuple[str, ...] = LAB_CLASSES
 
 
 @dataclass(frozen=True)
@@ -135,8 +126,9 @@ MORPHOLOGY: dict[str, Morph] = {
         wobble=(0.05, 0.12), shapes=(("kidney", 0.5), ("horseshoe", 0.3), ("oval", 0.2)),
         partner="ImmatureGranulocyte",
     ),
-    # Large, high N:C; fine open chromatin with 2-4 pale nucleoli, deep blue agranular rim.
-    "Myeloblast": Morph(
+    # A myeloblast (DeepAPL's blasts are mostly myeloid): large, high N:C; fine open chromatin
+    # with 2-4 pale nucleoli, deep blue agranular rim.
+    "Blast": Morph(
         diameter_um=(14, 19), nucleus_ratio=(0.74, 0.86), nucleus_offset=(0, 0.35),
         nucleus_aspect=(1.0, 1.15), dent=(0, 0.1), lobes=(1, 1), nucleus_density=(0.85, 1.05),
         chromatin_um=(0.35, 0.55), chromatin_contrast=(0.1, 0.2), nucleoli=(1.5, 4),

@@ -61,8 +61,8 @@ def synth(
 ) -> None:
     """Draw May-Grünwald-Giemsa-like phantoms: test and demo data, not clinical data.
 
-    Crops of 10 classes (the 9 pbc9 classes plus Myeloblast) go to OUT/<class>/; with --fields,
-    smear fields with Pascal-VOC boxes and labels.csv go to OUT/fields/.
+    Crops of the model's 10 classes (the 9 pbc9 classes plus Blast) go to OUT/<class>/; with
+    --fields, smear fields with Pascal-VOC boxes and labels.csv go to OUT/fields/.
     """
     from wbc_edge.console import console
     from wbc_edge.data.synth import make_crops
