@@ -486,7 +486,7 @@ class Pipeline:
             frame.error = f"{frame.key}: the model gave non-finite probabilities"
         t0, c0 = time.perf_counter(), time.thread_time()
         if frame.error:
-            self.output.write_error(frame.key, frame.source, frame.error, frame.stat)
+            self.output.write_error(frame.key, frame.source, frame.error, frame.stat, frame.file)
             self.stats.errors += 1
         else:
             item.records = self._records(item)
@@ -495,7 +495,7 @@ class Pipeline:
                 t1, c1 = time.perf_counter(), time.thread_time()
                 self.stats.add_time("archive", t1 - t0, c1 - c0)
                 t0, c0 = t1, c1
-            self.output.write_item(frame.key, item.records)
+            self.output.write_item(frame.key, item.records, frame.file, frame.stat, frame.digest)
         item.done = time.perf_counter()
         self.stats.add_time("write", item.done - t0, time.thread_time() - c0)
         self.stats.items += 1

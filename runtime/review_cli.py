@@ -84,8 +84,10 @@ def report(
     from wbc_edge.runtime.flags import FlagRules
     from wbc_edge.runtime.report import write_report
     from wbc_edge.runtime.sample import SampleFolder
+    from wbc_edge.runtime.sinks import report_target
 
     folder = SampleFolder.open(sample)
+    out = report_target(out, "--out") if out is not None else None
     recorded = FlagRules.from_dict(folder.header().get("lab", {}).get("flags"))
     rules = flag_rules(recorded, flag_ig, flag_blasts, flag_nrbc)
     path = write_report(folder, out, rules=rules, per_class=per_class)

@@ -64,7 +64,9 @@ class RunSettings:
     rotate_mb: float = 0.0  # new cells/errors files when cells.jsonl reaches this size (0: never)
 
     def check(self) -> None:
+        """Every setting a run cannot use is refused here, before anything is written."""
         c = self.pipeline
+        self._check_numbers()
         bad_threshold = c.threshold is not None and not 0 <= c.threshold <= 1
         if c.batch < 1 or c.queue_size < 1 or bad_threshold:
             raise UserError("--batch and --queue must be >= 1, --min-confidence between 0 and 1")
@@ -76,9 +78,11 @@ class RunSettings:
             raise UserError("--reconnect-tries and --rotate-mb must be >= 0, --open-timeout > 0")
         self._check_out_outside_source()
         if self.report is not None:
-            from wbc_edge.runtime.report import report_path
+            from wbc_edge.runtime.sinks import report_target
 
-            self.report = report_path(self.report)
+            self.report = report_target(self.report, "--report")
+        if self.annotate is not None:
+            self._check_annotate()
         if self.target_cells is not None and self.target_cells < 0:
             raise UserError(
                 f"--target-cells must be >= 0 (labs count 100 or 200), not {self.target_cells}"
@@ -88,12 +92,69 @@ class RunSettings:
                 f"--wbc-count is the analyser's WBC in 10^9/L (> 0), not {self.wbc_count}"
             )
 
-    def _check_out_outside_source(self) -> None:
-        """A results folder inside the folder being read would feed the run its own outputs."""
+    def _check_numbers(self) -> None:
+        """NaN passes every comparison (and typer's ranges): refuse it, and negative values
+        where only 0 or more mean something."""
+        import math
+
+        c = self.pipeline
+        values = {
+            "--margin": c.margin, "--min-confidence": c.threshold, "--rbc-px": c.rbc_px,
+            "--um-per-px": c.um_per_px, "--wbc-count": self.wbc_count, "--settle": self.settle,
+            "--poll": self.poll, "--fps": self.fps, "--open-timeout": self.open_timeout,
+            "--rotate-mb": self.rotate_mb, "--flag-ig": self.flag_ig, "--flag-nrbc": self.flag_nrbc,
+        }  # fmt: skip
+        for name, value in values.items():
+            if value is not None and not math.isfinite(value):
+                raise UserError(f"{name} must be a finite number, not {value}")
+        if not 0 <= c.margin <= 1:
+            raise UserError(
+                f"--margin is a fraction of the cell's box side (0 to 1), not {c.margin:g}"
+            )
+        negative = {
+            "--threads": self.threads, "--settle": self.settle, "--fps": self.fps,
+            "--width": self.width, "--height": self.height,
+        }  # fmt: skip
+        for name, value in negative.items():
+            if value < 0:
+                raise UserError(f"{name} must be 0 or more, not {value:g}")
+        if self.poll <= 0:
+            raise UserError(f"--poll must be more than 0 seconds, not {self.poll:g}")
+
+    def _source_folder(self) -> Path | None:
         from wbc_edge.runtime.sources import parse_uri
 
         source = Path(parse_uri(self.source, self.watch).resource)
-        if source.is_dir() and self.out.resolve().is_relative_to(source.resolve()):
+        return source if source.is_dir() else None
+
+    def _check_annotate(self) -> None:
+        """Annotated frames written into the folder being read would be read again (a watch
+        classified one crop 36 times in 20 s), and a path that is some other file is not ours."""
+        from wbc_edge.runtime.report import VIDEO_SUFFIXES
+
+        path = Path(self.annotate)
+        source = self._source_folder()
+        if source is not None and path.resolve().is_relative_to(source.resolve()):
+            what = "watched folder" if self.watch else "source folder"
+            raise UserError(
+                f"--annotate {path} is inside the {what} {source}: the run would read its own "
+                "annotated frames; put --annotate outside it"
+            )
+        video = path.suffix.lower() in VIDEO_SUFFIXES
+        if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") or (
+            path.exists() and not video and not path.is_dir()
+        ):
+            raise UserError(
+                f"--annotate {path}: give a folder (one JPEG per frame) or a video file "
+                f"({', '.join(sorted(VIDEO_SUFFIXES))})"
+            )
+        if video and path.exists() and not path.is_file():
+            raise UserError(f"--annotate {path} exists and is not a file: give another path")
+
+    def _check_out_outside_source(self) -> None:
+        """A results folder inside the folder being read would feed the run its own outputs."""
+        source = self._source_folder()
+        if source is not None and self.out.resolve().is_relative_to(source.resolve()):
             what = "watched folder" if self.watch else "source folder"
             raise UserError(
                 f"--out {self.out} is inside the {what} {source}: the run would read its own "

@@ -5,7 +5,8 @@ An output folder holds::
     cells.jsonl   one JSON object per classified cell (the record of truth)
     cells.csv     the same records as a spreadsheet row each
     errors.jsonl  items that could not be used (corrupt, truncated, not an image, rejected)
-    done.txt      the key of every finished file or video frame, written after its records
+    done.txt      every finished file or video frame, written after its records: one JSON line
+                  each (a file's key with its size, mtime and digest; a frame's key alone)
     .lock         held by the run writing here (:mod:`wbc_edge.runtime.lock`)
 
 All the records of one item go out in one ``write`` and are flushed before the item is marked
@@ -35,7 +36,7 @@ from typing import Any
 from wbc_edge.console import console
 from wbc_edge.errors import UserError
 from wbc_edge.runtime.lock import FolderLock
-from wbc_edge.runtime.resume import LIVE_PREFIX, ResumeState
+from wbc_edge.runtime.resume import LIVE_PREFIX, ResumeState, Stat
 
 CSV_FIELDS = [
     "time",
@@ -74,6 +75,37 @@ def csv_cell(text: str) -> str:
     """A text cell for cells.csv: printable, and never run as a formula by a spreadsheet."""
     text = printable_name(text)
     return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+REPORT_SUFFIXES = (".html", ".htm")
+
+
+def report_target(path: str | Path, option: str = "--report") -> Path:
+    """Where a report may be written for ``option PATH``: PATH, or PATH/report.html for a
+    folder. Refused (before anything is written) unless it names an HTML file that is not there
+    yet or is an HTML page already, so an image, a sample's records or any other file is never
+    replaced by a report."""
+    text = str(path)
+    path = Path(path)
+    if path.is_dir() or text.endswith(("/", "\\")):
+        path = path / "report.html"
+    name = printable_name(str(path))
+    if path.suffix.lower() not in REPORT_SUFFIXES:
+        raise UserError(
+            f"{option} {name}: a report is an .html file (or a folder, for report.html in it); "
+            "give a path ending in .html"
+        )
+    if path.exists() or path.is_symlink():
+        head = b""
+        if path.is_file():
+            with path.open("rb") as f:
+                head = f.read(512).lstrip().lower()
+        if not head.startswith((b"<!doctype html", b"<html")):
+            raise UserError(
+                f"{option} {name} exists and is not an HTML page: it would be overwritten; "
+                "give another path, or move it first"
+            )
+    return path
 
 
 def now_iso() -> str:
@@ -283,19 +315,19 @@ class RunOutput:
             if not path.is_file():
                 continue
             with path.open(encoding="utf-8") as f:
-                for line in f:
-                    entry = json.loads(line)
+                for number, line in enumerate(f, 1):
+                    entry = _json_line(path, number, line)
                     stat = (entry["size"], entry["mtime_ns"]) if "size" in entry else None
-                    state.add_failed(entry["key"], stat)
+                    state.add_failed(entry["key"], stat, entry.get("file", ""))
         records = 0
         if self.jsonl_path.is_file():
             for record in iter_records(self.jsonl_path):
-                state.add_done(record.key)
+                state.add_done(record.key, record.file if record.key != record.file else "")
                 records += 1
         if self.done_path.is_file():
             with self.done_path.open(encoding="utf-8", errors="surrogateescape") as f:
-                for line in f:
-                    state.add_done(line.rstrip("\n"))
+                for number, line in enumerate(f, 1):
+                    _add_done_line(state, self.done_path, number, line)
         self._level_csv(records)
         return state
 
@@ -313,21 +345,28 @@ class RunOutput:
 
     def done(self) -> set[str]:
         """Keys of files finished (or failed and unchanged) by earlier runs into this folder."""
-        return self.resume.done | set(self.resume.failed)
+        return self.resume.done | {key for key, _ in self.resume.failed.values()}
 
-    def write_item(self, key: str, records: list[CellRecord]) -> None:
+    def write_item(
+        self,
+        key: str,
+        records: list[CellRecord],
+        file: str = "",
+        stat: Stat | None = None,
+        digest: str = "",
+    ) -> None:
         """Append an item's records (possibly none: a field without white cells), then mark it
-        done; each file is flushed before the next is written. Camera and stream frames are not
-        marked: they never come again, and a camera's done list would grow for ever."""
+        done, with its file's ``stat`` and content ``digest`` when it is a file (a later change
+        is read as new content); each file is flushed before the next is written. Camera and
+        stream frames are not marked: they never come again, and a camera's done list would
+        grow for ever."""
         if records:
-            self._jsonl.write("".join(json.dumps(r.to_dict()) + "\n" for r in records))
-            self._jsonl.flush()
-            self._csv.write(_csv_text([r.csv_row() for r in records]))
-            self._csv.flush()
+            self._write(self._jsonl, "".join(json.dumps(r.to_dict()) + "\n" for r in records))
+            self._write(self._csv, _csv_text([r.csv_row() for r in records]))
         if not key.startswith(LIVE_PREFIX):
-            self._done_file.write(key + "\n")
-            self._done_file.flush()
-            self.resume.add_done(key)
+            file = file if file != key else ""
+            self._write(self._done_file, _done_line(key, file, stat, digest))
+            self.resume.add_done(key, file, stat, digest)
         self.records_written += len(records)
         if self.rotate_bytes and self._jsonl.tell() >= self.rotate_bytes:
             self.rotate()
@@ -358,18 +397,30 @@ class RunOutput:
         return parts
 
     def write_error(
-        self, key: str, source: str, message: str, stat: tuple[int, int] | None = None
+        self, key: str, source: str, message: str, stat: Stat | None = None, file: str = ""
     ) -> None:
         """Log an item that could not be used; ``stat`` (size, mtime_ns) of a file lets a later
-        run try it again once it has changed."""
+        run try it again once it has changed (without one, once it is there again)."""
         entry: dict[str, Any] = {"time": now_iso(), "source": source, "key": key}
+        if file and file != key:
+            entry["file"] = file
         entry["error"] = message
         if stat is not None:
             entry["size"], entry["mtime_ns"] = stat
-        self._errors.write(json.dumps(entry) + "\n")
-        self._errors.flush()
-        self.resume.add_failed(key, stat)
+        self._write(self._errors, json.dumps(entry) + "\n")
+        self.resume.add_failed(key, stat, file if file != key else "")
         self.errors_written += 1
+
+    def _write(self, f: Any, text: str) -> None:
+        """Append and flush; a full disk or a failing device is said with the file's name."""
+        try:
+            f.write(text)
+            f.flush()
+        except OSError as exc:
+            raise UserError(
+                f"cannot write {f.name} ({exc.strerror or exc}): free space or fix the device; "
+                "the run resumes from what is already written"
+            ) from exc
 
     def close(self) -> None:
         for f in (self._jsonl, self._csv, self._errors, self._done_file):
@@ -381,6 +432,38 @@ class RunOutput:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _json_line(path: Path, number: int, line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"{path}:{number} is not a wbc-edge line ({exc.msg}): fix or move the file, or write "
+            "to another --out"
+        ) from exc
+
+
+def _done_line(key: str, file: str, stat: Stat | None, digest: str) -> str:
+    """One line of ``done.txt``: JSON, so a file name holding a newline stays one line."""
+    if stat is None:
+        return json.dumps(key) + "\n"
+    entry: dict[str, Any] = {"key": key, **({"file": file} if file else {})}
+    entry.update(size=stat[0], mtime_ns=stat[1], digest=digest)
+    return json.dumps(entry) + "\n"
+
+
+def _add_done_line(state: ResumeState, path: Path, number: int, line: str) -> None:
+    """A line of ``done.txt``: JSON, or a bare key as folders before JSON lines wrote them."""
+    if not line.startswith(('"', "{")):
+        state.add_done(line.rstrip("\n"))
+        return
+    entry = _json_line(path, number, line)
+    if isinstance(entry, str):
+        state.add_done(entry)
+    else:
+        stat = (entry["size"], entry["mtime_ns"]) if "size" in entry else None
+        state.add_done(entry["key"], entry.get("file", ""), stat, entry.get("digest", ""))
 
 
 def _csv_text(rows: list[list[Any]]) -> str:

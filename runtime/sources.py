@@ -47,6 +47,7 @@ from wbc_edge.runtime.decode import check_complete, decode_image
 from wbc_edge.runtime.imagecheck import check_pixels
 from wbc_edge.runtime.resume import (
     ResumeState,
+    content_digest,
     file_key,
     file_stat,
     live_key,
@@ -93,6 +94,7 @@ class Frame:
     read_s: float = 0.0  # wall and CPU seconds reading it (a video frame: grab and decode)
     read_cpu_s: float = 0.0
     stat: tuple[int, int] | None = None  # a file's (size, mtime_ns) when it was read
+    digest: str = ""  # a file's content digest (resume tells new bytes under an old name)
 
 
 @dataclass
@@ -344,25 +346,39 @@ def _watched_name(name: str) -> bool:
     return _candidate_name(name) and not _is_document(name)
 
 
-def read_frame(opts: SourceOptions, index: int, path: Path) -> Frame:
-    """Read a file (and decode it in full unless ``opts.defer_decode``); errors go in the frame."""
-    key = file_key(path)
+def read_frame(opts: SourceOptions, index: int, path: Path, key: str = "") -> Frame:
+    """Read a file (and decode it in full unless ``opts.defer_decode``); errors go in the frame.
+    ``key``: the item's key when it is not the file's own (a revision of a reused name)."""
+    file = file_key(path)
+    key = key or file
     captured = time.perf_counter()  # latency counts reading and decoding too
     cpu = time.thread_time()
     name = printable_name(str(path))  # messages and logs stay valid UTF-8
     stat = file_stat(path)
-    image, data, error = None, None, ""
+    image, data, error, digest = None, None, "", ""
     try:
         data = path.read_bytes()
+        digest = content_digest(data)
         check_complete(data, name, path.suffix)
         if not opts.defer_decode:
             image, data = decode_image(data, name), None
     except (OSError, ValueError) as exc:
         data, error = None, printable_name(str(exc))
-    frame = Frame(opts.uri, index, key, image, file=key, error=error, captured=captured, data=data)
+    frame = Frame(opts.uri, index, key, image, file=file, error=error, captured=captured, data=data)
     frame.read_s, frame.read_cpu_s = time.perf_counter() - captured, time.thread_time() - cpu
-    frame.stat = stat
+    frame.stat, frame.digest = stat, digest
     return frame
+
+
+def _said_revision(frame: Frame) -> None:
+    console.print(
+        escape(
+            f"{printable_name(frame.file)} holds new content since it was recorded (a name used "
+            "again): classified as a new item"
+        ),
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 class Source:
@@ -395,11 +411,13 @@ class FileSource(Source):
     def __init__(self, opts: SourceOptions, files: list[Path], resume: ResumeState) -> None:
         super().__init__(opts)
         self.files = files
+        self.resume = resume
         todo = []
         for i, p in enumerate(files):
-            key = file_key(p)
-            if not resume.finished(key, file_stat(p) if key in resume.failed else None):
-                todo.append((i, p))
+            path_key = file_key(p)
+            key = resume.item_key(path_key, file_stat(p) if resume.known(path_key) else None)
+            if key is not None:
+                todo.append((i, p, key))
         self.skipped = len(files) - len(todo)
         self._todo = iter(todo)
 
@@ -407,12 +425,19 @@ class FileSource(Source):
         return len(self.files) - self.skipped
 
     def capture(self, timeout: float = 1.0) -> Frame | None:
-        try:
-            index, path = next(self._todo)
-        except StopIteration:
-            raise EndOfStream from None
-        self.index = index
-        return read_frame(self.options, index, path)
+        while True:
+            try:
+                index, path, key = next(self._todo)
+            except StopIteration:
+                raise EndOfStream from None
+            self.index = index
+            frame = read_frame(self.options, index, path, key)
+            if key == frame.file:
+                return frame
+            if not self.resume.same_content(frame.file, frame.stat, frame.digest):
+                _said_revision(frame)
+                return frame
+            self.skipped += 1  # only touched or copied back: the same bytes, counted once
 
 
 # How often a watch with inotify still lists the whole folder, in case an event was missed
@@ -482,15 +507,13 @@ class WatchSource(Source):
                     yield os.path.join(dirpath, name)
 
     def _consider(self, key: str, now: float) -> None:
-        if key in self.resume.done or key in self._watching:
-            return
-        if not _watched_name(os.path.basename(key)):
+        if key in self._watching or not _watched_name(os.path.basename(key)):
             return
         stat = file_stat(key)
         if stat is None or not os.path.isfile(key):
             return
-        if key in self.resume.failed and self.resume.finished(key, stat):
-            return  # failed before and unchanged since
+        if self.resume.item_key(key, stat) is None:
+            return  # done, or failed, and unchanged since
         self._watching[key] = (stat, now)
 
     def _poll(self) -> None:
@@ -517,7 +540,12 @@ class WatchSource(Source):
         self._ready.extend(sorted(ready))
 
     def _read(self, key: str) -> Frame | None:
-        frame = read_frame(self.options, self.index, Path(key))
+        item = self.resume.item_key(key, file_stat(key))
+        if item is None:
+            return None
+        frame = read_frame(self.options, self.index, Path(key), item)
+        if item != key and self.resume.same_content(key, frame.stat, frame.digest):
+            return None  # only touched or copied back: the same bytes, counted once
         if "truncated" in frame.error:
             first = self._first_seen.get(key, time.monotonic())
             if time.monotonic() - first < 20 * self.options.settle_s:
@@ -527,9 +555,11 @@ class WatchSource(Source):
         self._first_seen.pop(key, None)
         # Handed out: a later look must not offer it again (the output marks it for good).
         if frame.error:
-            self.resume.add_failed(key, frame.stat)
+            self.resume.add_failed(item, frame.stat, key)
         else:
-            self.resume.done.add(key)
+            self.resume.add_done(item, key, frame.stat, frame.digest)
+            if item != key:
+                _said_revision(frame)
         self.index += 1
         return frame
 
