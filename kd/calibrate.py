@@ -2,9 +2,15 @@
 
 Used at the end of every training run (the trainer's finish step, with the probabilities it
 already has) and by ``wbc-edge calibrate`` for an existing checkpoint (probabilities made
-through the runtime backend, as ``evaluate`` makes them). Fitting uses the validation split
-only; the test split, when present, only reports what the fit bought (ECE before and after,
-coverage and the error of counted cells).
+through the runtime backend, as ``evaluate`` makes them). With a split manifest, fitting uses
+its validation split only and the test split, when present, only reports what the fit bought
+(ECE before and after, coverage and the error of counted cells). With a folder of class
+folders (``--data ../shared/data/pbc9-extra``: labelled cells in no split the model was trained
+or selected on), every image of it is the calibration set: the way to certify a threshold on
+more cells than a validation split holds. Re-certifying a model is one command::
+
+    wbc-edge calibrate --model M.pt --data ../shared/data/pbc9-extra --out M.pt \
+        --record benchmarks/results/calibration-student
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ def calibrate_card(
     test_y: np.ndarray | None = None,
     target_error: float = DEFAULT_TARGET_ERROR,
     delta: float = DEFAULT_DELTA,
+    fitted_on: str = "val",
 ) -> tuple[ModelCard, dict[str, Any]]:
     """A copy of ``card`` with temperature, threshold and their provenance; plus a summary.
 
@@ -48,6 +55,7 @@ def calibrate_card(
     if len(val_y) == 0:
         raise UserError("calibration needs a validation split: make one with `wbc-edge data split`")
     cal = calibrate(val_probs, val_y, card.temperature, target_error, delta)
+    cal.fitted_on = fitted_on
     new = ModelCard.from_dict(card.to_dict())
     for key, value in cal.card_fields().items():
         setattr(new, key, value)
@@ -57,6 +65,7 @@ def calibrate_card(
         "confidence_threshold": thr.threshold,
         "target_error": target_error,
         "delta": delta,
+        "fitted_on": fitted_on,
         "val_nll_before": cal.val_nll_before,
         "val_nll_after": cal.val_nll_after,
         "val_coverage": thr.coverage,
@@ -70,6 +79,10 @@ def calibrate_card(
         t = certify_threshold(val_conf, val_ok, target, delta)
         sweep.append({"target_error": target, **t.to_dict()})
     summary["targets"] = sweep
+    if test_probs is None:
+        # The test figures of the old threshold no longer describe this card.
+        for key in ("test_coverage", "test_counted_error"):
+            new.metrics.pop(key, None)
     if test_probs is not None and test_y is not None and len(test_y):
         after = rescale(test_probs, cal.temperature / card.temperature)
         for row in sweep:
@@ -101,14 +114,15 @@ def calibrate_card(
 def summary_line(s: dict[str, Any]) -> str:
     """One line for the run log and the console."""
     thr = s["confidence_threshold"]
-    text = f"calibration on val: temperature {s['temperature']:.3f} (NLL "
+    text = f"calibration on {s.get('fitted_on', 'val')}: temperature {s['temperature']:.3f} (NLL "
     text += f"{s['val_nll_before']:.4f} -> {s['val_nll_after']:.4f}); "
     if thr is None:
         text += f"no threshold certified for {100 * s['target_error']:g}% ({s['threshold_reason']})"
     else:
         text += (
             f"threshold {thr:.4f} for counted-cell error <= {100 * s['target_error']:g}% "
-            f"(delta {s['delta']:g}; val coverage {100 * s['val_coverage']:.1f}%)"
+            f"(delta {s['delta']:g}; coverage {100 * s['val_coverage']:.1f}% on "
+            f"{s.get('fitted_on', 'val')})"
         )
     if "test_ece_after" in s:
         text += (
@@ -129,7 +143,8 @@ def calibrate_checkpoint(
 ) -> tuple[Path, dict[str, Any]]:
     """Write ``out`` (default ``<model>-calibrated.pt`` beside it): the same weights with a
     calibrated card. Probabilities come from the model's runtime backend on the manifest's
-    val split (fit) and test split (report only)."""
+    val split (fit) and test split (report only), or on every image of a folder of class
+    folders (fit; nothing to report on)."""
     from wbc_edge.data.manifest import read_manifest
     from wbc_edge.kd.checkpoint import read_checkpoint, save_checkpoint_payload
     from wbc_edge.kd.evaluate import predict
@@ -140,13 +155,20 @@ def calibrate_checkpoint(
             f"{model}: calibrate takes a .pt checkpoint; calibrate it, then export it again"
         )
     payload = read_checkpoint(model)
-    if not Path(data).is_file():
-        raise UserError(f"{data}: pass the split manifest (.csv) the model was trained on")
-    splits = {r.split for r in read_manifest(data)}
-    if "val" not in splits:
-        raise UserError(f"{data} has no val rows: make the split with `wbc-edge data split`")
-    val = predict(model, data, "val", batch_size)
-    test = predict(model, data, "test", batch_size) if "test" in splits else None
+    if Path(data).is_dir():  # a calibration set: every image, none of them trained on
+        val, test, fitted_on = predict(model, data, None, batch_size), None, str(data)
+    elif not Path(data).is_file():
+        raise UserError(
+            f"{data}: pass the split manifest (.csv) the model was trained on, or a folder of "
+            "class folders it never trained on"
+        )
+    else:
+        splits = {r.split for r in read_manifest(data)}
+        if "val" not in splits:
+            raise UserError(f"{data} has no val rows: make the split with `wbc-edge data split`")
+        val = predict(model, data, "val", batch_size)
+        test = predict(model, data, "test", batch_size) if "test" in splits else None
+        fitted_on = "val"
     card, summary = calibrate_card(
         val.card,
         val.probs,
@@ -155,6 +177,7 @@ def calibrate_checkpoint(
         test.y if test else None,
         target_error,
         delta,
+        fitted_on,
     )
     target = Path(out) if out is not None else model.with_name(f"{model.stem}-calibrated.pt")
     summary["replaced_input"] = target.resolve() == model.resolve()
@@ -207,7 +230,12 @@ def calibration_markdown(record: dict[str, Any]) -> str:
     lines = [
         f"# Calibration of `{record['model']}`",
         "",
-        f"- data: `{record['data']}` (fitted on val, reported on test)",
+        f"- data: `{record['data']}` ("
+        + (
+            "fitted on val, reported on test)"
+            if record.get("fitted_on", "val") == "val"
+            else "every image of it is the calibration set)"
+        ),
         f"- date: {record['date']}",
         f"- machine: {record['machine']}",
         f"- command: `{record['command']}`",

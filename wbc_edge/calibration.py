@@ -1,8 +1,10 @@
 """Confidence that means what it says: temperature scaling and a certified counting threshold.
 
-Both are fitted on the **validation split** only (never on test) and stored in the model card
-(``temperature``, ``confidence_threshold``, ``calibration``), which every backend and the
-exported ONNX graph apply. numpy only: the trainer, ``wbc-edge calibrate`` and ``evaluate`` all
+Both are fitted on labelled cells the model never trained on, never on test: the validation
+split at the end of training, or a separate calibration set (``wbc-edge calibrate --calib``;
+the packaged student's is ``pbc9-extra``, 1,692 PBC crops outside its split), and stored in the
+model card (``temperature``, ``confidence_threshold``, ``calibration``), which every backend and
+the exported ONNX graph apply. numpy only: the trainer, ``wbc-edge calibrate`` and ``evaluate`` all
 use these functions, and the runtime could.
 
 Temperature scaling (Guo et al. 2017) divides the logits by one scalar T > 0 chosen to minimise
@@ -102,10 +104,41 @@ def binomial_upper_bound(k: int, n: int, delta: float) -> float:
     return hi
 
 
-def min_certifiable(target_error: float, delta: float) -> int:
-    """Fewest counted validation cells that can certify ``target_error`` at all (all correct):
-    the smallest n with (1 - target_error)^n <= delta."""
-    return math.ceil(math.log(delta) / math.log1p(-target_error))
+def min_certifiable(target_error: float, delta: float, errors: int = 0) -> int:
+    """Fewest counted cells that can certify ``target_error`` with ``errors`` wrong among them:
+    the smallest n with P(Binomial(n, target_error) <= errors) <= delta (with no error,
+    (1 - target_error)^n <= delta: 230 at 1% and delta 0.1)."""
+    if errors == 0:
+        return math.ceil(math.log(delta) / math.log1p(-target_error))
+    lo, hi = min_certifiable(target_error, delta), min_certifiable(target_error, delta)
+    while binomial_cdf(errors, hi, target_error) > delta:  # the cdf falls as n grows
+        lo, hi = hi, 2 * hi
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if binomial_cdf(errors, mid, target_error) <= delta:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
+
+
+# The walk starts where the count first allows this many errors (666 cells at 1%, delta 0.1),
+# or fewer when the calibration set is smaller. A stricter start tests thresholds where one
+# confidently wrong cell decides everything (the packaged student's 230 most confident
+# pbc9-extra cells hold one error, an immature granulocyte called Monocyte at 0.995), and
+# stops the walk there; thresholds that count so few cells are of no use to a lab anyway.
+START_ERRORS = 3
+
+
+def walk_start(n_cells: int, target_error: float, delta: float) -> int:
+    """The count at which the fixed-sequence walk starts (see :data:`START_ERRORS`): the
+    largest ``min_certifiable(target, delta, k)`` for k <= START_ERRORS that ``n_cells``
+    reaches; ``min_certifiable(target, delta)`` when it reaches none."""
+    for k in range(START_ERRORS, 0, -1):
+        n = min_certifiable(target_error, delta, k)
+        if n <= n_cells:
+            return n
+    return min_certifiable(target_error, delta)
 
 
 # A fixed, data-independent grid of thresholds, finer near 1 where calibrated confidences pile up.
@@ -154,8 +187,10 @@ def certify_threshold(
     when p_l <= delta). The grid is walked from strict to loose, testing each H_l at level
     ``delta`` and stopping at the first one that is not rejected; the answer is the last
     rejected threshold (the most cells counted). Walking a fixed sequence needs no multiplicity
-    correction. Thresholds that count fewer than :func:`min_certifiable` cells can never be
-    rejected, so the walk starts at the first threshold that counts that many.
+    correction. The walk starts at the first threshold that counts :func:`walk_start` cells:
+    where the count first allows :data:`START_ERRORS` errors (666 at 1% and delta 0.1), or
+    fewer on a smaller set, never below :func:`min_certifiable` (230), under which no
+    threshold can be rejected at all.
 
     **Guarantee**: with probability >= 1 - delta over the draw of the validation cells, the
     error of counted cells on new cells from the same distribution (exchangeable with the
@@ -174,13 +209,14 @@ def certify_threshold(
     if not 0 < target_error < 1 or not 0 < delta < 1:
         raise ValueError("target_error and delta must lie strictly between 0 and 1")
     n_min = min_certifiable(target_error, delta)
+    n_start = walk_start(len(confidence), target_error, delta)
     order = np.argsort(-confidence, kind="stable")
     conf_sorted, errors_cum = confidence[order], np.cumsum(wrong[order])
     best: tuple[float, int, int] | None = None
     started = False
     for lam in THRESHOLD_GRID:
         n = int(np.searchsorted(-conf_sorted, -lam, side="right"))  # count of conf >= lam
-        if n < n_min:
+        if n < n_start:
             continue
         started = True
         k = int(errors_cum[n - 1])
@@ -188,8 +224,8 @@ def certify_threshold(
             break
         best = (float(lam), n, k)
     rule = (
-        f"learn-then-test fixed sequence, binomial p-values, target {target_error:g}, "
-        f"delta {delta:g}"
+        f"learn-then-test fixed sequence from {n_start} counted, binomial p-values, target "
+        f"{target_error:g}, delta {delta:g}"
     )
     common = dict(
         target_error=target_error, delta=delta, rule=rule, n_val=len(confidence), min_counted=n_min
@@ -197,13 +233,13 @@ def certify_threshold(
     if best is None:
         if not started:
             reason = (
-                f"only {len(confidence)} validation cells: certifying {target_error:.1%} needs "
+                f"only {len(confidence)} calibration cells: certifying {target_error:.1%} needs "
                 f"at least {n_min} counted cells"
             )
         else:
             reason = (
-                f"no threshold counts {n_min}+ validation cells with few enough errors for "
-                f"{target_error:.1%} at delta {delta:g}"
+                f"no threshold counts {n_start}+ calibration cells with few enough errors "
+                f"for {target_error:.1%} at delta {delta:g}"
             )
         total_err = int(wrong.sum())
         return Threshold(
@@ -255,13 +291,14 @@ class Calibration:
     threshold: Threshold
     val_nll_before: float
     val_nll_after: float
+    fitted_on: str = "val"  # what the cells were: "val", or the calibration set's name
 
     def card_fields(self) -> dict[str, Any]:
         return {
             "temperature": self.temperature,
             "confidence_threshold": self.threshold.threshold,
             "calibration": {
-                "fitted_on": "val",
+                "fitted_on": self.fitted_on,
                 "val_nll_before": self.val_nll_before,
                 "val_nll_after": self.val_nll_after,
                 **self.threshold.to_dict(),
