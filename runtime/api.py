@@ -30,14 +30,14 @@ from wbc_edge.runtime import ood
 from wbc_edge.runtime.backends import Backend, load_backend
 from wbc_edge.runtime.card import ModelCard
 from wbc_edge.runtime.options import FALLBACK_THRESHOLD, TOPK, PipelineConfig
-from wbc_edge.runtime.post import for_review, predictions, review_threshold
+from wbc_edge.runtime.post import REASONS, for_review, predictions, reason, review_threshold
 
 # The streaming pipeline's defaults, so `wbc-edge run` and the API agree.
 DEFAULT_THRESHOLD: float = FALLBACK_THRESHOLD  # when neither caller nor card gives one
 DEFAULT_MARGIN: float = PipelineConfig.margin
 DEFAULT_TOPK = TOPK
 
-Image = str | Path | np.ndarray
+Image = str | Path | bytes | np.ndarray  # a path, an encoded file, or pixels
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,9 @@ class Prediction:
     to review (``review``), as in ``wbc-edge run``'s differential: neither is ever counted.
     ``box`` is ``(x1, y1, x2, y2)`` in the field's pixels for a cell found in a smear field, and
     the whole image for a single-cell crop. ``probs`` follows ``class_names`` of the model card.
+    ``reason`` says why the cell is not counted as a white cell ("" when it is): ``"ood"``,
+    ``"uncertain"`` or ``"not_wbc"`` (a confident platelet or nucleated red cell, counted apart),
+    the words ``run``'s records give (:func:`wbc_edge.runtime.post.reason`).
     """
 
     label: str
@@ -59,10 +62,36 @@ class Prediction:
     box: tuple[int, int, int, int] | None = None
     source: str = ""
     ood: bool = False
+    role: str = ""  # the label's role in the card (leukocyte, immature, blast, nrbc, ...)
 
     @property
     def review(self) -> bool:
         return for_review(self.uncertain, self.ood)
+
+    @property
+    def reason(self) -> str:
+        return reason(self.uncertain, self.ood, self.role)
+
+
+class Counts(dict):
+    """``Field.counts()``: cells per class (a plain dict), and what was left out and why.
+
+    ``not_counted`` maps a reason (``"ood"``, ``"uncertain"``) to its number of cells;
+    ``note`` says it in words ("" when every cell was counted), so an empty count says why.
+    """
+
+    def __init__(self, counts: dict[str, int], not_counted: dict[str, int]) -> None:
+        super().__init__(counts)
+        self.not_counted = not_counted
+
+    @property
+    def note(self) -> str:
+        if not self.not_counted:
+            return ""
+        left = sum(self.not_counted.values())
+        words = ", ".join(f"{n} {REASONS[r]}" for r, n in sorted(self.not_counted.items()))
+        head = "nothing counted" if not self else f"{left} cells not counted"
+        return f"{head}: {words}"
 
 
 @dataclass(frozen=True)
@@ -73,10 +102,12 @@ class Field:
     shape: tuple[int, ...]
     cells: list[Prediction]
 
-    def counts(self, include_uncertain: bool = False) -> dict[str, int]:
+    def counts(self, include_uncertain: bool = False) -> Counts:
         """Cells per class; those for review (uncertain or out-of-distribution) are left out
-        unless asked for."""
-        return dict(Counter(c.label for c in self.cells if include_uncertain or not c.review))
+        unless asked for, and ``.not_counted`` / ``.note`` of the result say how many and why."""
+        kept = Counter(c.label for c in self.cells if include_uncertain or not c.review)
+        left = Counter(c.reason for c in self.cells if c.review and not include_uncertain)
+        return Counts(dict(kept), dict(left))
 
     def __len__(self) -> int:
         return len(self.cells)
@@ -160,8 +191,8 @@ class Model:
         """Per crop: out-of-distribution by the card's check (all False when it has none)."""
         return ood.flags(self.card.ood, crops) or [False] * len(crops)
 
-    @staticmethod
     def _prediction(
+        self,
         p: np.ndarray,
         row: tuple[str, float, list[tuple[str, float]], bool],
         box: Any,
@@ -169,7 +200,9 @@ class Model:
         is_ood: bool,
     ) -> Prediction:
         label, prob, top, uncertain = row
-        return Prediction(label, prob, top, uncertain, p, tuple(int(v) for v in box), src, is_ood)
+        box = tuple(int(v) for v in box)
+        role = self.card.roles.get(label, "")
+        return Prediction(label, prob, top, uncertain, p, box, src, is_ood, role)
 
     def close(self) -> None:
         self.backend.close()
@@ -211,23 +244,24 @@ def load(
 
 
 def _is_single(images: Any) -> bool:
-    if isinstance(images, (str, Path)):
+    if isinstance(images, (str, Path, bytes, bytearray, memoryview)):
         return True
     if isinstance(images, np.ndarray):
-        return images.ndim in (2, 3)  # HxW, HxWxC; NxHxWxC is a batch
+        return images.ndim != 4  # HxW, HxWxC (anything else is refused); NxHxWxC is a batch
     return False
 
 
 def _load(x: Image, min_side: int = 0) -> tuple[str, np.ndarray]:
-    from wbc_edge.runtime.decode import read_image
+    from wbc_edge.runtime.decode import decode_image, read_image
+    from wbc_edge.runtime.imagecheck import check_array
 
-    if isinstance(x, np.ndarray):
-        if x.dtype != np.uint8 or x.ndim not in (2, 3):
-            raise UserError(
-                f"an image array must be uint8 HxW or HxWxC (OpenCV BGR), not {x.dtype} "
-                f"with shape {x.shape}"
-            )
-        return "", x
+    try:
+        if isinstance(x, np.ndarray):
+            return "", check_array(x)
+        if isinstance(x, (bytes, bytearray, memoryview)):  # an encoded file, read by content
+            return "", decode_image(bytes(x), "image bytes", min_side)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
     if isinstance(x, (str, Path)):
         from wbc_edge.errors import require_file
 
@@ -236,4 +270,6 @@ def _load(x: Image, min_side: int = 0) -> tuple[str, np.ndarray]:
             return str(path), read_image(path, min_side)
         except ValueError as exc:
             raise UserError(str(exc)) from exc
-    raise UserError(f"cannot classify a {type(x).__name__}: give a path or a numpy image")
+    raise UserError(
+        f"cannot classify a {type(x).__name__}: give a path, encoded bytes or a numpy image"
+    )

@@ -18,6 +18,19 @@ from wbc_edge.runtime.options import FALLBACK_THRESHOLD, TOPK
 from wbc_edge.runtime.sinks import CellRecord, now_iso
 from wbc_edge.runtime.sources import Frame
 
+# Why a cell is not in the WBC differential (``reason``), in the words every surface uses.
+UNCERTAIN = "uncertain"  # below the certified confidence threshold: the model may be wrong
+OOD = "ood"  # unlike the training images (the card's OOD check): its label means little
+NOT_WBC = "not_wbc"  # a confident platelet, nucleated red cell or artefact: counted apart
+REASONS = {
+    UNCERTAIN: "uncertain (below the certified confidence threshold)",
+    OOD: "unlike the training images",
+    NOT_WBC: "not a white cell (counted apart)",
+}
+# A run says plainly that the model is not reliable on its images when more than this share of
+# its cells went to review ("most cells").
+MOST = 0.5
+
 
 def predictions(
     probs: np.ndarray,
@@ -41,6 +54,23 @@ def for_review(uncertain: bool, ood: bool) -> bool:
     threshold or it looks unlike the model's training images: the differential's rule, and the
     Python API's."""
     return uncertain or ood
+
+
+def reason(uncertain: bool, ood: bool, role: str = "") -> str:
+    """Why a cell is not counted as a white cell ("" when it is): :data:`OOD` first (its
+    confidence means little then), :data:`UNCERTAIN`, then :data:`NOT_WBC` for a confident
+    cell of a class whose role is not a white cell's. ``run``'s records (``uncertain``,
+    ``ood``, the label's role) and the API's :class:`~wbc_edge.runtime.api.Prediction` give
+    the same answer through this one function."""
+    from wbc_edge.runtime.roles import WBC_ROLES
+
+    if ood:
+        return OOD
+    if uncertain:
+        return UNCERTAIN
+    if role and role not in WBC_ROLES:
+        return NOT_WBC
+    return ""
 
 
 def review_threshold(explicit: float | None, card: ModelCard) -> float:
