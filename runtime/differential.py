@@ -164,13 +164,64 @@ class LabDifferential:
         return self.ood_cells / self.total if self.total else 0.0
 
     @property
+    def counted(self) -> int:
+        """Cells counted (white cells and those counted apart), not under review."""
+        return sum(self.counts.values())
+
+    @property
+    def review_uncertain(self) -> int:
+        """Cells under review for their confidence alone (not out-of-distribution)."""
+        return self.in_review - self.review_ood
+
+    @property
+    def banner(self) -> str:
+        """How many cells were counted and how many await review, and why: the line the report,
+        the live view and the log all show."""
+        why = [
+            f"{n} {w}"
+            for n, w in (
+                (self.review_ood, "unlike the training images"),
+                (self.review_uncertain, "uncertain"),
+            )
+            if n
+        ]
+        text = (
+            f"{self.counted} of {self.total} cells counted ({self.wbc} WBC); "
+            f"{self.in_review} await review" + (f" ({', '.join(why)})" if why else "")
+        )
+        if self.excluded:
+            text += f"; {self.excluded} excluded by review"
+        if self.not_confirmed:
+            text += f"; {self.not_confirmed} not yet confirmed"
+        return text
+
+    @property
+    def mostly_review(self) -> bool:
+        """More than :data:`~wbc_edge.runtime.post.MOST` of the cells went to review."""
+        from wbc_edge.runtime.post import MOST
+
+        return bool(self.total) and self.in_review > MOST * self.total
+
+    @property
     def ood_warning(self) -> str:
-        """The plain-language warning when many cells look unlike the training data, or ''."""
+        """The plain-language warning when many cells look unlike the training data or most
+        cells went to review (the model is not reliable on these images), or ''."""
         from wbc_edge.runtime.ood import WARN_SHARE, WARNING
 
+        parts = []
+        if self.mostly_review:
+            head = (
+                f"nothing counted: all {self.total} cells await review"
+                if not self.counted
+                else f"most cells ({self.in_review} of {self.total}) await review"
+            )
+            parts.append(
+                f"{head}: the model is not reliable on these images; do not use this "
+                "differential without a technologist's review"
+            )
         if self.ood_cells and self.ood_share >= WARN_SHARE:
-            return f"{100 * self.ood_share:.0f}% of cells: {WARNING}"
-        return ""
+            parts.append(f"{100 * self.ood_share:.0f}% of cells: {WARNING}")
+        return ". ".join(parts)
 
     # -- arithmetic ---------------------------------------------------------------------------
 
@@ -231,6 +282,9 @@ class LabDifferential:
             "review_ood": self.review_ood,
             "ood_cells": self.ood_cells,
             "ood_warning": self.ood_warning,
+            "counted": self.counted,
+            "review_uncertain": self.review_uncertain,
+            "banner": self.banner,
             "excluded": self.excluded,
             "confirmed": self.confirmed,
             "not_confirmed": self.not_confirmed,

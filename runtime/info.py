@@ -1,4 +1,5 @@
-"""``wbc-edge info [MODEL]``: what a model file is, read from its card (and an engine's sidecar).
+"""``wbc-edge info [--model MODEL]``: what a model file is, read from its card (and an
+engine's sidecar).
 
 Printed as plain ``key: value`` lines on stdout, so it is whole in a log and easy to grep.
 """
@@ -21,6 +22,7 @@ _SHOWN = {
     "role", "provenance", "intended_use", "method", "seed", "epochs", "teacher",
     "teacher_test_accuracy", "format", "precision", "opset", "int8_target", "calibration_method",
     "calibration_images", "calibration_fingerprint", "int8_weight_bits", "adaptation",
+    "synthetic",
 }  # fmt: skip
 
 
@@ -106,6 +108,8 @@ def card_lines(path: Path) -> list[str]:
                 lines.append(f"engine.{key}: {fields[key]}")
     if "intended_use" in x:
         lines.append(f"intended use: {x['intended_use']}")
+    if x.get("synthetic"):
+        lines.append(f"SYNTHETIC DATA, NOT CLINICAL: {x['synthetic']}")
     summary = adaptation_summary(card)
     if summary:
         lines.append(f"adaptation: {summary}")
@@ -119,7 +123,9 @@ def card_lines(path: Path) -> list[str]:
 def info(
     model: Annotated[
         Path | None,
-        typer.Argument(
+        typer.Option(
+            "--model",
+            "-m",
             help="Model file (.onnx, .engine with its .json, .pt) [default: the packaged student].",
             show_default=False,
         ),

@@ -6,9 +6,12 @@ after the review. One self-contained file: images are embedded as base64 JPEG an
 Content-Security-Policy forbids every fetch, so it opens offline and can be mailed or archived
 as it is. Every name that came from a file, a card or a person is escaped.
 
-Sections: sample, dates and operators; the model card in short; the flags, each with the cells
-that raised it; the differential as a lab reports it; the cells by class (under review first);
-the fields (smear mode) with the cells boxed.
+Sections: the model and its intended use, and how many cells were counted and how many await
+review (with a "synthetic data, not clinical" banner for a model trained on phantoms); sample,
+dates and operators; the model card in short; the flags, each with the cells that raised it
+(no green "no flag" box when the counted cells cannot be trusted or nothing was counted); the
+differential as a lab reports it; the cells by class (under review first) and the fields (smear
+mode) with the cells boxed, under a legend of the colours.
 """
 
 from __future__ import annotations
@@ -66,6 +69,11 @@ table.meta td,table.meta th{text-align:left}
 .flag{background:#c62828;color:#fff;font-weight:bold;padding:10px 14px;margin:12px 0 4px}
 .flag.ood{background:#f9a825;color:#000}
 .noflag{background:#e8f5e9;padding:8px 14px;margin:12px 0}
+.withheld{background:#eceff1;border-left:6px solid #f9a825;padding:8px 14px;margin:12px 0}
+.synthetic{background:#6a1b9a;color:#fff;font-weight:bold;padding:10px 14px;margin:8px 0}
+.banner{font-size:1.1em;font-weight:bold;margin:8px 0}
+.modelline{margin:4px 0;color:#444}
+.legend span{display:inline-block;width:14px;height:14px;vertical-align:middle;margin:0 4px 0 12px}
 tr.immature td:first-child,tr.blast td:first-child{color:#c62828;font-weight:bold}
 tr.total td{font-weight:bold}
 .cells{display:flex;flex-wrap:wrap;gap:8px}
@@ -77,8 +85,9 @@ figcaption{overflow-wrap:anywhere}
 .fields{display:flex;flex-wrap:wrap;gap:12px}
 .field{position:relative;display:inline-block;line-height:0}
 .field img{width:320px;display:block}
-.field .box{position:absolute;border:2px solid #ff0;box-sizing:border-box}
+.field .box{position:absolute;border:2px solid #8bc34a;box-sizing:border-box}
 .field .box.review{border-color:#ff9800}
+.field .box.confirmed{border-color:#1565c0}
 .fieldcap{font-size:12px;max-width:320px;overflow-wrap:anywhere}
 """
 
@@ -97,11 +106,14 @@ def render_report(results: SampleResults, per_class: int = PER_CLASS, fields: in
         f"<title>{esc(title)}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>{esc(title)}</h1>",
+        _model_line(header, card),
+        _synthetic_banner(card),
+        f'<p class="banner" id="banner">{esc(diff.banner)}</p>',
+        f'<div class="flag ood" id="ood">{esc(diff.ood_warning)}</div>' if diff.ood_warning else "",
         _meta_table(results),
         "<h2>Model</h2>",
         _card_table(header, card),
         "<h2>Flags</h2>",
-        f'<div class="flag ood" id="ood">{esc(diff.ood_warning)}</div>' if diff.ood_warning else "",
         _flags(results, crops),
         "<h2>Differential</h2>",
         _differential(diff, results.verified),
@@ -110,6 +122,50 @@ def render_report(results: SampleResults, per_class: int = PER_CLASS, fields: in
         "</body></html>",
     ]
     return "\n".join(part for part in out if part)
+
+
+SYNTHETIC = "SYNTHETIC DATA, NOT CLINICAL"
+
+
+def synthetic_note(card: Any) -> str:
+    """The card's own word that its model was trained on synthetic phantoms ("" otherwise):
+    ``extra["synthetic"]``, which ``make demo`` stamps into the models it trains."""
+    note = (card.extra or {}).get("synthetic")
+    if not note:
+        return ""
+    return note if isinstance(note, str) else "trained on synthetic phantoms"
+
+
+def _synthetic_banner(card: Any) -> str:
+    note = synthetic_note(card)
+    if not note:
+        return ""
+    return (
+        f'<div class="synthetic" id="synthetic">{SYNTHETIC}: this model was {esc(note)}; its '
+        "results mean nothing for a patient.</div>"
+    )
+
+
+def _model_line(header: dict[str, Any], card: Any) -> str:
+    """The model and what it is for, under the title: who reads the page sees both first."""
+    name = Path(header.get("model", {}).get("file", "")).name or card.architecture
+    use = (card.extra or {}).get("intended_use") or (
+        "intended use not stated in the model card: research and engineering use only"
+    )
+    return (
+        f'<p class="modelline" id="modelline">Model: <b>{esc(name)}</b> '
+        f"({esc(card.architecture)}, {len(card.class_names)} classes). Intended use: "
+        f"{esc(use)}</p>"
+    )
+
+
+_LEGEND = (
+    '<p class="legend">Frames and boxes:'
+    '<span style="background:#8bc34a"></span>counted by the model'
+    '<span style="background:#ff9800"></span>under review, not counted (uncertain, or unlike '
+    "the training images)"
+    '<span style="background:#1565c0"></span>confirmed by a technologist</p>'
+)
 
 
 def _rows(pairs: list[tuple[str, Any]], table_id: str, cls: str = "meta") -> str:
@@ -208,7 +264,12 @@ def _thumb(cell: ReviewedCell, crops: dict[str, str | None]) -> str:
     data = crops.get(cell.id)
     where = printable_name(Path(r.file).name) if r.file else f"frame {r.frame}"
     state = "confirmed" if cell.confirmed else ("review" if cell.needs_review else "auto")
-    why = " (out of distribution)" if r.ood else ""
+    shown = {"confirmed": "confirmed", "review": "under review", "auto": "counted"}[state]
+    why = ""
+    if state == "review":
+        why = ": unlike the training images" if r.ood else ": uncertain"
+    elif r.ood:
+        why = " (out of distribution)"
     said = (
         f"<br>model: {esc(cell.predicted)}"
         if cell.confirmed and cell.label != cell.predicted
@@ -222,7 +283,7 @@ def _thumb(cell: ReviewedCell, crops: dict[str, str | None]) -> str:
     return (
         f'<figure class="cell {state}" data-class="{esc(cell.label)}" data-cell="{cell.id}" '
         f'data-prob="{r.prob:.4f}">{img}<figcaption><b>{esc(cell.label)}</b> {r.prob:.2f} '
-        f"{state}{why}{said}<br>{esc(where)} #{r.cell}</figcaption></figure>"
+        f"{shown}{why}{said}<br>{esc(where)} #{r.cell}</figcaption></figure>"
     )
 
 
@@ -234,6 +295,15 @@ def _flags(results: SampleResults, crops: dict[str, str | None]) -> str:
         "cells under review raise none"
     )
     if not results.flags:
+        diff = results.diff
+        if diff.ood_warning or not diff.wbc:
+            # Not the reassuring green box: no flag was raised because too little was counted
+            # to raise one, and the page must not read as "all clear".
+            why = diff.ood_warning or f"no white cell was counted ({diff.banner})"
+            return (
+                f'<div class="withheld" id="noflag-withheld">No flag can be judged from this '
+                f"run: {esc(why)}. Flags come from counted cells only ({rule_text}).</div>"
+            )
         return f'<div class="noflag" id="noflag">No flag raised ({rule_text}).</div>'
     by_id = {c.id: c for c in results.cells}
     out = []
@@ -304,7 +374,7 @@ def _gallery(results: SampleResults, crops: dict[str, str | None], per_class: in
     for cell in results.cells:
         groups.setdefault(cell.label, []).append(cell)
     order = [*results.card.class_names, EXCLUDED]
-    out = ["<h2>Cells by class</h2>"]
+    out = ["<h2>Cells by class</h2>", _LEGEND]
     for name in [c for c in order if c in groups]:
         cells = groups[name]
         # Under review first (least confident first), then the rest in arrival order.
@@ -327,7 +397,7 @@ def _fields(results: SampleResults, limit: int) -> str:
     saved = [f for f in by_field if folder.field_path(f).is_file()]
     if not saved:
         return ""
-    out = [f"<h2>Fields</h2><p>{min(limit, len(saved))} shown of {len(saved)}.</p>"]
+    out = [f"<h2>Fields</h2><p>{min(limit, len(saved))} shown of {len(saved)}.</p>", _LEGEND]
     out.append('<div class="fields">')
     for fid in saved[:limit]:
         meta = folder.field_meta(fid) or {}
@@ -342,12 +412,17 @@ def _fields(results: SampleResults, limit: int) -> str:
                 f"left:{100 * x1 / width:.2f}%;top:{100 * y1 / height:.2f}%;"
                 f"width:{100 * (x2 - x1) / width:.2f}%;height:{100 * (y2 - y1) / height:.2f}%"
             )
-            cls = "box review" if cell.needs_review else "box"
-            boxes.append(f'<span class="{cls}" style="{style}" title="{esc(cell.label)}"></span>')
+            state = "confirmed" if cell.confirmed else "review" if cell.needs_review else ""
+            cls = f"box {state}".strip()
+            tip = f"{cell.label}, under review" if state == "review" else cell.label
+            boxes.append(f'<span class="{cls}" style="{style}" title="{esc(tip)}"></span>')
         counts: dict[str, int] = {}
         for cell in by_field[fid]:
             counts[cell.label] = counts.get(cell.label, 0) + 1
         caption = ", ".join(f"{esc(k)} {v}" for k, v in counts.items())
+        waiting = sum(c.needs_review for c in by_field[fid])
+        if waiting:
+            caption += f" ({waiting} under review)"
         name = printable_name(Path(meta.get("file") or meta.get("key", "")).name)
         out.append(
             f'<figure class="fieldfig" data-field="{fid}"><div class="field">'
@@ -461,14 +536,15 @@ class Annotator:
 
 
 def draw_cells(image_bgr: Any, records: list[Any]) -> Any:
-    """A copy of the frame with every cell's box and label (orange: in review, green: counted)."""
+    """A copy of the frame with every cell's box and label (orange: in review, uncertain or
+    out-of-distribution; green: counted)."""
     import cv2
 
     image = image_bgr.copy()
     scale = max(0.4, min(image.shape[:2]) / 600)
     for r in records:
         x1, y1, x2, y2 = r.box
-        color = (0, 165, 255) if r.uncertain else (0, 200, 0)
+        color = (0, 165, 255) if r.uncertain or r.ood else (0, 200, 0)  # review: never counted
         cv2.rectangle(image, (x1, y1), (x2 - 1, y2 - 1), color, max(1, round(2 * scale)))
         label = f"{r.label} {r.prob:.2f}"
         org = (x1 + 3, max(y1 + round(16 * scale), 12))

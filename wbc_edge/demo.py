@@ -29,6 +29,22 @@ PHANTOM_SETTINGS = {
 REAL_SETTINGS = {"size": 128, "teacher_epochs": 3, "student_epochs": 8}
 
 
+SYNTHETIC_NOTE = (
+    "trained on synthetic phantoms (`wbc-edge data synth`) by `make demo`: synthetic data, "
+    "not clinical"
+)
+
+
+def mark_synthetic(checkpoint: Path) -> None:
+    """Write into ``checkpoint``'s card that it was trained on phantoms (``extra["synthetic"]``),
+    so its exports, ``wbc-edge info`` and every report from it say so."""
+    from wbc_edge.kd.checkpoint import read_checkpoint, save_checkpoint_payload
+
+    payload = read_checkpoint(checkpoint)
+    payload["card"].setdefault("extra", {})["synthetic"] = SYNTHETIC_NOTE
+    save_checkpoint_payload(checkpoint, payload)
+
+
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo makes.")] = Path(
         "demo-out"
@@ -93,6 +109,9 @@ def demo(
         *("--method", method, "--epochs", str(settings["student_epochs"])),
         *("--seed", str(seed), "--out", str(student_dir), "--cache-dir", str(out / "cache")),
     )
+    if settings is PHANTOM_SETTINGS:  # every model, report and card from it says so
+        for run in (teacher_dir, student_dir):
+            mark_synthetic(run / "best.pt")
     models = out / "models"
     models.mkdir(exist_ok=True)
     student, teacher = models / "student.onnx", models / "teacher.onnx"
