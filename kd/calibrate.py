@@ -209,11 +209,14 @@ def calibration_markdown(record: dict[str, Any]) -> str:
     from wbc_edge.records import markdown_table
 
     pct = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    on_val = record.get("fitted_on", "val") == "val"
+    fit_set = "val" if on_val else "calibration-set"
     fit = [
         f"{record['temperature']:.4f}",
         f"{record['val_nll_before']:.4f} -> {record['val_nll_after']:.4f}",
-        f"{record.get('test_ece_before', float('nan')):.4f} -> "
-        f"{record.get('test_ece_after', float('nan')):.4f}",
+        f"{record['test_ece_before']:.4f} -> {record['test_ece_after']:.4f}"
+        if "test_ece_after" in record
+        else "n/a (no test split given)",
     ]
     thresholds = [
         [
@@ -241,14 +244,14 @@ def calibration_markdown(record: dict[str, Any]) -> str:
         f"- command: `{record['command']}`",
         "",
         markdown_table(
-            ["temperature", "val NLL before -> after", "test ECE before -> after"], [fit]
+            ["temperature", f"{fit_set} NLL before -> after", "test ECE before -> after"], [fit]
         ),
         "",
         f"Counted-cell threshold (Learn-then-Test, delta {record['delta']:g}; the card keeps "
         f"the {100 * record['target_error']:g}% row):",
         "",
         markdown_table(
-            ["target error", "threshold", "val counted", "val errors among them"]
+            ["target error", "threshold", f"{fit_set} counted", f"{fit_set} errors among them"]
             + ["test coverage", "test error of counted cells", "why none"],
             thresholds,
         ),
