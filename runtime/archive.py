@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from wbc_edge.runtime.sample import SampleFolder
-from wbc_edge.runtime.sinks import field_id
+from wbc_edge.runtime.sinks import field_id, writing
 
 FIELD_PX = 640  # longest side of a field image: boxes stay visible, a field costs ~40 KB
 QUALITY = 90
@@ -53,8 +53,9 @@ def write_jpeg(path: Path, image_bgr: np.ndarray, longest: int, quality: int = Q
 def write_bytes(path: Path, data: bytes) -> None:
     """``data`` to ``path`` through a temporary name: a reader never sees half a file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with writing(path):
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
 
 
 class CellArchive:
@@ -83,8 +84,9 @@ class CellArchive:
             meta = {"key": item.frame.key, "file": item.frame.file, "frame": item.frame.index}
             meta.update(width=int(image.shape[1]), height=int(image.shape[0]))
             tmp = self.folder.fields_dir / f"{name}.json.tmp"
-            tmp.write_text(json.dumps(meta), encoding="utf-8")
-            os.replace(tmp, self.folder.fields_dir / f"{name}.json")
+            with writing(tmp):
+                tmp.write_text(json.dumps(meta), encoding="utf-8")
+                os.replace(tmp, self.folder.fields_dir / f"{name}.json")
             write_jpeg(self.folder.field_path(name), image, FIELD_PX)
 
 

@@ -292,4 +292,20 @@ def card_from_session(session: Any, onnx_path: str | Path) -> ModelCard:
         raise UserError(
             f"{onnx_path} carries no wbc-edge model card: export it with `wbc-edge export onnx`"
         )
-    return ModelCard.from_json(meta[ONNX_METADATA_KEY])
+    try:
+        payload = json.loads(meta[ONNX_METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"{onnx_path}: its model card ({ONNX_METADATA_KEY} in the ONNX metadata) is not valid "
+            f"JSON ({exc.msg} at character {exc.pos}): export the model again with `wbc-edge "
+            "export onnx`"
+        ) from exc
+    if not isinstance(payload, dict):
+        raise UserError(
+            f"{onnx_path}: its model card is a JSON {type(payload).__name__}, not an object: "
+            "export the model again with `wbc-edge export onnx`"
+        )
+    try:
+        return ModelCard.from_dict(payload)
+    except UserError as exc:
+        raise UserError(f"{onnx_path}: {exc}") from exc

@@ -18,29 +18,53 @@ from typing import Any
 from wbc_edge.errors import UserError
 from wbc_edge.runtime.differential import EXCLUDED, ReviewedCell
 from wbc_edge.runtime.sample import SampleFolder
-from wbc_edge.runtime.sinks import CellRecord, _trim_torn_line, now_iso
+from wbc_edge.runtime.sinks import CellRecord, _trim_torn_line, now_iso, writing
 
 ACTIONS = ("confirm", "reclassify", "reset")
 
 
-def read_corrections(path: str | Path) -> dict[str, dict[str, Any]]:
-    """The latest action per cell id (a line torn by a kill is ignored)."""
+def read_corrections(
+    path: str | Path, classes: list[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The latest action per cell id (a line torn by a kill is ignored). A line that is not a
+    correction wbc-edge wrote (bad UTF-8, not JSON, an unknown action, a missing or null class,
+    or with ``classes`` a class the model does not have) is refused naming the file and line."""
     path = Path(path)
     latest: dict[str, dict[str, Any]] = {}
     if not path.is_file():
         return latest
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.endswith("\n"):
+    known = None if classes is None else {*classes, EXCLUDED}
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            if not raw.endswith(b"\n"):
                 continue
             try:
-                entry = json.loads(line)
-                latest[str(entry["cell"])] = entry
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                entry = _correction(raw.decode("utf-8"), known)
+            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise UserError(
-                    f"{path}:{number} is not a correction ({exc}): fix or move the line"
+                    f"{path}:{number} is not a correction ({type(exc).__name__}: {exc}): fix or "
+                    "move the line (the review's other lines are kept)"
                 ) from exc
+            except ValueError as exc:
+                raise UserError(f"{path}:{number}: {exc}: fix or move the line") from exc
+            latest[str(entry["cell"])] = entry
     return latest
+
+
+def _correction(line: str, known: set[str] | None) -> dict[str, Any]:
+    entry = json.loads(line)
+    if not isinstance(entry, dict):
+        raise TypeError(f"a JSON {type(entry).__name__}, not an object")
+    entry["cell"]  # noqa: B018 - KeyError when the line names no cell
+    action = entry["action"]
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r} (one of {', '.join(ACTIONS)})")
+    label = entry.get("class")
+    if action != "reset" and not isinstance(label, str):
+        raise ValueError(f"{action} without a class (class {label!r})")
+    if action != "reset" and known is not None and label not in known:
+        raise ValueError(f"class {label!r} is not one of the model's ({', '.join(sorted(known))})")
+    return entry
 
 
 def apply(records: list[CellRecord], latest: dict[str, dict[str, Any]]) -> list[ReviewedCell]:
@@ -56,7 +80,8 @@ def apply(records: list[CellRecord], latest: dict[str, dict[str, Any]]) -> list[
 
 
 def reviewed_cells(folder: SampleFolder) -> list[ReviewedCell]:
-    return apply(folder.records(), read_corrections(folder.corrections_path))
+    classes = folder.header().get("card", {}).get("class_names")
+    return apply(folder.records(), read_corrections(folder.corrections_path, classes))
 
 
 class CorrectionLog:
@@ -86,7 +111,7 @@ class CorrectionLog:
             "predicted": cell.label,
             "operator": operator,
         }
-        with self.path.open("a", encoding="utf-8") as f:
+        with writing(self.path), self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")
             f.flush()
             os.fsync(f.fileno())  # a technologist's click must survive a power cut

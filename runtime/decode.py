@@ -97,25 +97,28 @@ def model_min_side(pre: Preprocess) -> int:
     return math.ceil(pre.input_size * max(aspect, 1.0 / aspect) / pre.crop_fraction - 1e-9)
 
 
-def looks_complete(data: bytes, suffix: str) -> bool:
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def looks_complete(data: bytes) -> bool:
     """False for a JPEG or PNG that is cut short (still being written, or truncated on disk).
 
     Decoders accept a truncated JPEG and fill the missing rows with grey, so the end marker is
-    the only reliable sign that the whole file is there.
+    the only reliable sign that the whole file is there. The format is read from the bytes, not
+    the name (a JPEG saved as ``.png`` is still a JPEG).
     """
-    suffix = suffix.lower()
-    if suffix in (".jpg", ".jpeg"):
+    if data[:2] == b"\xff\xd8":
         return b"\xff\xd9" in data[-1024:]
-    if suffix == ".png":
+    if data[:8] == PNG_SIGNATURE:
         return b"IEND" in data[-16:]
     return True
 
 
-def check_complete(data: bytes, name: str, suffix: str = "") -> None:
+def check_complete(data: bytes, name: str) -> None:
     """Raise ValueError naming the file when it is empty or cut short (no pixels decoded)."""
     if not data:
         raise ValueError(f"{name}: empty file")
-    if not looks_complete(data, suffix):
+    if not looks_complete(data):
         raise ValueError(f"{name}: truncated image (no end marker)")
 
 

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-JPEG_SUFFIXES = (".jpg", ".jpeg")
 _warned: list[bool] = []
 
 
@@ -137,6 +136,23 @@ def check_pixels(
             f"{name}: saturated image ({100 * share:.0f}% of pixels black or white); "
             "check the exposure and lamp"
         )
+
+
+def check_array(image: np.ndarray, name: str = "image array") -> np.ndarray:
+    """An array handed to the API as an image: uint8 HxW (grey), HxWx1, HxWx3 (BGR, as OpenCV
+    reads) or HxWx4 (BGRA), with pixels; ValueError in one line otherwise (OpenCV's own error
+    for a 2-channel or empty array names neither the array nor what to pass)."""
+    channels = image.shape[2] if image.ndim == 3 else 1
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or channels not in (1, 3, 4):
+        kind = f"{image.dtype} with shape {image.shape}"
+        if image.ndim == 1:
+            kind = "a 1-D array (encoded file bytes? pass them as bytes)"
+        raise ValueError(
+            f"{name}: an image is a uint8 HxW, HxWx3 (OpenCV BGR) or HxWx4 array, not {kind}"
+        )
+    if 0 in image.shape:
+        raise ValueError(f"{name}: an empty image (shape {image.shape}): it has no pixels")
+    return image
 
 
 def strict_jpeg(data: bytes, name: str, factor: int = 1) -> np.ndarray | None:

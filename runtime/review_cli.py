@@ -72,7 +72,7 @@ def flag_rules(base: Any, ig: float | None, blasts: int | None, nrbc: float | No
 def report(
     sample: SampleArg,
     out: Annotated[
-        Path | None, typer.Option(help="Where to write it [SAMPLE/report.html].")
+        Path | None, typer.Option(help="Where to write it [default: SAMPLE/report.html].")
     ] = None,
     per_class: Annotated[int, typer.Option(help="Most cells shown per class.")] = REPORT_PER_CLASS,
     flag_ig: FlagIg = None,
@@ -100,7 +100,9 @@ def review(
         str,
         typer.Option(help="Interface to serve on; another than 127.0.0.1 opens it to the network."),
     ] = REVIEW_HOST,
-    port: Annotated[int, typer.Option(help="Port (0: any free one).")] = REVIEW_PORT,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port (0: any free one).")
+    ] = REVIEW_PORT,
     operator: Annotated[
         str, typer.Option(help="Who reviews: recorded with every correction.")
     ] = "",

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from wbc_edge.errors import UserError
-from wbc_edge.runtime.sinks import CellRecord, now_iso, read_records
+from wbc_edge.runtime.sinks import CellRecord, now_iso, read_records, writing
 from wbc_edge.runtime.sources import LIVE_KINDS, SourceOptions, parse_uri
 
 HEADER_NAME = "run.json"
@@ -89,8 +89,9 @@ def sample_of(uri: str, watch: bool, sample: str | None) -> tuple[SourceOptions,
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
     """Atomically: a kill leaves the old file or the new one, never half of one."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    with writing(path):
+        tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+        os.replace(tmp, path)
 
 
 class SampleFolder:
@@ -197,7 +198,7 @@ class SampleFolder:
     # -- contents -----------------------------------------------------------------------------
 
     def add_session(self, entry: dict[str, Any]) -> None:
-        with self.sessions_path.open("a", encoding="utf-8") as f:
+        with writing(self.sessions_path), self.sessions_path.open("a", encoding="utf-8") as f:
             f.write(json.dumps({"time": now_iso(), **entry}) + "\n")
 
     def sessions(self) -> list[dict[str, Any]]:

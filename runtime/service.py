@@ -206,7 +206,7 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
     from wbc_edge.runtime.report import Annotator, write_report
     from wbc_edge.runtime.results import count, load_results, summary_dict
     from wbc_edge.runtime.sample import SampleFolder, make_header, sample_of
-    from wbc_edge.runtime.sinks import RunOutput
+    from wbc_edge.runtime.sinks import RunOutput, writing
     from wbc_edge.runtime.sources import open_source
 
     settings.check()
@@ -303,6 +303,7 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
                     if annotator is not None:
                         annotator.close()
                 cpu_s = time.process_time() - cpu_start
+            sample_items, sample_errors = output.resume.items(), len(output.resume.failed)
 
         elapsed = time.perf_counter() - stats.started
         model_ms = 1000 * backend.total_inference_s / backend.images if backend.images else 0.0
@@ -315,9 +316,12 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
             "mode": config.mode,
             "started": started,
             "seconds": round(elapsed, 3),
-            "items": stats.items,
-            "cells": stats.cells,
-            "errors": stats.errors,
+            # The whole sample, as the differential below (every run into it); this run's own
+            # share under "this_run", and the rates and times are this run's.
+            "items": sample_items,
+            "cells": len(results.cells),
+            "errors": sample_errors,  # items failing now (one tried again since is not)
+            "this_run": {"items": stats.items, "cells": stats.cells, "errors": stats.errors},
             "dropped_frames": stats.dropped,
             "cells_per_s": round(stats.cells / elapsed, 2) if elapsed > 0 else 0.0,
             "latency_ms_p50": round(stats.latency_ms(50), 2),
@@ -331,7 +335,8 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
             "stages": stats.stage_summary(),  # read, decode, find, preprocess, infer, write
             **summary_dict(results),
         }
-        folder.summary_path.write_text(json.dumps(summary, indent=2))
+        with writing(folder.summary_path):
+            folder.summary_path.write_text(json.dumps(summary, indent=2))
         if not live:  # the live view already shows the final table
             print_table(differential_table(results.diff, f"Differential of sample {sample_id}"))
         console.print(

@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -106,6 +107,19 @@ def report_target(path: str | Path, option: str = "--report") -> Path:
                 "give another path, or move it first"
             )
     return path
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Say which file a full disk (or a failing device) stopped, in one line: the OS's own
+    "No space left on device" names none."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(
+            f"cannot write {printable_name(str(path))} ({exc.strerror or exc}): free space or "
+            "fix the device; what is already written is kept, and the run resumes from it"
+        ) from exc
 
 
 def now_iso() -> str:
@@ -413,14 +427,9 @@ class RunOutput:
 
     def _write(self, f: Any, text: str) -> None:
         """Append and flush; a full disk or a failing device is said with the file's name."""
-        try:
+        with writing(f.name):
             f.write(text)
             f.flush()
-        except OSError as exc:
-            raise UserError(
-                f"cannot write {f.name} ({exc.strerror or exc}): free space or fix the device; "
-                "the run resumes from what is already written"
-            ) from exc
 
     def close(self) -> None:
         for f in (self._jsonl, self._csv, self._errors, self._done_file):

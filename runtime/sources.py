@@ -359,7 +359,7 @@ def read_frame(opts: SourceOptions, index: int, path: Path, key: str = "") -> Fr
     try:
         data = path.read_bytes()
         digest = content_digest(data)
-        check_complete(data, name, path.suffix)
+        check_complete(data, name)
         if not opts.defer_decode:
             image, data = decode_image(data, name), None
     except (OSError, ValueError) as exc:

@@ -88,7 +88,8 @@ def test_stopped_after_k_files_and_restarted_neither_repeats_nor_skips(tmp_path,
     assert cli.run(args) == 0  # nothing left: nothing added
     assert_each_once(res, images)
     summary = json.loads((res / "summary.json").read_text())
-    assert summary["items"] == 0 and summary["differential"]["wbc_counted"] == 15
+    assert summary["this_run"]["items"] == 0 and summary["differential"]["wbc_counted"] == 15
+    assert summary["items"] == summary["cells"] == 15  # the sample's, as the differential
 
 
 def test_killed_mid_run_and_restarted_neither_repeats_nor_skips(tmp_path):
