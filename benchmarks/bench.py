@@ -94,7 +94,7 @@ class BenchConfig:
         if self.warmup < 0:
             raise UserError("--warmup cannot be negative")
         if not self.students:
-            raise UserError("name at least one model with --student")
+            raise UserError("name at least one model with --model")
 
 
 def load_data(data: Path, split: str, limit: int | None) -> tuple[list[str], list[str]]:
@@ -122,7 +122,7 @@ def _check_model(path: Path) -> None:
     from wbc_edge.runtime.backends import backend_kind
 
     backend_kind(path)  # unknown suffix -> one-line UserError
-    require_file(path, "model file", "pass --student/--teacher with an .onnx, .engine or .pt file")
+    require_file(path, "model file", "pass --model/--teacher with an .onnx, .engine or .pt file")
 
 
 def export_teacher(checkpoint: Path, out: Path, data: Path | None, split: str) -> Path:

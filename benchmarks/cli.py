@@ -12,9 +12,12 @@ from wbc_edge.benchmarks.bench import DEFAULT_BATCHES, DEFAULT_ITERS, DEFAULT_WA
 from wbc_edge.kd.config import ADAPT_LR, ADAPT_STEPS
 from wbc_edge.runtime.options import PipelineConfig
 
+# A user's cross-lab run writes here, never into the package's records (benchmarks/results/).
+CROSS_LAB_OUT = "cross-lab-out"
+
 
 def bench(
-    student: Annotated[
+    model: Annotated[
         list[Path],
         typer.Option(help="A model to measure (.onnx, INT8 .onnx, .engine, .pt); repeatable."),
     ],
@@ -29,8 +32,8 @@ def bench(
     baseline: Annotated[
         Path | None,
         typer.Option(
-            help="Model the speed-up column is against (default: the teacher); "
-            "benchmarked too if it is not already a --student or --teacher."
+            help="Model the speed-up column is against [default: the teacher]; "
+            "benchmarked too if it is not already a --model or --teacher."
         ),
     ] = None,
     reference: Annotated[
@@ -80,12 +83,14 @@ def bench(
     ] = None,
     name: Annotated[
         str | None,
-        typer.Option(help="File stem of the reports: NAME.json, NAME.md [bench; --stream: stream]"),
+        typer.Option(
+            help="File stem of the reports: NAME.json, NAME.md [default: bench; --stream: stream]."
+        ),
     ] = None,
     stream: Annotated[
         str | None,
         typer.Option(
-            help="End to end instead: run the first --student over this folder, glob or video "
+            help="End to end instead: run the --model over this folder, glob or video "
             "as `wbc-edge run` does (cells/s, latency, per-stage times) beside the decode limit."
         ),
     ] = None,
@@ -97,13 +102,16 @@ def bench(
     ] = False,
     workers: Annotated[
         int | None,
-        typer.Option(help="--stream: decode/prepare threads [0: one per core, <= 4]."),
+        typer.Option(
+            help="--stream: decode/prepare threads "
+            f"[default: {PipelineConfig.workers}, one per core, <= 4]."
+        ),
     ] = None,
     fps: Annotated[
         float, typer.Option(help="--stream --realtime: frames/s (0: the video's own).")
     ] = 0.0,
 ) -> None:
-    """Latency, throughput, size, memory and accuracy of students against their teacher; with
+    """Latency, throughput, size, memory and accuracy of models against their teacher; with
     --stream, the whole run pipeline on a folder or video against its decode limit."""
     from wbc_edge.benchmarks.bench import BenchConfig, parse_batches, run_bench
     from wbc_edge.benchmarks.plots import write_plots
@@ -111,7 +119,7 @@ def bench(
     from wbc_edge.console import console
 
     if stream is not None:
-        _bench_stream(student, stream, smear, realtime, batch, workers, threads, device, limit,
+        _bench_stream(model, stream, smear, realtime, batch, workers, threads, device, limit,
                       fps, out, name or "stream")  # fmt: skip
         return
     name = name or "bench"
@@ -121,7 +129,7 @@ def bench(
 
         teacher = export_teacher(teacher, out, data, split)
     cfg = BenchConfig(
-        students=list(student),
+        students=list(model),
         teacher=teacher,
         baseline=baseline,
         references=list(reference or []),
@@ -165,7 +173,7 @@ def _bench_stream(
     from wbc_edge.errors import UserError
 
     if len(student) != 1:
-        raise UserError("bench --stream measures one model: give exactly one --student")
+        raise UserError("bench --stream measures one model: give exactly one --model")
     sizes = parse_batches(batch) if batch else []
     if len(sizes) > 1:
         raise UserError(f"bench --stream takes one --batch size, not {batch}")
@@ -184,7 +192,7 @@ def _bench_stream(
         fps=fps,
         work_dir=out,
     )
-    args = ["wbc-edge", "bench", "--stream", source, "--student", str(cfg.model)]
+    args = ["wbc-edge", "bench", "--stream", source, "--model", str(cfg.model)]
     args += ["--smear"] if smear else []
     args += ["--realtime"] if realtime else []
     args += ["--fps", str(fps)] if fps else []
@@ -211,7 +219,7 @@ def _command(cfg: object, out: Path, name: str) -> str:
     assert isinstance(cfg, BenchConfig)
     args = ["wbc-edge", "bench"]
     for s in cfg.students:
-        args += ["--student", str(s)]
+        args += ["--model", str(s)]
     if cfg.teacher:
         args += ["--teacher", str(cfg.teacher)]
     if cfg.baseline:
@@ -262,7 +270,8 @@ def cross_lab(
     seeds: Annotated[str, typer.Option(help="Curve: seeds per point.")] = "0,1,2",
     steps: Annotated[int, typer.Option(help="Curve: adapt steps per run.")] = ADAPT_STEPS,
     lr: Annotated[
-        float | None, typer.Option(help=f"Curve: adapt's peak learning rate. [{ADAPT_LR}]")
+        float | None,
+        typer.Option(help=f"Curve: adapt's peak learning rate [default: {ADAPT_LR}]."),
     ] = None,
     stain_norm: Annotated[
         str | None,
@@ -299,7 +308,13 @@ def cross_lab(
             help="Curve: adapt --teacher, a model adapted on the whole pool (so: --sizes all)."
         ),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Results folder.")] = Path("benchmarks/results"),
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Results folder (the project's own records: --out benchmarks/results, in a "
+            "checkout)."
+        ),
+    ] = Path(CROSS_LAB_OUT),
     name: Annotated[str, typer.Option(help="Results file name.")] = "cross-lab",
 ) -> None:
     """Field-type accuracy, macro recall, confusion, OOD AUROC and PBC accuracy on another

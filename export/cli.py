@@ -68,7 +68,7 @@ def onnx_cmd(
 
 @app.command("int8")
 def int8_cmd(
-    onnx: Annotated[Path, typer.Option(help="FP32 ONNX from `export onnx`.")],
+    model: Annotated[Path, typer.Option(help="FP32 ONNX from `export onnx`.")],
     calib: Annotated[Path, typer.Option(help="Split manifest with the calibration images.")],
     split: Annotated[str, typer.Option(help="Split to calibrate on.")] = "train",
     num: Annotated[
@@ -83,7 +83,7 @@ def int8_cmd(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="INT8 ONNX [default: <role>-<architecture>.int8-<target>.onnx beside --onnx].",
+            help="INT8 ONNX [default: <role>-<architecture>.int8-<target>.onnx beside --model].",
             show_default=False,
         ),
     ] = None,
@@ -91,7 +91,7 @@ def int8_cmd(
         Path | None,
         typer.Option(
             help="TensorRT calibration cache to write "
-            "[default: <role>-<architecture>.calib.cache beside --onnx].",
+            "[default: <role>-<architecture>.calib.cache beside --model].",
             show_default=False,
         ),
     ] = None,
@@ -109,7 +109,7 @@ def int8_cmd(
     if not eval_rows:
         console.print(f"[yellow]warning:[/] {calib} has no {eval_split!r} rows: no comparison")
     result = quantize_int8(
-        onnx, calib_rows, eval_rows, out, target, method, num, cache, eval_split=eval_split
+        model, calib_rows, eval_rows, out, target, method, num, cache, eval_split=eval_split
     )
     _print_int8(result)
     if report:
@@ -118,7 +118,7 @@ def int8_cmd(
 
 @app.command("int8-sweep")
 def int8_sweep_cmd(
-    onnx: Annotated[Path, typer.Option(help="FP32 ONNX from `export onnx`.")],
+    model: Annotated[Path, typer.Option(help="FP32 ONNX from `export onnx`.")],
     calib: Annotated[Path, typer.Option(help="Split manifest (train: calibration).")],
     out_dir: Annotated[Path, typer.Option(help="Folder for the quantized variants.")],
     results: Annotated[
@@ -143,7 +143,7 @@ def int8_sweep_cmd(
 
     batches = [int(b) for b in batch.split(",")]
     rows = compare_settings(
-        onnx,
+        model,
         _rows(calib, "train"),
         _rows(calib, eval_split),
         out_dir,
@@ -177,7 +177,7 @@ def int8_sweep_cmd(
             "command": command_line(),
             "machine": machine_line(onnxruntime=onnxruntime.__version__),
             "date": utc_date(),
-            "onnx": str(onnx),
+            "onnx": str(model),
             "calibration": {"manifest": str(calib), "split": "train", "num": num, "method": method},
             "eval_split": eval_split,
             "num_eval": len(_rows(calib, eval_split)),
@@ -218,10 +218,10 @@ def triton_cmd(
 
 
 def build_engine_cmd(
-    onnx: Annotated[Path, typer.Option(help="ONNX (FP32, or Q/DQ INT8 from `export int8`).")],
+    model: Annotated[Path, typer.Option(help="ONNX (FP32, or Q/DQ INT8 from `export int8`).")],
     precision: Annotated[
         str | None,
-        typer.Option(help="fp32, fp16 or int8 (default: int8 for a Q/DQ ONNX, else fp16)."),
+        typer.Option(help="fp32, fp16 or int8 [default: int8 for a Q/DQ ONNX, else fp16]."),
     ] = None,
     calib: Annotated[
         Path | None,
@@ -250,7 +250,7 @@ def build_engine_cmd(
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Engine file [default: <role>-<architecture>.<precision>.engine beside --onnx].",
+            help="Engine file [default: <role>-<architecture>.<precision>.engine beside --model].",
             show_default=False,
         ),
     ] = None,
@@ -270,7 +270,7 @@ def build_engine_cmd(
 
         rows = select_calibration_rows(_rows(calib, calib_split), num)
     build_engine(
-        onnx,
+        model,
         out,
         precision,
         rows,

@@ -268,7 +268,7 @@ def build_engine(
     if implicit and calib_cache_path is None:
         echo(
             "note: trtexec cannot calibrate on images; write a cache with `wbc-edge export int8 "
-            f"--onnx {onnx_path} --calib SPLIT.csv` and add --calib=<that cache> to the line"
+            f"--model {onnx_path} --calib SPLIT.csv` and add --calib=<that cache> to the line"
         )
     if trt is None:
         raise UserError(

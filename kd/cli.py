@@ -35,7 +35,8 @@ DataOpt = Annotated[
         help="Split manifest CSV (`wbc-edge data split`), or one lab's labelled images as "
         "LAB=PATH (a manifest, or a folder of class folders, split here). Repeat it to train "
         "on several labs: each lab contributes only the classes it has, and the joined split "
-        "is written to the run folder's manifest.csv.",
+        "is written to the run folder's manifest.csv [required unless --config or --resume "
+        "gives it].",
     ),
 ]
 GroupByOpt = Annotated[
@@ -64,7 +65,9 @@ BalanceOpt = Annotated[
         "labs, none for one) [default: auto].",
     ),
 ]
-OutOpt = Annotated[Path | None, typer.Option("--out", help="Run folder (default runs/<name>).")]
+OutOpt = Annotated[
+    Path | None, typer.Option("--out", help="Run folder [default: runs/<model>-<method>].")
+]
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="YAML file of options; command-line options win.")
 ]
@@ -97,7 +100,8 @@ SeedOpt = Annotated[
 CacheOpt = Annotated[
     Path | None,
     typer.Option(
-        "--cache-dir", help="Decoded-image and teacher cache (default ~/.cache/wbc-edge)."
+        "--cache-dir",
+        help="Decoded-image and teacher cache [default: $WBC_EDGE_CACHE or ~/.cache/wbc-edge].",
     ),
 ]
 AugmentOpt = Annotated[
@@ -409,7 +413,8 @@ def register(app: typer.Typer) -> None:
         out: Annotated[
             Path | None,
             typer.Option(
-                "--out", help="New checkpoint (default MODEL-calibrated.pt; MODEL replaces it)."
+                "--out",
+                help="New checkpoint [default: MODEL-calibrated.pt]; MODEL itself replaces it.",
             ),
         ] = None,
         target_error: Annotated[
@@ -469,8 +474,13 @@ def register(app: typer.Typer) -> None:
         batch_size: BatchOpt = None,
         lr: LrOpt = None,
         out: Annotated[
-            Path, typer.Option("--out", help="Results prefix: writes OUT.md and OUT.json.")
-        ] = Path("benchmarks/results/kd-ablation"),
+            Path,
+            typer.Option(
+                "--out",
+                help="Results prefix: writes OUT.md and OUT.json (the project's record: "
+                "--out benchmarks/results/kd-ablation, in a checkout).",
+            ),
+        ] = Path("runs/ablation/kd-ablation"),
         runs_dir: Annotated[
             Path, typer.Option("--runs-dir", help="Where the individual runs go.")
         ] = Path("runs/ablation"),

@@ -35,7 +35,7 @@ def run(
         str | None,
         typer.Argument(
             help="Folder, image, glob, video file, camera index, v4l2:///dev/videoN, csi://N, "
-            "rtsp://... or a GStreamer pipeline.",
+            "rtsp://... or a GStreamer pipeline [required unless --camera].",
             show_default=False,
         ),
     ] = None,
@@ -91,7 +91,7 @@ def run(
         float | None,
         typer.Option(
             help="The analyser's WBC (10^9/L): the report adds absolute counts per class "
-            "[a resumed sample: as recorded].",
+            "[default: none; a resumed sample: as recorded].",
             show_default=False,
         ),
     ] = None,
@@ -131,14 +131,14 @@ def run(
         float | None,
         typer.Option(
             help="Smear: red-cell diameter in pixels, for a calibrated microscope "
-            "[measured in every field].",
+            "[default: measured in every field].",
         ),
     ] = None,
     um_per_px: Annotated[
         float | None,
         typer.Option(
             help="Smear: micrometres per pixel of the camera (a red cell is taken as 7.5 um); "
-            "instead of --rbc-px [measured in every field].",
+            "instead of --rbc-px [default: measured in every field].",
         ),
     ] = None,
     report: Annotated[
@@ -168,7 +168,8 @@ def run(
     workers: Annotated[
         int | None,
         typer.Option(
-            help=f"Threads decoding and preprocessing images [{_P.workers}: one per core, <= 4]."
+            help="Threads decoding and preprocessing images "
+            f"[default: {_P.workers}, one per core, <= 4]."
         ),
     ] = None,
     realtime: Annotated[

@@ -1,5 +1,5 @@
 """Run ``wbc-edge`` as if only some extras were installed: ``python only_extras.py runtime,jetson
--- build-engine --onnx m.onnx``.
+-- build-engine --model m.onnx``.
 
 The allowed distributions are what pyproject.toml declares for wbc-edge itself and the named
 extras, with their own requirements followed through the installed metadata. Importing a module

@@ -261,7 +261,7 @@ def test_bench_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
     report = json.loads((out / "tiny.json").read_text())
     assert report["settings"]["images"] == 12 and report["machine"]["cpu_cores"] >= 1
-    assert "wbc-edge bench --student" in report["command"] and "--iters 5" in report["command"]
+    assert "wbc-edge bench --model" in report["command"] and "--iters 5" in report["command"]
     t_row, s_row = report["rows"]
     assert (t_row["role"], s_row["role"]) == ("teacher", "student")
     assert s_row["params"] == 27 * 4 + 4 + 4 * 3

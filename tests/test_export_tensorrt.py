@@ -414,7 +414,8 @@ def test_build_engine_with_only_the_jetson_extras(tmp_path):
         pytest.skip("only_extras.py reads pyproject.toml with tomllib (Python 3.11+)")
     onnx = make_onnx(tmp_path / "m.onnx")
     helper = Path(__file__).parent / "only_extras.py"
-    cmd = [sys.executable, str(helper), "runtime,jetson", "--", "build-engine", "--onnx", str(onnx)]
+    cmd = [sys.executable, str(helper), "runtime,jetson", "--"]
+    cmd += ["build-engine", "--model", str(onnx)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "trtexec --onnx=" in done.stdout and "--fp16" in done.stdout

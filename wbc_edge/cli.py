@@ -123,9 +123,51 @@ def run(argv: list[str] | None = None) -> int:
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("WBC_EDGE_DEBUG") == "1"
-    args = [a for a in args if a != "--debug"]
+    args = rename_old_spellings([a for a in args if a != "--debug"])
     with sigterm_as_ctrl_c():
         return _run(args, debug)
+
+
+# Every command names the model it runs with --model (Ultralytics' one `model=`). The spellings
+# before 0.1.0 still work for one release, shown in no --help: the line is rewritten before
+# click parses it, so each command declares --model alone (and click marks it required).
+# bench keeps --teacher (and --baseline, --reference) beside --model: those name the model the
+# measured ones are compared with, a role as in `distill --teacher`, not the model measured.
+OLD_SPELLINGS: dict[tuple[str, ...], dict[str, str]] = {
+    ("export", "int8"): {"--onnx": "--model"},
+    ("export", "int8-sweep"): {"--onnx": "--model"},
+    ("build-engine",): {"--onnx": "--model"},
+    ("bench",): {"--student": "--model"},
+    ("info",): {"MODEL": "--model"},  # `wbc-edge info PATH`: the positional path
+}
+
+
+def rename_old_spellings(args: list[str]) -> list[str]:
+    """``args`` with an old spelling (:data:`OLD_SPELLINGS`) replaced by the new one, and a note
+    on stderr saying so; everything else untouched."""
+    command = tuple(args[:2]) if tuple(args[:2]) in OLD_SPELLINGS else tuple(args[:1])
+    renames = OLD_SPELLINGS.get(command, {})
+    if not renames or "--help" in args:
+        return args
+    rest = args[len(command) :]
+    named = any(a in ("--model", "-m") or a.startswith("--model=") for a in rest)
+    out: list[str] = []
+    for arg in rest:
+        name, eq, value = arg.partition("=")
+        new = renames.get(name) if arg.startswith("--") else None
+        if new is None and "MODEL" in renames and not named and not arg.startswith("-"):
+            new, name, eq, value, named = "--model", "the path alone", "=", arg, True
+        if new is None:
+            out.append(arg)
+            continue
+        console.print(
+            f"note: `wbc-edge {' '.join(command)}` takes the model as {new} now ({name} still "
+            "works in this release only)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        out.append(f"{new}={value}" if eq else new)
+    return [*command, *out]
 
 
 def _run(args: list[str], debug: bool) -> int:

@@ -29,13 +29,14 @@ def check_cmd(
         bool, typer.Option("--strict", help="Exit with status 1 when any problem is found.")
     ] = False,
     min_size: Annotated[
-        int | None, typer.Option(help=f"Smallest usable image side in pixels. [{DEFAULT_MIN_SIZE}]")
+        int | None,
+        typer.Option(help=f"Smallest usable image side in pixels [default: {DEFAULT_MIN_SIZE}]."),
     ] = None,
     near_dup_threshold: Annotated[
         int | None,
         typer.Option(
             help="Max Hamming distance (of 256 pHash bits) for a near-duplicate; -1 skips the "
-            f"perceptual hash. [{DEFAULT_NEAR_DUP_THRESHOLD}]"
+            f"perceptual hash [default: {DEFAULT_NEAR_DUP_THRESHOLD}]."
         ),
     ] = None,
     json_out: Annotated[
@@ -103,13 +104,15 @@ def split_cmd(
     out: Annotated[Path, typer.Option("--out", help="Manifest CSV to write.")],
     seed: Annotated[
         int | None,
-        typer.Option(help=f"Random seed; the same seed gives the same file. [{DEFAULT_SEED}]"),
+        typer.Option(
+            help=f"Random seed; the same seed gives the same file [default: {DEFAULT_SEED}]."
+        ),
     ] = None,
     ratios: Annotated[
         str | None,
         typer.Option(
-            help="train,val,test fractions per class. "
-            f"[{','.join(f'{r:g}' for r in DEFAULT_RATIOS)}]"
+            help="train,val,test fractions per class "
+            f"[default: {','.join(f'{r:g}' for r in DEFAULT_RATIOS)}]."
         ),
     ] = None,
     group_by: Annotated[
@@ -155,13 +158,13 @@ def join_cmd(
     ] = None,
     seed: Annotated[
         int | None,
-        typer.Option(help=f"Random seed of the folders' splits. [{DEFAULT_SEED}]"),
+        typer.Option(help=f"Random seed of the folders' splits [default: {DEFAULT_SEED}]."),
     ] = None,
     ratios: Annotated[
         str | None,
         typer.Option(
-            help="train,val,test fractions per class of each folder. "
-            f"[{','.join(f'{r:g}' for r in DEFAULT_RATIOS)}]"
+            help="train,val,test fractions per class of each folder "
+            f"[default: {','.join(f'{r:g}' for r in DEFAULT_RATIOS)}]."
         ),
     ] = None,
 ) -> None:
@@ -285,12 +288,14 @@ def scale_cmd(
             "(crops in class folders, or smear fields; a VOC folder's JPEGImages/)."
         ),
     ],
-    split: Annotated[str | None, typer.Option(help="Manifest split to measure. [train]")] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Manifest split to measure [default: train].")
+    ] = None,
     limit: Annotated[
         int | None,
         typer.Option(
-            help="Measure an evenly spaced sample of this many images; 0 = all. "
-            f"[{DEFAULT_SCALE_SAMPLE}]"
+            help="Measure an evenly spaced sample of this many images; 0 = all "
+            f"[default: {DEFAULT_SCALE_SAMPLE}]."
         ),
     ] = None,
     json_out: Annotated[

@@ -44,7 +44,7 @@ def synth(
     classes: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated subset of classes (default: all 10).", show_default=False
+            help="Comma-separated subset of classes [default: all 10].", show_default=False
         ),
     ] = None,
     fields: Annotated[
