@@ -5,7 +5,7 @@
     r = m("cell.jpg")                       # Prediction: r.label, r.prob, r.top, r.review
     rs = m(["a.jpg", "b.jpg", array])       # a list in, a list out (one batch)
     f = m("field.jpg", smear=True)          # Field: f.cells (each a Prediction with .box)
-    f.counts()                              # {"Neutrophil": 3, ...}
+    f.counts()                              # {"Neutrophil": 3, ...}; .not_counted, .note: why not
 
 Everything goes through what ``wbc-edge run`` uses: :func:`~wbc_edge.runtime.backends.
 load_backend` (any .onnx, .engine or .pt), the card's preprocessing

@@ -299,10 +299,18 @@ def _flags(results: SampleResults, crops: dict[str, str | None]) -> str:
         if diff.ood_warning or not diff.wbc:
             # Not the reassuring green box: no flag was raised because too little was counted
             # to raise one, and the page must not read as "all clear".
-            why = diff.ood_warning or f"no white cell was counted ({diff.banner})"
+            if not diff.counted:
+                why = "nothing was counted"
+            elif diff.mostly_review:
+                why = "most cells await review, so the counted ones cannot be trusted"
+            elif not diff.wbc:
+                why = "no white cell was counted"
+            else:
+                why = "many cells look unlike the training images"
             return (
                 f'<div class="withheld" id="noflag-withheld">No flag can be judged from this '
-                f"run: {esc(why)}. Flags come from counted cells only ({rule_text}).</div>"
+                f"run: {why} ({esc(diff.banner)}). Flags come from counted cells only "
+                f"({rule_text}).</div>"
             )
         return f'<div class="noflag" id="noflag">No flag raised ({rule_text}).</div>'
     by_id = {c.id: c for c in results.cells}

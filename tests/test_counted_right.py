@@ -142,3 +142,30 @@ def test_the_apis_reasons_match_runs_records(tmp_path):
     assert counts.not_counted == dict(Counter(c.reason for c in field if c.review))
     if not counts:
         assert counts.note.startswith("nothing counted:")
+
+
+def test_a_model_trained_on_phantoms_says_so_in_its_card_and_every_report(tmp_path, capsys):
+    import json
+
+    import onnx
+
+    from wbc_edge.demo import SYNTHETIC_NOTE
+    from wbc_edge.runtime.card import ONNX_METADATA_KEY
+
+    path = make_onnx(tmp_path / "m.onnx")
+    graph = onnx.load(path)
+    for prop in graph.metadata_props:
+        if prop.key == ONNX_METADATA_KEY:
+            card = json.loads(prop.value)
+            card["extra"]["synthetic"] = SYNTHETIC_NOTE  # what make demo stamps
+            prop.value = json.dumps(card)
+    onnx.save(graph, path)
+    write_images(tmp_path / "in", [RED, GREEN])
+    out = tmp_path / "out"
+    argv = ["run", str(tmp_path / "in"), "-m", str(path), "--out", str(out), "--no-live"]
+    assert cli.run(argv) == 0
+    text = (out / "in" / "report.html").read_text()
+    assert 'id="synthetic"' in text and "SYNTHETIC DATA, NOT CLINICAL" in text
+    capsys.readouterr()
+    assert cli.run(["info", "--model", str(path)]) == 0
+    assert "SYNTHETIC DATA, NOT CLINICAL" in capsys.readouterr().out
