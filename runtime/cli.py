@@ -66,7 +66,8 @@ def run(
         str | None,
         typer.Option(
             help="Sample (slide) ID: its results go to OUT/<sample>/ [default: from the "
-            "source: the folder's name, the file's stem, or the camera and start time].",
+            "source: the folder's name (for a VOC folder's JPEGImages/, the folder above), the "
+            "file's stem, or the camera and start time].",
             show_default=False,
         ),
     ] = None,

@@ -59,8 +59,9 @@ def _clean(text: str) -> str:
 
 
 def derive_sample_id(opts: SourceOptions, started: datetime | None = None) -> str:
-    """The default sample of a source: a folder's name, a file's stem, the folder of a glob; a
-    camera or stream by its name and the start time (each start of a camera is a new slide)."""
+    """The default sample of a source: a folder's name (the one above a Pascal-VOC
+    ``JPEGImages/``), a file's stem, the folder of a glob; a camera or stream by its name and
+    the start time (each start of a camera is a new slide)."""
     if opts.kind in LIVE_KINDS:
         stamp = (started or datetime.now()).strftime("%Y%m%d-%H%M%S")
         name = {"camera": f"camera{opts.resource}", "csi": f"csi{opts.resource}"}.get(opts.kind)
@@ -76,7 +77,10 @@ def derive_sample_id(opts: SourceOptions, started: datetime | None = None) -> st
             parts.append(part)
         path = Path(*parts) if parts else Path(".")
     if opts.kind in ("folder", "watch", "glob"):
-        return _clean(path.resolve().name)
+        folder = path.resolve()
+        if folder.name == "JPEGImages" and folder.parent.name:  # a Pascal-VOC slide's fields
+            folder = folder.parent
+        return _clean(folder.name)
     return _clean(path.stem)
 
 

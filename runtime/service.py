@@ -12,6 +12,7 @@ default lives in :mod:`wbc_edge.runtime.options`.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,6 +195,7 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
     from rich.markup import escape
 
     from wbc_edge.console import console, print_table
+    from wbc_edge.console import results as results_console
     from wbc_edge.data.scan import sha256_file
     from wbc_edge.runtime.archive import CellArchive, crop_px_for
     from wbc_edge.runtime.backends import load_backend
@@ -337,8 +339,13 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
         }
         with writing(folder.summary_path):
             folder.summary_path.write_text(json.dumps(summary, indent=2))
-        if not live:  # the live view already shows the final table
-            print_table(differential_table(results.diff, f"Differential of sample {sample_id}"))
+        # The results go to stdout (`run ... > out.txt` keeps them), the log lines to stderr; a
+        # live view on the same terminal already shows the final table.
+        shown = live and sys.stdout.isatty()
+        out = None if shown else results_console
+        if out is not None:
+            title = f"Differential of sample {sample_id}"
+            print_table(differential_table(results.diff, title), to=out)
         console.print(
             f"{stats.items} items, {stats.cells} cells, {stats.errors} errors, "
             f"{stats.dropped} frames dropped"
@@ -355,13 +362,13 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
         console.print(stats.stage_line(), highlight=False)
         flags = flag_text(results.diff, rules)
         if flags:
-            console.print(f"[bold white on red]{escape(flags)}[/]")
+            (out or console).print(f"[bold white on red]{escape(flags)}[/]")
         if results.diff.ood_warning:
-            console.print(
+            (out or console).print(
                 f"[bold black on yellow]{escape(results.diff.ood_warning)}[/]", soft_wrap=True
             )
         if results.diff.reached:
-            console.print(
+            (out or console).print(
                 f"[bold]target reached: {results.diff.wbc} WBC counted of "
                 f"{results.diff.target}; the count of this sample is complete (move to the next "
                 "slide)[/]"

@@ -31,9 +31,10 @@ def test_tables_are_whole_in_a_log(tmp_path):
     write_images(tmp_path / "in", [RED, GREEN, GREEN])
     done = _wbc_edge("run", str(tmp_path / "in"), "-m", str(model), "--out", str(tmp_path / "o"))
     assert done.returncode == 0, done.stderr
-    # Live view on (the default) but stderr is a pipe: log lines and the whole table.
-    table = [line for line in done.stderr.splitlines() if LONG[1] in line]
-    assert table and "│" in table[0] and "…" not in done.stderr
+    # Live view on (the default) but stderr is a pipe: log lines, and the whole table on
+    # stdout (the result; the log stays on stderr).
+    table = [line for line in done.stdout.splitlines() if LONG[1] in line]
+    assert table and "│" in table[0] and "…" not in done.stdout + done.stderr
     assert len(table[0]) > 80
     assert f"results in {tmp_path / 'o'}" in done.stderr  # a long line is not wrapped either
 

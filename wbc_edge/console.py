@@ -1,9 +1,10 @@
 """One console and one progress-bar style for every command.
 
-Output for people goes to stderr (stdout stays for data, e.g. ``wbc-edge info``). On a terminal
-it is fitted to the screen; in a log or CI, where there is no screen to fit, lines are not
-wrapped and tables are printed at their full width by :func:`print_table`, so nothing is cut
-("bes…", "Baso…").
+Output for people goes to stderr; stdout stays for data and results (``wbc-edge info``, the
+final differential of ``run`` through :data:`results`), so ``run ... > out.txt`` keeps them. On
+a terminal it is fitted to the screen; in a log or CI, where there is no screen to fit, lines
+are not wrapped and tables are printed at their full width by :func:`print_table`, so nothing
+is cut ("bes…", "Baso…").
 """
 
 from __future__ import annotations
@@ -24,18 +25,23 @@ from rich.progress import (
 console = Console(stderr=True)
 if not console.is_terminal:
     console.soft_wrap = True
+results = Console()  # stdout
+if not results.is_terminal:
+    results.soft_wrap = True
 
 
-def print_table(table: Any) -> None:
-    """Print a rich table whole: fitted to a terminal, at its natural width anywhere else."""
-    if console.is_terminal:
-        console.print(table)
+def print_table(table: Any, to: Console | None = None) -> None:
+    """Print a rich table whole: fitted to a terminal, at its natural width anywhere else; on
+    stderr (``console``) unless ``to`` is :data:`results`."""
+    out = console if to is None else to
+    if out.is_terminal:
+        out.print(table)
         return
     wide = Console(file=io.StringIO(), width=10_000, color_system=None, soft_wrap=True)
     wide.print(table)
     text = "\n".join(line.rstrip() for line in wide.file.getvalue().splitlines())
-    console.file.write(text + "\n")
-    console.file.flush()
+    out.file.write(text + "\n")
+    out.file.flush()
 
 
 def progress(transient: bool = False) -> Progress:
