@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import cv2
 import numpy as np
@@ -47,7 +46,7 @@ def test_summary_table_from_bench_json(tmp_path, capsys):
         ]
     ]
     (tmp_path / "bench.json").write_text(json.dumps({"rows": rows}))
-    summarise(tmp_path / "bench.json", [tmp_path / "r.html"], tmp_path, time.perf_counter())
+    summarise(tmp_path / "bench.json", [tmp_path / "r.html"], tmp_path)
     err = capsys.readouterr().err
     # The file the demo wrote names the row, with the card's name beside it.
     assert "student.int8.onnx" in err and "student-tinyresnet_xs.int8-cpu.onnx" in err
