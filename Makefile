@@ -5,7 +5,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 EXTRAS ?= runtime,train,export,dev
 
-.PHONY: setup tensorrt-bindings test test-all lint demo default-model clean
+DIST   ?= dist
+
+.PHONY: setup tensorrt-bindings test test-all lint demo wheel default-model clean
 
 setup: $(VENV)/.installed
 
@@ -37,6 +39,15 @@ lint: setup
 demo: setup
 	$(BIN)/wbc-edge demo $(DEMO_ARGS)
 
+# What a Jetson or a PC without this checkout installs: $(DIST)/wbc_edge-<version>-py3-none-any.whl
+# with the packaged model (wbc_edge/models/*.onnx), without studies, tests or checkpoints. Built
+# offline (setuptools from .venv, no build isolation); build/ goes first, so a module removed
+# from the tree cannot linger in the wheel from an earlier build.
+wheel: setup
+	rm -rf build
+	$(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w $(DIST) .
+	@ls $(DIST)/wbc_edge-*.whl
+
 # Re-export the packaged default student (wbc_edge/models/) from its checkpoint; copy a new
 # student's best.pt to DEFAULT_CKPT first. RECORD names the results file that measured it.
 DEFAULT_CKPT ?= wbc_edge/models/student-tinyresnet_xs_wide.pt
@@ -46,4 +57,4 @@ default-model: setup
 		--data benchmarks/results/pbc9-split.csv --record $(RECORD)
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo-out build $(DIST) .pytest_cache .ruff_cache

@@ -1,9 +1,10 @@
-"""The packaged default model from an installed wheel, in a fresh venv: `wbc_edge.load()` and
-`wbc-edge run FOLDER` work with no --model, and the wheel ships the ONNX but no checkpoints.
+"""The wheel is the product: `make wheel` builds it from a copy of this checkout, it holds the
+packaged model and no study, probe, test or checkpoint, and installed into a fresh venv with the
+`[runtime]` extra alone (no torch) `wbc-edge info` and `wbc-edge run` work with no --model.
 
-Slow (a wheel build and a venv). Nothing downloads: the wheel is installed with --no-deps and
-the fresh venv sees this environment's dependencies through a plain path entry (the editable
-wbc-edge of this checkout is not on it: path entries do not run other .pth files).
+Nothing downloads from the internet: the wheel is built offline (no build isolation) and its
+dependencies come from the package index pip is configured with (this machine's registry).
+About a minute on 2 cores, most of it pip installing onnxruntime and OpenCV.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import venv
 import zipfile
 from pathlib import Path
@@ -21,6 +21,11 @@ import pytest
 from runtime_models import GREEN, RED, write_images
 
 REPO = Path(__file__).resolve().parents[1]
+# Modules that are studies or probes, not the product: they may live in the tree but never in
+# the wheel. benchmarks/reliability.py (the probes behind reliability.md) is moving out of the
+# package (issue 33); until it has, its test below says so instead of failing.
+STUDIES = "wbc_edge/benchmarks/studies/"
+PROBES = ["wbc_edge/benchmarks/reliability.py"]
 
 
 def _run(*cmd: str | Path, **kw) -> subprocess.CompletedProcess:
@@ -29,55 +34,79 @@ def _run(*cmd: str | Path, **kw) -> subprocess.CompletedProcess:
     return done
 
 
-@pytest.mark.slow
-def test_the_packaged_model_runs_from_an_installed_wheel(tmp_path):
-    src = tmp_path / "src"
-    tracked = _run("git", "-C", REPO, "ls-files", "-co", "--exclude-standard").stdout.split()
-    for rel in tracked:
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """`make wheel` in a copy of the checkout's files (tracked and new, not ignored ones), with
+    this interpreter's environment standing in for .venv."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"
+    files = _run("git", "-C", REPO, "ls-files", "-co", "--exclude-standard").stdout.splitlines()
+    for rel in files:
         if (REPO / rel).is_file():
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, src / rel)
-    dist = tmp_path / "dist"
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-    _run(*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", src, "-w", dist)
-    (wheel,) = dist.glob("wbc_edge-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
-    assert any(n.startswith("wbc_edge/models/student-") and n.endswith(".onnx") for n in names)
-    assert not [n for n in names if n.endswith(".pt")], "checkpoints must not ship"
+    env_dir = Path(sys.prefix)
+    # -o: .venv/.installed counts as up to date, so make never installs into this environment.
+    make = ["make", "-s", "-o", f"{env_dir}/.installed", "wheel", f"VENV={env_dir}"]
+    _run(*make, f"DIST={tmp / 'dist'}", cwd=src)
+    (built,) = (tmp / "dist").glob("wbc_edge-*.whl")
+    return built
 
+
+def _names(wheel: Path) -> list[str]:
+    return zipfile.ZipFile(wheel).namelist()
+
+
+def test_the_wheel_holds_the_packaged_model_and_no_study_test_or_checkpoint(wheel):
+    names = _names(wheel)
+    models = [n for n in names if n.startswith("wbc_edge/models/")]
+    assert "wbc_edge/models/student-tinyresnet_xs_wide.onnx" in models
+    assert not [n for n in names if n.endswith((".pt", ".pth"))], "checkpoints must not ship"
+    assert not [n for n in names if n.startswith(STUDIES)], "studies stay in the checkout"
+    assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "jetson/"))]
+    assert not [n for n in names if "/results/" in n], "recorded results stay in the checkout"
+    assert {"wbc_edge/runtime/static/review.html", "wbc_edge/cli.py"} <= set(names)
+    meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    text = zipfile.ZipFile(wheel).read(meta).decode()
+    assert "Provides-Extra: runtime" in text and "Provides-Extra: train" in text
+
+
+def test_the_wheel_holds_no_probe(wheel):
+    present = [p for p in PROBES if (REPO / p.replace("wbc_edge/", "", 1)).is_file()]
+    if present:
+        pytest.xfail(f"{present} still in the package tree: moving it out is due (issue 33)")
+    assert not [n for n in _names(wheel) if n in PROBES]
+
+
+def test_a_fresh_runtime_install_runs_info_and_run_with_the_packaged_model(wheel, tmp_path):
     env_dir = tmp_path / "fresh"
-    venv.create(env_dir, with_pip=False)
-    py = env_dir / "bin" / "python"
-    site = Path(
-        _run(py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip()
-    )
-    deps = [p for p in sys.path if p.endswith("site-packages")] + [sysconfig.get_paths()["purelib"]]
-    (site / "_deps.pth").write_text("\n".join(dict.fromkeys(deps)) + "\n")
-    _run(*pip, "install", "-q", "--no-deps", "--no-index", "--target", site, wheel)
+    venv.create(env_dir, with_pip=True)
+    bin_dir = env_dir / "bin"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    _run(bin_dir / "python", "-m", "pip", "install", "-q", f"{wheel}[runtime]", env=env)
+    # [runtime] alone: torch is not there, and nothing needs it.
+    absent = subprocess.run([bin_dir / "python", "-c", "import torch"], capture_output=True)
+    assert absent.returncode != 0
+
+    info = _run(bin_dir / "wbc-edge", "info", env=env, cwd=tmp_path).stdout
+    assert "student-tinyresnet_xs_wide" in info and "NOT a clinical device" in info
 
     cells = tmp_path / "cells"
-    write_images(cells, [RED, GREEN])
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    code = (
-        "import wbc_edge, pathlib\n"
-        f"assert pathlib.Path(wbc_edge.__file__).is_relative_to({str(site)!r}), wbc_edge.__file__\n"
-        "m = wbc_edge.load()\n"
-        f"r = m({str(cells / 'img_0000.jpg')!r})\n"
-        "print('OK', m.card.architecture, r.label)\n"
-    )
-    assert _run(py, "-c", code, env=env, cwd=tmp_path).stdout.startswith("OK ")
+    write_images(cells, [RED, GREEN, RED])
     out = tmp_path / "out"
     done = _run(
-        py, "-m", "wbc_edge", "run", cells, "--out", out, "--no-live", env=env, cwd=tmp_path
+        bin_dir / "wbc-edge", "run", cells, "--out", out, "--no-live", env=env, cwd=tmp_path
     )
-    assert "student-" in done.stderr and (out / "cells.jsonl").read_text().count("\n") == 2
-    info = _run(py, "-m", "wbc_edge", "info", env=env, cwd=tmp_path).stdout
-    assert "NOT a clinical device" in info and "provenance.trained_on: PBC" in info
+    assert "Differential of sample cells" in done.stdout
+    assert "student-tinyresnet_xs_wide" in done.stderr
+    assert (out / "cells" / "cells.jsonl").read_text().count("\n") == 3
+    assert Path(_run(bin_dir / "python", "-c", "import wbc_edge; print(wbc_edge.__file__)",
+                     env=env, cwd=tmp_path).stdout.strip()).is_relative_to(env_dir)  # fmt: skip
 
 
-def test_every_package_folder_is_in_the_wheel():
-    """Fast guard for the slow test above: a sub-package missing from pyproject's explicit
-    list installs from a checkout (editable) but not from the wheel."""
+def test_every_package_folder_is_in_the_wheel_or_named_as_left_out():
+    """Fast guard: a sub-package missing from pyproject's explicit list installs from a checkout
+    (editable) but not from the wheel; only the studies are left out on purpose."""
     import tomllib
 
     cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
@@ -87,4 +116,4 @@ def test_every_package_folder_is_in_the_wheel():
         for init in (REPO / folder).rglob("__init__.py"):
             rel = init.parent.relative_to(REPO / folder)
             found.add(".".join([package, *rel.parts]))
-    assert found - listed == set(), "add these to [tool.setuptools] packages"
+    assert found - listed == {"wbc_edge.benchmarks.studies"}, "add these to [tool.setuptools]"
