@@ -322,6 +322,11 @@ def _flags(results: SampleResults, crops: dict[str, str | None]) -> str:
         out.append(f'<div class="cells flagcells" data-rule="{esc(flag.rule)}">')
         out.extend(_thumb(by_id[i], crops) for i in shown if i in by_id)
         out.append(f"</div><p>{len(flag.cells)} cells raised it{more}.</p>")
+    if results.diff.mostly_review:
+        out.append(
+            '<p class="flagnote" id="flagnote">These flags come from the few cells counted in a '
+            "run where most cells await review: confirm them by review before acting on them.</p>"
+        )
     out.append(f"<p>{rule_text}</p>")
     return "\n".join(out)
 

@@ -169,3 +169,17 @@ def test_a_model_trained_on_phantoms_says_so_in_its_card_and_every_report(tmp_pa
     capsys.readouterr()
     assert cli.run(["info", "--model", str(path)]) == 0
     assert "SYNTHETIC DATA, NOT CLINICAL" in capsys.readouterr().out
+
+
+def test_flags_of_a_run_where_most_cells_await_review_say_so(tmp_path):
+    from wbc_edge.runtime import ood
+
+    blues = write_images(tmp_path / "train", [BLUE] * 40)  # blue: Promyelocyte, an IG
+    model = make_onnx(tmp_path / "m.onnx", ood=ood.fit([cv2.imread(str(p)) for p in blues]))
+    write_images(tmp_path / "in", [BLUE, RED, GREEN, RED])
+    out = tmp_path / "out"
+    argv = ["run", str(tmp_path / "in"), "-m", str(model), "--out", str(out), "--no-live"]
+    assert cli.run(argv) == 0
+    text = (out / "in" / "report.html").read_text()
+    assert 'data-rule="IG"' in text and 'id="flagnote"' in text
+    assert "most cells (3 of 4) await review" in text
