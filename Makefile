@@ -23,10 +23,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 tensorrt-bindings: setup
 	$(BIN)/python tests/tensorrt_bindings.py || echo "some TensorRT bindings could not be fetched: their test skips, saying why"
 
-# pytest exits 5 when it collected no tests: that is a failure here, not a pass.
+# pytest exits 5 when it collected no tests: that is a failure here, not a pass. The last line
+# says which tests skipped here and why (a checkout without shellcheck skips two that CI, whose
+# .ci/run installs it, runs).
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest; rc=$$?; \
+	rm -f .pytest_cache/last-run.xml; \
+	$(BIN)/python -m pytest --junitxml=.pytest_cache/last-run.xml; rc=$$?; \
+	$(BIN)/python tests/skip_summary.py .pytest_cache/last-run.xml; \
 	if [ $$rc -eq 5 ]; then echo "pytest ran no tests: failing"; exit 1; fi; exit $$rc
 
 # Everything, including slow real-data checks (not run by CI).
