@@ -183,3 +183,28 @@ def test_flags_of_a_run_where_most_cells_await_review_say_so(tmp_path):
     text = (out / "in" / "report.html").read_text()
     assert 'data-rule="IG"' in text and 'id="flagnote"' in text
     assert "most cells (3 of 4) await review" in text
+
+
+def test_make_demo_stamps_its_phantom_models_synthetic_and_the_export_carries_it(tmp_path):
+    pytest.importorskip("torch", reason="checkpoints need the train extra")
+    import onnx
+
+    from wbc_edge.demo import SYNTHETIC_NOTE, mark_synthetic
+    from wbc_edge.export.onnx_export import export_onnx
+    from wbc_edge.kd.checkpoint import load_model, save_checkpoint
+    from wbc_edge.kd.students import create_student
+    from wbc_edge.runtime.card import ModelCard, Preprocess
+
+    names = ["Neutrophil", "Lymphocyte", "Monocyte"]
+    net = create_student("tinyresnet_xs", 3).eval()
+    ckpt = save_checkpoint(
+        tmp_path / "best.pt", net, ModelCard("tinyresnet_xs", names, Preprocess(32))
+    )
+    mark_synthetic(ckpt)
+    net, card = load_model(ckpt)
+    assert card.extra["synthetic"] == SYNTHETIC_NOTE
+    out = tmp_path / "m.onnx"
+    export_onnx(net, card, out)
+    assert (
+        SYNTHETIC_NOTE in {p.key: p.value for p in onnx.load(out).metadata_props}["wbc_edge.card"]
+    )

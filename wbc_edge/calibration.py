@@ -339,7 +339,9 @@ def certificate_text(cal: dict[str, Any] | None) -> str:
     head = f"target {cal['target_error']:.1%} error of counted cells at delta {cal.get('delta')}"
     if cal.get("threshold") is None:
         return f"{head}: {cal.get('reason', 'not certified')}"
+    where = cal.get("fitted_on", "val")
+    where = "val" if where == "val" else f"calibration ({where})"
     return (
         f"{head}: threshold {cal['threshold']:g}, {cal.get('counted')} of {cal.get('n_val')} "
-        f"val cells counted, {cal.get('errors')} errors ({cal.get('rule', '')})"
+        f"{where} cells counted, {cal.get('errors')} errors ({cal.get('rule', '')})"
     )
