@@ -40,8 +40,8 @@ PARAM_LIMIT = 500_000  # the issue's student size limit
 def export_random(arch: str, size: int, folder: Path, class_names: Sequence[str]) -> Path:
     """A random-weight ONNX file of ``arch`` at ``size`` px with its card (reused if present).
 
-    Students come from :func:`wbc_edge.kd.students.create_student`, anything else from
-    :func:`wbc_edge.kd.teacher.create_teacher` without weights. BatchNorm scales are drawn at
+    The network comes from the registry (:func:`wbc_edge.kd.registry.create_model`: a
+    student, or a timm teacher without weights). BatchNorm scales are drawn at
     random, as ``bench_reference_models.py`` does: zero-initialised ones would fold into
     all-zero convolutions that the exporter stores once, making the file smaller than a
     trained model's.
@@ -52,15 +52,12 @@ def export_random(arch: str, size: int, folder: Path, class_names: Sequence[str]
     import torch
 
     from wbc_edge.export.onnx_export import export_onnx
-    from wbc_edge.kd.students import STUDENTS, create_student
-    from wbc_edge.kd.teacher import create_teacher
+    from wbc_edge.kd.registry import create_model
     from wbc_edge.runtime.card import ModelCard, Preprocess
 
     torch.manual_seed(0)
     n = len(class_names)
-    model = (
-        create_student(arch, n) if arch in STUDENTS else create_teacher(arch, n, weights=None)
-    ).eval()
+    model = create_model(arch, n).eval()
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             torch.nn.init.uniform_(m.weight, 0.5, 1.5)

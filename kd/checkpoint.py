@@ -5,8 +5,9 @@ only tensors, numbers, strings, lists and dicts inside, so loading it never runs
 Only the trained network's weights are saved: a distiller's connectors and fusion modules live
 in the separate resume file (``resume.pt``) of the run folder, never in the model checkpoint.
 
-The architecture is rebuilt from ``card.architecture``: a registered student name
-(:data:`wbc_edge.kd.students.STUDENTS`) or a timm EfficientNet name for a teacher.
+The architecture is rebuilt from ``card.architecture`` through the one registry
+(:func:`wbc_edge.kd.registry.create_model`: a registered student, or a timm EfficientNet name
+for a teacher).
 """
 
 from __future__ import annotations
@@ -116,13 +117,9 @@ def read_checkpoint(path: str | Path, student: bool = False) -> dict[str, Any]:
 
 def build_model(card: ModelCard) -> nn.Module:
     """An untrained network of the card's architecture and class count."""
-    from wbc_edge.kd.students import STUDENTS, create_student
+    from wbc_edge.kd.registry import create_model
 
-    if card.architecture in STUDENTS:
-        return create_student(card.architecture, card.num_classes)
-    from wbc_edge.kd.teacher import create_teacher
-
-    return create_teacher(card.architecture, num_classes=card.num_classes, weights=None)
+    return create_model(card.architecture, card.num_classes)
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, ModelCard]:

@@ -1,9 +1,9 @@
 """Stage outputs of students and teachers, at strides 4, 8, 16 and 32, without hooks.
 
 Feature distillation pairs a student stage with the teacher stage at the same stride. Students
-expose :meth:`TinyResNet.forward_stages`; timm EfficientNets expose ``forward_intermediates``
-and ``feature_info`` (whose first tap, at stride 2, is skipped). Both return the logits from the
-same pass, so a distiller never runs a network twice.
+and timm EfficientNets alike expose ``forward_intermediates`` and ``feature_info`` (an
+EfficientNet's first tap, at stride 2, is skipped). The logits come from the same pass, so a
+distiller never runs a network twice.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from wbc_edge.errors import UserError
-from wbc_edge.kd.students import TinyResNet
 
 STRIDES = (4, 8, 16, 32)
 
@@ -25,9 +24,6 @@ def stage_info(model: nn.Module) -> list[tuple[int, int]]:
 
 def stage_features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """(logits, [stage outputs at strides 4, 8, 16, 32]) from one forward pass."""
-    if isinstance(model, TinyResNet):
-        feats = model.forward_stages(x)
-        return model.forward_head(feats[-1]), feats
     if not hasattr(model, "forward_intermediates"):
         raise UserError(f"{type(model).__name__} exposes no stage outputs for distillation")
     final, feats = model.forward_intermediates(x, indices=_tap_indices(model))

@@ -15,6 +15,7 @@ from torch import nn
 
 from wbc_edge.errors import UserError
 from wbc_edge.kd.config import STUDENT_MODEL
+from wbc_edge.kd.registry import register_model
 
 DEFAULT_STUDENT = STUDENT_MODEL  # the one default (kd.config)
 
@@ -72,7 +73,9 @@ class TinyResNet(nn.Module):
     """BasicBlock ResNet with configurable widths/depths and stage outputs for distillation.
 
     ``feature_info`` follows timm (``num_chs``, ``reduction``, ``module`` per stage), and
-    :meth:`forward_stages` returns the four stage outputs, so distillation needs no hooks.
+    :meth:`forward_intermediates` returns the four stage outputs the way timm models do
+    (``indices`` into :attr:`feature_info`), so distillation needs no hooks and treats a
+    student and a timm teacher alike.
     """
 
     def __init__(self, cfg: StudentCfg, num_classes: int, in_chans: int = 3) -> None:
@@ -118,14 +121,31 @@ class TinyResNet(nn.Module):
             if isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)
 
-    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Outputs of the four stages (strides 4, 8, 16, 32)."""
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | None = None,
+        intermediates_only: bool = False,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]] | list[torch.Tensor]:
+        """timm's contract: (final feature map, [stage outputs at ``indices``]).
+
+        ``indices``: positions in :attr:`feature_info` (strides 4, 8, 16, 32), or an int for the
+        last n stages; None takes all four. ``intermediates_only`` returns the list alone.
+        """
+        n = len(self.stages)
+        if indices is None:
+            take = list(range(n))
+        elif isinstance(indices, int):
+            take = list(range(n - indices, n))
+        else:
+            take = [i if i >= 0 else n + i for i in indices]
         x = self.stem(x)
         feats = []
-        for stage in self.stages:
+        for i, stage in enumerate(self.stages):
             x = stage(x)
-            feats.append(x)
-        return feats
+            if i in take:
+                feats.append(x)
+        return feats if intermediates_only else (x, feats)
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.pool(x), 1))
@@ -139,6 +159,14 @@ def create_student(name: str = DEFAULT_STUDENT, num_classes: int = 9) -> TinyRes
     if name not in STUDENTS:
         raise UserError(f"unknown student {name!r}: pick one of {', '.join(STUDENTS)}")
     return TinyResNet(STUDENTS[name], num_classes)
+
+
+def _entry_point(name: str) -> None:
+    register_model(name)(lambda num_classes: TinyResNet(STUDENTS[name], num_classes))
+
+
+for _name in STUDENTS:  # every row of the table is an architecture of the registry
+    _entry_point(_name)
 
 
 def num_parameters(module: nn.Module) -> int:

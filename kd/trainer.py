@@ -121,16 +121,16 @@ def _build_for_config(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, Mo
         freeze_early_stages(model, cfg.freeze_stages)
         return CE(model, label_smoothing=cfg.label_smoothing), None
     from wbc_edge.kd.distillers import DISTILLERS, build_distiller
-    from wbc_edge.kd.students import STUDENTS, create_student
+    from wbc_edge.kd.registry import create_model, is_registered, registered
 
     if cfg.teacher_views not in ("view", "mean"):
         raise UserError(f"teacher_views must be 'view' or 'mean', not {cfg.teacher_views!r}")
     if cfg.method not in DISTILLERS:
         raise UserError(f"unknown method {cfg.method!r}: use one of {', '.join(DISTILLERS)}")
-    if cfg.model not in STUDENTS:
-        raise UserError(f"unknown student {cfg.model!r}: use one of {', '.join(STUDENTS)}")
+    if not is_registered(cfg.model):
+        raise UserError(f"unknown student {cfg.model!r}: use one of {', '.join(registered())}")
     opts = _distiller_kwargs(cfg.method, cfg.method_options, cfg.label_smoothing)
-    student = create_student(cfg.model, num_classes)
+    student = create_model(cfg.model, num_classes)
     teacher_model, teacher_card = None, None
     if cfg.teachers:
         if len(cfg.teachers) > 1 and not cfg.teacher_cache and cfg.method != "ce":

@@ -8,6 +8,7 @@ import torch
 
 from wbc_edge.errors import UserError
 from wbc_edge.kd.features import STRIDES, stage_features, stage_info
+from wbc_edge.kd.registry import create_model, registered
 from wbc_edge.kd.students import STUDENTS, TinyResNet, create_student, num_parameters
 from wbc_edge.kd.teacher import (
     create_teacher,
@@ -140,10 +141,11 @@ def test_teacher_stage_features_match_forward() -> None:
     assert stage_info(teacher) == [(24, 4), (40, 8), (112, 16), (320, 32)]
 
 
-@pytest.mark.parametrize("name", list(STUDENTS))
+@pytest.mark.parametrize("name", registered())
 def test_student_contract(name: str) -> None:
     torch.manual_seed(0)
-    student = create_student(name, num_classes=9).eval()
+    student = create_model(name, num_classes=9).eval()
+    assert isinstance(student, TinyResNet) and name in STUDENTS
     lo, hi = PARAM_BOUNDS[name]
     assert lo <= num_parameters(student) <= hi
     x = torch.randn(2, 3, 64, 64)
@@ -155,6 +157,12 @@ def test_student_contract(name: str) -> None:
     assert [s for _, s in info] == list(STRIDES)
     for f, (c, s) in zip(feats, info, strict=True):
         assert f.shape == (2, c, 64 // s, 64 // s)
+    # timm's forward_intermediates contract: indices into feature_info, or the last n
+    with torch.no_grad():
+        final, last_two = student.forward_intermediates(x, indices=2)
+        only = student.forward_intermediates(x, indices=[0], intermediates_only=True)
+    assert torch.equal(final, feats[-1]) and torch.equal(last_two[0], feats[2])
+    assert len(only) == 1 and torch.equal(only[0], feats[0])
     # Plain layers only, so TensorRT fuses everything and INT8 suits it.
     allowed = (
         torch.nn.Conv2d,
@@ -187,3 +195,10 @@ def test_student_trains_from_identity_blocks() -> None:
 def test_unknown_student_lists_choices() -> None:
     with pytest.raises(UserError, match="tinyresnet_xs"):
         create_student("tinyresnet_huge")
+    with pytest.raises(UserError, match="tinyresnet_xs"):
+        create_model("tinyresnet_huge", 9)
+
+
+def test_the_registry_builds_teachers_too() -> None:
+    teacher = create_model("tf_efficientnet_lite0", 4)
+    assert teacher.num_classes == 4 and "tf_efficientnet_lite0" not in registered()
