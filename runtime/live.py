@@ -48,14 +48,14 @@ def differential_table(diff: LabDifferential, title: str = "Differential") -> Ta
 
 
 def progress_text(diff: LabDifferential) -> str:
+    """The count so far, then the differential's banner (counted / awaiting review, and why),
+    the same line the report and the summary give."""
     if not diff.target:
-        return f"WBC counted {diff.wbc}; under review {diff.in_review}"
+        return f"WBC counted {diff.wbc}; {diff.banner}"
     done = min(diff.wbc, diff.target)
     bar = "#" * round(20 * done / diff.target)
     state = "  TARGET REACHED" if diff.reached else ""
-    return (
-        f"WBC counted {diff.wbc} / {diff.target} [{bar:<20}]{state}; under review {diff.in_review}"
-    )
+    return f"WBC counted {diff.wbc} / {diff.target} [{bar:<20}]{state}; {diff.banner}"
 
 
 def flag_text(diff: LabDifferential, rules: FlagRules) -> str:
