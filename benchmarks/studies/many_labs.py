@@ -210,6 +210,8 @@ def train_one(recipe: str, held: str | None, args: argparse.Namespace) -> Path:
             threads=args.threads,
             keep="last",
             cache_dir=args.cache_dir,
+            init=args.init,
+            lr=args.lr,
         )
     print(f"training {out} ({'resumed' if resume else 'new'})", flush=True)
     train(cfg, resume=resume)
@@ -253,6 +255,8 @@ def lolo(args: argparse.Namespace) -> None:
             "epochs": args.epochs,
             "seed": args.seed,
             "method": "ce",
+            "init": args.init,
+            "lr": args.lr,
             "recipes": {
                 r: dict(zip(("augment", "balance"), RECIPES[r], strict=True)) for r in args.recipe
             },
@@ -275,7 +279,10 @@ def lolo_markdown(r: dict[str, Any]) -> str:
         f"- date: {r['date']}; machine: {r['machine']}",
         f"- command: `{r['command']}`",
         f"- every run: `{s['student']}` at {s['size']} px, `--method ce`, {s['epochs']} epochs, "
-        f"seed {s['seed']}, final epoch kept; labs pbc, deepapl (patients kept whole), lisc, "
+        f"seed {s['seed']}, final epoch kept"
+        + (f", started from `{s['init']}`" if s.get("init") else ", from random weights")
+        + (f", lr {s['lr']}" if s.get("lr") else "")
+        + "; labs pbc, deepapl (patients kept whole), lisc, "
         "tecom, cvblog; a lab's missing classes are not negatives",
         "- left-out lab: accuracy over the classes the model knows, every image of that lab; "
         "DeepAPL left out has no Blast class to learn, so its blasts are scored as 'called an "
@@ -407,6 +414,12 @@ def main(argv: list[str] | None = None) -> None:
     lo.add_argument("--seed", type=int, default=0)
     lo.add_argument("--threads", type=int, default=1)
     lo.add_argument("--runs", default="runs/lolo")
+    lo.add_argument(
+        "--init",
+        default=None,
+        help="start every run from this student checkpoint (head rows by class name)",
+    )
+    lo.add_argument("--lr", type=float, default=None)
     lo.add_argument("--cache-dir", default=None)
     lo.add_argument("--out", type=Path, default=Path("benchmarks/results/many-labs-lolo"))
     lo.add_argument("--report-only", action="store_true")
