@@ -51,7 +51,7 @@ def progress_text(diff: LabDifferential) -> str:
     """The count so far, then the differential's banner (counted / awaiting review, and why),
     the same line the report and the summary give."""
     if not diff.target:
-        return f"WBC counted {diff.wbc}; {diff.banner}"
+        return diff.banner
     done = min(diff.wbc, diff.target)
     bar = "#" * round(20 * done / diff.target)
     state = "  TARGET REACHED" if diff.reached else ""

@@ -42,10 +42,7 @@ TRAIN_BATCH = 32
 THREADS = "1"
 
 
-SYNTHETIC_NOTE = (
-    "trained on synthetic phantoms (`wbc-edge data synth`) by `make demo`: synthetic data, "
-    "not clinical"
-)
+SYNTHETIC_NOTE = "trained on synthetic phantoms (`wbc-edge data synth`) by `make demo`"
 
 
 def mark_synthetic(checkpoint: Path) -> None:
