@@ -17,7 +17,7 @@ from pathlib import Path
 HINT = (
     "tip: the teacher's CPU passes run 3.2x faster with jemalloc (LD_PRELOAD=libjemalloc.so.2 "
     "MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1) or 1.9x with "
-    "GLIBC_TUNABLES=glibc.malloc.hugetlb=1; README: Training on a CPU"
+    "GLIBC_TUNABLES=glibc.malloc.hugetlb=1; docs/ml-engineer.md: Training on a CPU"
 )
 
 

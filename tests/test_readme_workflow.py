@@ -1,8 +1,9 @@
-"""The README's workflow block, run as written on phantoms: every step's output is the next
-step's input, so the names the CLI writes are the names the README uses.
+"""The documented workflow, run as written on phantoms: the ML engineer's block
+(docs/ml-engineer.md) and then the technologist's (docs/technologist.md), every step's output
+the next step's input, so the names the CLI writes are the names the docs use.
 
 Kept fast: tiny images, one epoch, few calibration images, two timed calls; each command gets
-only options that shrink its work (appended, so they win over the README's values). The one
+only options that shrink its work (appended, so they win over the documented values). The one
 step a CPU cannot do as written: ``build-engine`` runs against the TensorRT stand-in, and the
 camera line checks that the engine it names exists (there is no camera and no GPU here).
 """
@@ -24,7 +25,11 @@ from wbc_edge.data.import_pbc import IG_PREFIXES, PBC_CLASSES, PBC_SUBDIR  # noq
 from wbc_edge.runtime.backends.onnxruntime import read_onnx_card  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SECTION = "## The workflow with real data"
+# (page, section): their first ```bash blocks, run in this order.
+BLOCKS = [
+    (REPO / "docs" / "ml-engineer.md", "## The workflow with real data"),
+    (REPO / "docs" / "technologist.md", "## Running a slide"),
+]
 
 # Work-shrinking options per command (the first words after `wbc-edge`).
 SMALL = {
@@ -38,18 +43,19 @@ SMALL = {
 CACHED = ("train-teacher", "distill", "ablation")  # keep their caches in the test folder
 
 
-def workflow_commands(readme: Path = REPO / "README.md") -> list[list[str]]:
-    """The ``wbc-edge ...`` lines of the README's workflow block, comments dropped."""
-    text = readme.read_text()
-    block = text[text.index(SECTION) :]
-    block = block[block.index("```bash\n") + 8 :]
-    block = block[: block.index("```")]
+def workflow_commands(blocks: list[tuple[Path, str]] = BLOCKS) -> list[list[str]]:
+    """The ``wbc-edge ...`` lines of the documented workflow blocks, comments dropped."""
     commands = []
-    for line in block.splitlines():
-        words = shlex.split(line, comments=True)
-        if words:
-            assert words[0] == "wbc-edge", line
-            commands.append(words[1:])
+    for page, section in blocks:
+        text = page.read_text()
+        block = text[text.index(section) :]
+        block = block[block.index("```bash\n") + 8 :]
+        block = block[: block.index("```")]
+        for line in block.splitlines():
+            words = shlex.split(line, comments=True)
+            if words:
+                assert words[0] == "wbc-edge", line
+                commands.append(words[1:])
     return commands
 
 
@@ -121,7 +127,7 @@ def _opt(argv: list[str], name: str, default: str | None = None) -> str | None:
 
 
 def test_every_path_the_readme_reads_is_one_an_earlier_step_writes():
-    """Fast (the run above is slow): the README's steps through the CLI's own default-path
+    """Fast (the run above is slow): the documented steps through the CLI's own default-path
     functions, on the cards each step's model would carry."""
     from wbc_edge.export.int8 import default_cache, default_out
     from wbc_edge.export.onnx_export import default_onnx_path
@@ -163,7 +169,7 @@ def test_every_path_the_readme_reads_is_one_an_earlier_step_writes():
             out = _opt(argv, "--out") or str(default_onnx_path(Path(_opt(argv, "--model")), c))
             written[out] = card(c.extra["role"], c.architecture, format="onnx", precision="fp32")
         elif key == "export int8":
-            onnx, target = _opt(argv, "--onnx"), _opt(argv, "--target", "tensorrt")
+            onnx, target = _opt(argv, "--model"), _opt(argv, "--target", "tensorrt")
             reads(onnx, _opt(argv, "--calib"))
             c = written[onnx]
             written[str(default_out(Path(onnx), c, target))] = card(
@@ -175,7 +181,7 @@ def test_every_path_the_readme_reads_is_one_an_earlier_step_writes():
             name = triton_name(written[_opt(argv, "--model")])
             written[f"{_opt(argv, '--out')}/{name}/config.pbtxt"] = None
         elif key == "build-engine":
-            onnx = _opt(argv, "--onnx")
+            onnx = _opt(argv, "--model")
             reads(onnx)
             c = written[onnx]
             precision = _opt(
@@ -183,7 +189,7 @@ def test_every_path_the_readme_reads_is_one_an_earlier_step_writes():
             )
             written[str(default_engine_path(Path(onnx), c, precision))] = c
         elif key == "info":
-            reads(argv[1])
+            reads(_opt(argv, "--model"))
         elif key == "run":
             reads(_opt(argv, "--model"))
             if "--sample" in argv:  # the run's sample folder, which review and report read
@@ -191,7 +197,46 @@ def test_every_path_the_readme_reads_is_one_an_earlier_step_writes():
         elif key in ("review", "report"):
             reads(argv[1])
         elif key == "bench":
-            reads(_opt(argv, "--student"), _opt(argv, "--teacher"), _opt(argv, "--data"))
+            reads(_opt(argv, "--model"), _opt(argv, "--teacher"), _opt(argv, "--data"))
         else:
-            raise AssertionError(f"the README runs a command this test does not know: {argv}")
+            raise AssertionError(f"the docs run a command this test does not know: {argv}")
     assert "runs/student/student-tinyresnet_xs.int8.engine" in written
+
+
+def _bash_lines(page: Path) -> list[str]:
+    text, lines = page.read_text(), []
+    while "```bash\n" in text:
+        text = text[text.index("```bash\n") + 8 :]
+        lines += text[: text.index("```")].replace("\\\n", " ").splitlines()
+        text = text[text.index("```") + 3 :]
+    return lines
+
+
+def test_every_documented_command_line_parses():
+    """Every `wbc-edge`, `make` and `pip install` line of the README and docs/ names options,
+    targets and files that exist: click parses each command line (nothing runs), so a renamed
+    option cannot linger on a page."""
+    import tomllib
+    import typer.main
+
+    root = typer.main.get_command(cli.app)
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    targets = {line.split(":")[0] for line in (REPO / "Makefile").read_text().splitlines()}
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    seen = 0
+    for page in pages:
+        for line in _bash_lines(page):
+            words = shlex.split(line, comments=True)
+            if "wbc-edge" in words:
+                argv = cli.rename_old_spellings(words[words.index("wbc-edge") + 1 :])
+                command, name = root, "wbc-edge"
+                while hasattr(command, "commands") and argv and argv[0] in command.commands:
+                    name, command, argv = f"{name} {argv[0]}", command.commands[argv[0]], argv[1:]
+                assert not hasattr(command, "commands"), f"{page.name}: {line}"
+                command.make_context(name, list(argv))  # raises on an unknown or missing option
+                seen += 1
+            elif words[:1] == ["make"]:
+                assert words[1] in targets, f"{page.name}: {line}"
+            elif words[:2] == ["pip", "install"] and ".whl" in line:
+                assert f"wbc_edge-{version}-py3-none-any.whl" in line, f"{page.name}: {line}"
+    assert seen >= 25
