@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import cv2
 import numpy as np
@@ -64,3 +65,33 @@ def test_a_second_demo_in_the_same_folder_is_refused_before_it_starts(tmp_path, 
     assert (tmp_path / "demo-out" / "teacher" / "last.pt").read_bytes() == b"a finished run"
     said = " ".join(capsys.readouterr().err.split())
     assert "holds a previous demo" in said and "rm -rf" in said and "--out" in said
+
+
+def test_each_step_is_numbered_timed_and_recorded(tmp_path, capsys):
+    from wbc_edge.demo import Steps, write_demo_record
+
+    steps = Steps(2, time.perf_counter())
+    steps("the version", "--version")
+    said = " ".join(capsys.readouterr().err.split())
+    assert "step 1/2: the version" in said and "$ wbc-edge --version" in said
+    assert "step 1/2 done in" in said and "since the demo started" in said
+    assert steps.done[0]["command"] == "wbc-edge --version" and steps.done[0]["seconds"] >= 0
+    with pytest.raises(UserError, match="demo step 'a bad one' failed"):
+        steps("a bad one", "no-such-command")
+
+    (tmp_path / "bench").mkdir()
+    row = {"path": "m/student.onnx", "name": "student-x.onnx", "accuracy": 0.5}
+    (tmp_path / "bench" / "bench.json").write_text(json.dumps({"rows": [row]}))
+    (tmp_path / "run-smear" / "smear").mkdir(parents=True)
+    summary = {"items": 8, "cells": 13, "differential": {"wbc_counted": 3, "in_review": 9}}
+    (tmp_path / "run-smear" / "smear" / "summary.json").write_text(json.dumps(summary))
+    json_path, md_path = write_demo_record(
+        tmp_path / "rec" / "demo", steps, {"size": 48}, tmp_path, time.perf_counter()
+    )
+    record = json.loads(json_path.read_text())
+    assert record["steps"][0]["step"] == "the version"
+    assert record["test_accuracy"] == {"student.onnx": 0.5}
+    assert record["smear_run"] == {"fields": 8, "cells": 13, "counted": 3, "under_review": 9}
+    assert (
+        "| 1 | the version |" in md_path.read_text() and "student.onnx 50.0%" in md_path.read_text()
+    )
