@@ -48,7 +48,10 @@ def warm_start(model: nn.Module, checkpoint: str | Path, class_names: Sequence[s
     if prefix is None:
         raise UserError(f"cannot find the classifier of {type(model).__name__} by name")
     old_w, old_b = state.pop(f"{prefix}.weight", None), state.pop(f"{prefix}.bias", None)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of another shape: another architecture
+        missing, unexpected = [str(exc).splitlines()[-1].strip()], []
     missing = [k for k in missing if not k.startswith(prefix + ".")]
     if missing or unexpected:
         raise UserError(

@@ -157,3 +157,71 @@ def test_two_labs_train_together_and_the_card_lists_them(
 
     again = ModelCard.from_json(card.to_json())
     assert again.class_names == card.class_names and again.training_data == card.training_data
+
+
+def test_one_blast_among_many_cells_raises_the_blast_flag_first() -> None:
+    from wbc_edge.runtime import flags
+    from wbc_edge.runtime.card import ModelCard
+    from wbc_edge.runtime.differential import LabDifferential
+
+    card = ModelCard("tinyresnet_xs", list(CLASSES))
+    assert card.roles["Blast"] == "blast"
+    diff = LabDifferential(card.class_names, card.roles)
+    for i in range(400):  # 1 blast, 30 immature granulocytes (7.5%), 369 neutrophils
+        name = "Blast" if i == 0 else "ImmatureGranulocyte" if i < 31 else "Neutrophil"
+        diff.counts[name] += 1
+        diff.cells[name].append(str(i))
+    raised = flags.evaluate(diff, flags.FlagRules())
+    assert [f.rule for f in raised][:2] == ["BLAST", "IG"]
+    assert raised[0].cells == ["0"] and diff.blasts == 1
+
+
+def test_warm_start_carries_head_rows_by_class_name(tmp_path: Path) -> None:
+    from wbc_edge.kd.checkpoint import save_checkpoint
+    from wbc_edge.kd.registry import create_model
+    from wbc_edge.kd.warm_start import warm_start
+    from wbc_edge.runtime.card import ModelCard
+
+    old_names = ["Lymphocyte", "Neutrophil"]
+    old = create_model("tinyresnet_xs", len(old_names))
+    path = save_checkpoint(tmp_path / "old.pt", old, ModelCard("tinyresnet_xs", old_names))
+    new_names = ["Blast", "Lymphocyte", "Neutrophil"]
+    new = create_model("tinyresnet_xs", len(new_names))
+    fresh_blast = new.fc.weight[0].detach().clone()
+    assert warm_start(new, path, new_names) == ["Lymphocyte", "Neutrophil"]
+    assert torch.equal(new.fc.weight[2], old.fc.weight[1])  # Neutrophil's row moved along
+    assert torch.equal(new.fc.weight[0], fresh_blast)  # Blast keeps its fresh start
+    assert torch.equal(new.stem[0].weight, old.stem[0].weight)
+    with pytest.raises(UserError, match="same architecture"):
+        warm_start(create_model("tinyresnet_s", 3), path, new_names)
+
+
+def test_the_card_keeps_classes_and_training_data_in_pt_onnx_and_engine_sidecar(
+    labs: dict[str, Path], tmp_path: Path
+) -> None:
+    from wbc_edge.data.labs import training_data
+    from wbc_edge.export.onnx_export import export_onnx
+    from wbc_edge.kd.checkpoint import load_model, save_checkpoint
+    from wbc_edge.kd.registry import create_model
+    from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
+    from wbc_edge.runtime.card import ModelCard, Preprocess, read_sidecar, write_sidecar
+
+    rows = combine_sources(
+        parse_sources([f"alpha={labs['alpha']}", f"beta={labs['beta']}"]), show_progress=False
+    )
+    card = ModelCard(
+        "tinyresnet_xs",
+        list(CLASSES),
+        preprocess=Preprocess(input_size=32),
+        training_data=training_data(rows),
+    )
+    model = create_model("tinyresnet_xs", len(CLASSES)).eval()
+    _, from_pt = load_model(save_checkpoint(tmp_path / "m.pt", model, card))
+    export_onnx(model, card, tmp_path / "m.onnx")
+    from_onnx = read_onnx_card(tmp_path / "m.onnx")
+    write_sidecar(tmp_path / "m.engine", card, tensorrt="10.3")
+    from_engine, _ = read_sidecar(tmp_path / "m.engine")
+    for got in (from_pt, from_onnx, from_engine):
+        assert got.class_names == list(CLASSES)
+        assert got.training_data == card.training_data
+        assert got.roles["Blast"] == "blast"
