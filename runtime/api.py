@@ -30,7 +30,14 @@ from wbc_edge.runtime import ood
 from wbc_edge.runtime.backends import Backend, load_backend
 from wbc_edge.runtime.card import ModelCard
 from wbc_edge.runtime.options import FALLBACK_THRESHOLD, TOPK, PipelineConfig
-from wbc_edge.runtime.post import REASONS, for_review, predictions, reason, review_threshold
+from wbc_edge.runtime.post import (
+    MOST,
+    REASONS,
+    for_review,
+    predictions,
+    reason,
+    review_threshold,
+)
 
 # The streaming pipeline's defaults, so `wbc-edge run` and the API agree.
 DEFAULT_THRESHOLD: float = FALLBACK_THRESHOLD  # when neither caller nor card gives one
@@ -91,6 +98,8 @@ class Counts(dict):
         left = sum(self.not_counted.values())
         words = ", ".join(f"{n} {REASONS[r]}" for r, n in sorted(self.not_counted.items()))
         head = "nothing counted" if not self else f"{left} cells not counted"
+        if left > MOST * (left + sum(self.values())):  # the words of the run's warning
+            words += ": the model is not reliable on these images"
         return f"{head}: {words}"
 
 

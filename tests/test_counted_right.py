@@ -110,6 +110,16 @@ def test_a_run_of_foreign_cells_shows_no_green_box_and_says_why_nothing_was_coun
     assert 'id="modelline"' in text and "Intended use" in text
     summary = (out / "in" / "summary.json").read_text()
     assert "nothing counted" in summary
+    # The API says the same of a field whose cells are all foreign.
+    with wbc_edge.load(foreign) as m:
+        field = m(paint_field([(120, 120), (400, 300)], 0), smear=True)
+    counts = field.counts()
+    assert counts == {} and counts.not_counted == {"ood": len(field)}
+    assert counts.note == (
+        f"nothing counted: {len(field)} unlike the training images: the model is not reliable "
+        "on these images"
+    )
+    assert {c.reason for c in field} == {"ood"}
 
 
 def test_the_apis_reasons_match_runs_records(tmp_path):
@@ -142,6 +152,7 @@ def test_the_apis_reasons_match_runs_records(tmp_path):
     assert counts.not_counted == dict(Counter(c.reason for c in field if c.review))
     if not counts:
         assert counts.note.startswith("nothing counted:")
+        assert counts.note.endswith("the model is not reliable on these images")
 
 
 def test_a_model_trained_on_phantoms_says_so_in_its_card_and_every_report(tmp_path, capsys):
