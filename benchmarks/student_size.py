@@ -327,7 +327,7 @@ def write(
         "name": "student-size",
         "date": utc_date(),
         "command": command,
-        "machine": machine_line(None),
+        "machine": machine_line(),
         "settings": settings,
         "latency": latency,
         "runs": trained_runs(dirs),

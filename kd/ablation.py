@@ -21,7 +21,7 @@ from typing import Any
 from wbc_edge.console import console
 from wbc_edge.errors import UserError, require_file
 from wbc_edge.kd.config import STUDENT_MODEL
-from wbc_edge.records import gpu_line, machine_line, markdown_table, utc_date, write_record
+from wbc_edge.records import machine_line, markdown_table, utc_date, write_record
 
 
 def prebuild_teacher_cache(
@@ -156,7 +156,7 @@ def run_ablation(
     payload.update(
         data=str(data),
         command=command,
-        machine=machine_line(gpu_line()),
+        machine=machine_line(),
         date=utc_date(),
         teacher=_teacher_summary(teacher),
         teacher_cache_seconds=None if report_only else round(cache_seconds, 1),

@@ -264,11 +264,9 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(
                 "--method",
-                help="ce, kd, dkd, at, fusion or mlffakd. In benchmarks/results/kd-ablation.md "
-                "(Lite0 teacher) the feature methods (at 93.06%, fusion 92.87%, mlffakd 93.52%) "
-                "and dkd (92.69%) do not beat logit KD (93.33%) beyond the seed spread on pbc9, "
-                "nor in kd-ablation-lite1.md (Lite1 teacher: at 93.52%, mlffakd 93.98%, kd "
-                f"94.07%) [default: {DISTILL_METHOD}].",
+                help="ce, kd, dkd, at, fusion or mlffakd; the default is the method the "
+                "recorded ablations chose (benchmarks/results/kd-ablation*.md in a checkout, "
+                f"docs for the figures) [default: {DISTILL_METHOD}].",
             ),
         ] = None,
         student: Annotated[

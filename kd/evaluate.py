@@ -27,7 +27,7 @@ import numpy as np
 
 from wbc_edge.errors import UserError
 from wbc_edge.metrics import ClassificationReport, classification_report
-from wbc_edge.records import markdown_table
+from wbc_edge.records import markdown_table, portable_path, record_header
 from wbc_edge.runtime.card import ModelCard
 from wbc_edge.runtime.labelled import dihedral_views as dihedral_views  # its home
 
@@ -155,10 +155,13 @@ def evaluate(
     threshold = card.confidence_threshold if single else None
     counted = selective(probs, pred.y, threshold)
     result = {
-        "model": str(paths[0]) if single else " + ".join(str(p) for p in paths),
+        **record_header(),
+        "model": portable_path(paths[0])
+        if single
+        else " + ".join(portable_path(p) for p in paths),
         "backend": " + ".join(dict.fromkeys(p.backend for p in preds)),
         "architecture": " + ".join(p.card.architecture for p in preds),
-        "data": str(data),
+        "data": portable_path(data),
         "split": split if Path(data).is_file() else None,
         "num_images": len(pred.samples),
         "input_size": card.preprocess.input_size
@@ -224,7 +227,7 @@ def _member(path: str | Path, pred: Predictions) -> dict[str, Any]:
     """One ensemble member's own scores, for the report beside the ensemble's."""
     rep = classification_report(pred.probs, pred.y, pred.card.class_names).summary()
     return {
-        "model": str(path),
+        "model": portable_path(path),
         "backend": pred.backend,
         "architecture": pred.card.architecture,
         "input_size": pred.card.preprocess.input_size,
@@ -251,7 +254,9 @@ def write_report(
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["path", "label", "predicted", "confidence"])
         for s, p in zip(samples, probs, strict=True):
-            w.writerow([s.path, s.label, names[int(p.argmax())], f"{p.max():.4f}"])
+            w.writerow(
+                [portable_path(s.path), s.label, names[int(p.argmax())], f"{p.max():.4f}"]
+            )
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -265,6 +270,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# Evaluation of {title}",
         "",
+        f"- date: {result['date']}; machine: {result['machine']}",
+        f"- command: `{result['command']}`",
         f"- data: `{result['data']}`" + (f" (split {result['split']})" if result["split"] else ""),
     ]
     views = f", the mean over {result['views']} dihedral views" if result["views"] > 1 else ""

@@ -93,8 +93,15 @@ class CorrectionLog:
         _trim_torn_line(self.path)  # after a kill mid-line, the next entry starts a new line
 
     def append(
-        self, cell: CellRecord, action: str, label: str | None = None, operator: str = ""
+        self,
+        cell: CellRecord,
+        action: str,
+        label: str | None = None,
+        operator: str = "",
+        client: str = "",
     ) -> dict[str, Any]:
+        """One action, with who (``operator``), when, and from where (``client``: the address
+        the review page's request came from, "" when not through the page)."""
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {ACTIONS}, not {action!r}")
         if action == "confirm":
@@ -110,6 +117,7 @@ class CorrectionLog:
             "class": None if action == "reset" else label,
             "predicted": cell.label,
             "operator": operator,
+            **({"client": client} if client else {}),
         }
         with writing(self.path), self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(entry) + "\n")

@@ -98,14 +98,22 @@ def review(
     sample: SampleArg,
     host: Annotated[
         str,
-        typer.Option(help="Interface to serve on; another than 127.0.0.1 opens it to the network."),
+        typer.Option(
+            help="Interface to serve on; 0.0.0.0 (or this machine's address) lets a desktop PC "
+            "on the lab network review, through the link printed (it carries a secret token)."
+        ),
     ] = REVIEW_HOST,
     port: Annotated[
         int, typer.Option(min=0, max=65535, help="Port (0: any free one).")
     ] = REVIEW_PORT,
     operator: Annotated[
-        str, typer.Option(help="Who reviews: recorded with every correction.")
-    ] = "",
+        str | None,
+        typer.Option(
+            help="Who reviews: recorded with every correction, with its time and the "
+            "reviewing PC's address [default: the login name].",
+            show_default=False,
+        ),
+    ] = None,
     export: Annotated[
         Path | None,
         typer.Option(
@@ -135,23 +143,36 @@ def review(
         shown = ", ".join(f"{k} {v}" for k, v in counts.items())
         console.print(f"exported to {dest}: {shown}", highlight=False)
         return
+    if operator is None:
+        import getpass
+
+        operator = getpass.getuser()
     try:
         server = ReviewServer(Review(folder, operator), host, port)
     except OSError as exc:
         raise UserError(f"cannot serve on {host}:{port} ({exc}): try another --port") from exc
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        console.print(f"[yellow]serving on {host}: anyone on that network can change the review")
     console.print(
-        f"reviewing {folder.path} at {server.url} (Ctrl-C to stop; every change is saved to "
-        f"{folder.corrections_path.name} at once)",
+        f"reviewing {folder.path} as operator {operator!r} (Ctrl-C to stop; every change is "
+        f"saved to {folder.corrections_path.name} at once, with the operator, time and address)",
         highlight=False,
+        soft_wrap=True,
     )
+    if not server.loopback:
+        console.print(
+            f"[yellow]serving on {host}[/]: open the link below from the reviewing PC; it "
+            "carries this session's secret token, so share it with the reviewer only",
+            highlight=False,
+            soft_wrap=True,
+        )
+    for url in server.urls():
+        console.print(f"  {url}", highlight=False, soft_wrap=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        console.print("review stopped")
+        pass
     finally:
         server.server_close()
+    console.print("review stopped")
 
 
 def register(app: typer.Typer) -> None:

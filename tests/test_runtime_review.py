@@ -48,11 +48,16 @@ def server(sample):
     srv.server_close()
 
 
+def session(srv) -> dict[str, str]:
+    """The cookie a browser has after opening the printed link (issue 32: the token)."""
+    return {"Cookie": f"{srv.cookie}={srv.token}"}
+
+
 def request(srv, method, path, body=None, headers=None):
     conn = http.client.HTTPConnection(*srv.server_address[:2], timeout=10)
     data = None if body is None else json.dumps(body).encode()
     hdrs = {"Content-Type": "application/json"} if body is not None else {}
-    conn.request(method, path, body=data, headers={**hdrs, **(headers or {})})
+    conn.request(method, path, body=data, headers={**session(srv), **hdrs, **(headers or {})})
     response = conn.getresponse()
     payload = response.read()
     conn.close()
@@ -93,7 +98,7 @@ def test_other_sites_can_neither_change_nor_read_the_review(server, sample):
     evil = {"Origin": "http://evil.example"}
     assert request(server, "POST", "/api/correct", change, evil)[0] == 403
     conn = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
-    conn.request("POST", "/api/correct", body=json.dumps(change), headers={})  # a plain form
+    conn.request("POST", "/api/correct", body=json.dumps(change), headers=session(server))
     assert conn.getresponse().status == 415
     conn.close()
     assert request(server, "GET", "/api/state", headers={"Host": "evil.example:80"})[0] == 403

@@ -95,11 +95,11 @@ def isa_note(flags: set[str]) -> str:
 
 def machine_line(gpu: str | None = None, **versions: str) -> str:
     """One line for a record: CPU (with :func:`isa_note`), core count (shared on this project's
-    machines), the GPU (``None``: no GPU; :func:`gpu_line` names the ones present) and any
-    library versions that matter to the number."""
+    machines), the GPU (detected with :func:`gpu_line` unless ``gpu`` names it, never assumed
+    absent) and any library versions that matter to the number."""
     note = isa_note(cpu_flags())
     cpu = f"{cpu_name()} ({note})" if note else cpu_name()
-    parts = [cpu, f"{os.cpu_count()} CPU cores (shared)", gpu or "no GPU"]
+    parts = [cpu, f"{os.cpu_count()} CPU cores (shared)", gpu or gpu_line() or "no GPU"]
     parts += [f"{name} {version}" for name, version in versions.items()]
     return ", ".join(parts)
 
@@ -134,6 +134,25 @@ def command_line(fallback: str = "") -> str:
     if sys.argv[0].endswith(".py"):
         return shlex.join([sys.executable, *sys.argv])
     return shlex.join(["wbc-edge", *sys.argv[1:]])
+
+
+def record_header(command: str = "") -> dict[str, str]:
+    """The head every record starts with: date, command, machine (one place builds it)."""
+    return {"date": utc_date(), "command": command or command_line(), "machine": machine_line()}
+
+
+def portable_path(path: str | Path, root: str | Path | None = None) -> str:
+    """A path as a record should hold it: relative to the repository (``root``, default the
+    working folder) when it lies inside it or beside it (``../shared/...``), else by its name
+    under ``<elsewhere>/``, so no record names a folder of the machine that made it."""
+    p = Path(path).resolve()
+    base = Path(root or os.getcwd()).resolve()
+    for anchor, prefix in ((base, ""), (base.parent, "../")):
+        try:
+            return prefix + str(p.relative_to(anchor))
+        except ValueError:
+            continue
+    return f"<elsewhere>/{p.name}"
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str = "") -> str:

@@ -90,7 +90,7 @@ def main() -> None:
     record = {
         "title": "Weight averaging (--ema) on the packaged recipe: paired runs",
         "command": command_line(),
-        "machine": machine_line(None),
+        "machine": machine_line(),
         "date": utc_date(),
         "rule": args.rule.read_text(),
         "teacher_test_accuracy": TEACHER_TEST,

@@ -35,7 +35,7 @@ def main() -> None:
         "model": args.model,
         "command": command_line(),
         "commands": args.command,
-        "machine": machine_line(None),
+        "machine": machine_line(),
         "date": utc_date(),
         "goal": f"INT8 loses at most {GOAL_POINTS} accuracy points",
         "targets": {

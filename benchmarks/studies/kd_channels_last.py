@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from wbc_edge.kd.students import create_student
 from wbc_edge.kd.teacher import create_teacher
-from wbc_edge.records import gpu_line, machine_line, markdown_table, utc_date, write_record
+from wbc_edge.records import machine_line, markdown_table, utc_date, write_record
 
 
 def time_model(name: str, channels_last: bool, steps: int, batch: int = 64) -> dict[str, float]:
@@ -70,7 +70,7 @@ def main() -> None:
     payload = {
         "command": f".venv/bin/python benchmarks/studies/kd_channels_last.py --threads "
         f"{args.threads} --steps {args.steps}",
-        "machine": machine_line(gpu_line()),
+        "machine": machine_line(),
         "date": utc_date(),
         "torch": torch.__version__,
         "threads": args.threads,

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from wbc_edge.records import gpu_line, machine_line, markdown_table, utc_date, write_record
+from wbc_edge.records import machine_line, markdown_table, utc_date, write_record
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
         epochs = [{k: float(v) for k, v in r.items() if v} for r in csv.DictReader(f)]
     payload = {
         "date": utc_date(),
-        "machine": machine_line(gpu_line()),
+        "machine": machine_line(),
         "commands": [
             f"wbc-edge train-teacher --data {cfg['data']} --size {cfg['size']} --epochs "
             f"{cfg['epochs']} --out {run}",

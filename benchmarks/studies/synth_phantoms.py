@@ -28,7 +28,7 @@ from torch import nn
 
 from wbc_edge.data.synth import image_rng, render_cell
 from wbc_edge.data.synth_cells import CLASSES
-from wbc_edge.records import gpu_line, machine_line, markdown_table, utc_date, write_record
+from wbc_edge.records import machine_line, markdown_table, utc_date, write_record
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"  # records only live there
 SIZE, TRAIN, TEST, EPOCHS = 64, 200, 100, 20
@@ -150,7 +150,7 @@ def main() -> None:
         "command": ".venv/bin/python benchmarks/studies/synth_phantoms.py",
         "date": utc_date(),
         "commit": commit,
-        "machine": machine_line(gpu_line()),
+        "machine": machine_line(),
         "setup": {
             "size_px": SIZE,
             "train_per_class": TRAIN,

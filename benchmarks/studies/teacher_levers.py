@@ -19,7 +19,6 @@ from typing import Any
 from wbc_edge.kd.evaluate import evaluate
 from wbc_edge.records import (
     command_line,
-    gpu_line,
     machine_line,
     markdown_table,
     utc_date,
@@ -79,7 +78,7 @@ def main() -> None:
         rows.append(row)
     record = {
         "command": command_line(),
-        "machine": machine_line(gpu_line()),
+        "machine": machine_line(),
         "date": utc_date(),
         "data": str(args.data),
         "rows": rows,
