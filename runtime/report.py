@@ -109,6 +109,7 @@ def render_report(results: SampleResults, per_class: int = PER_CLASS, fields: in
         _model_line(header, card),
         _synthetic_banner(card),
         f'<p class="banner" id="banner">{esc(diff.banner)}</p>',
+        _uncertified(header, card),
         f'<div class="flag ood" id="ood">{esc(diff.ood_warning)}</div>' if diff.ood_warning else "",
         _meta_table(results),
         "<h2>Model</h2>",
@@ -156,6 +157,20 @@ def _model_line(header: dict[str, Any], card: Any) -> str:
         f'<p class="modelline" id="modelline">Model: <b>{esc(name)}</b> '
         f"({esc(card.architecture)}, {len(card.class_names)} classes). Intended use: "
         f"{esc(use)}</p>"
+    )
+
+
+def _uncertified(header: dict[str, Any], card: Any) -> str:
+    """A plain warning when the counted cells carry no stated error: the card certifies no
+    counting threshold and the run did not set one (``--min-confidence``)."""
+    if card.confidence_threshold is not None:
+        return ""
+    used = header.get("settings", {}).get("min_confidence")
+    why = (card.calibration or {}).get("reason") or "the model was never calibrated"
+    return (
+        '<div class="flag ood" id="uncertified">This model certifies no counting threshold '
+        f"({esc(why)}): cells were counted at confidence {esc(str(used))} or above with no "
+        "stated error among them; review the counted cells too.</div>"
     )
 
 

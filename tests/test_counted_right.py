@@ -155,22 +155,46 @@ def test_the_apis_reasons_match_runs_records(tmp_path):
         assert counts.note.endswith("the model is not reliable on these images")
 
 
-def test_a_model_trained_on_phantoms_says_so_in_its_card_and_every_report(tmp_path, capsys):
+def _edit_card(path: Path, edit) -> Path:  # noqa: ANN001
+    """Change the card inside an ONNX file (``edit`` takes and changes its dict)."""
     import json
 
     import onnx
 
-    from wbc_edge.demo import SYNTHETIC_NOTE
     from wbc_edge.runtime.card import ONNX_METADATA_KEY
 
-    path = make_onnx(tmp_path / "m.onnx")
     graph = onnx.load(path)
     for prop in graph.metadata_props:
         if prop.key == ONNX_METADATA_KEY:
             card = json.loads(prop.value)
-            card["extra"]["synthetic"] = SYNTHETIC_NOTE  # what make demo stamps
+            edit(card)
             prop.value = json.dumps(card)
     onnx.save(graph, path)
+    return path
+
+
+def test_counted_cells_without_a_certificate_are_said_to_carry_no_stated_error(tmp_path):
+    write_images(tmp_path / "in", [RED, GREEN])
+    plain = make_onnx(tmp_path / "plain.onnx")  # calibrated by nobody
+    certified = _edit_card(
+        make_onnx(tmp_path / "certified.onnx"),
+        lambda c: c.update(confidence_threshold=0.6, calibration={"target_error": 0.01}),
+    )
+    for model, warned in ((plain, True), (certified, False)):
+        out = tmp_path / model.stem
+        argv = ["run", str(tmp_path / "in"), "-m", str(model), "--out", str(out), "--no-live"]
+        assert cli.run(argv) == 0
+        text = (out / "in" / "report.html").read_text()
+        assert ('id="uncertified"' in text) is warned
+        assert ("no stated error among them" in text) is warned
+
+
+def test_a_model_trained_on_phantoms_says_so_in_its_card_and_every_report(tmp_path, capsys):
+    from wbc_edge.demo import SYNTHETIC_NOTE
+
+    path = _edit_card(
+        make_onnx(tmp_path / "m.onnx"), lambda c: c["extra"].update(synthetic=SYNTHETIC_NOTE)
+    )  # what make demo stamps
     write_images(tmp_path / "in", [RED, GREEN])
     out = tmp_path / "out"
     argv = ["run", str(tmp_path / "in"), "-m", str(path), "--out", str(out), "--no-live"]
