@@ -54,6 +54,22 @@ def training_text(card: ModelCard) -> str:
     )
 
 
+def training_data_lines(card: ModelCard) -> list[str]:
+    """One line per lab the model was trained on: images per split, classes, source, terms
+    (nothing for a card that does not list its data)."""
+    out = []
+    for d in card.training_data:
+        images = d.get("images", {})
+        split = ", ".join(f"{k} {v}" for k, v in images.items())
+        classes = d.get("classes", {})
+        out.append(
+            f"{d.get('lab', '?')}: {sum(images.values())} images ({split}), "
+            f"{len(classes)} classes; {d.get('source') or 'source not stated'}; "
+            f"terms: {d.get('terms') or 'not stated'}"
+        )
+    return out
+
+
 def metrics_text(metrics: dict[str, Any]) -> str:
     """``test_accuracy 97.22%, test_ece 0.0138, ...``: the card's measured figures ("" if none)."""
     return ", ".join(
@@ -80,6 +96,7 @@ def card_lines(path: Path) -> list[str]:
     prov = x.get("provenance") or {}
     trained = training_text(card)
     lines.append(f"training: {trained or 'not recorded'}; data fingerprint {card.data_fingerprint}")
+    lines += [f"data: {t}" for t in training_data_lines(card)]
     for key, value in prov.items():
         lines.append(f"provenance.{key}: {value}")
     metrics = metrics_text(card.metrics)

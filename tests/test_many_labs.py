@@ -225,3 +225,20 @@ def test_the_card_keeps_classes_and_training_data_in_pt_onnx_and_engine_sidecar(
         assert got.class_names == list(CLASSES)
         assert got.training_data == card.training_data
         assert got.roles["Blast"] == "blast"
+
+
+def test_info_lists_each_training_lab_with_its_terms(
+    labs: dict[str, Path], tmp_path: Path
+) -> None:
+    from wbc_edge.data.labs import training_data
+    from wbc_edge.runtime.card import ModelCard
+    from wbc_edge.runtime.info import training_data_lines
+
+    rows = combine_sources(
+        parse_sources([f"deepapl={labs['alpha']}", f"lisc={labs['beta']}"]), show_progress=False
+    )
+    card = ModelCard("tinyresnet_xs", list(CLASSES), training_data=training_data(rows))
+    lines = training_data_lines(card)
+    assert len(lines) == 2 and lines[0].startswith("deepapl: 60 images")
+    assert "Johns Hopkins" in lines[0] and "research use" in lines[0]
+    assert "terms: research use, cite" in lines[1]
