@@ -27,6 +27,18 @@ TRAINED_ON = (
 )
 
 
+def trained_on_text(card: ModelCard, default: str = TRAINED_ON) -> str:
+    """What the card's model was trained on, in words: its labs (from the card's training
+    data, with their sources and terms), or ``default`` for a card that does not list them."""
+    if not card.training_data:
+        return default
+    return "; ".join(
+        f"{d['lab']}: {sum(d['images'].values())} crops of {len(d['classes'])} classes "
+        f"({d['source'] or 'source not stated'}; {d['terms']})"
+        for d in card.training_data
+    )
+
+
 def complete_card(card: ModelCard, data: Path) -> bool:
     """Fill what an older card lacks, measured on ``data``'s train split by the trainer's own
     functions: the crops' scale (the finder's field of view), and the appearance statistics of
@@ -57,7 +69,7 @@ def refresh(
     checkpoint: Path,
     data: Path | None = None,
     record: str = "",
-    trained_on: str = TRAINED_ON,
+    trained_on: str | None = None,
     out_dir: Path = MODELS_DIR,
     interpolation: str | None = None,
 ) -> Path:
@@ -93,7 +105,7 @@ def refresh(
     card.extra["provenance"] = {
         "checkpoint": checkpoint.name,
         "checkpoint_sha256": sha256_file(checkpoint),
-        "trained_on": trained_on,
+        "trained_on": trained_on or trained_on_text(card),
         "record": record,
         "test_accuracy": accuracy,
     }
@@ -116,7 +128,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoint", type=Path, help="the student's .pt (its card is kept)")
     parser.add_argument("--data", type=Path, help="split manifest: parity check on its val images")
     parser.add_argument("--record", default="", help="results file that measured this student")
-    parser.add_argument("--trained-on", default=TRAINED_ON, help="what it was trained on")
+    parser.add_argument(
+        "--trained-on", default=None, help="what it was trained on [default: the card's labs]"
+    )
     parser.add_argument("--out-dir", type=Path, default=MODELS_DIR, help="where the ONNX goes")
     parser.add_argument(
         "--interpolation",
