@@ -61,10 +61,11 @@ def warm_start(model: nn.Module, checkpoint: str | Path, class_names: Sequence[s
         )
     carried = []
     if old_w is not None and old_w.shape[1] == head.weight.shape[1]:
+        row_of = dict(zip(card.class_names, range(card.num_classes), strict=True))
         with torch.no_grad():
             for i, name in enumerate(class_names):
-                if name in card.class_names:
-                    j = card.class_names.index(name)
+                if name in row_of:
+                    j = row_of[name]
                     head.weight[i] = old_w[j]
                     if old_b is not None and head.bias is not None:
                         head.bias[i] = old_b[j]
