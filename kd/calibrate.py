@@ -190,13 +190,13 @@ def write_calibration_record(
 ) -> Path:
     """``prefix``.json (the numbers, command, machine, date) and ``prefix``.md (for people),
     through the project's record writer; returns the ``.md``."""
-    from wbc_edge.records import gpu_line, machine_line, utc_date, write_record
+    from wbc_edge.records import machine_line, utc_date, write_record
 
     record = {
         "model": str(model),
         "data": str(data),
         "command": command,
-        "machine": machine_line(gpu_line()),
+        "machine": machine_line(),
         "date": utc_date(),
         **summary,
     }
