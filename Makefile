@@ -45,10 +45,11 @@ demo: setup
 
 # What a Jetson or a PC without this checkout installs: $(DIST)/wbc_edge-<version>-py3-none-any.whl
 # with the packaged model (wbc_edge/models/*.onnx), without studies, tests or checkpoints. Built
-# offline (setuptools from .venv, no build isolation); build/ goes first, so a module removed
-# from the tree cannot linger in the wheel from an earlier build.
+# offline (setuptools from .venv, no build isolation). build/ and wbc_edge.egg-info/ go first:
+# setuptools adds every file an old egg-info's SOURCES.txt lists (the editable install's lists
+# benchmarks/studies/) and reuses build/lib, so either would put back what the wheel leaves out.
 wheel: setup
-	rm -rf build
+	rm -rf build wbc_edge.egg-info
 	$(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w $(DIST) .
 	@ls $(DIST)/wbc_edge-*.whl
 

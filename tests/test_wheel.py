@@ -45,6 +45,12 @@ def wheel(tmp_path_factory) -> Path:
         if (REPO / rel).is_file():
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, src / rel)
+    # A developer's checkout holds the editable install's egg-info, whose SOURCES.txt lists
+    # files the wheel leaves out: setuptools would add them back unless `make wheel` clears it.
+    stale = src / "wbc_edge.egg-info"
+    stale.mkdir()
+    (stale / "SOURCES.txt").write_text("benchmarks/studies/__init__.py\nbenchmarks/studies/x.py\n")
+    (src / "benchmarks" / "studies" / "x.py").write_text("# a study\n")
     env_dir = Path(sys.prefix)
     # -o: .venv/.installed counts as up to date, so make never installs into this environment.
     make = ["make", "-s", "-o", f"{env_dir}/.installed", "wheel", f"VENV={env_dir}"]
