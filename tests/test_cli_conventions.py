@@ -67,6 +67,7 @@ def test_help_shows_defaults_one_way_and_marks_required_options(name):
         assert "(default" not in text.lower(), where
         for bracket in re.findall(r"\[([^\[\]]*)\]", text):
             assert ALLOWED_BRACKET.match(bracket), f"{where}: [{bracket}]"
+        assert "default:" not in re.sub(r"\[[^\[\]]*\]", "", text), where  # outside [...]
         if param.required:
             assert "[required]" in text or "; required]" in text, where
         if (name, param.opts[0] if _is_option(param) else param.name) in (

@@ -61,7 +61,7 @@ def demo(
     ),
     data: Annotated[
         Path | None,
-        typer.Option(help="A class-folder tree of real cells (e.g. pbc9); default: phantoms."),
+        typer.Option(help="A class-folder tree of real cells (e.g. pbc9) [default: phantoms]."),
     ] = None,
     method: Annotated[str, typer.Option(help="Distillation method for the student.")] = "kd",
     seed: Annotated[int, typer.Option(help="Seed for data, split and training.")] = 0,
