@@ -346,6 +346,7 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
         if out is not None:
             title = f"Differential of sample {sample_id}"
             print_table(differential_table(results.diff, title), to=out)
+            out.print(results.diff.banner, highlight=False, soft_wrap=True)
         console.print(
             f"{stats.items} items, {stats.cells} cells, {stats.errors} errors, "
             f"{stats.dropped} frames dropped"

@@ -18,6 +18,7 @@ def test_run_prints_the_differential_on_stdout_and_the_log_on_stderr(tmp_path, c
     assert cli.run([*argv, "--out", str(tmp_path / "out")]) == 0
     captured = capsys.readouterr()
     assert "Differential of sample S-7" in captured.out and "Neutrophil" in captured.out
+    assert "3 of 3 cells counted" in captured.out  # the banner: counted of all, and review
     assert "Differential of sample" not in captured.err
     assert "3 items, 3 cells" in captured.err and "3 items" not in captured.out
 
