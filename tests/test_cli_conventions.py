@@ -133,3 +133,12 @@ def test_old_spellings_are_in_no_help():
         command = COMMANDS[name]
         text = command.get_help(command.context_class(command, info_name=name))
         assert "--onnx" not in text and "--student" not in text, name
+
+
+def test_no_command_writes_into_the_packages_records_by_default():
+    """A user's run never writes into benchmarks/results/ unless its --out says so."""
+    writes = ("--out", "--runs-dir", "--record", "--results", "--out-dir")
+    for name, command in COMMANDS.items():
+        for param in command.params:
+            if _is_option(param) and set(param.opts) & set(writes) and param.default:
+                assert not str(param.default).startswith("benchmarks/results"), (name, param.opts)
