@@ -28,16 +28,19 @@ from wbc_edge.kd.config import (
     TrainConfig,
 )
 
+_DATA_HELP = (
+    "Split manifest CSV (`wbc-edge data split`), or one lab's labelled images as LAB=PATH (a "
+    "manifest, or a folder of class folders, split here). Repeat it to train on several labs: "
+    "each lab contributes only the classes it has, and the joined split is written to the run "
+    "folder's manifest.csv"
+)
+# Not click-required (a --config or --resume can give it), so the help marks it.
 DataOpt = Annotated[
     list[str] | None,
-    typer.Option(
-        "--data",
-        help="Split manifest CSV (`wbc-edge data split`), or one lab's labelled images as "
-        "LAB=PATH (a manifest, or a folder of class folders, split here). Repeat it to train "
-        "on several labs: each lab contributes only the classes it has, and the joined split "
-        "is written to the run folder's manifest.csv [required unless --config or --resume "
-        "gives it].",
-    ),
+    typer.Option("--data", help=f"{_DATA_HELP} [required unless --config or --resume gives it]."),
+]
+AblationDataOpt = Annotated[
+    list[str] | None, typer.Option("--data", help=f"{_DATA_HELP} [required].")
 ]
 GroupByOpt = Annotated[
     list[str] | None,
@@ -461,7 +464,7 @@ def register(app: typer.Typer) -> None:
     @app.command("ablation")
     def ablation(
         teacher: Annotated[Path, typer.Option("--teacher", help="Trained teacher checkpoint.")],
-        data: DataOpt = None,
+        data: AblationDataOpt = None,
         group_by: GroupByOpt = None,
         methods: Annotated[
             str, typer.Option("--methods", help="Comma-separated distillation methods.")

@@ -17,6 +17,8 @@ REQUIRED_UNLESS = {
     ("distill", "--data"),
     ("run", "source"),
 }
+# Refused when missing, though not click-required (a list option): their help says "[required]".
+REQUIRED_LISTS = {("ablation", "--data")}
 # Commands that run a model file, and so take it as --model.
 TAKES_A_MODEL = [
     "run", "info", "evaluate", "calibrate", "adapt", "cross-lab", "bench", "build-engine",
@@ -74,6 +76,8 @@ def test_help_shows_defaults_one_way_and_marks_required_options(name):
             REQUIRED_UNLESS
         ):
             assert "[required unless" in text, where
+        if (name, param.opts[0] if _is_option(param) else param.name) in REQUIRED_LISTS:
+            assert "[required]" in text, where
         default = param.default
         shows = _is_option(param) and not param.is_flag and not param.multiple
         if shows and default not in (None, "", (), []) and not callable(default):
