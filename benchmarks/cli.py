@@ -19,7 +19,10 @@ CROSS_LAB_OUT = "cross-lab-out"
 def bench(
     model: Annotated[
         list[Path],
-        typer.Option(help="A model to measure (.onnx, INT8 .onnx, .engine, .pt); repeatable."),
+        typer.Option(
+            metavar="<path>",
+            help="A model to measure (.onnx, INT8 .onnx, .engine, .pt); repeatable.",
+        ),
     ],
     teacher: Annotated[
         Path | None,
@@ -39,7 +42,8 @@ def bench(
     reference: Annotated[
         list[Path] | None,
         typer.Option(
-            help="Another model to compare with (e.g. a published architecture); repeatable."
+            metavar="<path>",
+            help="Another model to compare with (e.g. a published architecture); repeatable.",
         ),
     ] = None,
     data: Annotated[
@@ -78,7 +82,8 @@ def bench(
     note: Annotated[
         list[str] | None,
         typer.Option(
-            help="A line for the report's notes (where the models came from); repeatable."
+            metavar="<text>",
+            help="A line for the report's notes (where the models came from); repeatable.",
         ),
     ] = None,
     name: Annotated[

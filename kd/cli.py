@@ -37,15 +37,21 @@ _DATA_HELP = (
 # Not click-required (a --config or --resume can give it), so the help marks it.
 DataOpt = Annotated[
     list[str] | None,
-    typer.Option("--data", help=f"{_DATA_HELP} [required unless --config or --resume gives it]."),
+    typer.Option(
+        "--data",
+        metavar="<[lab=]path>",
+        help=f"{_DATA_HELP} [required unless --config or --resume gives it].",
+    ),
 ]
 AblationDataOpt = Annotated[
-    list[str] | None, typer.Option("--data", help=f"{_DATA_HELP} [required].")
+    list[str] | None,
+    typer.Option("--data", metavar="<[lab=]path>", help=f"{_DATA_HELP} [required]."),
 ]
 GroupByOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--group-by",
+        metavar="<lab=regex>",
         help="LAB=REGEX: the file-name pattern whose first group names a patient or slide of "
         "that lab's folder, kept in one split (e.g. deepapl='^(P\\d+)_'). Repeatable.",
     ),
@@ -257,6 +263,7 @@ def register(app: typer.Typer) -> None:
             list[Path] | None,
             typer.Option(
                 "--teacher",
+                metavar="<path>",
                 help="Trained teacher checkpoint (.pt). Repeat it for an ensemble: the logit "
                 "target is the mean of the teachers' cached logits, each teacher seen at its own "
                 "card's preprocessing; feature methods (at, fusion, mlffakd) use the first "
@@ -314,6 +321,7 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option(
                 "--option",
+                metavar="<key=value>",
                 help="A method option KEY=VALUE, repeatable (e.g. at_weight=1, fusion_weight=0.5;"
                 " kd/README.md lists them).",
             ),
@@ -357,6 +365,7 @@ def register(app: typer.Typer) -> None:
             list[Path],
             typer.Option(
                 "--model",
+                metavar="<path>",
                 help="Any model artifact (.pt, .onnx, .engine). Repeat it to score an ensemble: "
                 "the mean of the models' calibrated probabilities, each model run through its "
                 "own backend at its own card's input size and preprocessing.",

@@ -66,6 +66,7 @@ def test_every_command_is_walked():
 def test_help_shows_defaults_one_way_and_marks_required_options(name):
     for param, names, text in _help_records(COMMANDS[name]):
         where = f"wbc-edge {name} {names}: {text!r}"
+        assert "<list[" not in names, where  # a repeatable option takes one value at a time
         assert "(default" not in text.lower(), where
         for bracket in re.findall(r"\[([^\[\]]*)\]", text):
             assert ALLOWED_BRACKET.match(bracket), f"{where}: [{bracket}]"

@@ -143,6 +143,7 @@ def join_cmd(
         list[str],
         typer.Option(
             "--data",
+            metavar="<lab=path>",
             help="One lab's labelled images as LAB=PATH: a split manifest (its split is kept) "
             "or a folder of class folders (split here). Repeat it for each lab.",
         ),
@@ -152,6 +153,7 @@ def join_cmd(
         list[str] | None,
         typer.Option(
             "--group-by",
+            metavar="<lab=regex>",
             help="LAB=REGEX: the first group of this file-name pattern names a patient or slide "
             "of that lab, kept in one split (e.g. deepapl='^(P\\d+)_'). Repeatable.",
         ),
