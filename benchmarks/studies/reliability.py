@@ -1,9 +1,14 @@
 """Reliability probes: ``wbc-edge run`` driven as an adversarial user would, in real processes.
 
-The tests (``tests/test_reliability*.py``) and the recorded results
-(``benchmarks/results/reliability.*``, written by :func:`main`) use the same functions, so
-what is recorded is what the tests check. Every probe runs the real CLI in a subprocess:
-``kill -9`` at a random moment, SIGTERM and SIGINT, two runs on one results folder.
+A probe harness, not the product: it lives in ``benchmarks/studies/`` (outside the wheel) and
+runs from a checkout: ``python benchmarks/studies/reliability.py --crops ../shared/data/pbc9``.
+The tests (``tests/test_reliability*.py``, ``tests/test_nothing_lost.py``,
+``test_bad_input_refused.py``, ``test_review_token.py``) and the recorded results
+(``benchmarks/results/reliability.*``, written by :func:`main`) check the same behaviour. Every
+probe runs the real CLI in a subprocess: ``kill -9`` at a random moment, SIGTERM and SIGINT, two
+runs on one results folder, files vanishing and coming back, a full disk (a small tmpfs, when
+run as root), the review page spoken to in malformed HTTP. Records name paths relative to the
+repository, and scratch paths as ``WORK``.
 """
 
 from __future__ import annotations
@@ -324,7 +329,7 @@ def _usage_probe(argv: list[str]) -> dict[str, Any]:
 
 
 def probe_all(model: Path, crops: Path, work: Path) -> dict[str, Any]:  # noqa: C901
-    """Every probe of issue 15, on ``model`` and real cell crops from ``crops``."""
+    """Every probe of issues 15 and 32, on ``model`` and real cell crops from ``crops``."""
     import cv2
 
     from wbc_edge.benchmarks.stream_server import MjpegServer, silent_server
@@ -769,7 +774,393 @@ def probe_all(model: Path, crops: Path, work: Path) -> dict[str, Any]:  # noqa: 
             and "weights_only=False" not in done.stderr
             and not (work / "pwned").exists(),
         )
+    probe_issue32(model, crops, work, row)
     return {"probes": rows}
+
+
+# -- issue 32: nothing lost, nothing overwritten, nobody else's corrections ---------------------
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): _sha(p) for p in folder.rglob("*") if p.is_file()}
+
+
+def _one_line(stderr: str) -> tuple[bool, str]:
+    """Whether ``stderr`` is one error line without a traceback, and that line."""
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    return len(lines) == 1 and "Traceback" not in stderr, (lines[-1] if lines else "")[:160]
+
+
+def _review_url(log: Path, proc: Any, timeout: float = 60) -> str:
+    import re
+
+    found: list[str] = []
+
+    def printed() -> bool:
+        found[:] = re.findall(r"http://\S+\?token=\S+", log.read_text(errors="replace"))
+        return bool(found)
+
+    wait_for(printed, timeout, proc)
+    return found[0] if found else ""
+
+
+def _http(url: str, method: str, path: str, body: bytes | None, headers: dict) -> tuple[int, bytes]:
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    conn.request(method, path, body=body, headers=headers)
+    response = conn.getresponse()
+    status, payload = response.status, response.read()
+    conn.close()
+    return status, payload
+
+
+def _raw_status(url: str, data: bytes) -> str:
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=5) as s:
+        s.sendall(data)
+        try:
+            return s.recv(4096).split(b"\r\n", 1)[0].decode(errors="replace")
+        except TimeoutError:
+            return "no answer in 5 s"
+
+
+def probe_issue32(model: Path, crops: Path, work: Path, row: Callable[..., None]) -> None:
+    """The cases of issue 32, each in real processes on ``model`` and crops from ``crops``."""
+    import shutil
+
+    import cv2
+
+    def args(src: Any, out: Path, *extra: str) -> list[str]:
+        return ["run", str(src), "--model", str(model), "--out", str(out.parent), "--sample",
+                out.name, "--no-live", *extra]  # fmt: skip
+
+    def cli(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(wbc_edge(*argv), capture_output=True, text=True, timeout=timeout)
+
+    root = work / "issue32"
+    root.mkdir()
+    pool = sorted(crops.rglob("*.jpg"))
+
+    # 1: files deleted mid-run come back ------------------------------------------------------
+    src = root / "vanish"
+    files = _copy_crops(crops, src, 300)
+    out = root / "out" / "vanish"
+    run = Run([*args(src, out), "--batch", "1"], root / "vanish.log")
+    wait_for(lambda: complete_lines(out / "cells.jsonl") >= 20, 120, run.proc)
+    kept = {p: p.read_bytes() for p in files[-100:]}
+    for p in kept:
+        p.unlink()
+    code = run.wait(120)
+    errors = complete_lines(out / "errors.jsonl")
+    first = len(record_keys(out))
+    for p, data in kept.items():
+        p.write_bytes(data)
+    again = cli(*args(src, out))
+    added = len(record_keys(out)) - first
+    third = cli(*args(src, out))
+    keys = record_keys(out)
+    row(
+        "1. 100 files of a folder of 300 deleted mid-run, put back, run again (twice)",
+        "missing files are error records; the rerun classifies every one of them; the third run "
+        "adds none; each file once",
+        f"exit {code}; {errors} errors while gone, {first} records; rerun exit {again.returncode} "
+        f"added {added}; third exit {third.returncode}, {len(keys)} records, "
+        f"{len(keys) - len(set(keys))} repeated",
+        code == 0 and errors > 0 and added == errors and len(keys) == len(set(keys)) == 300
+        and third.returncode == 0,
+    )  # fmt: skip
+
+    # 2: a newline in a file name ---------------------------------------------------------------
+    src = root / "newline"
+    src.mkdir()
+    shutil.copyfile(pool[0], src / "x.jpg\nz.jpg")
+    out = root / "out" / "newline"
+    first = cli(*args(src, out))
+    shutil.copyfile(pool[1], src / "x.jpg")
+    second = cli(*args(src, out))
+    keys = record_keys(out)
+    lines = complete_lines(out / "done.txt")
+    row(
+        "2. a file named 'x.jpg<newline>z.jpg', then a file 'x.jpg' beside it",
+        "one done.txt line for the first; the later x.jpg classified, not skipped",
+        f"exits {first.returncode}/{second.returncode}; done.txt {lines} lines; {len(keys)} "
+        "records",
+        first.returncode == second.returncode == 0 and lines == 2 and len(keys) == 2,
+    )
+
+    # 3: --report over files that are not reports ----------------------------------------------
+    src = root / "report-src"
+    images = _copy_crops(crops, src, 5)
+    out = root / "out" / "report"
+    cli(*args(src, out))
+    before, image = _tree(out), _sha(images[1])
+    refused = [
+        cli(*args(src, out, "--report", str(target))).returncode
+        for target in (images[1], out / "cells.jsonl", out / "run.json")
+    ]
+    row(
+        "3. --report SOURCE/b.jpg, --report OUT/SAMPLE/cells.jsonl, --report OUT/SAMPLE/run.json",
+        "each exit 2 in one line before anything is written; the image and the sample unchanged",
+        f"exits {refused}; image unchanged {_sha(images[1]) == image}; sample folder unchanged "
+        f"{_tree(out) == before}",
+        refused == [2, 2, 2] and _sha(images[1]) == image and _tree(out) == before,
+    )
+
+    # 4: --annotate into the watched folder -----------------------------------------------------
+    src = root / "annotate-in"
+    _copy_crops(crops, src, 3)
+    before = _tree(src)
+    out = root / "out" / "annotate"
+    done = cli(*args(src, out, "--watch", "--annotate", str(src / "annotated")))
+    ok, line = _one_line(done.stderr)
+    row(
+        "4. --watch SOURCE --annotate SOURCE/annotated",
+        "exit 2, one line; nothing written into the source or the results",
+        f"exit {done.returncode}: {line}; source unchanged {_tree(src) == before}; results "
+        f"created {out.exists()}",
+        done.returncode == 2 and ok and _tree(src) == before and not out.exists(),
+    )
+
+    # 5: a camera that reuses one file name -----------------------------------------------------
+    inbox = root / "camera"
+    inbox.mkdir()
+    out = root / "out" / "camera"
+    run = Run([*args(inbox, out), "--watch", "--settle", "0.2", "--poll", "0.1"], root / "cam.log")
+    shots = 0
+    for i, shot in enumerate(pool[:3]):
+        capture = inbox / "capture.jpg"
+        tmp = inbox / "capture.jpg.part"
+        shutil.copyfile(shot, tmp)
+        os.utime(tmp, ns=(10**18 + i * 10**9, 10**18 + i * 10**9))
+        tmp.replace(capture)
+        shots += wait_for(lambda n=i + 1: len(record_keys(out)) >= n, 60, run.proc)
+    os.utime(inbox / "capture.jpg", ns=(2 * 10**18, 2 * 10**18))  # touched only
+    time.sleep(3)
+    run.signal(signal.SIGTERM)
+    code = run.wait()
+    keys = record_keys(out)
+    said = run.stderr().count("new content")
+    row(
+        "5. --watch; a camera writes capture.jpg three times (new content each), then touches it",
+        "3 records with 3 keys, each replacement said in the log; the touch adds none",
+        f"exit {code}; {len(keys)} records, {len(set(keys))} keys; said {said}x",
+        code == 0 and shots == 3 and len(keys) == len(set(keys)) == 3 and said == 2,
+    )
+
+    # 6: option values that were accepted --------------------------------------------------------
+    src = root / "options"
+    _copy_crops(crops, src, 2)
+    out = root / "out" / "options"
+    bad = [["--margin", "nan"], ["--margin", "-5"], ["--threads", "-5"], ["--settle", "-1"],
+           ["--poll", "0"], ["--rbc-px", "nan"], ["--fps", "-1"]]  # fmt: skip
+    calls = [cli(*args(src, out, *b)) for b in bad]
+    calls.append(cli("review", str(root / "out" / "report"), "--port", "99999"))
+    good = [c for c in calls if c.returncode == 2 and "Traceback" not in c.stderr]
+    row(
+        "6. --margin nan/-5, --threads -5, --settle -1, --poll 0, --rbc-px nan, --fps -1; "
+        "review --port 99999",
+        "each exit 2 naming the option, no traceback; no sample folder (run.json) written",
+        f"{len(good)}/{len(calls)} as expected; results created {out.exists()}",
+        len(good) == len(calls) and not out.exists(),
+    )
+
+    # 7, 11: the review page: malformed requests, the token, who corrected what ----------------
+    sample = root / "out" / "report"
+    log = root / "review.log"
+    review = Run(["review", str(sample), "--port", "0", "--operator", "AB"], log)
+    try:
+        url = _review_url(log, review.proc)
+        token = url.split("?token=", 1)[1] if url else ""
+        cookie = {"Cookie": f"wbc_review_{url.rsplit(':', 1)[1].split('/')[0]}={token}"}
+        cell = json.loads((sample / "cells.jsonl").read_text().splitlines()[0])["id"]
+        change = json.dumps({"cell": cell, "action": "confirm"}).encode()
+        jtype = {"Content-Type": "application/json"}
+        head = b"POST /api/correct HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        head += b"Content-Type: application/json\r\n"
+        malformed = {
+            "array body": _http(url, "POST", "/api/correct", b"[1, 2]", {**jtype, **cookie})[0],
+            "Content-Length: abc": _raw_status(url, head + b"Content-Length: abc\r\n\r\n{}"),
+            "Content-Length: -1": _raw_status(url, head + b"Content-Length: -1\r\n\r\n"),
+        }
+        without = _http(url, "POST", "/api/correct", change, jtype)[0]
+        state = _http(url, "GET", "/api/state", None, {})[0]
+        first_visit = _http(url, "GET", "/?token=" + token, None, {})[0]
+        with_cookie = _http(url, "POST", "/api/correct", change, {**jtype, **cookie})[0]
+        alive = review.proc.poll() is None
+    finally:
+        review.signal(signal.SIGINT)
+        code = review.wait(30)
+    entries = [json.loads(x) for x in (sample / "corrections.jsonl").read_text().splitlines()]
+    shown = {k: str(v) for k, v in malformed.items()}
+    row(
+        "7. review page: a JSON array body, Content-Length abc, Content-Length -1",
+        "400 each, at once; the server goes on; no traceback",
+        f"{shown}; still serving {alive}; traceback {'Traceback' in review.stderr()}",
+        malformed["array body"] == 400
+        and all(str(v).startswith("HTTP/1.1 400") for k, v in malformed.items() if "Length" in k)
+        and alive
+        and "Traceback" not in review.stderr(),
+    )
+    row(
+        "11. review page: a POST and a GET without the token; the printed link; a POST with "
+        "the cookie",
+        "403 without it; the link has ?token= and becomes a cookie (303); the correction "
+        "records operator, time and client address",
+        f"link printed {bool(token)}; without token POST {without}, GET {state}; first visit "
+        f"{first_visit}; with cookie {with_cookie}; {len(entries)} correction(s): "
+        f"{[{k: e.get(k) for k in ('operator', 'client')} for e in entries]}; exit {code}",
+        bool(token) and without == state == 403 and first_visit == 303 and with_cookie == 200
+        and len(entries) == 1 and entries[0]["operator"] == "AB"
+        and entries[0].get("client") == "127.0.0.1" and bool(entries[0].get("time")),
+    )  # fmt: skip
+
+    # 8: one line naming the file, never a traceback ---------------------------------------------
+    broken = root / "broken-card.onnx"
+    _card_text(model, broken, '{"architecture": "tinyresnet", "class_names": [')
+    card = cli(*args(root / "report-src", root / "out" / "card", "--model", str(broken)))
+    (sample / "corrections.jsonl").write_bytes(
+        (sample / "corrections.jsonl").read_bytes()
+        + json.dumps({"cell": cell, "action": "reclassify", "class": "Unicorn"}).encode()
+        + b"\n"
+    )
+    unknown = cli("report", str(sample))
+    lines = (sample / "corrections.jsonl").read_bytes().splitlines(keepends=True)
+    (sample / "corrections.jsonl").write_bytes(b"".join(lines[:-1]) + b"\xff\xfe\n")
+    utf = cli("report", str(sample))
+    (sample / "corrections.jsonl").write_bytes(b"".join(lines[:-1]))
+    api = subprocess.run(  # the Python API, given arrays it cannot use
+        [sys.executable, "-c", _API_PROBE, str(model)], capture_output=True, text=True, timeout=120
+    )
+    results = [("malformed card JSON", card), ("unknown class", unknown), ("bad UTF-8", utf)]
+    said = {label: _one_line(done.stderr) + (done.returncode,) for label, done in results}
+    api_ok = api.returncode == 0 and api.stdout.count("UserError") == 5
+    full = _full_disk(args, crops, root)
+    row(
+        "8. an ONNX card of malformed JSON; corrections with an unknown class and with bad "
+        "UTF-8; API arrays 0x0, 2 and 5 channels, 1-D, float; a full disk",
+        "one line each naming the file (and line), exit 2; API: one UserError each; full disk: "
+        "names the file, keeps the records, resumes",
+        "; ".join(f"{k}: exit {v[2]} {v[1]!r}" for k, v in said.items())
+        + f"; API {api.stdout.count('UserError')}/5 UserError; full disk: {full['observed']}",
+        all(v[0] and v[2] == 2 for v in said.values())
+        and "broken-card.onnx" in said["malformed card JSON"][1]
+        and "corrections.jsonl:" in said["unknown class"][1]
+        and "corrections.jsonl:" in said["bad UTF-8"][1]
+        and api_ok
+        and full["ok"],
+    )
+
+    # 9: a JPEG named .png -------------------------------------------------------------------------
+    src = root / "named"
+    src.mkdir()
+    shutil.copyfile(pool[0], src / "cell.png")
+    data = cv2.imencode(".png", cv2.imread(str(pool[1])))[1].tobytes()
+    (src / "field.jpg").write_bytes(data)
+    out = root / "out" / "named"
+    done = cli(*args(src, out))
+    row(
+        "9. a JPEG named .png and a PNG named .jpg",
+        "both classified (decoded by content), no error",
+        f"exit {done.returncode}; {len(record_keys(out))} records, "
+        f"{complete_lines(out / 'errors.jsonl')} errors",
+        done.returncode == 0 and len(record_keys(out)) == 2
+        and complete_lines(out / "errors.jsonl") == 0,
+    )  # fmt: skip
+
+    # 10: summary.json after a resume that adds nothing -------------------------------------------
+    out = root / "out" / "report"
+    done = cli(*args(root / "report-src", out))
+    summary = json.loads((out / "summary.json").read_text())
+    row(
+        "10. a resume that adds nothing: summary.json",
+        "items and cells are the sample's (as its differential); this run's under this_run",
+        f"exit {done.returncode}; items {summary.get('items')}, cells {summary.get('cells')}, "
+        f"this_run {summary.get('this_run')}",
+        done.returncode == 0 and summary.get("items") == summary.get("cells") == 5
+        and (summary.get("this_run") or {}).get("items") == 0,
+    )  # fmt: skip
+
+
+_API_PROBE = """
+import sys
+import numpy as np
+import wbc_edge
+from wbc_edge.errors import UserError
+m = wbc_edge.load(sys.argv[1])
+for a in (np.zeros((0, 0, 3), np.uint8), np.zeros((40, 40, 2), np.uint8),
+          np.zeros((40, 40, 5), np.uint8), np.zeros(1600, np.uint8),
+          np.zeros((40, 40, 3), np.float32)):
+    try:
+        m(a)
+        print("accepted", a.shape)
+    except UserError as exc:
+        print("UserError", str(exc)[:80])
+"""
+
+
+def _card_text(model: Path, dest: Path, text: str) -> Path:
+    """A copy of an ONNX model whose card is ``text`` as it is (malformed JSON, say)."""
+    import onnx
+
+    from wbc_edge.runtime.card import ONNX_METADATA_KEY
+
+    proto = onnx.load(str(model))
+    props = {p.key: p.value for p in proto.metadata_props}
+    props[ONNX_METADATA_KEY] = text
+    onnx.helper.set_model_props(proto, props)
+    onnx.save(proto, str(dest))
+    return dest
+
+
+def _full_disk(args: Callable[..., list[str]], crops: Path, root: Path) -> dict[str, Any]:
+    """A real full disk: a 2 MB tmpfs as the results folder (needs root to mount; said when
+    it cannot be made)."""
+    import shutil
+
+    mount = root / "tiny"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:
+        return {"ok": True, "observed": "not run (mounting a small tmpfs needs root)"}
+    try:
+        src = root / "full-src"
+        _copy_crops(crops, src, 600)
+        out = mount / "full"
+        done = subprocess.run(wbc_edge(*args(src, out)), capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+        last = [ln for ln in done.stderr.splitlines() if "error:" in ln]
+        line = last[-1][:160] if last else ""
+        before = record_keys(out)
+        saved = root / "full-saved" / out.name  # the same sample, in another --out
+        shutil.copytree(out, saved)
+        subprocess.run(["umount", str(mount)], check=False)
+        done_again = subprocess.run(wbc_edge(*args(src, saved)), capture_output=True, text=True,
+                                    timeout=300)  # fmt: skip
+        after = record_keys(saved)
+        return {
+            "ok": done.returncode == 2 and "No space left on device" in line and str(out) in line
+            and done_again.returncode == 0 and len(after) == len(set(after)) == 600
+            and set(before) <= set(after),
+            "observed": f"exit {done.returncode} after {len(before)} records: "
+            f"{line.replace(str(root), 'WORK')!r}; resumed elsewhere: exit "
+            f"{done_again.returncode}, {len(after)} records",
+        }  # fmt: skip
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True, check=False)
 
 
 class _Evil:
@@ -782,7 +1173,7 @@ class _Evil:
 
 def markdown(result: dict[str, Any]) -> str:
     lines = [
-        "# Reliability probes (issue 15)",
+        "# Reliability probes (issues 15 and 32)",
         "",
         f"`{result['command']}` on {result['date']}; model `{result['model']}`, crops from "
         f"`{result['crops']}`. Every probe runs the real CLI in its own process.",
@@ -819,6 +1210,26 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _without_machine_paths(result: Any, work: Path) -> Any:
+    """Scratch paths as ``WORK``, the checkout's as relative paths: a record a reader can rerun."""
+    repo = Path(__file__).resolve().parents[2]
+    swaps = [(str(work.resolve()), "WORK"), (str(work), "WORK"), (str(repo) + "/", "")]
+    swaps.append((str(repo.parent) + "/", "../"))  # ../shared/data beside the checkout
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            for old, new in swaps:
+                value = value.replace(old, new)
+            return value
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return clean(result)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import tempfile
@@ -843,13 +1254,14 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="reliability-", dir=ns.work))
     machine = machine_info()
     result: dict[str, Any] = {
-        "command": "python -m wbc_edge.benchmarks.reliability " + " ".join(argv or sys.argv[1:]),
+        "command": "python benchmarks/studies/reliability.py " + " ".join(argv or sys.argv[1:]),
         "date": utc_date(),
         "model": str(model),
         "crops": str(ns.crops),
         "machine": machine,
     }
     result.update(probe_all(model, ns.crops, work))
+    result = _without_machine_paths(result, work)
     result["load_avg_after"] = load_average()
     probes = result["probes"]
     total = lambda key: sum(p.get(key, 0) for p in probes)  # noqa: E731
