@@ -342,7 +342,9 @@ def probe_all(model: Path, crops: Path, work: Path) -> dict[str, Any]:  # noqa: 
         )
 
     def args(src: Any, out: Path, *extra: str) -> list[str]:
-        return ["run", str(src), "--model", str(model), "--out", str(out), "--no-live", *extra]
+        """Results in ``out`` itself: the sample folder (``--out`` is its parent)."""
+        where = ["--out", str(out.parent), "--sample", out.name]
+        return ["run", str(src), "--model", str(model), *where, "--no-live", *extra]
 
     # 1, 5, 6: bad files among good ones ------------------------------------------------------
     folder = work / "bad"
@@ -358,7 +360,7 @@ def probe_all(model: Path, crops: Path, work: Path) -> dict[str, Any]:  # noqa: 
     keys = record_keys(out)
     handled = sum(name in errors for name in kinds)
     summary = json.loads((out / "summary.json").read_text())
-    counted = summary["differential"]["counted"] + summary["differential"]["review"]
+    counted = summary["cells"]  # the sample's records, counted or in review
     rerun = subprocess.run(wbc_edge(*args(folder, out)), capture_output=True, timeout=120)
     row(
         "bad files among 20 good crops (one with a non-UTF-8 name)",
@@ -400,9 +402,7 @@ def probe_all(model: Path, crops: Path, work: Path) -> dict[str, Any]:  # noqa: 
         bad_model = _card_variant(model, work / "variant.onnx", **changes)
         vout = work / f"variant-out-{len(rows)}"
         done = subprocess.run(
-            wbc_edge(
-                "run", str(folder), "--model", str(bad_model), "--out", str(vout), "--no-live"
-            ),
+            wbc_edge(*args(folder, vout, "--model", str(bad_model))),
             capture_output=True,
             text=True,
             timeout=120,
@@ -725,17 +725,7 @@ def probe_all(model: Path, crops: Path, work: Path) -> dict[str, Any]:  # noqa: 
     formula = _card_variant(model, work / "formula.onnx", class_names=names)
     fout = work / "formula-out"
     subprocess.run(
-        wbc_edge(
-            "run",
-            str(many),
-            "--model",
-            str(formula),
-            "--out",
-            str(fout),
-            "--no-live",
-            "--limit",
-            "50",
-        ),
+        wbc_edge(*args(many, fout, "--model", str(formula), "--limit", "50")),
         capture_output=True,
         timeout=120,
     )
