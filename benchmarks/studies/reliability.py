@@ -280,6 +280,9 @@ def _card_variant(model: Path, dest: Path, **changes: Any) -> Path:
     proto = onnx.load(str(model))
     props = {p.key: p.value for p in proto.metadata_props}
     card = json.loads(props[ONNX_METADATA_KEY])
+    if "class_names" in changes and isinstance(card.get("roles"), dict):  # renamed classes
+        renamed = dict(zip(card["class_names"], changes["class_names"], strict=False))
+        card["roles"] = {renamed.get(k, k): v for k, v in card["roles"].items()}
     for key, value in changes.items():
         if key in card.get("preprocess", {}):
             card["preprocess"][key] = value
