@@ -158,7 +158,6 @@ def run_stream_bench(cfg: StreamConfig, command: str = "") -> dict[str, Any]:
         max_items=cfg.limit,
     )
     load_before = load_average()
-    latencies: list[float] = []
     with load_backend(cfg.model, device=cfg.device, threads=cfg.threads) as backend:
         options: dict[str, Any] = {"fps": cfg.fps} if cfg.fps else {}
         source = open_source(cfg.source, realtime=cfg.realtime, **options)
@@ -173,8 +172,7 @@ def run_stream_bench(cfg: StreamConfig, command: str = "") -> dict[str, Any]:
                 crop_px_for(backend.card.preprocess.input_size),
                 cfg.smear,
             )
-            observers = [lambda it: latencies.append(it.latency_s)]
-            pipeline = Pipeline(source, backend, output, config, observers, archive.save)
+            pipeline = Pipeline(source, backend, output, config, archive=archive)
             cpu0 = time.process_time()
             stats = pipeline.run()
             cpu_s = time.process_time() - cpu0
@@ -224,7 +222,7 @@ def run_stream_bench(cfg: StreamConfig, command: str = "") -> dict[str, Any]:
         "seconds": round(elapsed, 3),
         "items_per_s": round(items_per_s, 1),
         "cells_per_s": round(cells_per_s, 1),
-        "latency_ms": {k: round(v, 2) for k, v in _percentiles(latencies).items()},
+        "latency_ms": {k: round(v, 2) for k, v in _percentiles(list(stats.latencies)).items()},
         "process_cpu_ms_per_item": round(1000 * cpu_s / max(1, stats.items), 4),
         "stages": stats.stage_summary(),
         "decode_limit": limit,

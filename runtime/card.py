@@ -124,9 +124,15 @@ class Preprocess:
         """:meth:`normalize` as a lookup table (bit-identical, several times faster)."""
         return _pre.LutNormalizer(self)
 
+    @functools.cached_property
+    def fused(self) -> _pre.FusedPreprocess:
+        """:meth:`resize` then :attr:`lut` in one pass per image, into a batch buffer
+        (bit-identical to them; what the runtime runs)."""
+        return _pre.FusedPreprocess(self)
+
     def __call__(self, images_bgr: list[np.ndarray]) -> np.ndarray:
         """BGR uint8 images of any size -> float32 NCHW batch."""
-        return self.lut([self.resize(im) for im in images_bgr])
+        return self.fused(images_bgr)
 
     def decode_key(self) -> str:
         """The fields the uint8 decode step depends on, for naming caches of decoded images.

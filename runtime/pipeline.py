@@ -21,10 +21,21 @@ were a third of a PBC crop's CPU cost. A live source moves one frame at a time: 
 must stay in the drop-oldest queue, where the newest frame replaces the oldest, not in chunks
 behind it.
 
-Every item's time in each stage (read, decode, find, preprocess, infer, archive (the cells'
-images kept in the sample folder), write; wall clock and
-the thread's CPU) adds up in :attr:`Stats.stage_s` / :attr:`Stats.stage_cpu_s`: what bounds a
-run on a given machine, for the summary and ``bench --stream``.
+A chunk stays one unit all the way: its worker decodes its files, then resizes and normalises
+every cell straight into one float32 buffer (:class:`~wbc_edge.runtime.preprocess.FusedPreprocess`,
+no per-cell array), which inference hands to the backend as it is when the chunk is the batch
+(no concatenation); the output stage keeps the cells' images (a crop file is hard-linked, not
+copied: :mod:`~wbc_edge.runtime.archive`) and appends the whole group's records in one write per
+file (:meth:`~wbc_edge.runtime.sinks.RunOutput.write_items`). Observers see each item in order
+once its records are built and its image kept, just before its group's records are appended: an
+observer that aborts the run (a reached target) keeps every later item out of the records.
+
+The time of each stage (read, decode, find, preprocess, infer, archive (the cells' images kept in
+the sample folder), write; wall clock and the thread's CPU) is taken once per chunk or group, not
+per item, and adds up in :attr:`Stats.stage_s` / :attr:`Stats.stage_cpu_s`: what bounds a run on
+a given machine, for the summary and ``bench --stream``. (Reading a thread's CPU clock is a
+system call made while holding the GIL: per item, eight of them were a visible share of a
+crop's cost on two loaded cores.)
 
 :meth:`Pipeline.stop` (Ctrl-C) stops capture only: frames already in the queues are still
 classified and written, then every stage ends in order. A failure in any stage aborts the rest
@@ -78,8 +89,7 @@ class Item:
     records: list[CellRecord] = field(default_factory=list)
     scale: FieldScale | None = None  # smear: the scale the field's cells were cropped at
     ood: list[bool] | None = None  # per crop: out-of-distribution (None: card has no stats)
-    done: float = 0.0
-    times: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage: (wall, cpu) s
+    done: float = 0.0  # when its group's records were written (0 while observers see it)
     size: tuple[int, int] | None = None  # a decoded file's own (width, height)
     # A crop file's own JPEG bytes: the archive keeps them as the cell's image instead of
     # encoding the pixels again (crops mode only; None otherwise).
@@ -88,6 +98,14 @@ class Item:
     @property
     def latency_s(self) -> float:
         return self.done - self.frame.captured
+
+
+@dataclass
+class Chunk:
+    """A worker's chunk of items, prepared, with the stage times it took (once per chunk)."""
+
+    items: list[Item]
+    times: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage: (wall, cpu) s
 
 
 @dataclass
@@ -160,6 +178,32 @@ class Stats:
 Observer = Callable[[Item], None]
 
 
+class BatchBuffers:
+    """The float32 buffers chunks are preprocessed into, handed back after inference and used
+    again. A fresh 9.6 MB buffer (16 cells at 224 px) is faulted in and zeroed by the kernel on
+    first touch: 0.16 ms of CPU a cell, as much as the resize. At most ``keep`` wait to be used
+    again (as many as can be in flight: one a worker, one queued, one being inferred), so memory
+    stays what the chunks in flight need."""
+
+    def __init__(self, shape: tuple[int, int, int], rows: int, keep: int) -> None:
+        self.shape, self.rows, self.keep = shape, rows, keep
+        self._free: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def take(self, cells: int) -> np.ndarray:
+        """A buffer of at least ``cells`` rows (whatever it held before)."""
+        with self._lock:
+            for i, buffer in enumerate(self._free):
+                if len(buffer) >= cells:
+                    return self._free.pop(i)
+        return np.empty((max(cells, self.rows), *self.shape), np.float32)
+
+    def give(self, buffer: np.ndarray) -> None:
+        with self._lock:
+            if len(self._free) < self.keep:
+                self._free.append(buffer)
+
+
 class Pipeline:
     """Runs ``source`` through ``backend`` into ``output``; observers see every finished item."""
 
@@ -179,6 +223,9 @@ class Pipeline:
         self.stats = Stats()
         self.threshold = review_threshold(self.config.threshold, backend.card)
         self.preprocess = backend.card.preprocess
+        self.fused = self.preprocess.fused
+        # The archive's batch form (CellArchive.save_all) when it has one; else one call an item.
+        self._archive_all = getattr(archive, "save_all", None)
         self.ood_stats = backend.card.ood  # None: the model's card cannot judge OOD
         self.class_names = backend.card.class_names
         size = self.config.queue_size
@@ -203,6 +250,8 @@ class Pipeline:
         if options is not None and hasattr(options, "defer_decode"):
             options.defer_decode = True  # files arrive as bytes; the workers decode them
         self.stats.workers = self.config.resolved_workers()
+        size = self.preprocess.input_size
+        self.buffers = BatchBuffers((3, size, size), self.config.batch, self.stats.workers + 3)
         # One chunk in flight per worker (see _CHUNKS_QUEUED for why no more).
         self.pool = OrderedPool(
             self._prepare_chunk, self.stats.workers, self.stats.workers, name="wbc-prepare"
@@ -368,71 +417,124 @@ class Pipeline:
                 continue
             if done is POOL_END:
                 break
-            items = done.value
-            if done.error is not None:  # _prepare_one keeps its errors; this is a last resort
+            if done.error is None:
+                items = done.value.items
+                for stage, (wall, cpu) in done.value.times.items():
+                    self.stats.add_time(stage, wall, cpu)
+            else:  # _prepare_chunk keeps each item's errors; this is a last resort
                 items = []
                 for frame in done.item:
                     frame.error = f"{frame.key}: cannot prepare ({done.error})"
                     items.append(Item(frame))
-            for item in items:
-                for stage, (wall, cpu) in item.times.items():
-                    self.stats.add_time(stage, wall, cpu)
             if not self._put(self.prepared, items):
                 return
         self._put(self.prepared, _END)
 
-    def _prepare_chunk(self, frames: list[Frame]) -> list[Item]:
-        return [self._prepare_one(frame) for frame in frames]
+    def _prepare_chunk(self, frames: list[Frame]) -> Chunk:
+        """Decode (files), find the cells (smear), preprocess into one buffer: one worker, one
+        chunk. A bad frame gets its error and leaves the rest alone.
 
-    def _prepare_one(self, frame: Frame) -> Item:
-        """Decode (files), find the cells (smear), preprocess: one worker, one frame."""
-        item = Item(frame)
+        A crop is preprocessed (and its OOD sample taken) right after its decode, while its
+        pixels are still in the core's cache: decoding a whole chunk first and preprocessing it
+        after read every crop back from memory (the OOD point sample, 4,096 scattered pixels,
+        cost 2-3x as much)."""
+        chunk = Chunk([Item(frame) for frame in frames])
+        timer = _Timer()
+        if self.config.mode == "smear":
+            for item in chunk.items:
+                try:
+                    if self._decode(item):
+                        timer.lap("decode")
+                    if item.frame.image is not None and not item.frame.error:
+                        self._find(item)
+                        timer.lap("find")
+                except Exception as exc:  # one bad frame must not end a long run
+                    self._failed(item, exc)
+                finally:
+                    if self._ruler is not None:  # a frame that never asked must not be waited for
+                        self._ruler.release(item.frame.index)
+            self._preprocess(chunk.items)
+            timer.lap("preprocess")
+        else:  # one cell a file: the box is the whole file, in its own pixels
+            buffer, row = self.buffers.take(len(frames)), 0
+            for item in chunk.items:
+                if self._decode(item):
+                    timer.lap("decode")
+                image = item.frame.image
+                if image is not None and not item.frame.error:
+                    w, h = item.size or (image.shape[1], image.shape[0])
+                    item.crops, item.boxes = [image], [(0, 0, w, h)]
+                    row += self._preprocess_into(buffer, row, item)
+                    timer.lap("preprocess")
+            if not row:
+                self.buffers.give(buffer)
+        chunk.times = timer.times
+        return chunk
+
+    def _decode(self, item: Item) -> bool:
+        """Decode a file's bytes at the model's scale; True when there were bytes to decode."""
+        frame = item.frame
+        if frame.data is None:
+            return False
+        data, frame.data = frame.data, None
         try:
-            if frame.data is not None:
-                t0, c0 = time.perf_counter(), time.thread_time()
-                data, frame.data = frame.data, None
-                frame.image, item.size = decode_scaled(data, frame.file or frame.key, self.min_side)
-                item.times["decode"] = (time.perf_counter() - t0, time.thread_time() - c0)
-                if self.min_side and data[:2] == b"\xff\xd8":
-                    item.encoded = data
-            if frame.image is not None:
-                self._find_and_crop(item)
-        except Exception as exc:  # one bad frame must not end a long run
+            frame.image, item.size = decode_scaled(data, frame.file or frame.key, self.min_side)
+        except Exception as exc:  # decode_scaled names the file in its ValueErrors
             if not frame.error:
                 frame.error = (
                     str(exc)
-                    if isinstance(exc, ValueError) and "decode" not in item.times
+                    if isinstance(exc, ValueError)
                     else f"{frame.key}: cannot prepare ({type(exc).__name__}: {exc})"
                 )
-            item.boxes, item.crops, item.batch = [], [], None
-        finally:
-            if self._ruler is not None:  # a frame that never asked must not be waited for
-                self._ruler.release(frame.index)
-        return item
+            return True
+        if self.min_side and data[:2] == b"\xff\xd8":
+            item.encoded = data
+        return True
 
-    def _find_and_crop(self, item: Item) -> None:
+    def _failed(self, item: Item, exc: Exception) -> None:
+        if not item.frame.error:
+            item.frame.error = f"{item.frame.key}: cannot prepare ({type(exc).__name__}: {exc})"
+        item.boxes, item.crops, item.batch = [], [], None
+
+    def _find(self, item: Item) -> None:
         image = item.frame.image
-        if self.config.mode == "smear":
-            t0, c0 = time.perf_counter(), time.thread_time()
-            crop_scale = self.preprocess.crop_scale
-            ruler = self._ruler
-            found = self._finder.cells_in_field(
-                image,
-                self.config.margin,
-                fov_rbc=crop_scale.fov_rbc if crop_scale else None,
-                rbc_px=self.config.rbc_px,
-                um_per_px=self.config.um_per_px,
-                scale=ruler.scale_for(image, item.frame.index) if ruler is not None else None,
-            )
-            item.boxes, item.crops, item.scale = found.boxes, found.crops, found.scale
-            item.times["find"] = (time.perf_counter() - t0, time.thread_time() - c0)
-        else:  # the box is the whole file, in its own pixels (not the reduced decode's)
-            w, h = item.size or (image.shape[1], image.shape[0])
-            item.crops, item.boxes = [image], [(0, 0, w, h)]
-        t0, c0 = time.perf_counter(), time.thread_time()
-        item.batch = self.preprocess(item.crops)
-        item.ood = ood.flags(self.ood_stats, item.crops)
-        item.times["preprocess"] = (time.perf_counter() - t0, time.thread_time() - c0)
+        crop_scale = self.preprocess.crop_scale
+        ruler = self._ruler
+        found = self._finder.cells_in_field(
+            image,
+            self.config.margin,
+            fov_rbc=crop_scale.fov_rbc if crop_scale else None,
+            rbc_px=self.config.rbc_px,
+            um_per_px=self.config.um_per_px,
+            scale=ruler.scale_for(image, item.frame.index) if ruler is not None else None,
+        )
+        item.boxes, item.crops, item.scale = found.boxes, found.crops, found.scale
+
+    def _preprocess(self, items: list[Item]) -> None:
+        """Every cell of ``items`` resized and normalised into one float32 buffer, each item's
+        ``batch`` a view of its rows."""
+        cells = sum(len(it.crops) for it in items)
+        if not cells:
+            return
+        buffer, row = self.buffers.take(cells), 0
+        for item in items:
+            if item.crops:
+                row += self._preprocess_into(buffer, row, item)
+        if not row:
+            self.buffers.give(buffer)
+
+    def _preprocess_into(self, buffer: np.ndarray, row: int, item: Item) -> int:
+        """``item``'s cells into ``buffer`` from ``row`` on (its ``batch`` a view of them) and
+        their OOD flags; the rows used (none when it failed: the next item takes them)."""
+        n = len(item.crops)
+        try:
+            view = self.fused.into(buffer[row : row + n], item.crops)
+            item.ood = ood.flags(self.ood_stats, item.crops)
+        except Exception as exc:
+            self._failed(item, exc)
+            return 0
+        item.batch = view
+        return n
 
     def _infer(self) -> None:
         end = False
@@ -454,59 +556,92 @@ class Pipeline:
                 t0, c0 = time.perf_counter(), time.thread_time()
                 # Chunks (and a smear field's many cells) can top the group up past the batch
                 # size: the backend never sees more than it (a TensorRT profile's maximum).
-                x, size = np.concatenate(batches), self.config.batch
+                size = self.config.batch
                 probs = np.concatenate(
-                    [self.backend.predict(x[i : i + size]) for i in range(0, len(x), size)]
+                    [
+                        self.backend.predict(x[i : i + size])
+                        for x in _inputs(batches, size)
+                        for i in range(0, len(x), size)
+                    ]
                 )
                 self.stats.add_time("infer", time.perf_counter() - t0, time.thread_time() - c0)
                 start = 0
+                spent: dict[int, np.ndarray] = {}
                 for it in group:
                     n = _cells(it)
                     if n:
                         it.probs, start = probs[start : start + n], start + n
+                        base = it.batch.base if it.batch.base is not None else it.batch
+                        spent[id(base)] = base
                     # The float input is spent: dropping it here rather than after the write
                     # keeps the results queue from holding 0.6 MB a cell (224 px) for nothing.
                     it.batch = None
+                for buffer in spent.values():
+                    self.buffers.give(buffer)
             if not self._put(self.results, group):
                 return
         self._put(self.results, _END)
 
     def _output(self) -> None:
         while (group := self._get(self.results)) is not _END:
-            for item in group:
-                if self._abort.is_set():  # e.g. the target was reached: the rest stays undone
-                    return
-                self._write(item)
+            if not self._write_group(group):
+                return
 
-    def _write(self, item: Item) -> None:
-        """One item's records (or error) out, then its counters and observers."""
-        frame = item.frame
-        if not frame.error and item.probs is not None and not np.isfinite(item.probs).all():
-            # NaN compares False with the threshold, so it would count as confident.
-            frame.error = f"{frame.key}: the model gave non-finite probabilities"
+    def _write_group(self, group: list[Item]) -> bool:
+        """A group's records out in one batch: each item's records built (or its error logged)
+        and seen by the observers in order, then the cells' images kept, then every record
+        appended at once; False when the run was aborted (what follows stays undone)."""
         t0, c0 = time.perf_counter(), time.thread_time()
-        if frame.error:
-            self.output.write_error(frame.key, frame.source, frame.error, frame.stat, frame.file)
-            self.stats.errors += 1
-        else:
-            item.records = self._records(item)
-            if self.archive is not None:  # first, so a written record has its image
-                self.archive(item)
-                t1, c1 = time.perf_counter(), time.thread_time()
-                self.stats.add_time("archive", t1 - t0, c1 - c0)
-                t0, c0 = t1, c1
-            self.output.write_item(frame.key, item.records, frame.file, frame.stat, frame.digest)
-        item.done = time.perf_counter()
-        self.stats.add_time("write", item.done - t0, time.thread_time() - c0)
-        self.stats.items += 1
-        self.stats.cells += len(item.records)
-        if not frame.error:
-            self.stats.latencies.append(item.latency_s)
-        self.stats.recent.append((item.done, self.stats.items, self.stats.cells))
-        self.stats.dropped = self.frames.dropped
-        for observe in self.observers:
-            observe(item)
-        item.crops, item.batch, item.encoded, frame.image = [], None, None, None  # free them now
+        taken: list[Item] = []
+        for item in group:
+            if self._abort.is_set():  # e.g. the target was reached: the rest stays undone
+                break
+            frame = item.frame
+            if not frame.error and item.probs is not None and not np.isfinite(item.probs).all():
+                # NaN compares False with the threshold, so it would count as confident.
+                frame.error = f"{frame.key}: the model gave non-finite probabilities"
+            if frame.error:
+                self.output.write_error(
+                    frame.key, frame.source, frame.error, frame.stat, frame.file
+                )
+                self.stats.errors += 1
+            else:
+                item.records = self._records(item)
+            taken.append(item)
+            for observe in self.observers:
+                observe(item)
+        ok = [it for it in taken if not it.frame.error]
+        t1, c1 = time.perf_counter(), time.thread_time()
+        wall, cpu = t1 - t0, c1 - c0  # records built and errors logged: the write stage's
+        if self.archive is not None and ok:  # first, so a written record has its image
+            if self._archive_all is not None:
+                self._archive_all(ok)
+            else:
+                for item in ok:
+                    self.archive(item)
+            t2, c2 = time.perf_counter(), time.thread_time()
+            self.stats.add_time("archive", t2 - t1, c2 - c1)
+            t1, c1 = t2, c2
+        if ok:
+            entries = [
+                (it.frame.key, it.records, it.frame.file, it.frame.stat, it.frame.digest)
+                for it in ok
+            ]
+            self.output.write_items(entries)
+        done = time.perf_counter()
+        self.stats.add_time("write", wall + done - t1, cpu + time.thread_time() - c1)
+        stats = self.stats
+        for item in taken:
+            item.done = done
+            stats.items += 1
+            stats.cells += len(item.records)
+            if not item.frame.error:
+                stats.latencies.append(done - item.frame.captured)
+            # free them now
+            item.crops, item.batch, item.encoded, item.frame.image = [], None, None, None
+        stats.recent.append((done, stats.items, stats.cells))
+        stats.dropped = self.frames.dropped
+        return len(taken) == len(group)
 
     def _records(self, item: Item) -> list[CellRecord]:
         if item.probs is None:
@@ -520,6 +655,21 @@ class Pipeline:
             item.scale,
             item.ood,
         )
+
+
+class _Timer:
+    """Wall and thread-CPU seconds per stage, summed over laps (each lap: the time since the
+    last one)."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, tuple[float, float]] = {}
+        self.wall, self.cpu = time.perf_counter(), time.thread_time()
+
+    def lap(self, stage: str) -> None:
+        wall, cpu = time.perf_counter(), time.thread_time()
+        w, c = self.times.get(stage, (0.0, 0.0))
+        self.times[stage] = (w + wall - self.wall, c + cpu - self.cpu)
+        self.wall, self.cpu = wall, cpu
 
 
 def _take_waiting(q: Any, size: Callable[[Any], int], room: int) -> tuple[list, bool]:
@@ -541,3 +691,38 @@ def _take_waiting(q: Any, size: Callable[[Any], int], room: int) -> tuple[list, 
 
 def _cells(item: Item) -> int:
     return 0 if item.batch is None else len(item.batch)
+
+
+def _inputs(parts: list[np.ndarray], batch: int) -> list[np.ndarray]:
+    """The backend's inputs for a group's cells (each item's rows, in order) without copying
+    them when they can be left where they are: rows that lie one after the other in one chunk's
+    buffer are one view of it. Several buffers are joined into one array only when together
+    they make at most one batch (a camera's frames, one call instead of several); larger ones go
+    buffer by buffer (a copy of 16 cells at 224 px moves 9.6 MB)."""
+    runs: list[np.ndarray] = []
+    for part in parts:
+        if runs and _follows(runs[-1], part):
+            prev = runs[-1]
+            base = prev.base if prev.base is not None else prev
+            start = _row_of(base, prev)
+            runs[-1] = base[start : start + len(prev) + len(part)]
+        else:
+            runs.append(part)
+    if len(runs) > 1 and sum(len(r) for r in runs) <= batch:
+        return [np.concatenate(runs)]
+    return runs
+
+
+def _row_of(base: np.ndarray, view: np.ndarray) -> int:
+    return (view.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // (
+        base.strides[0]
+    )
+
+
+def _follows(prev: np.ndarray, part: np.ndarray) -> bool:
+    """Whether ``part`` starts where ``prev`` ends, in the same C-contiguous buffer."""
+    base = prev.base if prev.base is not None else prev
+    if part.base is not base or not base.flags.c_contiguous:
+        return False
+    end = prev.__array_interface__["data"][0] + prev.nbytes
+    return part.__array_interface__["data"][0] == end

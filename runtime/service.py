@@ -292,7 +292,7 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
                 observers = [tally] + ([annotator] if annotator else [])
                 smear = config.mode == "smear"
                 archive = CellArchive(folder, crop_px_for(card.preprocess.input_size), smear)
-                pipeline = Pipeline(src, backend, output, config, observers, archive.save)
+                pipeline = Pipeline(src, backend, output, config, observers, archive)
                 started = time.strftime("%Y-%m-%d %H:%M:%S")
                 cpu_start = time.process_time()
                 pipeline.start()

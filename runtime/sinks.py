@@ -9,8 +9,10 @@ An output folder holds::
                   each (a file's key with its size, mtime and digest; a frame's key alone)
     .lock         held by the run writing here (:mod:`wbc_edge.runtime.lock`)
 
-All the records of one item go out in one ``write`` and are flushed before the item is marked
-done, so a process killed at any moment leaves at most a torn last line. Reopening the folder
+The records of a batch of items (the pipeline writes one group at a time) go out in one
+``write`` per file, JSONL first, then CSV, then ``done.txt``, each flushed before the next, so a
+process killed at any moment leaves at most a torn last line, and records complete in the JSONL
+count as done whether or not their ``done.txt`` lines got out. Reopening the folder
 repairs that (cuts the torn line, brings the CSV level with the JSONL) and :attr:`resume` holds
 what to skip (:mod:`wbc_edge.runtime.resume`): files done or failed (a failed file is tried again
 only once it changes), the last frame of each video file; frames of cameras and streams are not
@@ -374,16 +376,46 @@ class RunOutput:
         is read as new content); each file is flushed before the next is written. Camera and
         stream frames are not marked: they never come again, and a camera's done list would
         grow for ever."""
+        self.write_items([(key, records, file, stat, digest)])
+
+    def write_items(self, items: list[tuple[str, list[CellRecord], str, Stat | None, str]]) -> None:
+        """:meth:`write_item` for a batch of ``(key, records, file, stat, digest)``: every
+        record in one append to the JSONL, then one to the CSV, then the items' ``done.txt``
+        lines in one, three system calls for the whole batch instead of three per item. A kill
+        in between loses nothing and repeats nothing: reopening cuts a torn line, levels the
+        CSV with the JSONL and counts every complete record's item as done."""
+        texts = ["".join(json.dumps(r.to_dict()) + "\n" for r in rs) for _, rs, _, _, _ in items]
+        if not self.rotate_bytes:
+            self._append(items, texts)
+            return
+        # Rotating: the batch is cut where the JSONL reaches its size, so parts stay that size.
+        start, size = 0, self._jsonl.tell()
+        for i, text in enumerate(texts):
+            size += len(text)
+            if size >= self.rotate_bytes:
+                self._append(items[start : i + 1], texts[start : i + 1])
+                self.rotate()
+                start, size = i + 1, 0
+        if start < len(items):
+            self._append(items[start:], texts[start:])
+
+    def _append(
+        self, items: list[tuple[str, list[CellRecord], str, Stat | None, str]], texts: list[str]
+    ) -> None:
+        records = [r for _, rs, _, _, _ in items for r in rs]
         if records:
-            self._write(self._jsonl, "".join(json.dumps(r.to_dict()) + "\n" for r in records))
+            self._write(self._jsonl, "".join(texts))
             self._write(self._csv, _csv_text([r.csv_row() for r in records]))
-        if not key.startswith(LIVE_PREFIX):
-            file = file if file != key else ""
-            self._write(self._done_file, _done_line(key, file, stat, digest))
-            self.resume.add_done(key, file, stat, digest)
+        done = [
+            (key, file if file != key else "", stat, digest)
+            for key, _, file, stat, digest in items
+            if not key.startswith(LIVE_PREFIX)
+        ]
+        if done:
+            self._write(self._done_file, "".join(_done_line(*entry) for entry in done))
+            for entry in done:
+                self.resume.add_done(*entry)
         self.records_written += len(records)
-        if self.rotate_bytes and self._jsonl.tell() >= self.rotate_bytes:
-            self.rotate()
 
     def rotate(self) -> list[Path]:
         """Close the current records and errors as complete parts and start new ones.

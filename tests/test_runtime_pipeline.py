@@ -516,13 +516,13 @@ def test_run_decodes_crops_at_the_model_scale_and_reports_each_stage(tmp_path, m
     (tmp_path / "in").mkdir()
     for i, colour in enumerate(COLOURS * 2):
         cv2.imwrite(str(tmp_path / "in" / f"img_{i:04d}.jpg"), solid(colour, size=96, seed=i))
-    original = Pipeline._find_and_crop
+    original = Pipeline._preprocess_into
 
-    def spy(self, item):
+    def spy(self, buffer, row, item):
         seen.append(item.frame.image.shape)
-        original(self, item)
+        return original(self, buffer, row, item)
 
-    monkeypatch.setattr(Pipeline, "_find_and_crop", spy)
+    monkeypatch.setattr(Pipeline, "_preprocess_into", spy)
     out = tmp_path / "out"
     args = ["run", str(tmp_path / "in"), "-m", str(model), "--out", str(out), "--no-live"]
     assert cli.run([*args, "--workers", "2"]) == 0
