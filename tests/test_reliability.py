@@ -388,7 +388,7 @@ def test_a_refused_checkpoint_or_a_wrong_file_type_is_one_line(tmp_path, model, 
 
 # issue 18, item 4 ----------------------------------------------------------------------------
 def test_camera_keys_are_unique_across_restarts_and_never_kept_for_resume(tmp_path):
-    from wbc_edge.benchmarks.stream_server import MjpegServer
+    from wbc_edge.benchmarks.studies.stream_server import MjpegServer
 
     server = MjpegServer(fps=100).start()
     keys = []

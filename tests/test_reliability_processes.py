@@ -13,7 +13,6 @@ import cv2
 import pytest
 from runtime_models import BLUE, GREEN, RED, make_onnx, solid, write_images
 
-from wbc_edge.benchmarks.stream_server import MjpegServer
 from wbc_edge.benchmarks.studies.reliability import (
     Run,
     complete_lines,
@@ -24,6 +23,7 @@ from wbc_edge.benchmarks.studies.reliability import (
     video_keys,
     wait_for,
 )
+from wbc_edge.benchmarks.studies.stream_server import MjpegServer
 
 COLOURS = [RED, GREEN, BLUE]
 

@@ -213,7 +213,7 @@ def test_video_as_camera_is_paced_and_ends_with_the_file(tmp_path):
 
 
 def test_a_lost_stream_reconnects_says_so_and_gives_up_after_its_tries(capsys):
-    from wbc_edge.benchmarks.stream_server import MjpegServer
+    from wbc_edge.benchmarks.studies.stream_server import MjpegServer
 
     server = MjpegServer(fps=100).start()
     try:
@@ -249,7 +249,7 @@ def test_a_lost_stream_reconnects_says_so_and_gives_up_after_its_tries(capsys):
 
 
 def test_a_stream_that_never_answers_fails_within_the_open_timeout():
-    from wbc_edge.benchmarks.stream_server import silent_server
+    from wbc_edge.benchmarks.studies.stream_server import silent_server
 
     sock = silent_server()
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from wbc_edge.benchmarks import student_size as ss
+from wbc_edge.benchmarks.studies import student_size_table as ss
 from wbc_edge.errors import UserError
 from wbc_edge.kd.checkpoint import save_checkpoint
 from wbc_edge.kd.students import create_student

@@ -21,11 +21,9 @@ import pytest
 from runtime_models import GREEN, RED, write_images
 
 REPO = Path(__file__).resolve().parents[1]
-# Modules that are studies, probes or test fixtures, not the product: they may live in the tree
-# but never in the wheel. Three still sit in the package: benchmarks/reliability.py (the probes
-# behind reliability.md), benchmarks/stream_server.py (the MJPEG camera of the stream tests and
-# probes) and benchmarks/student_size.py (issue 12's size study); until they have moved out
-# (issue 33), their test below says so instead of failing.
+# Modules that are studies, probes or test fixtures, not the product: they live in
+# benchmarks/studies/ (the checkout's editable install imports them) and never in the wheel.
+# These three sat in the package until issue 30 moved them there.
 STUDIES = "wbc_edge/benchmarks/studies/"
 PROBES = [
     "wbc_edge/benchmarks/reliability.py",
@@ -85,8 +83,7 @@ def test_the_wheel_holds_the_packaged_model_and_no_study_test_or_checkpoint(whee
 
 def test_the_wheel_holds_no_probe(wheel):
     present = [p for p in PROBES if (REPO / p.replace("wbc_edge/", "", 1)).is_file()]
-    if present:
-        pytest.xfail(f"{present} still in the package tree: moving them out is due (issue 33)")
+    assert present == [], f"{present} are back in the package tree: move them to studies/"
     assert not [n for n in _names(wheel) if n in PROBES]
 
 

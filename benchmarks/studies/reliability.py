@@ -335,7 +335,7 @@ def probe_all(model: Path, crops: Path, work: Path) -> dict[str, Any]:  # noqa: 
     """Every probe of issues 15 and 32, on ``model`` and real cell crops from ``crops``."""
     import cv2
 
-    from wbc_edge.benchmarks.stream_server import MjpegServer, silent_server
+    from wbc_edge.benchmarks.studies.stream_server import MjpegServer, silent_server
 
     rows: list[dict[str, Any]] = []
 

@@ -1,7 +1,7 @@
 """Student size x input size (issue 12): p50 batch-1 latency on ONNX Runtime CPU of each student
 against EfficientNet-B3 at the same input size, and the test accuracy of trained run folders.
 
-Measure (minutes; random weights, interleaved rounds, see wbc_edge/benchmarks/student_size.py):
+Measure (minutes; random weights, interleaved rounds, see benchmarks/studies/student_size_table.py):
 
     nice -n 15 .venv/bin/python benchmarks/studies/student_size.py \\
         --run /work/runs/student-kd-mild --out benchmarks/results/student-size
@@ -18,7 +18,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from wbc_edge.benchmarks import student_size as ss
+from wbc_edge.benchmarks.studies import student_size_table as ss
 from wbc_edge.errors import UserError
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
