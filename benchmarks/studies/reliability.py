@@ -361,13 +361,18 @@ def probe_all(model: Path, crops: Path, work: Path) -> dict[str, Any]:  # noqa: 
         Path(e["key"]).name: e["error"] for e in map(json.loads, (out / "errors.jsonl").open())
     }
     keys = record_keys(out)
-    handled = sum(name in errors for name in kinds)
+    # A note beside the images is skipped unread (a folder run says so), not an error record.
+    skipped = {n for n in kinds if n.endswith(".txt")}
+    recorded = {Path(k).name for k in keys}
+    handled = sum(n in errors for n in kinds if n not in skipped)
+    handled += sum(n not in errors and n not in recorded for n in skipped)
     summary = json.loads((out / "summary.json").read_text())
     counted = summary["cells"]  # the sample's records, counted or in review
     rerun = subprocess.run(wbc_edge(*args(folder, out)), capture_output=True, timeout=120)
     row(
         "bad files among 20 good crops (one with a non-UTF-8 name)",
-        "exit 0; every bad file an error record with its reason; 20 cells; rerun exit 0, adds none",
+        "exit 0; every bad image an error record with its reason, the text file skipped unread; "
+        "20 cells; rerun exit 0, adds none",
         f"exit {code}, {handled}/{len(kinds)} bad files in errors.jsonl, {len(keys)} records "
         f"({counted} cells counted or in review), rerun exit {rerun.returncode} and "
         f"{len(record_keys(out)) - len(keys)} added; peak RSS {rss:.0f} MB "
@@ -380,7 +385,7 @@ def probe_all(model: Path, crops: Path, work: Path) -> dict[str, Any]:  # noqa: 
         bad_files_tried=len(kinds),
         bad_files_handled=handled,
         peak_rss_mb=round(rss),
-        reasons={name: errors.get(name, "") for name in kinds},
+        reasons={n: errors.get(n, "skipped, not read" if n in skipped else "") for n in kinds},
     )
     name_ok = any(os.fsencode(k) == odd for k in keys)
     csv_ok = "odd-\\xff-name.jpg" in (out / "cells.csv").read_bytes().decode("utf-8")
@@ -1244,7 +1249,7 @@ def main(argv: list[str] | None = None) -> int:
         write_record(ns.out / "reliability", result, markdown(result))
         return 0
     model = ns.model or default_model()
-    work = Path(tempfile.mkdtemp(prefix="reliability-", dir=ns.work))
+    work = Path(tempfile.mkdtemp(prefix="reliability-", dir=ns.work)).resolve()
     machine = machine_info()
     result: dict[str, Any] = {
         "command": "python benchmarks/studies/reliability.py " + " ".join(argv or sys.argv[1:]),
