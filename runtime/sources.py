@@ -506,8 +506,13 @@ class WatchSource(Source):
                 if _watched_name(name):
                     yield os.path.join(dirpath, name)
 
-    def _consider(self, key: str, now: float) -> None:
+    def _consider(self, key: str, now: float, recheck: bool = True) -> None:
+        """Watch ``key`` if it holds something new; ``recheck`` False skips files done before
+        without a stat (a polling listing between rechecks: 10,800 stats every 0.5 s cost a
+        fifth of a core)."""
         if key in self._watching or not _watched_name(os.path.basename(key)):
+            return
+        if not recheck and key in self.resume.done and key not in self.resume.failed:
             return
         stat = file_stat(key)
         if stat is None or not os.path.isfile(key):
@@ -519,9 +524,13 @@ class WatchSource(Source):
     def _poll(self) -> None:
         now = time.monotonic()
         if self._observer is None or now >= self._next_scan:
-            self._next_scan = now + RESCAN_S
+            # Polling lists every poll_s but looks again at files done before (a name reused
+            # for new content) only every RESCAN_S; inotify's events name such files at once.
+            recheck = now >= self._next_scan
+            if recheck:
+                self._next_scan = now + RESCAN_S
             for key in self._scan():
-                self._consider(key, now)
+                self._consider(key, now, recheck)
         with self._dirty_lock:
             dirty, self._dirty = self._dirty, set()
         for key in dirty:
