@@ -17,6 +17,20 @@ It barely moves with the load, and on free cores it is the ratio the rates would
 
 Latency is per item, from the moment it was read from disk (or grabbed from the video) to the
 moment its record was written.
+
+The **serial roof** puts the two stages nothing can remove side by side: ``1 / (1 / decode
+limit + 1 / inference rate)``, the inference rate being the same backend on the same crops at
+batch 32, measured in the same bench run. A pipeline that overlapped nothing and spent no CPU
+anywhere else would reach it; ``roof_ratio`` is the run's items/s over it. Beside it, the CPU
+each cell costs *outside* decode and inference (the process's CPU per cell less those two
+stages' thread CPU), which is what the pipeline itself adds and what a Jetson's slower cores
+would pay again.
+
+**INT8 or FP32 on this CPU**: an ONNX model's other export beside it (``x.onnx`` for
+``x.int8-cpu.onnx`` and the other way round) is timed the same way at batch 32, and the report
+says which is faster here and what the CPU offers for 8-bit arithmetic (AVX-512 VNNI or AVX-VNNI
+on x86, the dot-product extension on ARM): without VNNI, ONNX Runtime's INT8 kernels on AVX2
+gain little or nothing over FP32.
 """
 
 from __future__ import annotations
@@ -51,6 +65,13 @@ class StreamConfig:
     # Writing a cell's file cost 0.07-0.75 ms of CPU on this project's machines, by folder and by
     # the moment: the archive's cost is the disk's, so it is measured on the disk `run` uses.
     work_dir: Path | None = None
+    infer_s: float = 1.5  # seconds of timed calls for the inference rate (tests: less)
+
+
+def backend_is_cpu(backend: Any) -> bool:
+    """An ONNX Runtime session on the CPU alone (the only case where INT8 and FP32 exports
+    compete on this machine's cores)."""
+    return getattr(backend, "providers", None) == ["CPUExecutionProvider"]
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -133,6 +154,82 @@ def video_decode_limit(path: str, limit: int) -> dict[str, Any]:
     }
 
 
+INFER_BATCH = 32  # the batch of the inference rate in the serial roof
+
+
+def int8_cpu_support(cpuinfo: str | None = None) -> str:
+    """What this CPU offers ONNX Runtime's INT8 kernels, in words (from /proc/cpuinfo)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return "unknown (no /proc/cpuinfo)"
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        if line.lower().startswith(("flags", "features")):
+            flags.update(line.split(":", 1)[1].split())
+    if "avx512_vnni" in flags:
+        return "AVX-512 VNNI (8-bit dot products in one instruction)"
+    if "avx_vnni" in flags:
+        return "AVX-VNNI (8-bit dot products in one instruction)"
+    if "asimddp" in flags:
+        return "ARM dot product (SDOT/UDOT)" + (" and I8MM" if "i8mm" in flags else "")
+    if "avx2" in flags:
+        return "AVX2 without VNNI (8-bit products widened to 16 bits: little gain over FP32)"
+    return "no 8-bit dot-product instructions found"
+
+
+def infer_rate(backend: Any, x: np.ndarray, min_s: float = 1.5) -> dict[str, Any]:
+    """Images/s and CPU ms per image of ``backend.predict`` on the batch ``x``, nothing else
+    (two calls to warm up, then calls until ``min_s`` seconds and at least five calls)."""
+    for _ in range(2):
+        backend.predict(x)
+    calls, t0, c0 = 0, time.perf_counter(), time.process_time()
+    while calls < 5 or time.perf_counter() - t0 < min_s:
+        backend.predict(x)
+        calls += 1
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    images = calls * len(x)
+    return {
+        "batch": len(x),
+        "calls": calls,
+        "images_per_s": round(images / seconds, 1),
+        "ms_per_image": round(1000 * seconds / images, 4),
+        "cpu_ms_per_image": round(1000 * cpu / images, 4),
+    }
+
+
+def other_export(model: Path) -> tuple[Path, str, str] | None:
+    """The same model's other CPU export beside it, if there: (path, its precision, this one's)."""
+    name = model.name
+    if model.suffix != ".onnx":
+        return None
+    if ".int8-" in name:
+        other = model.with_name(name.split(".int8-")[0] + ".onnx")
+        return (other, "fp32", "int8") if other.is_file() else None
+    other = model.with_name(model.stem + ".int8-cpu.onnx")
+    return (other, "int8", "fp32") if other.is_file() else None
+
+
+def _sample_batch(files: list[Path] | None, min_side: int, pre: Any) -> np.ndarray:
+    """:data:`INFER_BATCH` of the run's own crops, preprocessed (random pixels for a video)."""
+    from wbc_edge.runtime.decode import decode_image
+
+    images = []
+    for path in (files or [])[: 4 * INFER_BATCH]:
+        try:
+            images.append(decode_image(path.read_bytes(), str(path), min_side))
+        except ValueError:
+            continue
+        if len(images) == INFER_BATCH:
+            break
+    if not images:
+        rng = np.random.default_rng(0)
+        images = [rng.integers(0, 256, (pre.input_size,) * 2 + (3,), np.uint8)]
+    images = (images * INFER_BATCH)[:INFER_BATCH]
+    return pre.fused(images)
+
+
 def run_stream_bench(cfg: StreamConfig, command: str = "") -> dict[str, Any]:
     """Measure ``cfg.source`` through the pipeline and its decode limit; the report dict."""
     from wbc_edge.benchmarks.machine import machine_info
@@ -179,6 +276,21 @@ def run_stream_bench(cfg: StreamConfig, command: str = "") -> dict[str, Any]:
             elapsed = time.perf_counter() - stats.started
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
         pre = backend.card.preprocess
+        # Crops mode: the run's own crops; a smear run's cells are crops of fields, so the
+        # rate is taken on the card's input size alone (the network's cost does not depend on
+        # the pixels).
+        x = _sample_batch(None if cfg.smear else files, pipeline.min_side, pre)
+        rates = {"model": infer_rate(backend, x, cfg.infer_s)}
+        precision = "fp32"
+        other = other_export(cfg.model) if backend_is_cpu(backend) else None
+        if other is not None:
+            with load_backend(other[0], device=cfg.device, threads=cfg.threads) as second:
+                rates["other"] = infer_rate(second, x, cfg.infer_s)
+            rates["other"]["path"], precision = str(other[0]), other[2]
+            rates["other"]["precision"] = other[1]
+        elif ".int8-" in cfg.model.name:
+            precision = "int8"
+        rates["model"]["precision"] = precision
         preprocess = None if cfg.smear else (lambda image: pre([image]))
         card = backend.card
         backend_name = backend.name
@@ -195,6 +307,15 @@ def run_stream_bench(cfg: StreamConfig, command: str = "") -> dict[str, Any]:
 
     items_per_s = stats.items / elapsed if elapsed > 0 else 0.0
     cells_per_s = stats.cells / elapsed if elapsed > 0 else 0.0
+    rate = rates["model"]["images_per_s"]
+    roof = 1.0 / (1.0 / limit["images_per_s"] + 1.0 / rate) if limit["images_per_s"] else 0.0
+    summary = stats.stage_summary()
+    cpu_per_cell = 1000 * cpu_s / max(1, stats.cells)
+    needed = summary["decode"]["cpu_ms_per_cell"] + summary["infer"]["cpu_ms_per_cell"]
+    int8 = {"cpu_support": int8_cpu_support(), **rates}
+    if "other" in rates:
+        faster = max(rates.values(), key=lambda r: r["images_per_s"])
+        int8["faster"] = faster["precision"]
     return {
         "kind": "stream",
         "date": utc_date(),
@@ -224,7 +345,14 @@ def run_stream_bench(cfg: StreamConfig, command: str = "") -> dict[str, Any]:
         "cells_per_s": round(cells_per_s, 1),
         "latency_ms": {k: round(v, 2) for k, v in _percentiles(list(stats.latencies)).items()},
         "process_cpu_ms_per_item": round(1000 * cpu_s / max(1, stats.items), 4),
-        "stages": stats.stage_summary(),
+        "stages": summary,
+        "cpu_ms_per_cell": round(cpu_per_cell, 4),
+        # Process CPU per cell less decode and inference: what the pipeline itself costs.
+        "cpu_ms_per_cell_outside_decode_infer": round(cpu_per_cell - needed, 4),
+        "infer_rate": rates["model"],
+        "serial_roof_items_per_s": round(roof, 1),
+        "roof_ratio": round(items_per_s / roof, 3) if roof else None,
+        "int8_vs_fp32": int8,
         "decode_limit": limit,
         "decode_preprocess_limit": image_limit,
         "limit_ratio": round(limit["images_per_s"] / items_per_s, 2) if items_per_s else None,
@@ -266,6 +394,35 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{pre['images_per_s']:.1f} images/s ({pre['cpu_ms_per_image']:.3f} CPU ms each)",
             ]
         )
+    inf = r.get("infer_rate")
+    if inf:
+        rows += [
+            [
+                f"inference alone, batch {inf['batch']} ({inf.get('precision', '?')})",
+                f"{inf['images_per_s']:.1f} images/s ({inf['cpu_ms_per_image']:.3f} CPU ms each)",
+            ],
+            [
+                "serial roof: 1 / (1/decode limit + 1/inference)",
+                f"{r['serial_roof_items_per_s']:.1f} items/s; **end to end {r['roof_ratio']:.2f} "
+                "of it**",
+            ],
+            [
+                "CPU per cell outside decode and inference",
+                f"**{r['cpu_ms_per_cell_outside_decode_infer']:.3f} ms** (process "
+                f"{r['cpu_ms_per_cell']:.3f} ms per cell)",
+            ],
+        ]
+    q = r.get("int8_vs_fp32")
+    if q:
+        text = f"CPU: {q['cpu_support']}"
+        if "other" in q:
+            a, b = q["model"], q["other"]
+            text += (
+                f"; {a['precision'].upper()} {a['ms_per_image']:.3f} ms/image against "
+                f"{b['precision'].upper()} {b['ms_per_image']:.3f} at batch {a['batch']}: "
+                f"**{q['faster'].upper()} is faster here**"
+            )
+        rows.append(["INT8 or FP32 on this CPU", text])
     rows += [
         ["limit / end to end", f"{r['limit_ratio']}x (CPU per item: {r['cpu_ratio']}x)"],
         ["process CPU per item", f"{r['process_cpu_ms_per_item']:.3f} ms"],

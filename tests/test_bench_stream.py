@@ -33,7 +33,9 @@ def phantom_folder(folder: Path, n: int = 12) -> list[Path]:
 
 def test_stream_bench_on_a_phantom_folder_reports_every_stage(tmp_path, model):
     phantom_folder(tmp_path / "in")
-    r = run_stream_bench(StreamConfig(model, str(tmp_path / "in"), workers=2, batch=4))
+    r = run_stream_bench(
+        StreamConfig(model, str(tmp_path / "in"), workers=2, batch=4, infer_s=0.05)
+    )
     assert (r["items"], r["cells"], r["errors"], r["dropped"]) == (13, 12, 1, 0)
     assert r["min_side"] == 32 and r["workers"] == 2
     assert r["interpolation"] == "area" and len(r["model_sha256"]) == 64
@@ -71,7 +73,9 @@ def test_smear_stream_times_the_finder(tmp_path, model):
     (tmp_path / "in").mkdir()
     for i in range(3):
         cv2.imwrite(str(tmp_path / "in" / f"f{i}.jpg"), paint_field([(200, 200), (450, 300)], i))
-    r = run_stream_bench(StreamConfig(model, str(tmp_path / "in"), smear=True, workers=2))
+    r = run_stream_bench(
+        StreamConfig(model, str(tmp_path / "in"), smear=True, workers=2, infer_s=0.05)
+    )
     assert r["min_side"] == 0  # fields decode in full: the finder works in their pixels
     assert r["items"] == 3 and r["cells"] >= 3
     assert r["stages"]["find"]["wall_s"] > 0 and r["decode_preprocess_limit"] is None
@@ -97,3 +101,55 @@ def test_stream_bench_writes_its_run_on_the_given_disk(tmp_path, model, monkeypa
     run_stream_bench(StreamConfig(model, str(tmp_path / "in"), workers=1, work_dir=work))
     assert seen == [work]
     assert list(work.iterdir()) == []
+
+
+def test_stream_bench_puts_the_run_against_its_serial_roof(tmp_path, model):
+    phantom_folder(tmp_path / "in")
+    r = run_stream_bench(
+        StreamConfig(model, str(tmp_path / "in"), workers=2, batch=4, infer_s=0.05)
+    )
+    inf = r["infer_rate"]
+    assert inf["batch"] == 32 and inf["images_per_s"] > 0 and inf["cpu_ms_per_image"] > 0
+    roof = 1 / (1 / r["decode_limit"]["images_per_s"] + 1 / inf["images_per_s"])
+    assert r["serial_roof_items_per_s"] == pytest.approx(roof, rel=0.01)
+    assert r["roof_ratio"] == pytest.approx(r["items_per_s"] / roof, rel=0.01)
+    stages = r["stages"]
+    needed = stages["decode"]["cpu_ms_per_cell"] + stages["infer"]["cpu_ms_per_cell"]
+    outside = r["cpu_ms_per_cell"] - needed
+    assert r["cpu_ms_per_cell_outside_decode_infer"] == pytest.approx(outside, abs=1e-3)
+    assert r["int8_vs_fp32"]["cpu_support"] and "faster" not in r["int8_vs_fp32"]
+    text = markdown(r)
+    assert "serial roof" in text and "outside decode and inference" in text
+
+
+def test_stream_bench_times_the_other_export_and_says_which_is_faster(tmp_path, model):
+    import shutil
+
+    phantom_folder(tmp_path / "in", n=4)
+    fp32 = tmp_path / "m" / "student.onnx"
+    fp32.parent.mkdir()
+    shutil.copy(model, fp32)
+    shutil.copy(model, fp32.with_name("student.int8-cpu.onnx"))  # stands in for the INT8 one
+    r = run_stream_bench(
+        StreamConfig(fp32, str(tmp_path / "in"), workers=1, device="cpu", infer_s=0.05)
+    )
+    q = r["int8_vs_fp32"]
+    assert q["model"]["precision"] == "fp32" and q["other"]["precision"] == "int8"
+    assert q["faster"] in ("fp32", "int8") and q["other"]["images_per_s"] > 0
+    assert "is faster here" in markdown(r)
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        ("fpu avx2 avx512f avx512_vnni", "AVX-512 VNNI"),
+        ("fpu avx2 avx_vnni", "AVX-VNNI"),
+        ("fpu avx2 fma", "AVX2 without VNNI"),
+    ],
+)
+def test_the_cpus_8_bit_arithmetic_is_named(flags, words):
+    from wbc_edge.benchmarks.stream import int8_cpu_support
+
+    assert int8_cpu_support(f"processor: 0\nflags\t\t: {flags}\n").startswith(words)
+    arm = int8_cpu_support("Features\t: fp asimd asimddp i8mm\n")
+    assert arm.startswith("ARM dot product") and "I8MM" in arm

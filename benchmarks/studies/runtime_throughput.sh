@@ -9,6 +9,10 @@
 # NAME into every run's name (TAG=224px: crops-224px-int8-1, fields-224px-int8, ...), so two
 # models' sets can share one folder for runtime_throughput_report.py.
 #
+# BEFORE_BIN=PATH also runs each crops row with another wbc-edge (an earlier commit's runtime),
+# named crops-before-..., right before the same row of this one, so both share the moment's load.
+# Paths are recorded as given: pass repository-relative ones. BUDGET_S caps the whole set (230 s).
+#
 # On a machine shared with a training run, PAUSE_PID_FILE names its pid: the job (that process
 # and its descendants: a driver script's training children) is stopped (SIGSTOP) for these
 # measurements only and always continued on exit, whatever happens (and by
@@ -51,9 +55,9 @@ if [[ -n "$pidfile" && -f "$pidfile" ]]; then
     echo "paused ${pids[*]} at $stopped (load $load_before)"
 fi
 
-deadline=$((SECONDS + 230))
+deadline=$((SECONDS + ${BUDGET_S:-230}))
 bench() {  # NAME ARGS...: one bench --stream run with the machine's load before and after
-    local name=$1
+    local name=$1 bin=${BIN:-$bin}
     shift
     if [[ ! "$name" =~ ${RUNS:-.} ]]; then
         return 0
@@ -70,9 +74,15 @@ bench() {  # NAME ARGS...: one bench --stream run with the machine's load before
 }
 
 t=${TAG:+$TAG-}
+crops() {  # NAME MODEL: the row, after the same row of BEFORE_BIN when given
+    if [[ -n "${BEFORE_BIN:-}" ]]; then
+        BIN=$BEFORE_BIN bench "crops-before-${1#crops-}" "$data/pbc9" --model "$2"
+    fi
+    bench "$1" "$data/pbc9" --model "$2"
+}
 for rep in 1 2; do
-    bench "crops-${t}int8-$rep" "$data/pbc9" --model "$int8"
-    bench "crops-${t}fp32-$rep" "$data/pbc9" --model "$fp32"
+    crops "crops-${t}int8-$rep" "$int8"
+    crops "crops-${t}fp32-$rep" "$fp32"
 done
 bench "fields-${t}int8" "$data/bccd-smears/JPEGImages" --smear --model "$int8"
 # --realtime on a video file reconnects at its end like a camera: --limit ends the run.

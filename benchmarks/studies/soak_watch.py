@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if inbox.exists() or results.exists():
         raise SystemExit(f"{args.work} holds an earlier soak: give a new --work")
     inbox.mkdir(parents=True)
+    sample = results / inbox.name  # `run` writes each sample to a folder named after its source
     wbc = Path(sys.executable).with_name("wbc-edge")
     cmd = [str(wbc), "run", str(inbox), "--watch", "--model", str(args.model)]
     cmd += ["--out", str(results), "--no-live", *shlex.split(args.run_args)]
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(max(0.0, t0 + len(samples) + 1 - time.monotonic()))
             if proc.poll() is not None:
                 raise SystemExit(f"the run ended early (exit {proc.returncode}): see {log.name}")
-            done = count_lines(results / "done.txt")
+            done = count_lines(sample / "done.txt")
             rss = rss_mb(proc.pid)
             if rss is not None:
                 samples.append(
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         y = np.array([s["rss_mb"] for s in half], float)
         slope = float(np.polyfit(x, y, 1)[0] * 1000.0)
     rss = [s["rss_mb"] for s in samples]
-    summary = json.loads((results / "summary.json").read_text())
+    summary = json.loads((sample / "summary.json").read_text())
     record = {
         "name": args.name,
         "date": utc_date(),
