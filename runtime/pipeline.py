@@ -199,8 +199,9 @@ class BatchBuffers:
         return np.empty((max(cells, self.rows), *self.shape), np.float32)
 
     def give(self, buffer: np.ndarray) -> None:
+        """Keep ``buffer`` for a later chunk (one made for a field of many cells is let go)."""
         with self._lock:
-            if len(self._free) < self.keep:
+            if len(self._free) < self.keep and len(buffer) <= 2 * self.rows:
                 self._free.append(buffer)
 
 
