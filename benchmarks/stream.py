@@ -30,7 +30,7 @@ would pay again.
 ``x.int8-cpu.onnx`` and the other way round) is timed the same way at batch 32, and the report
 says which is faster here and what the CPU offers for 8-bit arithmetic (AVX-512 VNNI or AVX-VNNI
 on x86, the dot-product extension on ARM): without VNNI, ONNX Runtime's INT8 kernels on AVX2
-gain little or nothing over FP32.
+gain little or nothing over FP32 (and saturate: ``records.saturates_u8s8``).
 """
 
 from __future__ import annotations
@@ -158,25 +158,22 @@ INFER_BATCH = 32  # the batch of the inference rate in the serial roof
 
 
 def int8_cpu_support(cpuinfo: str | None = None) -> str:
-    """What this CPU offers ONNX Runtime's INT8 kernels, in words (from /proc/cpuinfo)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return "unknown (no /proc/cpuinfo)"
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        if line.lower().startswith(("flags", "features")):
-            flags.update(line.split(":", 1)[1].split())
+    """What this CPU offers ONNX Runtime's INT8 kernels, in words (``records.cpu_flags``)."""
+    from wbc_edge.records import VNNI_FLAGS, cpu_flags, saturates_u8s8
+
+    flags = cpu_flags(cpuinfo)
     if "avx512_vnni" in flags:
         return "AVX-512 VNNI (8-bit dot products in one instruction)"
-    if "avx_vnni" in flags:
+    if flags & VNNI_FLAGS:
         return "AVX-VNNI (8-bit dot products in one instruction)"
     if "asimddp" in flags:
         return "ARM dot product (SDOT/UDOT)" + (" and I8MM" if "i8mm" in flags else "")
-    if "avx2" in flags:
-        return "AVX2 without VNNI (8-bit products widened to 16 bits: little gain over FP32)"
-    return "no 8-bit dot-product instructions found"
+    if saturates_u8s8(flags):
+        return (
+            "AVX2 without VNNI (8-bit products added in 16 bits: little gain over FP32, and "
+            "saturation: export-int8-cpu.md)"
+        )
+    return "no 8-bit dot-product instructions found" if flags else "unknown (no CPU flags)"
 
 
 def infer_rate(backend: Any, x: np.ndarray, min_s: float = 1.5) -> dict[str, Any]:
