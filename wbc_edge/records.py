@@ -143,8 +143,9 @@ def record_header(command: str = "") -> dict[str, str]:
 
 def portable_path(path: str | Path, root: str | Path | None = None) -> str:
     """A path as a record should hold it: relative to the repository (``root``, default the
-    working folder) when it lies inside it or beside it (``../shared/...``), else by its name
-    under ``<elsewhere>/``, so no record names a folder of the machine that made it."""
+    working folder) when it lies inside it or beside it (``../shared/...``), else as the caller
+    gave it (a user's own file elsewhere). A committed record holding a machine's folder is
+    caught by ``tests/test_records_portable.py``."""
     p = Path(path).resolve()
     base = Path(root or os.getcwd()).resolve()
     for anchor, prefix in ((base, ""), (base.parent, "../")):
@@ -152,7 +153,7 @@ def portable_path(path: str | Path, root: str | Path | None = None) -> str:
             return prefix + str(p.relative_to(anchor))
         except ValueError:
             continue
-    return f"<elsewhere>/{p.name}"
+    return str(path)
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str = "") -> str:
