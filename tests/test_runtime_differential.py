@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from wbc_edge.data.labs import PBC9_CLASSES
 from wbc_edge.errors import UserError
 from wbc_edge.runtime.card import ModelCard
 from wbc_edge.runtime.differential import EXCLUDED, LabDifferential, ReviewedCell
@@ -12,17 +13,7 @@ from wbc_edge.runtime.flags import FlagRules, evaluate
 from wbc_edge.runtime.roles import derive_role
 from wbc_edge.runtime.sinks import CellRecord
 
-PBC9 = [
-    "Basophil",
-    "Eosinophil",
-    "Erythroblast",
-    "ImmatureGranulocyte",
-    "Lymphocyte",
-    "Monocyte",
-    "Neutrophil",
-    "Platelet",
-    "Promyelocyte",
-]
+PBC9 = list(PBC9_CLASSES)
 
 
 def test_roles_are_derived_for_known_names_and_declared_ones_win():
