@@ -110,3 +110,10 @@ def paint_field(centres: list[tuple[int, int]], seed: int) -> np.ndarray:
         cv2.circle(image, (x, y), 60, (220, 190, 200), -1)
         cv2.circle(image, (x, y), 38, (170, 60, 120), -1)
     return image
+
+
+def run_args(src: Path, model: Path, out: Path, *extra: str) -> list[str]:
+    """``wbc-edge run`` arguments whose results land in ``out`` itself: it is the sample folder
+    (``--out`` its parent)."""
+    where = ["--out", str(out.parent), "--sample", out.name]
+    return ["run", str(src), "-m", str(model), *where, "--no-live", *extra]

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from runtime_models import BLUE, GREEN, RED, make_onnx, solid, write_images
+from runtime_models import BLUE, GREEN, RED, make_onnx, run_args, solid, write_images
 
 from wbc_edge import cli
 from wbc_edge.errors import UserError
@@ -23,11 +23,6 @@ from wbc_edge.runtime.sinks import read_records
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     return make_onnx(tmp_path_factory.mktemp("model") / "colour.onnx")
-
-
-def run_args(src: Path, model: Path, out: Path, *extra: str) -> list[str]:
-    where = ["--out", str(out.parent), "--sample", out.name]
-    return ["run", str(src), "-m", str(model), *where, "--no-live", *extra]
 
 
 def one_line_error(capsys) -> str:

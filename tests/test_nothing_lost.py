@@ -14,7 +14,7 @@ from pathlib import Path
 
 import cv2
 import pytest
-from runtime_models import BLUE, GREEN, RED, make_onnx, solid, write_images
+from runtime_models import BLUE, GREEN, RED, make_onnx, run_args, solid, write_images
 
 from wbc_edge import cli
 from wbc_edge.runtime import sources
@@ -25,12 +25,6 @@ from wbc_edge.runtime.sources import open_source
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     return make_onnx(tmp_path_factory.mktemp("model") / "colour.onnx")
-
-
-def run_args(src: Path, model: Path, out: Path, *extra: str) -> list[str]:
-    """Results in ``out`` itself (the sample folder; ``--out`` is its parent)."""
-    where = ["--out", str(out.parent), "--sample", out.name]
-    return ["run", str(src), "-m", str(model), *where, "--no-live", *extra]
 
 
 def keys(out: Path) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from runtime_models import BLUE, CLASSES, GREEN, RED, make_onnx, solid, write_images
+from runtime_models import BLUE, CLASSES, GREEN, RED, make_onnx, run_args, solid, write_images
 
 from wbc_edge import cli
 from wbc_edge.runtime.pipeline import Pipeline, PipelineConfig
@@ -26,12 +26,6 @@ COLOURS = [RED, GREEN, BLUE]
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     return make_onnx(tmp_path_factory.mktemp("model") / "colour.onnx")
-
-
-def run_args(src: Path, model: Path, out: Path, *extra: str) -> list[str]:
-    """The results land in ``out`` itself: it is the sample folder (``--out`` its parent)."""
-    where = ["--out", str(out.parent), "--sample", out.name]
-    return ["run", str(src), "-m", str(model), *where, "--no-live", *extra]
 
 
 def errors_of(out: Path) -> dict[str, str]:
