@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -106,8 +105,10 @@ def build_for_config(
         carried = warm_start(distiller.student, cfg.init, names or [])
         if log is not None:
             fresh = [n for n in names or [] if n not in carried]
-            log(f"started from {cfg.init}: head rows of {len(carried)} classes carried over; "
-                f"new: {', '.join(fresh) or 'none'}")
+            log(
+                f"started from {cfg.init}: head rows of {len(carried)} classes carried over; "
+                f"new: {', '.join(fresh) or 'none'}"
+            )
     return distiller, teacher_card
 
 
@@ -218,11 +219,14 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
         raise UserError(f"{cfg.data} needs train and val rows: make it with `wbc-edge data split`")
     label_of = {n: i for i, n in enumerate(names)}
     of_lab = lab_classes(rows)
-    masked_labs = ", ".join(
-        f"{lab} lacks {'/'.join(sorted(set(names) - have))}"
-        for lab, have in sorted(of_lab.items())
-        if set(names) - have
-    ) or "none"
+    masked_labs = (
+        ", ".join(
+            f"{lab} lacks {'/'.join(sorted(set(names) - have))}"
+            for lab, have in sorted(of_lab.items())
+            if set(names) - have
+        )
+        or "none"
+    )
 
     torch.manual_seed(cfg.seed)
     distiller, teacher_card = build_for_config(cfg, len(names), names, log)
@@ -400,20 +404,6 @@ def training_rows(cfg: TrainConfig, out: Path, main: bool = True) -> list:
     if not joined.is_file() and not main:
         raise UserError(f"{joined} is missing: start the run on rank 0 first")
     return read_manifest(joined_manifest(cfg.sources, cfg.group_by, joined, cfg.split_seed))
-
-
-def per_lab_accuracy(probs: Any, y: Any, labs: list[str] | None) -> dict[str, dict[str, Any]]:
-    """Accuracy of each lab's rows (empty when the rows carry no labs)."""
-    if probs is None or not labs or not any(labs):
-        return {}
-    lab_arr = np.asarray(labs)
-    pred = np.asarray(probs).argmax(1)
-    y = np.asarray(y)
-    out = {}
-    for lab in sorted(set(labs)):
-        sel = lab_arr == lab
-        out[lab] = {"images": int(sel.sum()), "accuracy": float((pred[sel] == y[sel]).mean())}
-    return out
 
 
 def run_card(
@@ -617,7 +607,7 @@ def _finish(
     final un-averaged student and the decay the warm-up had reached, so the record shows what
     the average bought and how long it was."""
     from wbc_edge.kd.calibrate import calibrate_card, summary_line
-    from wbc_edge.kd.evaluate import predict_loader
+    from wbc_edge.kd.evaluate import per_lab_scores, predict_loader
     from wbc_edge.metrics import classification_report
 
     summary: dict[str, Any] = {
@@ -665,7 +655,13 @@ def _finish(
                 test_ece=cal["test_ece_after"],
                 test_ece_uncalibrated=cal["test_ece_before"],
             )
-            per_lab = per_lab_accuracy(test_probs, test_y, (labs or {}).get("test"))
+            test_labs = (labs or {}).get("test") or []
+            # evaluate's own per-lab figures (accuracy, macro-F1, counted share and error)
+            per_lab = (
+                per_lab_scores(test_probs, test_y, test_labs, names, card.confidence_threshold)
+                if any(test_labs)
+                else {}
+            )
             if per_lab:
                 summary["test_per_lab"] = per_lab
                 for lab, m in per_lab.items():

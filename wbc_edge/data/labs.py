@@ -67,9 +67,7 @@ KNOWN_LABS: dict[str, LabInfo] = {
         "Jiangxi Tecom Science; Motic camera, N800-D microscope, rapid stain (Zheng et al. 2018)",
         "GPL-3.0; labels by the authors, not checked by experts",
     ),
-    "cvblog": LabInfo(
-        "CellaVision blog images (the repository of Zheng et al. 2018)", "GPL-3.0"
-    ),
+    "cvblog": LabInfo("CellaVision blog images (the repository of Zheng et al. 2018)", "GPL-3.0"),
     "bccd": LabInfo("BCCD (github.com/Shenggan/BCCD_Dataset)", "MIT"),
 }
 
