@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from wbc_edge.records import portable_path, record_header
+from wbc_edge.records import machine_line, portable_path, record_header
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 # Absolute folders of a build machine: /work/..., /tmp/..., /home/..., /root/..., /Users/...
@@ -39,4 +39,4 @@ def test_one_header_names_date_command_and_machine() -> None:
     head = record_header("wbc-edge bench")
     assert set(head) == {"date", "command", "machine"}
     assert head["command"] == "wbc-edge bench" and head["date"].endswith(" UTC")
-    assert "GPU" in head["machine"]  # detected: a GPU's name, or "no GPU"
+    assert head["machine"] == machine_line()  # the one machine description, GPU detected
