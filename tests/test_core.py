@@ -128,11 +128,14 @@ def test_scan_skips_voc_field_folder(tmp_path):
     assert {f.label for f in scan_class_folders(tmp_path)} == {"A"}
 
 
-def test_records_have_one_writer_and_one_machine_line(tmp_path):
+def test_records_have_one_writer_and_one_machine_line(tmp_path, monkeypatch):
     from wbc_edge import records
 
+    monkeypatch.setattr(records, "gpu_line", lambda: None)  # a machine without a GPU
     line = records.machine_line(onnxruntime="1.2.3")
     assert line.startswith(records.cpu_name()) and line.endswith("no GPU, onnxruntime 1.2.3")
+    monkeypatch.setattr(records, "gpu_line", lambda: "NVIDIA H200, driver 550.54")
+    assert "NVIDIA H200, driver 550.54" in records.machine_line()  # detected, never passed
     assert records.cpu_name("model name\t: Test CPU @ 1GHz\n") == "Test CPU @ 1GHz"
     avx2 = records.cpu_flags("flags\t\t: fpu avx avx2\n")
     assert records.isa_note(avx2) == "AVX2, no VNNI"
