@@ -119,7 +119,7 @@ def load_data(data: Path, split: str, limit: int | None) -> tuple[list[str], lis
 
 
 def _check_model(path: Path) -> None:
-    from wbc_edge.runtime.backends import backend_kind
+    from wbc_edge.model.backends import backend_kind
 
     backend_kind(path)  # unknown suffix -> one-line UserError
     require_file(path, "model file", "pass --model/--teacher with an .onnx, .engine or .pt file")
@@ -135,7 +135,7 @@ def export_teacher(checkpoint: Path, out: Path, data: Path | None, split: str) -
         load_checkpoint,
         sample_inputs,
     )
-    from wbc_edge.runtime.names import file_name
+    from wbc_edge.model.names import file_name
 
     net, card = load_checkpoint(checkpoint)
     rows = None

@@ -69,7 +69,7 @@ def _runtime_shapes(
 ) -> dict[str, tuple[int, ...]]:
     """Shapes of the ``names`` tensors when the model runs on one zero image, through the
     runtime backend's session (unoptimised, so the tensors keep the graph's names)."""
-    from wbc_edge.runtime.backends.onnxruntime import open_session
+    from wbc_edge.model.backends.onnxruntime import open_session
 
     onnx = require("onnx")
     probe = onnx.ModelProto()

@@ -75,13 +75,13 @@ def read_field_split(path: str | Path) -> list[tuple[str, str, str]]:
     return rows
 
 
-def field_crops(root: Path, names: Sequence[str], fov_rbc: float | None) -> dict[str, list]:
+def field_crops(root: Path, names: Sequence[str], crop_scale: Any) -> dict[str, list]:
     """{field: its white-cell crops} cut as ``run --smear`` cuts them (best finder score first)."""
-    from wbc_edge.runtime.finder import cells_in_field
-    from wbc_edge.runtime.labelled import read_labelled
+    from wbc_edge.model.fieldcrop import cells_in_field
+    from wbc_edge.model.labelled import read_labelled
 
     return {
-        n: cells_in_field(read_labelled(root / "JPEGImages" / n, str(root)), fov_rbc=fov_rbc).crops
+        n: cells_in_field(read_labelled(root / "JPEGImages" / n, str(root)), crop_scale).crops
         for n in names
     }
 
@@ -120,10 +120,10 @@ def field_metrics(truth: dict[str, str], pred: dict[str, str]) -> dict[str, Any]
     }
 
 
-def _probs(backend, crops_by_field: dict[str, list]) -> dict[str, np.ndarray]:
+def _probs(model, crops_by_field: dict[str, list]) -> dict[str, np.ndarray]:  # noqa: ANN001
     out = {}
     for f, crops in crops_by_field.items():
-        out[f] = backend.predict_images(crops) if crops else np.zeros((0, backend.card.num_classes))
+        out[f] = model.probs(crops)
     return out
 
 
@@ -168,15 +168,13 @@ def score_row(
     model adapted to the fields' lab (its card records an adaptation, and ``adapt`` refits the
     statistics on the site), the fields' crops are its own and the PBC crops foreign.
     """
-    from wbc_edge.runtime import ood
-    from wbc_edge.runtime.backends import load_backend
-    from wbc_edge.runtime.post import review_threshold
+    from wbc_edge.model import ood
+    from wbc_edge.model.model import Model
 
     evals = {f: t for f, t, s in fields if s == on}
-    with load_backend(model) as backend:
-        card = backend.card
-        thr = review_threshold(None, card)
-        probs = _probs(backend, {f: crops[f] for f in evals})
+    with Model.load(model) as m:
+        card, thr = m.card, m.threshold
+        probs = _probs(m, {f: crops[f] for f in evals})
         row = field_metrics(evals, field_types(probs, card.class_names, thr))
         ood_cells, field_scores = None, None
         if card.ood is not None:  # the run's own per-cell judgement (pipeline: item.ood)
@@ -187,7 +185,7 @@ def score_row(
         row["immature_alarm"] = _immature_alarm(probs, card, thr, ood_cells)
         cells = [c for f in evals for c in crops[f]]
         if pbc_crops is not None and cells:
-            p_in = backend.predict_images(pbc_crops)
+            p_in = m.probs(pbc_crops)
             p_out = np.concatenate([probs[f] for f in evals if len(probs[f])])
             row["ood_auroc_msp"] = ood.auroc(1 - p_in.max(1), 1 - p_out.max(1))
             if field_scores is not None and card.ood is not None:
@@ -229,7 +227,7 @@ def learning_curve(
     ``teacher`` (adapt --teacher) has seen the whole pool: use it for the "all" point only,
     or a smaller point learns from fields outside its subset."""
     from wbc_edge.kd.adapt import adapt_model, read_site
-    from wbc_edge.runtime.card import ModelCard
+    from wbc_edge.model.card import ModelCard
 
     pool = [(f, t) for f, t, s in fields if s == "adapt"]
     points = []
@@ -301,24 +299,24 @@ def _stratified(pool: list[tuple[str, str]], n: int, rng: np.random.Generator) -
     return sorted(out)
 
 
-def _card(model: str | Path):
-    from wbc_edge.runtime.backends import load_backend
+def _card(model: str | Path):  # noqa: ANN202
+    from wbc_edge.model.model import Model
 
-    with load_backend(model) as b:
-        return b.card
+    with Model.load(model) as m:
+        return m.card
 
 
-def training_fov(card, pbc: str | Path | None) -> float | None:
-    """The field of view the model's crops span: its card's, else measured on ``pbc``'s train
-    split (the data it was trained on), else None (box + margin)."""
+def training_scale(card, pbc: str | Path | None):  # noqa: ANN001, ANN201
+    """The crop scale of the model's training crops: its card's, else measured on ``pbc``'s
+    train split (the data it was trained on), else None (box + margin)."""
     if card.preprocess.crop_scale is not None:
-        return card.preprocess.crop_scale.fov_rbc
+        return card.preprocess.crop_scale
     if pbc is None:
         return None
     from wbc_edge.data.manifest import read_manifest
-    from wbc_edge.runtime.scale import measure_files
+    from wbc_edge.model.scale import measure_files
 
-    return measure_files([str(r.path) for r in read_manifest(pbc, "train")]).fov_rbc
+    return measure_files([str(r.path) for r in read_manifest(pbc, "train")])
 
 
 def write_results(report: dict[str, Any], out: Path, name: str) -> tuple[Path, Path]:
@@ -518,7 +516,7 @@ def with_stain(model: Path, pbc: Path | None, over: str, folder: Path, log) -> P
     ``pbc``'s train crops, as training and ``adapt`` fit it), written into ``folder``."""
     from wbc_edge.kd.adapt import stain_preprocess
     from wbc_edge.kd.checkpoint import read_checkpoint, save_checkpoint_payload
-    from wbc_edge.runtime.card import ModelCard
+    from wbc_edge.model.card import ModelCard
 
     if Path(model).suffix != ".pt":
         raise UserError(f"--stain-norm needs a checkpoint (.pt), not {model}")
@@ -569,14 +567,15 @@ def run_cross_lab(
         write_field_split(make_field_split(fields_root, card.class_names), split_path)
         log(f"wrote the field split {split_path}")
     fields = read_field_split(split_path)
-    fov = training_fov(card, pbc) if crop == "scale" else None
+    crop_scale = training_scale(card, pbc) if crop == "scale" else None
+    fov = crop_scale.fov_rbc if crop_scale else None
     log(f"cropping at {f'{fov:.2f} red-cell diameters' if fov else 'box + 15%'}")
     t0 = time.time()
-    crops = field_crops(fields_root, [f for f, _, s in fields if s == on], fov)
+    crops = field_crops(fields_root, [f for f, _, s in fields if s == on], crop_scale)
     pbc_crops = None
     if pbc is not None and on == "eval" and not curve:  # choosing settings needs neither
         from wbc_edge.data.manifest import read_manifest
-        from wbc_edge.runtime.labelled import read_labelled
+        from wbc_edge.model.labelled import read_labelled
 
         pbc_crops = [read_labelled(r.path, str(pbc)) for r in read_manifest(pbc, "test")]
     path = out / f"{name}.json"

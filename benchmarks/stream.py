@@ -4,7 +4,7 @@ The end-to-end figure is the real pipeline (:class:`~wbc_edge.runtime.pipeline.P
 same source, decode workers, batching, backend, cell archive and record writer as
 ``wbc-edge run``) writing into a scratch sample folder. Beside it, the **decode limit**: the
 same files read and decoded by the same function at the same scale
-(:func:`~wbc_edge.runtime.decode.decode_image` with the pipeline's own ``min_side``) on the same
+(:func:`~wbc_edge.model.decode.decode_image` with the pipeline's own ``min_side``) on the same
 number of worker threads, and nothing else. No run of
 these files can be faster than that on this machine, so ``limit / end-to-end`` says how much of
 the rest (preprocessing, the model, writing) is left to win. A second limit adds the card's
@@ -98,17 +98,17 @@ def _files(source: str, limit: int) -> list[Path] | None:
 
 
 def decode_limit(
-    files: list[Path], min_side: int, workers: int, preprocess: Any = None
+    files: list[Path], model: Any, workers: int, preprocess: bool = False, field: bool = False
 ) -> dict[str, Any]:
-    """Images/s reading and decoding ``files`` on ``workers`` threads (and ``preprocess``-ing
-    them, when given: the card's resize + normalise as the pipeline does it)."""
-    from wbc_edge.runtime.decode import decode_image
+    """Images/s reading and decoding ``files`` on ``workers`` threads as ``model`` decodes them
+    for the pipeline (a ``field`` in full), and preprocessing them too with ``preprocess``
+    (the card's resize + normalise)."""
     from wbc_edge.runtime.pool import END, OrderedPool
 
     def work(path: Path) -> int:
-        image = decode_image(path.read_bytes(), str(path), min_side)
-        if preprocess is not None:
-            preprocess(image)
+        image, _ = model.decode(path.read_bytes(), str(path), field)
+        if preprocess:
+            model.prepare([image])
         return image.shape[0]
 
     errors = 0
@@ -176,14 +176,14 @@ def int8_cpu_support(cpuinfo: str | None = None) -> str:
     return "no 8-bit dot-product instructions found" if flags else "unknown (no CPU flags)"
 
 
-def infer_rate(backend: Any, x: np.ndarray, min_s: float = 1.5) -> dict[str, Any]:
-    """Images/s and CPU ms per image of ``backend.predict`` on the batch ``x``, nothing else
+def infer_rate(model: Any, x: np.ndarray, min_s: float = 1.5) -> dict[str, Any]:
+    """Images/s and CPU ms per image of ``model.infer`` on the batch ``x``, nothing else
     (two calls to warm up, then calls until ``min_s`` seconds and at least five calls)."""
     for _ in range(2):
-        backend.predict(x)
+        model.infer(x)
     calls, t0, c0 = 0, time.perf_counter(), time.process_time()
     while calls < 5 or time.perf_counter() - t0 < min_s:
-        backend.predict(x)
+        model.infer(x)
         calls += 1
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     images = calls * len(x)
@@ -208,31 +208,30 @@ def other_export(model: Path) -> tuple[Path, str, str] | None:
     return (other, "int8", "fp32") if other.is_file() else None
 
 
-def _sample_batch(files: list[Path] | None, min_side: int, pre: Any) -> np.ndarray:
+def _sample_batch(files: list[Path] | None, model: Any) -> np.ndarray:
     """:data:`INFER_BATCH` of the run's own crops, preprocessed (random pixels for a video)."""
-    from wbc_edge.runtime.decode import decode_image
-
     images = []
     for path in (files or [])[: 4 * INFER_BATCH]:
         try:
-            images.append(decode_image(path.read_bytes(), str(path), min_side))
+            images.append(model.decode(path.read_bytes(), str(path))[0])
         except ValueError:
             continue
         if len(images) == INFER_BATCH:
             break
     if not images:
         rng = np.random.default_rng(0)
-        images = [rng.integers(0, 256, (pre.input_size,) * 2 + (3,), np.uint8)]
+        size = model.card.preprocess.input_size
+        images = [rng.integers(0, 256, (size, size, 3), np.uint8)]
     images = (images * INFER_BATCH)[:INFER_BATCH]
-    return pre.fused(images)
+    return model.prepare(images)
 
 
 def run_stream_bench(cfg: StreamConfig, command: str = "") -> dict[str, Any]:
     """Measure ``cfg.source`` through the pipeline and its decode limit; the report dict."""
     from wbc_edge.benchmarks.machine import machine_info
     from wbc_edge.data.scan import sha256_file
+    from wbc_edge.model.model import Model
     from wbc_edge.runtime.archive import CellArchive, crop_px_for
-    from wbc_edge.runtime.backends import load_backend
     from wbc_edge.runtime.pipeline import Pipeline, PipelineConfig
     from wbc_edge.runtime.sample import SampleFolder
     from wbc_edge.runtime.sinks import RunOutput
@@ -252,7 +251,7 @@ def run_stream_bench(cfg: StreamConfig, command: str = "") -> dict[str, Any]:
         max_items=cfg.limit,
     )
     load_before = load_average()
-    with load_backend(cfg.model, device=cfg.device, threads=cfg.threads) as backend:
+    with Model.load(cfg.model, device=cfg.device, threads=cfg.threads) as model:
         options: dict[str, Any] = {"fps": cfg.fps} if cfg.fps else {}
         source = open_source(cfg.source, realtime=cfg.realtime, **options)
         with (
@@ -263,43 +262,40 @@ def run_stream_bench(cfg: StreamConfig, command: str = "") -> dict[str, Any]:
             # The cells' images are kept as `run` keeps them: part of every cell's cost.
             archive = CellArchive(
                 SampleFolder(Path(tmp) / "out"),
-                crop_px_for(backend.card.preprocess.input_size),
+                crop_px_for(model.card.preprocess.input_size),
                 cfg.smear,
             )
-            pipeline = Pipeline(source, backend, output, config, archive=archive)
+            pipeline = Pipeline(source, model, output, config, archive=archive)
             cpu0 = time.process_time()
             stats = pipeline.run()
             cpu_s = time.process_time() - cpu0
             elapsed = time.perf_counter() - stats.started
         peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-        pre = backend.card.preprocess
         # Crops mode: the run's own crops; a smear run's cells are crops of fields, so the
         # rate is taken on the card's input size alone (the network's cost does not depend on
         # the pixels).
-        x = _sample_batch(None if cfg.smear else files, pipeline.min_side, pre)
-        rates = {"model": infer_rate(backend, x, cfg.infer_s)}
+        x = _sample_batch(None if cfg.smear else files, model)
+        rates = {"model": infer_rate(model, x, cfg.infer_s)}
         precision = "fp32"
-        other = other_export(cfg.model) if backend_is_cpu(backend) else None
+        other = other_export(cfg.model) if backend_is_cpu(model.backend) else None
         if other is not None:
-            with load_backend(other[0], device=cfg.device, threads=cfg.threads) as second:
+            with Model.load(other[0], device=cfg.device, threads=cfg.threads) as second:
                 rates["other"] = infer_rate(second, x, cfg.infer_s)
             rates["other"]["path"], precision = str(other[0]), other[2]
             rates["other"]["precision"] = other[1]
         elif ".int8-" in cfg.model.name:
             precision = "int8"
         rates["model"]["precision"] = precision
-        preprocess = None if cfg.smear else (lambda image: pre([image]))
-        card = backend.card
-        backend_name = backend.name
-    if files is not None:
-        limit = decode_limit(files, pipeline.min_side, stats.workers)
-        image_limit = (
-            decode_limit(files, pipeline.min_side, stats.workers, preprocess)
-            if preprocess is not None
-            else None
-        )
-    else:
-        limit, image_limit = video_decode_limit(cfg.source, cfg.limit), None
+        card = model.card
+        backend_name = model.name
+        min_side = 0 if cfg.smear else model.min_side
+        if files is not None:
+            limit = decode_limit(files, model, stats.workers, field=cfg.smear)
+            image_limit = (
+                None if cfg.smear else decode_limit(files, model, stats.workers, preprocess=True)
+            )
+        else:
+            limit, image_limit = video_decode_limit(cfg.source, cfg.limit), None
     load_after = load_average()
 
     items_per_s = stats.items / elapsed if elapsed > 0 else 0.0
@@ -332,7 +328,7 @@ def run_stream_bench(cfg: StreamConfig, command: str = "") -> dict[str, Any]:
         "realtime": cfg.realtime,
         "batch": config.batch,
         "workers": stats.workers,
-        "min_side": pipeline.min_side,
+        "min_side": min_side,
         "items": stats.items,
         "cells": stats.cells,
         "errors": stats.errors,

@@ -20,9 +20,8 @@ import numpy as np
 from wbc_edge.benchmarks.bench import latency_stats
 from wbc_edge.benchmarks.machine import PowerMonitor, wait_for_samples
 from wbc_edge.errors import UserError
+from wbc_edge.model.names import model_name
 from wbc_edge.records import load_average
-from wbc_edge.runtime.decode import model_min_side
-from wbc_edge.runtime.names import model_name
 
 SYNTHETIC_SHAPE = (363, 360, 3)  # a pbc9 crop's size, so resizing costs what it does on real data
 
@@ -32,33 +31,30 @@ def _emit(event: str, **fields: Any) -> None:
 
 
 def open_model(path: str, device: str, threads: int) -> Any:
-    """The runtime's backend for ``path``, with ``threads`` intra-op threads where it applies."""
-    from wbc_edge.runtime.backends import backend_kind, load_backend
+    """:meth:`Model.load <wbc_edge.model.model.Model.load>` of ``path``, with ``threads``
+    intra-op threads where they apply (ONNX Runtime's, or torch's for a checkpoint)."""
+    from wbc_edge.model.model import Model
 
-    if threads > 0 and backend_kind(path) == "onnxruntime":
-        from wbc_edge.runtime.backends.onnxruntime import OnnxRuntimeBackend
-
-        return OnnxRuntimeBackend(path, device=device, threads=threads)
-    backend = load_backend(path, device=device)
-    if threads > 0 and backend.name == "torch":
+    model = Model.load(path, device=device, threads=threads)
+    if threads > 0 and model.name == "torch":
         import torch
 
         torch.set_num_threads(threads)
-    return backend
+    return model
 
 
 def time_predict(
-    backend: Any, x: np.ndarray, warmup: int, iters: int | None, duration: float | None
+    model: Any, x: np.ndarray, warmup: int, iters: int | None, duration: float | None
 ) -> list[float]:
-    """Seconds per ``predict`` call after ``warmup`` calls: ``iters`` calls, or as many as fit
+    """Seconds per ``infer`` call after ``warmup`` calls: ``iters`` calls, or as many as fit
     in ``duration`` seconds (at least 3). The backend synchronises the GPU inside predict."""
     for _ in range(warmup):
-        backend.predict(x)
+        model.infer(x)
     times: list[float] = []
     start = time.perf_counter()
     while True:
         t0 = time.perf_counter()
-        backend.predict(x)
+        model.infer(x)
         times.append(time.perf_counter() - t0)
         if iters is not None and len(times) >= iters:
             break
@@ -67,13 +63,13 @@ def time_predict(
     return times
 
 
-def _preprocess_ms(spec: Any, images: list[np.ndarray], reps: int = 5) -> tuple[np.ndarray, float]:
+def _preprocess_ms(model: Any, images: list[np.ndarray], reps: int = 5) -> tuple[np.ndarray, float]:
     """The batch and the median time per image of the card's preprocessing (resize+normalise)."""
     per_call = []
     x = None
     for _ in range(reps):
         t0 = time.perf_counter()
-        x = spec(images)
+        x = model.prepare(images)
         per_call.append(time.perf_counter() - t0)
     assert x is not None
     return x, float(np.median(per_call)) * 1000.0 / len(images)
@@ -81,7 +77,7 @@ def _preprocess_ms(spec: Any, images: list[np.ndarray], reps: int = 5) -> tuple[
 
 def decode(paths: list[str], min_side: int) -> list[np.ndarray]:
     """Decode as ``run`` does for this model (reduced JPEG decode down to ``min_side``)."""
-    from wbc_edge.runtime.labelled import read_labelled
+    from wbc_edge.model.labelled import read_labelled
 
     return [read_labelled(p, "the benchmark data", min_side) for p in paths]
 
@@ -89,11 +85,10 @@ def decode(paths: list[str], min_side: int) -> list[np.ndarray]:
 def measure(spec_in: dict[str, Any]) -> dict[str, Any]:
     path = spec_in["path"]
     t0 = time.perf_counter()
-    backend = open_model(path, spec_in.get("device", "auto"), int(spec_in.get("threads", 0)))
+    model = open_model(path, spec_in.get("device", "auto"), int(spec_in.get("threads", 0)))
     load_s = time.perf_counter() - t0
-    card = backend.card
-    spec = card.preprocess
-    min_side = model_min_side(spec)
+    card, backend = model.card, model.backend
+    min_side = model.min_side
 
     # Only the images one timed batch needs stay decoded; the accuracy pass streams the rest,
     # so the peak memory figure is the model's, not the data set's.
@@ -111,12 +106,12 @@ def measure(spec_in: dict[str, Any]) -> dict[str, Any]:
     per_batch: dict[str, Any] = {}
     for b in spec_in["batches"]:
         batch_images = [images[i % len(images)] for i in range(b)]
-        x, pre_ms = _preprocess_ms(spec, batch_images)
+        x, pre_ms = _preprocess_ms(model, batch_images)
         monitor = PowerMonitor()
         with monitor:
             wait_for_samples(monitor)
             times = time_predict(
-                backend, x, spec_in["warmup"], spec_in.get("iters"), spec_in.get("duration")
+                model, x, spec_in["warmup"], spec_in.get("iters"), spec_in.get("duration")
             )
         stats = latency_stats(times, b)
         stats["preprocess_ms_per_image"] = pre_ms
@@ -153,28 +148,27 @@ def measure(spec_in: dict[str, Any]) -> dict[str, Any]:
         # Random-init weights (a reference architecture with no trained checkpoint) are timed
         # only: their accuracy would be chance, not a result.
         if not result["untrained"]:
-            result.update(_accuracy(backend, paths, labels, spec_in))
+            result.update(_accuracy(model, paths, labels, spec_in))
         _emit("progress", step="accuracy")
 
     result["load_avg_1m"] = load_average()  # how busy the machine was meanwhile
     # Read before counting MACs below, which loads the ONNX graph: that is not inference memory.
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     result.update(_cost(backend, path, card.preprocess.input_size))
-    backend.close()
+    model.close()
     return result
 
 
 def _accuracy(
-    backend: Any, paths: list[str], labels: list[str], spec_in: dict[str, Any]
+    model: Any, paths: list[str], labels: list[str], spec_in: dict[str, Any]
 ) -> dict[str, Any]:
     from wbc_edge.metrics import classification_report
-    from wbc_edge.runtime.labelled import score
 
-    probs, y = score(
-        backend, paths, labels, f"the data of {spec_in['path']}", max(spec_in["batches"])
+    probs, y = model.score(
+        paths, labels, f"the data of {spec_in['path']}", max(spec_in["batches"])
     )
     np.save(spec_in["probs_out"], probs.astype(np.float32))
-    report = classification_report(probs, y, backend.card.class_names)
+    report = classification_report(probs, y, model.class_names)
     return {"accuracy": report.accuracy, "macro_f1": report.macro_f1}
 
 

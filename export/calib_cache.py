@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from wbc_edge.errors import UserError, require_file
-from wbc_edge.runtime.tensorrt_versions import version_code
+from wbc_edge.model.tensorrt_versions import version_code
 
 # The calibrator `wbc-edge build-engine` hands TensorRT; the header must name the same one.
 ALGORITHM = "EntropyCalibration2"

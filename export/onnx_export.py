@@ -5,7 +5,7 @@ raw, and ``probs`` = softmax(logits / T) with the card's calibration temperature
 graph, so a consumer outside wbc-edge (Triton, another runtime) gets calibrated probabilities
 without re-implementing anything. wbc-edge's own backends read ``logits`` and divide by the
 card's T themselves (one rule for .pt, .onnx and .engine). The model card travels in
-``metadata_props`` under :data:`wbc_edge.runtime.card.ONNX_METADATA_KEY`.
+``metadata_props`` under :data:`wbc_edge.model.card.ONNX_METADATA_KEY`.
 
 The file is verified before it lands: ``onnx.checker``, then ONNX Runtime against PyTorch on the
 same images. A mismatch fails with the numbers and leaves nothing behind (written to a temporary
@@ -27,10 +27,10 @@ from wbc_edge import __version__
 from wbc_edge.data.manifest import ManifestRow
 from wbc_edge.errors import UserError
 from wbc_edge.export import DEFAULT_OPSET
+from wbc_edge.model.backends import softmax
+from wbc_edge.model.card import ONNX_METADATA_KEY, ModelCard
+from wbc_edge.model.labelled import read_labelled
 from wbc_edge.optional import require
-from wbc_edge.runtime.backends import softmax
-from wbc_edge.runtime.card import ONNX_METADATA_KEY, ModelCard
-from wbc_edge.runtime.labelled import read_labelled
 
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("logits", "probs")
@@ -151,9 +151,9 @@ def export_onnx(
 
 
 def default_onnx_path(checkpoint: Path, card: ModelCard) -> Path:
-    """Beside the checkpoint, named from its card (:mod:`wbc_edge.runtime.names`):
+    """Beside the checkpoint, named from its card (:mod:`wbc_edge.model.names`):
     ``runs/student/best.pt`` -> ``runs/student/student-tinyresnet_xs.onnx``."""
-    from wbc_edge.runtime.names import file_name
+    from wbc_edge.model.names import file_name
 
     return checkpoint.with_name(file_name(card, "onnx"))
 
@@ -174,7 +174,7 @@ def set_metadata(proto: Any, card: ModelCard, extra: dict[str, str] | None = Non
 def run_onnx(path: str | Path, batch: np.ndarray, threads: int | None = None) -> list[np.ndarray]:
     """All outputs of an ONNX file on ``batch``, through the runtime's ONNX Runtime backend on
     the CPU (the path ``run`` takes)."""
-    from wbc_edge.runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from wbc_edge.model.backends.onnxruntime import OnnxRuntimeBackend
 
     with OnnxRuntimeBackend(path, device="cpu", threads=threads or 0) as backend:
         return backend.run_outputs(batch)

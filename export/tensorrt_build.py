@@ -1,7 +1,7 @@
 """ONNX -> TensorRT engine, on the device that will run it (TensorRT 8.5 to 11.x).
 
 What differs between TensorRT versions is decided in one place,
-:mod:`wbc_edge.runtime.tensorrt_versions` (:func:`features`); this module only asks it.
+:mod:`wbc_edge.model.tensorrt_versions` (:func:`features`); this module only asks it.
 
 - INT8 comes two ways. Explicit: a Q/DQ ONNX from ``export int8 --target tensorrt`` carries
   its own scales; the only way in TensorRT >= 11. Implicit (8.5-10.x; deprecated since 10.1):
@@ -44,12 +44,12 @@ from wbc_edge.data.scan import sha256_file
 from wbc_edge.errors import MissingExtraError, UserError, require_file
 from wbc_edge.export import DEFAULT_DLA_BATCH, DEFAULT_TRT_BATCH, DEFAULT_WORKSPACE_MB, calib_cache
 from wbc_edge.export.onnx_export import onnx_io
+from wbc_edge.model.backends.onnxruntime import read_onnx_card
+from wbc_edge.model.card import ModelCard, Preprocess, read_sidecar, write_sidecar
+from wbc_edge.model.labelled import read_labelled
+from wbc_edge.model.names import file_name
+from wbc_edge.model.tensorrt_versions import TrtFeatures, features
 from wbc_edge.optional import require
-from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
-from wbc_edge.runtime.card import ModelCard, Preprocess, read_sidecar, write_sidecar
-from wbc_edge.runtime.labelled import read_labelled
-from wbc_edge.runtime.names import file_name
-from wbc_edge.runtime.tensorrt_versions import TrtFeatures, features
 
 PRECISIONS = ("fp32", "fp16", "int8")
 CALIB_BATCH = 8
@@ -159,7 +159,7 @@ def is_qdq(onnx_path: str | Path) -> bool:
 
 
 def default_engine_path(onnx_path: Path, card: ModelCard, precision: str) -> Path:
-    """Beside the ONNX, named from its card (:mod:`wbc_edge.runtime.names`):
+    """Beside the ONNX, named from its card (:mod:`wbc_edge.model.names`):
     ``student-tinyresnet_xs.int8-tensorrt.onnx`` -> ``student-tinyresnet_xs.int8.engine``."""
     return onnx_path.with_name(file_name(card, "engine", precision))
 

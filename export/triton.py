@@ -12,7 +12,7 @@ batching gathering single-cell requests from every camera into one batch. Layout
 
 The config is checked before it is written: it must parse with Triton's own ``ModelConfig``
 message (``tritonclient``'s ``model_config_pb2``, through protobuf's text format) and name
-exactly the model's inputs and outputs. NAME comes from the card (:mod:`wbc_edge.runtime.names`).
+exactly the model's inputs and outputs. NAME comes from the card (:mod:`wbc_edge.model.names`).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from typing import Any
 
 from wbc_edge.errors import UserError, require_file
 from wbc_edge.export.onnx_export import onnx_io
+from wbc_edge.model.backends import backend_kind
+from wbc_edge.model.backends.onnxruntime import read_onnx_card
+from wbc_edge.model.card import ModelCard, read_sidecar, sidecar_path
+from wbc_edge.model.names import triton_name
 from wbc_edge.optional import require
-from wbc_edge.runtime.backends import backend_kind
-from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
-from wbc_edge.runtime.card import ModelCard, read_sidecar, sidecar_path
-from wbc_edge.runtime.names import triton_name
 
 PLATFORMS = {
     "onnxruntime": ("onnxruntime_onnx", "model.onnx"),

@@ -268,7 +268,7 @@ fi
 CHECK_PY='
 import importlib, sys
 trt_want, cpu_only = sys.argv[1], sys.argv[2] == "1"
-mods = ["numpy", "cv2", "onnxruntime", "wbc_edge", "wbc_edge.runtime", "wbc_edge.runtime.card"]
+mods = ["numpy", "cv2", "onnxruntime", "wbc_edge", "wbc_edge.runtime", "wbc_edge.model.card"]
 if not cpu_only:
     mods += ["onnx", "tensorrt", "pycuda.driver"]  # onnx: build-engine reads the graph
 bad = []

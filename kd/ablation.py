@@ -39,7 +39,7 @@ def prebuild_teacher_cache(
     from wbc_edge.kd.data import decode_cached
     from wbc_edge.kd.run_teachers import _teacher_cache
     from wbc_edge.kd.trainer import build_for_config, run_preprocess
-    from wbc_edge.runtime.card import ModelCard
+    from wbc_edge.model.card import ModelCard
 
     rows = read_manifest(data)
     train_rows = [r for r in rows if r.split == "train"]

@@ -36,8 +36,8 @@ import numpy as np
 
 from wbc_edge.errors import UserError
 from wbc_edge.kd.config import ADAPT_BATCH, ADAPT_LR, ADAPT_STEPS
-from wbc_edge.runtime.card import ModelCard
-from wbc_edge.runtime.labelled import check_labels, read_labelled
+from wbc_edge.model.card import ModelCard
+from wbc_edge.model.labelled import check_labels, read_labelled
 
 LABEL_FILE = "labels.csv"
 # Fewer site crops than this cannot pin down the six appearance statistics and their 99th
@@ -149,8 +149,8 @@ def _read_fields(
     data: Path, card: ModelCard, subset: Sequence[str] | None, show_progress: bool
 ) -> SiteData:
     from wbc_edge.console import progress
-    from wbc_edge.runtime.decode import read_image
-    from wbc_edge.runtime.finder import cells_in_field
+    from wbc_edge.model.decode import read_image
+    from wbc_edge.model.fieldcrop import cells_in_field
 
     label_path = data / LABEL_FILE
     if not label_path.is_file():
@@ -185,7 +185,7 @@ def _read_fields(
             except (ValueError, OSError):
                 skipped["unreadable"] = skipped.get("unreadable", 0) + 1
                 continue
-            found = cells_in_field(image, fov_rbc=scale.fov_rbc if scale else None)
+            found = cells_in_field(image, scale)
             if not found.crops:
                 skipped["no cell found"] = skipped.get("no cell found", 0) + 1
                 continue
@@ -357,7 +357,7 @@ class _SiteTeacher:
         import torch
 
         from wbc_edge.kd import losses
-        from wbc_edge.runtime.preprocess import standardize
+        from wbc_edge.model.preprocess import standardize
 
         with torch.no_grad():
             x = images * self.s_std + self.s_mean
@@ -408,7 +408,7 @@ def _site_teacher(path: str | Path, student: ModelCard) -> _SiteTeacher:
 
 def check_stain_norm(over: str | None, pbc: str | Path | None) -> None:
     """The one-line usage errors of ``--stain-norm`` (checked before the slow site reading)."""
-    from wbc_edge.runtime.stain import OVER
+    from wbc_edge.model.stain import OVER
 
     if over is None or over == "none":
         return
@@ -443,13 +443,13 @@ def _refit_ood(card: ModelCard, site: SiteData, pbc_rows: list) -> tuple[Any, di
     unlike them (the training lab's slides included, or a change of stain or lamp at the site)
     is flagged. With fewer crops than the statistics need, the training crops are pooled in;
     with too few and no training crops, the model's own statistics stay."""
-    from wbc_edge.runtime import ood
+    from wbc_edge.model import ood
 
     n = len(site.crops)
     if n >= SITE_OOD_MIN_CROPS:
         return ood.fit(list(site.crops)), {"refit": True, "site_crops": n, "training_crops": 0}
-    from wbc_edge.runtime.decode import read_image
-    from wbc_edge.runtime.scale import DEFAULT_SCALE_SAMPLE, evenly_spaced
+    from wbc_edge.model.decode import read_image
+    from wbc_edge.model.scale import DEFAULT_SCALE_SAMPLE, evenly_spaced
 
     base = [
         read_image(p) for p in evenly_spaced([str(r.path) for r in pbc_rows], DEFAULT_SCALE_SAMPLE)

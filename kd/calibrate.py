@@ -30,7 +30,7 @@ from wbc_edge.calibration import (
 )
 from wbc_edge.errors import UserError
 from wbc_edge.metrics import expected_calibration_error
-from wbc_edge.runtime.card import ModelCard
+from wbc_edge.model.card import ModelCard
 
 # Targets also reported (never stored) so a lab can see what its validation split can certify.
 SWEEP_TARGETS = (0.01, 0.02, 0.05)

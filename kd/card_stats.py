@@ -5,15 +5,15 @@ stain reference. Also used by ``wbc_edge.models.refresh`` and ``kd.adapt``."""
 from __future__ import annotations
 
 from wbc_edge.kd.run_folder import RunLog
-from wbc_edge.runtime.card import Preprocess
-from wbc_edge.runtime.ood import OodStats
-from wbc_edge.runtime.scale import CropScale
-from wbc_edge.runtime.stain import StainReference
+from wbc_edge.model.card import Preprocess
+from wbc_edge.model.ood import OodStats
+from wbc_edge.model.scale import CropScale
+from wbc_edge.model.stain import StainReference
 
 
 def training_scale(rows: list, log: RunLog) -> CropScale | None:  # rows: list[ManifestRow]
     """The training crops' scale for the card; None (logged) when the crops show no red cell."""
-    from wbc_edge.runtime.scale import measure_files
+    from wbc_edge.model.scale import measure_files
 
     try:
         scale = measure_files([str(r.path) for r in rows])
@@ -30,9 +30,9 @@ def training_scale(rows: list, log: RunLog) -> CropScale | None:  # rows: list[M
 
 def training_ood(rows: list, log: RunLog) -> OodStats | None:  # rows: list[ManifestRow]
     """Appearance statistics of the train crops for the card's out-of-distribution score."""
-    from wbc_edge.runtime import ood
-    from wbc_edge.runtime.decode import read_image
-    from wbc_edge.runtime.scale import DEFAULT_SCALE_SAMPLE, evenly_spaced
+    from wbc_edge.model import ood
+    from wbc_edge.model.decode import read_image
+    from wbc_edge.model.scale import DEFAULT_SCALE_SAMPLE, evenly_spaced
 
     paths = evenly_spaced([str(r.path) for r in rows], DEFAULT_SCALE_SAMPLE)
     try:
@@ -46,11 +46,11 @@ def training_ood(rows: list, log: RunLog) -> OodStats | None:  # rows: list[Mani
 
 def training_stain(rows: list, pre: Preprocess, over: str, log: RunLog) -> StainReference:
     """The stain reference for the card: the train crops' Lab statistics (over ``over``'s
-    pixels, :mod:`wbc_edge.runtime.stain`), taken on the crops as ``pre`` resizes them, because
+    pixels, :mod:`wbc_edge.model.stain`), taken on the crops as ``pre`` resizes them, because
     that is where the runtime normalises."""
-    from wbc_edge.runtime import stain
-    from wbc_edge.runtime.decode import read_image
-    from wbc_edge.runtime.scale import DEFAULT_SCALE_SAMPLE, evenly_spaced
+    from wbc_edge.model import stain
+    from wbc_edge.model.decode import read_image
+    from wbc_edge.model.scale import DEFAULT_SCALE_SAMPLE, evenly_spaced
 
     plain = pre.replace(stain=None, channel_order="BGR")  # the statistics are of BGR crops
     paths = evenly_spaced([str(r.path) for r in rows], DEFAULT_SCALE_SAMPLE)

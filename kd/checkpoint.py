@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from wbc_edge.errors import UserError, require_file
-from wbc_edge.runtime.card import ModelCard
+from wbc_edge.model.card import ModelCard
 
 
 def save_checkpoint(

@@ -603,8 +603,8 @@ def register(app: typer.Typer) -> None:
             read_site,
         )
         from wbc_edge.kd.checkpoint import read_checkpoint
-        from wbc_edge.runtime.adaptation import adaptation_notes
-        from wbc_edge.runtime.card import ModelCard
+        from wbc_edge.model.adaptation import adaptation_notes
+        from wbc_edge.model.card import ModelCard
 
         check_stain_norm(stain_norm, pbc)
         card = ModelCard.from_dict(read_checkpoint(model, student=True)["card"])

@@ -15,7 +15,7 @@ import yaml
 
 from wbc_edge.calibration import DEFAULT_DELTA, DEFAULT_TARGET_ERROR
 from wbc_edge.errors import UserError, require_file
-from wbc_edge.runtime.stain import OVER as STAIN_OVER
+from wbc_edge.model.stain import OVER as STAIN_OVER
 
 # Standard library, yaml and numpy only (no torch), so the CLI can read the defaults for --help.
 DEFAULT_AUGMENT = "mild"  # a preset of kd.data.AUGMENT_PRESETS

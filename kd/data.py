@@ -2,9 +2,9 @@
 
 Decoding and resizing 360 px JPEGs costs more CPU than a tiny student's forward pass, so every
 manifest split is decoded once with the model card's own preprocessing
-(:func:`wbc_edge.runtime.labelled.read_labelled` + ``card.preprocess.resize``) into a uint8
+(:func:`wbc_edge.model.labelled.read_labelled` + ``card.preprocess.resize``) into a uint8
 ``.npy`` file under the cache folder, keyed by the data fingerprint and the decode-time fields of
-the card's :class:`~wbc_edge.runtime.card.Preprocess`; later runs memory-map it. Normalisation
+the card's :class:`~wbc_edge.model.card.Preprocess`; later runs memory-map it. Normalisation
 comes from the same card (:func:`normalize_tensor`), through the runtime's own arithmetic.
 
 Augmentation is split in two on purpose:
@@ -38,9 +38,9 @@ import torch
 
 from wbc_edge.data.manifest import ManifestRow, fingerprint
 from wbc_edge.errors import UserError
-from wbc_edge.runtime.card import Preprocess
-from wbc_edge.runtime.labelled import read_labelled
-from wbc_edge.runtime.preprocess import UNIT, standardize
+from wbc_edge.model.card import Preprocess
+from wbc_edge.model.labelled import read_labelled
+from wbc_edge.model.preprocess import UNIT, standardize
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("WBC_EDGE_CACHE", Path.home() / ".cache" / "wbc-edge"))
 
@@ -115,7 +115,7 @@ def normalize_tensor(
     x_uint8_nhwc: torch.Tensor, pre: Preprocess, channels_last: bool = False
 ) -> torch.Tensor:
     """uint8 NHWC -> float32 NCHW ``(x / 255 - mean) / std`` with the card's mean/std, through
-    :func:`wbc_edge.runtime.preprocess.standardize` (a test holds it bit-equal to the runtime)."""
+    :func:`wbc_edge.model.preprocess.standardize` (a test holds it bit-equal to the runtime)."""
     x = x_uint8_nhwc.permute(0, 3, 1, 2).float() * UNIT
     return _normalize_unit(x, pre, channels_last)
 
@@ -279,12 +279,12 @@ def _zoom(im: np.ndarray, f: float) -> np.ndarray:
     """Zoom about the centre so the view spans ``f`` x the crop's field of view (f > 1: out).
 
     Zooming out shows more than the stored crop holds; that border is filled with the crop's
-    background colour (:func:`wbc_edge.runtime.finder.background_colour`, what the finder pads
+    background colour (:func:`wbc_edge.model.finder.background_colour`, what the finder pads
     field-edge crops with), never with replicated edge pixels.
     """
     import cv2
 
-    from wbc_edge.runtime.finder import background_colour
+    from wbc_edge.model.finder import background_colour
 
     h, w = im.shape[:2]
     s = 1.0 / f

@@ -27,9 +27,9 @@ import numpy as np
 
 from wbc_edge.errors import UserError
 from wbc_edge.metrics import ClassificationReport, classification_report
+from wbc_edge.model.card import ModelCard
+from wbc_edge.model.labelled import dihedral_views as dihedral_views  # its home
 from wbc_edge.records import markdown_table, portable_path, record_header
-from wbc_edge.runtime.card import ModelCard
-from wbc_edge.runtime.labelled import dihedral_views as dihedral_views  # its home
 
 
 @dataclass
@@ -92,13 +92,11 @@ def predict(
 
     ``views=8`` averages the calibrated probabilities over the 8 dihedral views (test-time
     augmentation: a blood cell has no up or left, so every view is an equally valid image)."""
-    from wbc_edge.runtime.backends import load_backend
-    from wbc_edge.runtime.labelled import score
+    from wbc_edge.model.model import Model
 
     samples = load_samples(data, split)
-    with load_backend(model_path) as backend:
-        probs_all, y = score(
-            backend,
+    with Model.load(model_path) as model:
+        probs_all, y = model.score(
             [s.path for s in samples],
             [s.label for s in samples],
             str(data),
@@ -106,7 +104,7 @@ def predict(
             views,
             label=f"evaluating {Path(model_path).name}",
         )
-        card, backend_name = backend.card, backend.name
+        card, backend_name = model.card, model.name
     return Predictions(samples, probs_all, y, card, backend_name)
 
 

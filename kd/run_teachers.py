@@ -13,7 +13,7 @@ from wbc_edge.errors import UserError
 from wbc_edge.kd.checkpoint import load_model
 from wbc_edge.kd.config import TrainConfig
 from wbc_edge.kd.data import decode_cached, rows_key
-from wbc_edge.runtime.card import ModelCard, Preprocess
+from wbc_edge.model.card import ModelCard, Preprocess
 
 
 def teacher_members(cfg: TrainConfig) -> list[dict[str, Any]]:

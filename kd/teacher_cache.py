@@ -37,7 +37,7 @@ import torch
 
 from wbc_edge.kd.data import dihedral, normalize_tensor
 from wbc_edge.kd.features import stage_features
-from wbc_edge.runtime.card import Preprocess
+from wbc_edge.model.card import Preprocess
 
 
 def file_digest(path: str | Path, limit: int = 1 << 26) -> str:

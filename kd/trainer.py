@@ -64,7 +64,7 @@ from wbc_edge.kd.run_folder import (
     write_summary,
 )
 from wbc_edge.kd.run_teachers import teacher_caches, teacher_members
-from wbc_edge.runtime.card import ModelCard, Preprocess
+from wbc_edge.model.card import ModelCard, Preprocess
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:

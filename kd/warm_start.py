@@ -35,7 +35,7 @@ def warm_start(model: nn.Module, checkpoint: str | Path, class_names: Sequence[s
     checkpoint's classes may be a subset, superset or reordering of the new ones.
     """
     from wbc_edge.kd.checkpoint import read_checkpoint
-    from wbc_edge.runtime.card import ModelCard
+    from wbc_edge.model.card import ModelCard
 
     payload = read_checkpoint(checkpoint)
     card = ModelCard.from_dict(payload["card"])

@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-from wbc_edge.runtime.options import DEFAULT_OUT, FALLBACK_THRESHOLD, PipelineConfig
+from wbc_edge.model.defaults import FALLBACK_THRESHOLD
+from wbc_edge.runtime.options import DEFAULT_OUT, PipelineConfig
 from wbc_edge.runtime.review_cli import FlagBlasts, FlagIg, FlagNrbc
 from wbc_edge.runtime.service import RunSettings
 

@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from wbc_edge.runtime.post import for_review
-from wbc_edge.runtime.roles import BLAST, IMMATURE, NRBC, OTHER, PLATELET, WBC_ROLES
+from wbc_edge.model.review import for_review
+from wbc_edge.model.roles import BLAST, IMMATURE, NRBC, OTHER, PLATELET, WBC_ROLES
 from wbc_edge.runtime.sinks import CellRecord
 
 EXCLUDED = "Artefact"  # the technologist's "not a cell": out of every count
@@ -197,8 +197,8 @@ class LabDifferential:
 
     @property
     def mostly_review(self) -> bool:
-        """More than :data:`~wbc_edge.runtime.post.MOST` of the cells went to review."""
-        from wbc_edge.runtime.post import MOST
+        """More than :data:`~wbc_edge.model.review.MOST` of the cells went to review."""
+        from wbc_edge.model.review import MOST
 
         return bool(self.total) and self.in_review > MOST * self.total
 
@@ -206,7 +206,7 @@ class LabDifferential:
     def ood_warning(self) -> str:
         """The plain-language warning when many cells look unlike the training data or most
         cells went to review (the model is not reliable on these images), or ''."""
-        from wbc_edge.runtime.ood import WARN_SHARE, WARNING
+        from wbc_edge.model.ood import WARN_SHARE, WARNING
 
         parts = []
         if self.mostly_review:

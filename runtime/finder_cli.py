@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from wbc_edge.runtime.finder import FinderParams
+from wbc_edge.model.finder import FinderParams
 
 
 def finder_eval(

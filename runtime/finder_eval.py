@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from wbc_edge.errors import UserError, require_dir
+from wbc_edge.model.finder import Box, FinderParams, find_cells
 from wbc_edge.records import markdown_table
-from wbc_edge.runtime.finder import Box, FinderParams, find_cells
 
 WBC_NAMES = ("WBC",)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
@@ -139,7 +139,7 @@ def voc_fields(data: str | Path) -> list[tuple[Path, Path]]:
 def evaluate_field(
     image_path: Path, xml_path: Path, params: FinderParams, iou: float = 0.5
 ) -> FieldResult:
-    from wbc_edge.runtime.preprocess import read_image
+    from wbc_edge.model.preprocess import read_image
 
     try:
         image = read_image(str(image_path))

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from wbc_edge.model.roles import BLAST, IMMATURE, NRBC
 from wbc_edge.runtime.differential import LabDifferential
 from wbc_edge.runtime.options import FLAG_BLASTS, FLAG_IG_PERCENT, FLAG_NRBC_PER_100_WBC
-from wbc_edge.runtime.roles import BLAST, IMMATURE, NRBC
 
 
 @dataclass(frozen=True)

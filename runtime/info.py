@@ -13,8 +13,8 @@ from typing import Annotated, Any
 import typer
 
 from wbc_edge.calibration import certificate_text
-from wbc_edge.runtime.adaptation import adaptation_notes, adaptation_summary
-from wbc_edge.runtime.card import ModelCard, Preprocess
+from wbc_edge.model.adaptation import adaptation_notes, adaptation_summary
+from wbc_edge.model.card import ModelCard, Preprocess
 
 # Card extras shown in their own lines; everything else is listed under "other" (an adaptation
 # is shown in short with its notes; `info --json` prints all of it).
@@ -29,9 +29,9 @@ _SHOWN = {
 def read_any_card(path: Path) -> tuple[Any, dict[str, Any]]:
     """The card of any artifact and, for an engine, its sidecar's other fields (build key)."""
     from wbc_edge.errors import require_file
-    from wbc_edge.runtime.backends import backend_kind
-    from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
-    from wbc_edge.runtime.card import read_sidecar
+    from wbc_edge.model.backends import backend_kind
+    from wbc_edge.model.backends.onnxruntime import read_onnx_card
+    from wbc_edge.model.card import read_sidecar
 
     kind = backend_kind(path)
     require_file(path, "model file", "pass an .onnx, .engine or .pt file")
@@ -81,7 +81,7 @@ def metrics_text(metrics: dict[str, Any]) -> str:
 
 def card_lines(path: Path) -> list[str]:
     """The card as ``key: value`` lines, in the order a user asks about them."""
-    from wbc_edge.runtime.names import model_name
+    from wbc_edge.model.names import model_name
 
     card, fields = read_any_card(path)
     x = card.extra
@@ -113,7 +113,7 @@ def card_lines(path: Path) -> list[str]:
             f"images (fingerprint {x.get('calibration_fingerprint')}), "
             f"{x.get('int8_weight_bits', 8)}-bit weights"
         )
-        from wbc_edge.runtime.backends.onnxruntime import int8_saturation_warning
+        from wbc_edge.model.backends.onnxruntime import int8_saturation_warning
 
         warning = int8_saturation_warning(card, path)
         if warning:

@@ -16,9 +16,9 @@ from rich.table import Table
 from rich.text import Text
 
 from wbc_edge.console import console
+from wbc_edge.model.roles import BLAST, IMMATURE
 from wbc_edge.runtime.differential import LabDifferential
 from wbc_edge.runtime.flags import FlagRules, evaluate
-from wbc_edge.runtime.roles import BLAST, IMMATURE
 
 
 def differential_table(diff: LabDifferential, title: str = "Differential") -> Table:
@@ -83,7 +83,7 @@ def status_line(stats, backend) -> str:  # stats: pipeline.Stats, backend: Backe
 
 
 def render(pipeline, diff: LabDifferential, rules: FlagRules, title: str) -> Group:
-    parts = [Text(title, style="bold"), Text(status_line(pipeline.stats, pipeline.backend))]
+    parts = [Text(title, style="bold"), Text(status_line(pipeline.stats, pipeline.model.backend))]
     parts += [Text(progress_text(diff), style="bold"), differential_table(diff)]
     flags = flag_text(diff, rules)
     if flags:
@@ -140,7 +140,7 @@ def watch_run(
         def log() -> None:
             flags = flag_text(diff, rules)
             flag = f"  [bold red]{escape(flags)}[/]" if flags else ""
-            line = f"{status_line(pipeline.stats, pipeline.backend)}  {progress_text(diff)}"
+            line = f"{status_line(pipeline.stats, pipeline.model.backend)}  {progress_text(diff)}"
             if diff.ood_warning:
                 flag += f"  [bold yellow]{escape(diff.ood_warning)}[/]"
             console.print(escape(line) + flag, highlight=False)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-FALLBACK_THRESHOLD = 0.5  # review threshold for a model whose card certifies none
-TOPK = 3  # classes each result lists (the records' top3)
+from wbc_edge.model.defaults import MARGIN
+
 DEFAULT_OUT = "wbc-run"  # `wbc-edge run`'s results folder: one sub-folder per sample
 # Flag thresholds (runtime/flags.py), starting points a lab replaces with its own; a rule fires
 # when its value is above the threshold.
@@ -30,8 +30,7 @@ class PipelineConfig:
     # Cells below this top probability go to review, not the count; None: the card's certified
     # confidence_threshold, or FALLBACK_THRESHOLD when the card has none.
     threshold: float | None = None
-    margin: float = 0.15  # smear: crop margin as a fraction of the cell's box side (cards
-    # without a crop scale; with one, crops span the card's field of view in red cells)
+    margin: float = MARGIN  # smear: crop margin (wbc_edge.model.defaults)
     rbc_px: float | None = None  # smear: red-cell diameter in px (None: measured per field)
     um_per_px: float | None = None  # smear: camera calibration, instead of rbc_px
     # smear, a video or camera: the red-cell ruler is measured on one frame in this many (one

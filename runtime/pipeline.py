@@ -2,7 +2,7 @@
 
 Capture reads files (or grabs camera frames); a small pool of worker threads
 (:class:`~wbc_edge.runtime.pool.OrderedPool`) decodes each file at the model's scale
-(:func:`~wbc_edge.runtime.decode.decode_image`), finds the cells of a field and preprocesses
+(:func:`~wbc_edge.model.decode.decode_image`), finds the cells of a field and preprocesses
 them, in parallel and in order; inference runs in its own thread, one batch at a time, and the
 output stage writes the records. OpenCV and ONNX Runtime release the GIL, so on two cores the
 workers decode the next files while the model runs.
@@ -22,7 +22,7 @@ must stay in the drop-oldest queue, where the newest frame replaces the oldest, 
 behind it.
 
 A chunk stays one unit all the way: its worker decodes its files, then resizes and normalises
-every cell straight into one float32 buffer (:class:`~wbc_edge.runtime.preprocess.FusedPreprocess`,
+every cell straight into one float32 buffer (:class:`~wbc_edge.model.preprocess.FusedPreprocess`,
 no per-cell array), which inference hands to the backend as it is when the chunk is the batch
 (no concatenation); the output stage keeps the cells' images (a crop file is hard-linked, not
 copied: :mod:`~wbc_edge.runtime.archive`) and appends the whole group's records in one write per
@@ -50,21 +50,21 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from wbc_edge.runtime import ood
-from wbc_edge.runtime.backends import Backend
-from wbc_edge.runtime.decode import decode_scaled, model_min_side
-from wbc_edge.runtime.finder import FieldScale
+from wbc_edge.model.fieldcrop import FieldScale
 from wbc_edge.runtime.options import PipelineConfig
 from wbc_edge.runtime.pool import END as POOL_END
 from wbc_edge.runtime.pool import OrderedPool
-from wbc_edge.runtime.post import cell_records, review_threshold
+from wbc_edge.runtime.post import cell_records
 from wbc_edge.runtime.queues import BlockingQueue, DropOldestQueue
 from wbc_edge.runtime.sinks import CellRecord, RunOutput
 from wbc_edge.runtime.sources import EndOfStream, Frame, Source
+
+if TYPE_CHECKING:
+    from wbc_edge.model.model import Model
 
 _END = object()  # passed down the queues after the last item
 # Chunks waiting between the workers and inference, and inference and output. A chunk of 16
@@ -206,29 +206,26 @@ class BatchBuffers:
 
 
 class Pipeline:
-    """Runs ``source`` through ``backend`` into ``output``; observers see every finished item."""
+    """Runs ``source`` through ``model`` into ``output``; observers see every finished item.
+
+    The review threshold is the model's (``Model.load(..., threshold=config.threshold)``)."""
 
     def __init__(
         self,
         source: Source,
-        backend: Backend,
+        model: Model,
         output: RunOutput,
         config: PipelineConfig | None = None,
         observers: list[Observer] | None = None,
         archive: Observer | None = None,
     ) -> None:
-        self.source, self.backend, self.output = source, backend, output
+        self.source, self.model, self.output = source, model, output
         self.config = config or PipelineConfig()
         self.observers = list(observers or [])
         self.archive = archive  # keeps an item's crops; runs before its records are written
         self.stats = Stats()
-        self.threshold = review_threshold(self.config.threshold, backend.card)
-        self.preprocess = backend.card.preprocess
-        self.fused = self.preprocess.fused
         # The archive's batch form (CellArchive.save_all) when it has one; else one call an item.
         self._archive_all = getattr(archive, "save_all", None)
-        self.ood_stats = backend.card.ood  # None: the model's card cannot judge OOD
-        self.class_names = backend.card.class_names
         size = self.config.queue_size
         self.frames = DropOldestQueue(size) if source.live else BlockingQueue(size)
         # Chunks (lists of items, each chunk at most a batch of frames): room for one being
@@ -242,16 +239,13 @@ class Pipeline:
         self._failure: BaseException | None = None
         self._threads: list[threading.Thread] = []
         self._ended: list[threading.Event] = []  # one per stage, set as its last act
-        self._finder: Any = None
         self._ruler: Any = None  # smear mode, a video or camera: its StreamRuler
-        # Crops are decoded at the smallest scale that still fills the model's input; a smear
-        # field is decoded in full (the finder works in the field's own pixels).
-        self.min_side = model_min_side(self.preprocess) if self.config.mode == "crops" else 0
+        self._field = self.config.mode == "smear"  # decoded whole, its cells found
         options = getattr(source, "options", None)
         if options is not None and hasattr(options, "defer_decode"):
             options.defer_decode = True  # files arrive as bytes; the workers decode them
         self.stats.workers = self.config.resolved_workers()
-        size = self.preprocess.input_size
+        size = model.card.preprocess.input_size
         self.buffers = BatchBuffers((3, size, size), self.config.batch, self.stats.workers + 3)
         # One chunk in flight per worker (see _CHUNKS_QUEUED for why no more).
         self.pool = OrderedPool(
@@ -262,16 +256,10 @@ class Pipeline:
 
     def start(self) -> None:
         if self.config.mode == "smear":
-            from wbc_edge.runtime import finder
-
-            self._finder = finder
             opts = getattr(self.source, "options", None)
             stream = opts is not None and (opts.live or opts.kind == "video")
             if stream and self.config.rbc_px is None and self.config.um_per_px is None:
-                crop_scale = self.preprocess.crop_scale
-                self._ruler = finder.StreamRuler(
-                    self.config.ruler_every, crop_scale.fov_rbc if crop_scale else None
-                )
+                self._ruler = self.model.stream_ruler(self.config.ruler_every)
         stages = [
             ("capture", self._capture),
             ("dispatch", self._dispatch),
@@ -479,7 +467,7 @@ class Pipeline:
             return False
         data, frame.data = frame.data, None
         try:
-            frame.image, item.size = decode_scaled(data, frame.file or frame.key, self.min_side)
+            frame.image, item.size = self.model.decode(data, frame.file or frame.key, self._field)
         except Exception as exc:  # decode_scaled names the file in its ValueErrors
             if not frame.error:
                 frame.error = (
@@ -488,7 +476,7 @@ class Pipeline:
                     else f"{frame.key}: cannot prepare ({type(exc).__name__}: {exc})"
                 )
             return True
-        if self.min_side and data[:2] == b"\xff\xd8":
+        if not self._field and data[:2] == b"\xff\xd8":
             item.encoded = data
         return True
 
@@ -499,12 +487,9 @@ class Pipeline:
 
     def _find(self, item: Item) -> None:
         image = item.frame.image
-        crop_scale = self.preprocess.crop_scale
         ruler = self._ruler
-        found = self._finder.cells_in_field(
+        found = self.model.find_cells(
             image,
-            self.config.margin,
-            fov_rbc=crop_scale.fov_rbc if crop_scale else None,
             rbc_px=self.config.rbc_px,
             um_per_px=self.config.um_per_px,
             scale=ruler.scale_for(image, item.frame.index) if ruler is not None else None,
@@ -529,8 +514,8 @@ class Pipeline:
         their OOD flags; the rows used (none when it failed: the next item takes them)."""
         n = len(item.crops)
         try:
-            view = self.fused.into(buffer[row : row + n], item.crops)
-            item.ood = ood.flags(self.ood_stats, item.crops)
+            view = self.model.prepare_into(buffer[row : row + n], item.crops)
+            item.ood = self.model.ood_check(item.crops)
         except Exception as exc:
             self._failed(item, exc)
             return 0
@@ -560,7 +545,7 @@ class Pipeline:
                 size = self.config.batch
                 probs = np.concatenate(
                     [
-                        self.backend.predict(x[i : i + size])
+                        self.model.infer(x[i : i + size])
                         for x in _inputs(batches, size)
                         for i in range(0, len(x), size)
                     ]
@@ -647,15 +632,8 @@ class Pipeline:
     def _records(self, item: Item) -> list[CellRecord]:
         if item.probs is None:
             return []
-        return cell_records(
-            item.frame,
-            item.boxes,
-            item.probs,
-            self.class_names,
-            self.threshold,
-            item.scale,
-            item.ood,
-        )
+        rows = self.model.verdicts(item.probs)
+        return cell_records(item.frame, item.boxes, rows, item.scale, item.ood)
 
 
 class _Timer:

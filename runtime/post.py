@@ -1,102 +1,29 @@
-"""Post-processing of classified cells: top-k, the review rule, cell records.
+"""Cell records: a frame's classified cells as the rows ``run`` writes.
 
-Probabilities come out of a backend; here they become records. Cells the model is unsure of
-(top probability under the threshold) are marked for *review*, so a doubtful cell cannot shift
-the percentages (the counting itself, by class role, is :mod:`wbc_edge.runtime.differential`).
-The Python API and the streaming pipeline both use these functions.
+The verdict on each cell (label, top-k, uncertain) is the model core's review rule
+(:mod:`wbc_edge.model.review`); here it is stamped with the frame's source, box and scale.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
-
-from wbc_edge.runtime.card import ModelCard
-from wbc_edge.runtime.finder import FieldScale
-from wbc_edge.runtime.options import FALLBACK_THRESHOLD, TOPK
+from wbc_edge.model.fieldcrop import FieldScale
 from wbc_edge.runtime.sinks import CellRecord, now_iso
 from wbc_edge.runtime.sources import Frame
-
-# Why a cell is not in the WBC differential (``reason``), in the words every surface uses.
-UNCERTAIN = "uncertain"  # below the certified confidence threshold: the model may be wrong
-OOD = "ood"  # unlike the training images (the card's OOD check): its label means little
-NOT_WBC = "not_wbc"  # a confident platelet, nucleated red cell or artefact: counted apart
-REASONS = {
-    UNCERTAIN: "uncertain (below the certified confidence threshold)",
-    OOD: "unlike the training images",
-    NOT_WBC: "not a white cell (counted apart)",
-}
-# A run says plainly that the model is not reliable on its images when more than this share of
-# its cells went to review ("most cells").
-MOST = 0.5
-
-
-def predictions(
-    probs: np.ndarray,
-    class_names: Sequence[str],
-    threshold: float = FALLBACK_THRESHOLD,
-    k: int = TOPK,
-) -> list[tuple[str, float, list[tuple[str, float]], bool]]:
-    """(label, prob, top-k, uncertain) per row of ``probs``: the one post-processing step the
-    API and the streaming pipeline's records share."""
-    out = []
-    for p in probs:
-        order = np.argsort(p)[::-1][:k]
-        best = float(p[order[0]])
-        top = [(class_names[j], float(p[j])) for j in order]
-        out.append((class_names[order[0]], best, top, not best >= threshold))  # NaN-safe
-    return out
-
-
-def for_review(uncertain: bool, ood: bool) -> bool:
-    """A cell goes to review, and is never counted, when its probability is below the review
-    threshold or it looks unlike the model's training images: the differential's rule, and the
-    Python API's."""
-    return uncertain or ood
-
-
-def reason(uncertain: bool, ood: bool, role: str = "") -> str:
-    """Why a cell is not counted as a white cell ("" when it is): :data:`OOD` first (its
-    confidence means little then), :data:`UNCERTAIN`, then :data:`NOT_WBC` for a confident
-    cell of a class whose role is not a white cell's. ``run``'s records (``uncertain``,
-    ``ood``, the label's role) and the API's :class:`~wbc_edge.runtime.api.Prediction` give
-    the same answer through this one function."""
-    from wbc_edge.runtime.roles import WBC_ROLES
-
-    if ood:
-        return OOD
-    if uncertain:
-        return UNCERTAIN
-    if role and role not in WBC_ROLES:
-        return NOT_WBC
-    return ""
-
-
-def review_threshold(explicit: float | None, card: ModelCard) -> float:
-    """The confidence below which a cell goes to review: an explicit value wins, then the
-    card's certified ``confidence_threshold`` (set on validation for a stated error of counted
-    cells, :mod:`wbc_edge.calibration`), then :data:`FALLBACK_THRESHOLD`."""
-    if explicit is not None:
-        return float(explicit)
-    if card.confidence_threshold is not None:
-        return card.confidence_threshold
-    return FALLBACK_THRESHOLD
 
 
 def cell_records(
     frame: Frame,
     boxes: Sequence[tuple[int, int, int, int]],
-    probs: np.ndarray,
-    class_names: Sequence[str],
-    threshold: float,
+    rows: Sequence[tuple[str, float, list[tuple[str, float]], bool]],
     scale: FieldScale | None = None,
     ood: Sequence[bool] | None = None,
 ) -> list[CellRecord]:
-    """One :class:`CellRecord` per classified cell of ``frame`` (``boxes`` and ``probs`` rows
-    in the same order), stamped now; ``scale`` is the smear field's crop scale."""
+    """One :class:`CellRecord` per classified cell of ``frame`` (``boxes`` and the verdicts
+    ``rows`` of :meth:`~wbc_edge.model.model.Model.verdicts` in the same order), stamped now;
+    ``scale`` is the smear field's crop scale."""
     stamp = now_iso()
-    rows = predictions(probs, class_names, threshold, k=TOPK)
     return [
         CellRecord(
             time=stamp,

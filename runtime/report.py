@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from wbc_edge.model.roles import NRBC, OTHER, PLATELET
 from wbc_edge.runtime.differential import EXCLUDED, LabDifferential, ReviewedCell
 from wbc_edge.runtime.flags import FlagRules
 from wbc_edge.runtime.options import REPORT_PER_CLASS
 from wbc_edge.runtime.results import SampleResults, load_results
-from wbc_edge.runtime.roles import NRBC, OTHER, PLATELET
 from wbc_edge.runtime.sample import SampleFolder
 from wbc_edge.runtime.sinks import now_iso, printable_name
 
@@ -228,7 +228,7 @@ def _card_table(header: dict[str, Any], card: Any) -> str:
     """The model card in short: what a reader signing off the differential needs, in words
     (`wbc-edge info --json MODEL` prints all of it)."""
     from wbc_edge.calibration import certificate_text
-    from wbc_edge.runtime.adaptation import adaptation_notes, adaptation_summary
+    from wbc_edge.model.adaptation import adaptation_notes, adaptation_summary
     from wbc_edge.runtime.info import metrics_text, training_text
 
     model = header["model"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from wbc_edge.runtime.card import ModelCard
+from wbc_edge.model.card import ModelCard
 from wbc_edge.runtime.corrections import reviewed_cells
 from wbc_edge.runtime.differential import LabDifferential, ReviewedCell
 from wbc_edge.runtime.flags import Flag, FlagRules, evaluate

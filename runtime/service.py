@@ -197,14 +197,13 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
     from wbc_edge.console import console, print_table
     from wbc_edge.console import results as results_console
     from wbc_edge.data.scan import sha256_file
+    from wbc_edge.model.model import Model
     from wbc_edge.runtime.archive import CellArchive, crop_px_for
-    from wbc_edge.runtime.backends import load_backend
     from wbc_edge.runtime.corrections import reviewed_cells
     from wbc_edge.runtime.differential import unreviewed
     from wbc_edge.runtime.flags import FlagRules
     from wbc_edge.runtime.live import differential_table, flag_text, watch_run
     from wbc_edge.runtime.pipeline import Pipeline
-    from wbc_edge.runtime.post import review_threshold
     from wbc_edge.runtime.report import Annotator, write_report
     from wbc_edge.runtime.results import count, load_results, summary_dict
     from wbc_edge.runtime.sample import SampleFolder, make_header, sample_of
@@ -222,11 +221,13 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
         from wbc_edge.models import default_model
 
         model = default_model()
-    backend = load_backend(model, device=s.device, threads=s.threads)
-    with backend:
-        card = backend.card
+    runner = Model.load(
+        model, s.device, s.threads, threshold=config.threshold, margin=config.margin
+    )
+    with runner:
+        card, backend = runner.card, runner.backend
         counting = {"mode": config.mode, "margin": config.margin}
-        counting["min_confidence"] = review_threshold(config.threshold, card)
+        counting["min_confidence"] = runner.threshold
         header = make_header(sample_id, opts, model, sha256_file(model), card, counting, lab)
         folder, resumed = SampleFolder.for_run(s.out, header)
         diff = count(reviewed_cells(folder), card, lab)
@@ -292,7 +293,7 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
                 observers = [tally] + ([annotator] if annotator else [])
                 smear = config.mode == "smear"
                 archive = CellArchive(folder, crop_px_for(card.preprocess.input_size), smear)
-                pipeline = Pipeline(src, backend, output, config, observers, archive)
+                pipeline = Pipeline(src, runner, output, config, observers, archive)
                 started = time.strftime("%Y-%m-%d %H:%M:%S")
                 cpu_start = time.process_time()
                 pipeline.start()
@@ -391,7 +392,7 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
 
 def _review_line(min_confidence: float | None, card) -> str:  # noqa: ANN001
     """Which review threshold this run uses and where it comes from."""
-    from wbc_edge.runtime.post import review_threshold
+    from wbc_edge.model.review import review_threshold
 
     value = review_threshold(min_confidence, card)
     if min_confidence is not None:

@@ -144,11 +144,11 @@ class CellRecord:
     uncertain: bool
     key: str = ""
     # Smear fields: the red-cell diameter (px) the field was cropped at and where it came from
-    # (measured / given / assumed, :class:`wbc_edge.runtime.finder.FieldScale`). JSONL only:
+    # (measured / given / assumed, :class:`wbc_edge.model.fieldcrop.FieldScale`). JSONL only:
     # the CSV keeps its columns so older run folders still resume.
     rbc_px: float | None = None
     scale: str = ""
-    # Out-of-distribution (the crop looks unlike the training data, runtime/ood.py): such a
+    # Out-of-distribution (the crop looks unlike the training data, wbc_edge/model/ood.py): such a
     # cell is counted apart, under review, and raises no flag.
     ood: bool = False
 

@@ -16,7 +16,7 @@
 ==========================  ==========================================================
 
 ``capture(timeout)`` says what happened: a :class:`Frame` (whose ``error`` is set when an image
-is not accepted, :mod:`wbc_edge.runtime.imagecheck`, so the caller logs it and goes on),
+is not accepted, :mod:`wbc_edge.model.imagecheck`, so the caller logs it and goes on),
 ``None`` for a timeout, or :class:`EndOfStream`. A lost camera or stream is reopened with
 exponential back-off, each loss and reconnect said in the log with its count; while it is down
 ``capture`` returns ``None``. A video file ends at its last frame, ``--realtime`` or not.
@@ -43,8 +43,8 @@ from rich.markup import escape
 
 from wbc_edge.console import console
 from wbc_edge.errors import UserError
-from wbc_edge.runtime.decode import check_complete, decode_image
-from wbc_edge.runtime.imagecheck import check_pixels
+from wbc_edge.model.decode import check_complete, decode_image
+from wbc_edge.model.imagecheck import check_pixels
 from wbc_edge.runtime.resume import (
     ResumeState,
     content_digest,

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from wbc_edge.data.manifest import ManifestRow, write_manifest
-from wbc_edge.runtime.card import ModelCard, Preprocess
+from wbc_edge.model.card import ModelCard, Preprocess
 
 CLASSES = ["Disc", "Ring", "Square", "Twin"]
 SIZE = 32  # model input
@@ -89,7 +89,7 @@ def card() -> ModelCard:
 def train_tiny(manifest: Path, steps: int = 300, seed: int = 0) -> TinyNet:
     """A few seconds of Adam on the train split, through the card's own preprocessing."""
     from wbc_edge.data.manifest import read_manifest
-    from wbc_edge.runtime.preprocess import read_image
+    from wbc_edge.model.preprocess import read_image
 
     torch.manual_seed(seed)
     rows = read_manifest(manifest, "train")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wbc_edge.runtime.card import ONNX_METADATA_KEY, ModelCard, Preprocess
+from wbc_edge.model.card import ONNX_METADATA_KEY, ModelCard, Preprocess
 
 CLASSES = ["Neutrophil", "Lymphocyte", "Promyelocyte"]
 RED, GREEN, BLUE = (0, 0, 230), (0, 230, 0), (230, 0, 0)  # BGR

@@ -16,8 +16,8 @@ from runtime_models import BLUE, CLASSES, GREEN, RED, make_onnx, paint_field, wr
 import wbc_edge
 from wbc_edge import cli
 from wbc_edge.errors import UserError
+from wbc_edge.model.backends.onnxruntime import read_onnx_card
 from wbc_edge.models import INTENDED_USE, default_model
-from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
 from wbc_edge.runtime.sinks import read_records
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,7 +86,7 @@ def test_the_api_matches_wbc_edge_run(tmp_path, model, model_path):
 
 
 def test_cells_unlike_the_training_data_go_to_review_as_in_wbc_edge_run(tmp_path):
-    from wbc_edge.runtime import ood
+    from wbc_edge.model import ood
 
     # The card's "training" crops are all red: the blue and green cells look foreign.
     reds = write_images(tmp_path / "train", [RED] * 40)

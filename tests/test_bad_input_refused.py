@@ -78,7 +78,7 @@ def test_case06_review_port_out_of_range_is_a_usage_error(tmp_path, capsys, port
 def _card_json(model: Path, dest: Path, text: str) -> Path:
     import onnx
 
-    from wbc_edge.runtime.card import ONNX_METADATA_KEY
+    from wbc_edge.model.card import ONNX_METADATA_KEY
 
     proto = onnx.load(str(model))
     props = {p.key: p.value for p in proto.metadata_props}

@@ -197,7 +197,7 @@ def tiny_onnx(path: Path, width: int, seed: int, size: int = 32, role: str = "")
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
-    from wbc_edge.runtime.card import ONNX_METADATA_KEY, ModelCard, Preprocess
+    from wbc_edge.model.card import ONNX_METADATA_KEY, ModelCard, Preprocess
 
     rng = np.random.default_rng(seed)
     k = len(CLASSES)
@@ -357,7 +357,7 @@ def test_bench_torch_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[st
     torch = pytest.importorskip("torch")
     from wbc_edge.kd.checkpoint import save_checkpoint
     from wbc_edge.kd.students import create_student
-    from wbc_edge.runtime.card import ModelCard, Preprocess
+    from wbc_edge.model.card import ModelCard, Preprocess
 
     torch.manual_seed(0)
     model = create_student("tinyresnet_xs", num_classes=len(CLASSES))
@@ -484,7 +484,7 @@ def test_bench_teacher_checkpoint_is_exported_first(
     pytest.importorskip("torch", reason="exporting a checkpoint needs the train extra")
     from wbc_edge.kd.checkpoint import save_checkpoint
     from wbc_edge.kd.students import create_student
-    from wbc_edge.runtime.card import ModelCard, Preprocess
+    from wbc_edge.model.card import ModelCard, Preprocess
 
     card = ModelCard("tinyresnet_xs", CLASSES, Preprocess(32), extra={"role": "teacher"})
     ckpt = save_checkpoint(tmp_path / "best.pt", create_student("tinyresnet_xs", 3), card)

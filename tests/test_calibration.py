@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wbc_edge.runtime.backends import load_backend, softmax
-from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
-from wbc_edge.runtime.card import ModelCard, Preprocess
+from wbc_edge.model.backends import load_backend, softmax
+from wbc_edge.model.backends.onnxruntime import read_onnx_card
+from wbc_edge.model.card import ModelCard, Preprocess
 
 CLASSES = ["Basophil", "Eosinophil", "Lymphocyte", "Neutrophil"]
 

@@ -12,8 +12,8 @@ from runtime_models import make_onnx
 
 import wbc_edge
 from wbc_edge import cli
-from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
-from wbc_edge.runtime.card import write_sidecar
+from wbc_edge.model.backends.onnxruntime import read_onnx_card
+from wbc_edge.model.card import write_sidecar
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ def test_info_says_an_adapted_models_notes_and_its_certificate_in_words(tmp_path
     from wbc_edge import cli
     from wbc_edge.kd.checkpoint import save_checkpoint
     from wbc_edge.kd.students import create_student
-    from wbc_edge.runtime.card import ModelCard, Preprocess
+    from wbc_edge.model.card import ModelCard, Preprocess
 
     card = ModelCard("tinyresnet_xs", ["Neutrophil", "Lymphocyte"], Preprocess(32))
     card.temperature = 0.7

@@ -17,8 +17,8 @@ from wbc_edge.data.manifest import (
     write_manifest,
 )
 from wbc_edge.errors import UserError
-from wbc_edge.runtime.card import ModelCard, Preprocess, read_sidecar, write_sidecar
-from wbc_edge.runtime.preprocess import normalize
+from wbc_edge.model.card import ModelCard, Preprocess, read_sidecar, write_sidecar
+from wbc_edge.model.preprocess import normalize
 
 
 def test_help_lists_command_groups():
@@ -78,7 +78,7 @@ def test_a_preprocessing_step_this_version_does_not_know_is_refused():
 
 
 def test_crop_window_keeps_the_declared_field_of_view():
-    from wbc_edge.runtime.preprocess import crop_window
+    from wbc_edge.model.preprocess import crop_window
 
     assert crop_window(40, 60, 1.0, None) == (0, 40, 0, 60)
     assert crop_window(40, 60, 0.5, None) == (10, 30, 15, 45)

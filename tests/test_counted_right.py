@@ -64,7 +64,7 @@ def test_the_certificate_keeps_the_error_at_target_in_90_percent_of_draws():
 def test_calibrate_takes_a_folder_of_class_folders_as_its_calibration_set(tmp_path):
     pytest.importorskip("torch", reason="calibrate needs the train extra")
     from wbc_edge.kd.calibrate import calibrate_card
-    from wbc_edge.runtime.card import ModelCard
+    from wbc_edge.model.card import ModelCard
 
     card = ModelCard("x", ["a", "b"], metrics={"test_coverage": 1.0, "test_counted_error": 0.1})
     rng = np.random.default_rng(0)
@@ -84,7 +84,7 @@ def test_calibrate_takes_a_folder_of_class_folders_as_its_calibration_set(tmp_pa
 @pytest.fixture
 def foreign(tmp_path) -> Path:
     """A colour model whose card's training crops are all red (OOD statistics)."""
-    from wbc_edge.runtime import ood
+    from wbc_edge.model import ood
 
     reds = write_images(tmp_path / "train", [RED] * 40)
     return make_onnx(tmp_path / "ood.onnx", ood=ood.fit([cv2.imread(str(p)) for p in reds]))
@@ -123,8 +123,8 @@ def test_a_run_of_foreign_cells_shows_no_green_box_and_says_why_nothing_was_coun
 
 
 def test_the_apis_reasons_match_runs_records(tmp_path):
-    from wbc_edge.runtime import ood
-    from wbc_edge.runtime.post import reason
+    from wbc_edge.model import ood
+    from wbc_edge.model.review import reason
 
     # Training crops red, blue and purple; blue is the Platelet class (not a white cell), green
     # looks foreign, purple is half red, half blue: in distribution, but uncertain.
@@ -161,7 +161,7 @@ def _edit_card(path: Path, edit) -> Path:  # noqa: ANN001
 
     import onnx
 
-    from wbc_edge.runtime.card import ONNX_METADATA_KEY
+    from wbc_edge.model.card import ONNX_METADATA_KEY
 
     graph = onnx.load(path)
     for prop in graph.metadata_props:
@@ -207,7 +207,7 @@ def test_a_model_trained_on_phantoms_says_so_in_its_card_and_every_report(tmp_pa
 
 
 def test_flags_of_a_run_where_most_cells_await_review_say_so(tmp_path):
-    from wbc_edge.runtime import ood
+    from wbc_edge.model import ood
 
     blues = write_images(tmp_path / "train", [BLUE] * 40)  # blue: Promyelocyte, an IG
     model = make_onnx(tmp_path / "m.onnx", ood=ood.fit([cv2.imread(str(p)) for p in blues]))
@@ -228,7 +228,7 @@ def test_make_demo_stamps_its_phantom_models_synthetic_and_the_export_carries_it
     from wbc_edge.export.onnx_export import export_onnx
     from wbc_edge.kd.checkpoint import load_model, save_checkpoint
     from wbc_edge.kd.students import create_student
-    from wbc_edge.runtime.card import ModelCard, Preprocess
+    from wbc_edge.model.card import ModelCard, Preprocess
 
     names = ["Neutrophil", "Lymphocyte", "Monocyte"]
     net = create_student("tinyresnet_xs", 3).eval()

@@ -13,9 +13,9 @@ from wbc_edge.data.synth import CROP_FOV_UM, render_cell
 from wbc_edge.data.synth_fields import render_field
 from wbc_edge.errors import UserError
 from wbc_edge.kd.data import AUGMENT_PRESETS, NO_JITTER, augment_preset, jitter_uint8
-from wbc_edge.runtime.card import ModelCard, Preprocess
-from wbc_edge.runtime.finder import cells_in_field
-from wbc_edge.runtime.scale import CropScale, measure_crops, red_cell_diameter
+from wbc_edge.model.card import ModelCard, Preprocess
+from wbc_edge.model.fieldcrop import cells_in_field
+from wbc_edge.model.scale import CropScale, measure_crops, red_cell_diameter
 
 RBC_UM = 2 * 3.8  # the phantoms' mean red-cell diameter (radius drawn from 3.5-4.1 um)
 
@@ -48,7 +48,7 @@ def test_cells_reach_the_model_at_one_size_at_1x_and_2x() -> None:
     share = {}
     for mag in (1, 2):
         image, _ = field_at(mag)
-        found = cells_in_field(image, fov_rbc=5.0)
+        found = cells_in_field(image, CropScale(rbc_px=75.0, fov_rbc=5.0, crop_px=375.0))
         assert found.scale.source == "measured" and found.boxes
         side = found.scale.crop_px
         assert all(c.shape[:2] == (round(side), round(side)) for c in found.crops)
@@ -86,7 +86,7 @@ def test_cells_unlike_the_training_data_are_ood_warned_and_raise_no_flag(tmp_pat
     from runtime_models import make_onnx
 
     from wbc_edge import cli
-    from wbc_edge.runtime import ood
+    from wbc_edge.model import ood
     from wbc_edge.runtime.sinks import read_records
 
     rng = np.random.default_rng(0)
@@ -324,7 +324,7 @@ def test_unknown_class_folder_names_the_known_classes(
 
 
 def test_ood_score_is_higher_on_a_colour_shifted_phantom_set() -> None:
-    from wbc_edge.runtime import ood
+    from wbc_edge.model import ood
 
     rng = np.random.default_rng(0)
     classes = ("Neutrophil", "Lymphocyte", "Eosinophil", "Monocyte")
@@ -348,7 +348,7 @@ def test_ood_method_in_the_card_decides_how_crops_are_scored() -> None:
     point sample; a method this version does not know is refused with the fix."""
     import cv2
 
-    from wbc_edge.runtime import ood
+    from wbc_edge.model import ood
 
     rng = np.random.default_rng(1)
     crops = [render_cell("Neutrophil", rng, size=96) for _ in range(20)]
@@ -383,7 +383,7 @@ def test_ood_method_in_the_card_decides_how_crops_are_scored() -> None:
 
 
 def test_auroc_counts_ties_half_and_orders() -> None:
-    from wbc_edge.runtime.ood import auroc
+    from wbc_edge.model.ood import auroc
 
     assert auroc(np.array([0.0, 1.0]), np.array([2.0, 3.0])) == 1.0
     assert auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 0.0
@@ -392,7 +392,7 @@ def test_auroc_counts_ties_half_and_orders() -> None:
 
 def test_immature_alarm_follows_the_runs_flag_rules() -> None:
     from wbc_edge.benchmarks.crosslab import _immature_alarm
-    from wbc_edge.runtime.card import ModelCard
+    from wbc_edge.model.card import ModelCard
 
     names = ["Eosinophil", "Neutrophil", "Promyelocyte"]
     card = ModelCard("tinyresnet_xs", names)
@@ -410,7 +410,7 @@ def test_immature_alarm_follows_the_runs_flag_rules() -> None:
 def test_adapt_refits_the_ood_statistics_on_the_site() -> None:
     """At the site its own images are in-distribution and the training lab's are foreign."""
     from wbc_edge.kd.adapt import SITE_OOD_MIN_CROPS, SiteData, _refit_ood
-    from wbc_edge.runtime import ood
+    from wbc_edge.model import ood
 
     rng = np.random.default_rng(1)
     classes = ("Neutrophil", "Lymphocyte", "Eosinophil", "Monocyte")
@@ -467,7 +467,7 @@ def test_fields_beside_their_label_file_without_jpegimages_get_the_layout_in_one
 
 def test_adaptation_notes_name_unseen_classes_a_missing_pbc_and_the_ood_check() -> None:
     """What adapt prints after writing the model, read from the adapted card alone."""
-    from wbc_edge.runtime.adaptation import adaptation_notes, adaptation_summary
+    from wbc_edge.model.adaptation import adaptation_notes, adaptation_summary
 
     card = ModelCard("x", ["Neutrophil", "Lymphocyte", "Basophil"])
     card.extra["adaptation"] = {
@@ -489,7 +489,7 @@ def test_adaptation_notes_name_unseen_classes_a_missing_pbc_and_the_ood_check() 
     said = " ".join(adaptation_notes(card))
     assert "not in the site data" not in said and "no --pbc" not in said
     assert "the model had none and 4 site crops are too few" in said  # card.ood is None
-    from wbc_edge.runtime import ood
+    from wbc_edge.model import ood
 
     rng = np.random.default_rng(0)
     card.ood = ood.fit([rng.integers(0, 255, (24, 24, 3), dtype=np.uint8) for _ in range(12)])

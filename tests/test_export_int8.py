@@ -27,7 +27,7 @@ from wbc_edge.export.int8 import (  # noqa: E402
     select_calibration_rows,
 )
 from wbc_edge.export.onnx_export import export_onnx  # noqa: E402
-from wbc_edge.runtime.backends.onnxruntime import read_onnx_card  # noqa: E402
+from wbc_edge.model.backends.onnxruntime import read_onnx_card  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -141,8 +141,8 @@ def test_cpu_target_agrees_with_fp32(trained, tmp_path, monkeypatch):
     assert read_onnx_card(report.out).extra["int8_target"] == "cpu"
     assert read_onnx_card(report.out).extra["int8_weight_bits"] == 7  # the runtime reads it
     # info shows the bits, and warns only about an 8-bit export on a saturating CPU.
+    from wbc_edge.model.backends import onnxruntime as ort_backend
     from wbc_edge.runtime import info
-    from wbc_edge.runtime.backends import onnxruntime as ort_backend
 
     monkeypatch.setattr(ort_backend, "saturating_u8s8_cpu", lambda cpuinfo=None: True)
     lines = info.card_lines(Path(report.out))

@@ -13,9 +13,9 @@ from wbc_edge.errors import UserError
 from wbc_edge.export import onnx_export
 from wbc_edge.export.onnx_export import export_onnx, onnx_io, run_onnx, sample_inputs
 from wbc_edge.kd.students import STUDENTS, create_student
-from wbc_edge.runtime.backends import softmax
-from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
-from wbc_edge.runtime.card import ModelCard, Preprocess
+from wbc_edge.model.backends import softmax
+from wbc_edge.model.backends.onnxruntime import read_onnx_card
+from wbc_edge.model.card import ModelCard, Preprocess
 
 CLASSES = ["Basophil", "Eosinophil", "Lymphocyte", "Neutrophil"]
 

@@ -30,14 +30,14 @@ from wbc_edge.export.tensorrt_build import (  # noqa: E402
     sha256_file,
     trtexec_command,
 )
-from wbc_edge.optional import MissingTensorRTError  # noqa: E402
-from wbc_edge.runtime.card import read_sidecar, write_sidecar  # noqa: E402
-from wbc_edge.runtime.tensorrt_versions import (  # noqa: E402
+from wbc_edge.model.card import read_sidecar, write_sidecar  # noqa: E402
+from wbc_edge.model.tensorrt_versions import (  # noqa: E402
     features,
     parse_version,
     same_engine_series,
     version_code,
 )
+from wbc_edge.optional import MissingTensorRTError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def test_calibration_batches_use_the_runtime_preprocessing(tmp_path):
     spec = card().preprocess
     batches = list(calibration_batches([r.path for r in rows], spec, batch_size=8))
     assert len(batches) == 20 // 8  # the short tail is dropped (fixed calibration profile)
-    from wbc_edge.runtime.preprocess import read_image
+    from wbc_edge.model.preprocess import read_image
 
     expected = spec([read_image(str(r.path)) for r in rows[8:16]])
     assert batches[1].dtype == np.float32 and batches[1].flags["C_CONTIGUOUS"]

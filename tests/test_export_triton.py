@@ -26,8 +26,8 @@ from wbc_edge.export.triton import (  # noqa: E402
     preprocessing_parameters,
     write_repository,
 )
-from wbc_edge.runtime.backends import load_backend  # noqa: E402
-from wbc_edge.runtime.card import ModelCard, Preprocess, read_sidecar, write_sidecar  # noqa: E402
+from wbc_edge.model.backends import load_backend  # noqa: E402
+from wbc_edge.model.card import ModelCard, Preprocess, read_sidecar, write_sidecar  # noqa: E402
 
 
 @pytest.fixture(scope="module")

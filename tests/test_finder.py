@@ -13,15 +13,8 @@ import pytest
 
 from wbc_edge.cli import run
 from wbc_edge.errors import UserError
-from wbc_edge.runtime.finder import (
-    Box,
-    FieldScale,
-    FinderParams,
-    StreamRuler,
-    crop_cell,
-    field_scale,
-    find_cells,
-)
+from wbc_edge.model.fieldcrop import FieldScale, StreamRuler, crop_cell, field_scale
+from wbc_edge.model.finder import Box, FinderParams, find_cells
 from wbc_edge.runtime.finder_eval import evaluate, match, read_voc_boxes, voc_fields
 
 REPO = Path(__file__).resolve().parents[1]
@@ -325,7 +318,7 @@ def test_finder_eval_cli_writes_json_and_md(tmp_path: Path, capsys: pytest.Captu
 def test_finder_imports_no_torch() -> None:
     code = (
         "import sys, numpy as np\n"
-        "from wbc_edge.runtime.finder import find_cells, FinderParams\n"
+        "from wbc_edge.model.finder import find_cells, FinderParams\n"
         "import wbc_edge.runtime.finder_eval, wbc_edge.runtime.finder_cli\n"
         "find_cells(np.full((60, 80, 3), 200, np.uint8), FinderParams(rbc_diameter_px=12))\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"

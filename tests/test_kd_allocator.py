@@ -41,7 +41,7 @@ def test_the_teacher_cache_gives_the_tip_when_it_builds_and_not_when_it_reuses(
 
     from wbc_edge.kd.students import create_student
     from wbc_edge.kd.teacher_cache import build_teacher_cache
-    from wbc_edge.runtime.card import Preprocess
+    from wbc_edge.model.card import Preprocess
 
     monkeypatch.setattr("wbc_edge.kd.allocator.fast_allocator", lambda: False)
     torch.manual_seed(0)

@@ -15,8 +15,8 @@ from wbc_edge.errors import UserError
 from wbc_edge.kd.checkpoint import save_checkpoint
 from wbc_edge.kd.evaluate import evaluate
 from wbc_edge.kd.students import create_student
-from wbc_edge.runtime.card import ModelCard, Preprocess
-from wbc_edge.runtime.preprocess import read_image
+from wbc_edge.model.card import ModelCard, Preprocess
+from wbc_edge.model.preprocess import read_image
 
 CLASSES = ["class0", "class1", "class2"]
 

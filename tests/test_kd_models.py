@@ -17,7 +17,7 @@ from wbc_edge.kd.teacher import (
     offline_weights_path,
     teacher_preprocess,
 )
-from wbc_edge.runtime.card import Preprocess
+from wbc_edge.model.card import Preprocess
 
 # Stated size of each student (9 classes): the issue asks for one <= 0.5M and one of 1-2M.
 PARAM_BOUNDS = {

@@ -32,8 +32,8 @@ from wbc_edge.kd.students import create_student
 from wbc_edge.kd.teacher import create_teacher
 from wbc_edge.kd.teacher_cache import build_teacher_cache
 from wbc_edge.kd.trainer import train
-from wbc_edge.runtime.card import ModelCard, Preprocess
-from wbc_edge.runtime.preprocess import normalize, read_image
+from wbc_edge.model.card import ModelCard, Preprocess
+from wbc_edge.model.preprocess import normalize, read_image
 
 COLOURS = [(200, 60, 60), (60, 200, 60), (60, 60, 200)]  # BGR means of the 3 phantom classes
 
@@ -104,7 +104,7 @@ def test_torch_normalisation_equals_runtime_numpy() -> None:
 
 def test_card_preprocessing_is_the_same_at_train_and_run_time(phantoms: Path, tmp_path: Path):
     """BGR + cubic + a non-square crop: the trainer's tensors are the runtime's, bit for bit."""
-    from wbc_edge.runtime.backends import load_backend
+    from wbc_edge.model.backends import load_backend
 
     pre = Preprocess(
         24,

@@ -153,15 +153,15 @@ def test_two_labs_train_together_and_the_card_lists_them(
     assert sum(alpha["images"].values()) == 60 and "Blast" in alpha["classes"]
     assert "test_accuracy_alpha" in card.metrics
     # The round trip through the card's JSON keeps both lists.
-    from wbc_edge.runtime.card import ModelCard
+    from wbc_edge.model.card import ModelCard
 
     again = ModelCard.from_json(card.to_json())
     assert again.class_names == card.class_names and again.training_data == card.training_data
 
 
 def test_one_blast_among_many_cells_raises_the_blast_flag_first() -> None:
+    from wbc_edge.model.card import ModelCard
     from wbc_edge.runtime import flags
-    from wbc_edge.runtime.card import ModelCard
     from wbc_edge.runtime.differential import LabDifferential
 
     card = ModelCard("tinyresnet_xs", list(CLASSES))
@@ -180,7 +180,7 @@ def test_warm_start_carries_head_rows_by_class_name(tmp_path: Path) -> None:
     from wbc_edge.kd.checkpoint import save_checkpoint
     from wbc_edge.kd.registry import create_model
     from wbc_edge.kd.warm_start import warm_start
-    from wbc_edge.runtime.card import ModelCard
+    from wbc_edge.model.card import ModelCard
 
     old_names = ["Lymphocyte", "Neutrophil"]
     old = create_model("tinyresnet_xs", len(old_names))
@@ -203,8 +203,8 @@ def test_the_card_keeps_classes_and_training_data_in_pt_onnx_and_engine_sidecar(
     from wbc_edge.export.onnx_export import export_onnx
     from wbc_edge.kd.checkpoint import load_model, save_checkpoint
     from wbc_edge.kd.registry import create_model
-    from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
-    from wbc_edge.runtime.card import ModelCard, Preprocess, read_sidecar, write_sidecar
+    from wbc_edge.model.backends.onnxruntime import read_onnx_card
+    from wbc_edge.model.card import ModelCard, Preprocess, read_sidecar, write_sidecar
 
     rows = combine_sources(
         parse_sources([f"alpha={labs['alpha']}", f"beta={labs['beta']}"]), show_progress=False
@@ -231,7 +231,7 @@ def test_info_lists_each_training_lab_with_its_terms(
     labs: dict[str, Path], tmp_path: Path
 ) -> None:
     from wbc_edge.data.labs import training_data
-    from wbc_edge.runtime.card import ModelCard
+    from wbc_edge.model.card import ModelCard
     from wbc_edge.runtime.info import training_data_lines
 
     rows = combine_sources(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.test_kd_train import make_phantoms
+from wbc_edge.model.card import ModelCard, Preprocess
 from wbc_edge.models.refresh import complete_card
-from wbc_edge.runtime.card import ModelCard, Preprocess
 
 
 def test_complete_card_adds_ood_statistics_once(tmp_path: Path) -> None:
@@ -24,7 +24,7 @@ def test_complete_card_adds_ood_statistics_once(tmp_path: Path) -> None:
 def test_complete_card_refits_ood_statistics_of_an_older_method(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from wbc_edge.runtime import ood
+    from wbc_edge.model import ood
 
     manifest = make_phantoms(tmp_path, per_class=12)
     card = ModelCard("tinyresnet_xs", ["class0", "class1", "class2"], Preprocess(32))
@@ -40,7 +40,7 @@ def test_complete_card_keeps_an_adapted_cards_site_statistics(tmp_path: Path) ->
     would make the site warn about its own images again."""
     from dataclasses import replace
 
-    from wbc_edge.runtime import ood
+    from wbc_edge.model import ood
 
     manifest = make_phantoms(tmp_path, per_class=12)
     card = ModelCard("tinyresnet_xs", ["class0", "class1", "class2"], Preprocess(32))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from wbc_edge.runtime.card import ModelCard
-from wbc_edge.runtime.names import (
+from wbc_edge.model.card import ModelCard
+from wbc_edge.model.names import (
     calib_cache_name,
     file_name,
     int8_name,

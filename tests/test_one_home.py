@@ -49,22 +49,25 @@ def test_records_are_written_by_the_records_module() -> None:
 
 def test_only_the_runtime_backend_opens_an_onnxruntime_session() -> None:
     """Every place that runs or inspects an ONNX model goes through the backend."""
-    assert _hits(r"InferenceSession\(", ("runtime/backends/onnxruntime.py",)) == []
+    assert _hits(r"InferenceSession\(", ("wbc_edge/model/backends/onnxruntime.py",)) == []
 
 
 def test_one_normalize_one_softmax_one_label_check() -> None:
-    assert [h.split(":")[0] for h in _hits(r"^def normalize\b")] == ["runtime/preprocess.py"]
-    assert [h.split(":")[0] for h in _hits(r"^def softmax\b")] == ["runtime/backends/__init__.py"]
+    assert [h.split(":")[0] for h in _hits(r"^def normalize\b")] == ["wbc_edge/model/preprocess.py"]
+    assert [h.split(":")[0] for h in _hits(r"^def softmax\b")] == [
+        "wbc_edge/model/backends/__init__.py"
+    ]
     # a label looked up in the card's class list without check_labels' one clear error
     assert _hits(r"class_names\.index\(|\{\w+: i for i, \w+ in enumerate\(card\.class_names") == [
-        "runtime/labelled.py:27: index = {name: i for i, name in enumerate(card.class_names)}"
+        "wbc_edge/model/labelled.py:27: "
+        "index = {name: i for i, name in enumerate(card.class_names)}"
     ]
 
 
 def test_one_tensorrt_version_parser() -> None:
-    """A version string taken apart anywhere but ``runtime/tensorrt_versions.py``."""
+    """A version string taken apart anywhere but ``wbc_edge/model/tensorrt_versions.py``."""
     pattern = r"version\w*\)?\.split\(|__version__\)?\.split|int\(\w*version"
-    assert _hits(pattern, ("runtime/tensorrt_versions.py",)) == []
+    assert _hits(pattern, ("wbc_edge/model/tensorrt_versions.py",)) == []
 
 
 def test_results_hold_records_and_tests_run_no_scripts() -> None:

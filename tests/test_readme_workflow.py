@@ -22,7 +22,7 @@ from trt_standin import StandIn  # noqa: E402
 
 from wbc_edge import cli  # noqa: E402
 from wbc_edge.data.import_pbc import IG_PREFIXES, PBC_CLASSES, PBC_SUBDIR  # noqa: E402
-from wbc_edge.runtime.backends.onnxruntime import read_onnx_card  # noqa: E402
+from wbc_edge.model.backends.onnxruntime import read_onnx_card  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # (page, section): their first ```bash blocks, run in this order.
@@ -132,8 +132,8 @@ def test_every_path_the_readme_reads_is_one_an_earlier_step_writes():
     from wbc_edge.export.int8 import default_cache, default_out
     from wbc_edge.export.onnx_export import default_onnx_path
     from wbc_edge.export.tensorrt_build import default_engine_path
-    from wbc_edge.runtime.card import ModelCard
-    from wbc_edge.runtime.names import triton_name
+    from wbc_edge.model.card import ModelCard
+    from wbc_edge.model.names import triton_name
 
     def card(role: str, arch: str, **extra: object) -> ModelCard:
         return ModelCard(arch, ["a", "b"], extra={"role": role, **extra})

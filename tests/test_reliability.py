@@ -124,7 +124,8 @@ def test_damaged_and_implausible_images_go_to_errors_never_to_the_count(tmp_path
 
 
 def test_non_finite_model_outputs_are_errors_not_confident_cells(tmp_path, model):
-    from wbc_edge.runtime.backends import load_backend
+    from wbc_edge.model.backends import load_backend
+    from wbc_edge.model.model import Model
 
     write_images(tmp_path / "in", [RED, BLUE, GREEN])
 
@@ -140,7 +141,7 @@ def test_non_finite_model_outputs_are_errors_not_confident_cells(tmp_path, model
 
     with RunOutput(tmp_path / "out") as output:
         backend = NanOnBlue(load_backend(model))
-        Pipeline(open_source(str(tmp_path / "in")), backend, output, PipelineConfig()).run()
+        Pipeline(open_source(str(tmp_path / "in")), Model(backend), output, PipelineConfig()).run()
     labels = [r.label for r in read_records(tmp_path / "out" / "cells.jsonl")]
     assert sorted(labels) == ["Lymphocyte", "Neutrophil"]
     assert "non-finite" in errors_of(tmp_path / "out")["img_0001.jpg"]
@@ -162,7 +163,7 @@ def test_a_card_that_does_not_fit_the_model_fails_the_run_not_the_files(
 ):
     import onnx
 
-    from wbc_edge.runtime.card import ONNX_METADATA_KEY, ModelCard, Preprocess
+    from wbc_edge.model.card import ONNX_METADATA_KEY, ModelCard, Preprocess
 
     path = make_onnx(tmp_path / "m.onnx")
     proto = onnx.load(str(path))

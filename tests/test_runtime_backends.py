@@ -19,9 +19,9 @@ from runtime_models import BLUE, CLASSES, GREEN, RED, make_onnx, solid
 from trt_standin import StandIn, device_memory_in_use
 
 from wbc_edge.errors import UserError
-from wbc_edge.runtime.backends import Backend, backend_kind, load_backend, softmax
-from wbc_edge.runtime.backends.onnxruntime import choose_providers
-from wbc_edge.runtime.card import ModelCard, Preprocess, write_sidecar
+from wbc_edge.model.backends import Backend, backend_kind, load_backend, softmax
+from wbc_edge.model.backends.onnxruntime import choose_providers
+from wbc_edge.model.card import ModelCard, Preprocess, write_sidecar
 
 
 def colour_batch(size: int = 32) -> np.ndarray:
@@ -77,7 +77,7 @@ def test_provider_choice():
 
 
 def test_gpu_hint_names_where_jetson_builds_come_from(monkeypatch):
-    from wbc_edge.runtime.backends import onnxruntime as ort_backend
+    from wbc_edge.model.backends import onnxruntime as ort_backend
 
     assert "pypi.jetson-ai-lab" in ort_backend.gpu_install_hint("aarch64")
     assert "CPU-only on aarch64" in ort_backend.gpu_install_hint("aarch64")
@@ -231,7 +231,7 @@ def test_cuda_requested_but_fallen_back_to_cpu_is_refused(tmp_path, monkeypatch)
     not then run on the CPU unnoticed."""
     import onnxruntime as ort
 
-    from wbc_edge.runtime.backends import onnxruntime as ort_backend
+    from wbc_edge.model.backends import onnxruntime as ort_backend
 
     class Session(ort.InferenceSession):
         def __init__(self, path, options, providers):
@@ -270,7 +270,7 @@ def test_a_labelled_set_is_scored_through_the_backend(tmp_path):
     """runtime.labelled.score: probabilities in input order, labels checked against the card."""
     import cv2
 
-    from wbc_edge.runtime.labelled import score
+    from wbc_edge.model.labelled import score
 
     colours = [RED, GREEN, BLUE]
     paths = []
@@ -278,7 +278,8 @@ def test_a_labelled_set_is_scored_through_the_backend(tmp_path):
         paths.append(tmp_path / f"{i}.png")
         cv2.imwrite(str(paths[-1]), solid(c))
     with load_backend(make_onnx(tmp_path / "m.onnx"), device="cpu") as backend:
-        labels = [CLASSES[int(backend.predict_images([solid(c)]).argmax())] for c in colours]
+        pre = backend.card.preprocess
+        labels = [CLASSES[int(backend.predict(pre([solid(c)])).argmax())] for c in colours]
         probs, y = score(backend, paths, labels, "the test images", batch_size=2)
         assert probs.shape == (3, len(CLASSES)) and probs.argmax(1).tolist() == y.tolist()
         with pytest.raises(UserError, match="classes the model does not know: Unicorn"):
@@ -290,7 +291,7 @@ AVX512_VNNI = "processor\t: 0\nflags\t\t: fpu sse4_2 avx avx2 avx512f avx512_vnn
 
 
 def test_8bit_cpu_int8_on_a_saturating_cpu_is_warned_about(tmp_path, monkeypatch, capsys):
-    from wbc_edge.runtime.backends import onnxruntime as ort_backend
+    from wbc_edge.model.backends import onnxruntime as ort_backend
 
     old = ModelCard("x", CLASSES, Preprocess(32), extra={"int8_target": "cpu"})  # before 7-bit
     new = ModelCard(

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from wbc_edge.runtime.card import Preprocess
-from wbc_edge.runtime.decode import (
+from wbc_edge.model.card import Preprocess
+from wbc_edge.model.decode import (
     decode_image,
     decode_scaled,
     jpeg_size,
@@ -164,7 +164,7 @@ def test_decode_scaled_reports_the_files_own_size():
 
 
 def test_rgb_resize_is_the_bgr_resize_with_channels_swapped():
-    from wbc_edge.runtime.card import Preprocess
+    from wbc_edge.model.card import Preprocess
 
     image = textured(90, 70)
     rgb = Preprocess(input_size=32, channel_order="RGB").resize(image)

@@ -7,10 +7,10 @@ import pytest
 
 from wbc_edge.data.labs import PBC9_CLASSES
 from wbc_edge.errors import UserError
-from wbc_edge.runtime.card import ModelCard
+from wbc_edge.model.card import ModelCard
+from wbc_edge.model.roles import derive_role
 from wbc_edge.runtime.differential import EXCLUDED, LabDifferential, ReviewedCell
 from wbc_edge.runtime.flags import FlagRules, evaluate
-from wbc_edge.runtime.roles import derive_role
 from wbc_edge.runtime.sinks import CellRecord
 
 PBC9 = list(PBC9_CLASSES)

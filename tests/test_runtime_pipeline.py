@@ -19,7 +19,8 @@ import pytest
 from runtime_models import BLUE, CLASSES, GREEN, RED, make_onnx, paint_field, solid, write_images
 
 from wbc_edge import cli
-from wbc_edge.runtime.backends import load_backend
+from wbc_edge.model.backends import load_backend
+from wbc_edge.model.model import Model
 from wbc_edge.runtime.options import PipelineConfig
 from wbc_edge.runtime.pipeline import Pipeline
 from wbc_edge.runtime.queues import DropOldestQueue
@@ -206,7 +207,7 @@ def test_review_threshold_comes_from_the_card_unless_given(tmp_path, model, caps
     import onnx
 
     from wbc_edge.export.onnx_export import set_metadata
-    from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
+    from wbc_edge.model.backends.onnxruntime import read_onnx_card
 
     card = read_onnx_card(model)
     card.confidence_threshold = 0.6
@@ -296,7 +297,7 @@ def test_live_camera_drops_oldest_frames_when_inference_lags(tmp_path, model):
     camera = FakeCamera(n=60, fps=400)
     with RunOutput(tmp_path / "out") as output:
         config = PipelineConfig(batch=1, queue_size=2)
-        stats = Pipeline(camera, backend, output, config).run()
+        stats = Pipeline(camera, Model(backend), output, config).run()
     indices = [r.frame for r in read_records(tmp_path / "out" / "cells.jsonl")]
     assert stats.dropped > 20 and stats.items + stats.dropped >= 58
     assert indices == sorted(indices) and indices[-1] >= 57  # the newest frames survive
@@ -307,7 +308,7 @@ def test_folder_blocks_instead_of_dropping_and_batches_fill(tmp_path, model):
     backend = SlowBackend(load_backend(model), delay=0.02)
     with RunOutput(tmp_path / "out") as output:
         config = PipelineConfig(batch=8, queue_size=16)
-        stats = Pipeline(open_source(str(tmp_path / "in")), backend, output, config).run()
+        stats = Pipeline(open_source(str(tmp_path / "in")), Model(backend), output, config).run()
     assert stats.dropped == 0 and stats.items == 30
     assert max(backend.sizes) == 8 and sum(backend.sizes) == 30
 
@@ -320,7 +321,7 @@ def test_stop_drains_queued_frames_before_ending(tmp_path, model):
     write_images(tmp_path / "in", COLOURS * 40)
     with RunOutput(tmp_path / "out") as output:
         pipeline = Pipeline(
-            open_source(str(tmp_path / "in")), backend, output, PipelineConfig(batch=2)
+            open_source(str(tmp_path / "in")), Model(backend), output, PipelineConfig(batch=2)
         )
         pipeline.start()
         time.sleep(0.15)
@@ -353,7 +354,7 @@ def test_ctrl_c_while_waiting_for_the_output_stage_still_drains_it(tmp_path, mod
 
     with RunOutput(tmp_path / "out") as output:
         source = open_source(str(tmp_path / "in"))
-        pipeline = Pipeline(source, load_backend(model), output, observers=[slow_output])
+        pipeline = Pipeline(source, Model.load(model), output, observers=[slow_output])
         stats = pipeline.run()
         assert not pipeline.running
         assert stats.items == len(written) == 3  # nothing was still being written
@@ -368,7 +369,7 @@ def test_a_failing_stage_ends_the_run_with_its_error(tmp_path, model):
     write_images(tmp_path / "in", COLOURS)
     with RunOutput(tmp_path / "out") as output:
         pipeline = Pipeline(
-            open_source(str(tmp_path / "in")), Broken(load_backend(model), 0), output
+            open_source(str(tmp_path / "in")), Model(Broken(load_backend(model), 0)), output
         )
         with pytest.raises(RuntimeError, match="device lost"):
             pipeline.run()
@@ -453,8 +454,8 @@ def test_in_a_log_the_live_view_becomes_log_lines_and_a_final_status(tmp_path, m
 
 @pytest.mark.parametrize("channel_order", ["RGB", "BGR"])
 def test_lut_normalizer_is_bit_identical_to_the_preprocessing_spec(channel_order):
-    from wbc_edge.runtime.card import Preprocess
-    from wbc_edge.runtime.preprocess import LutNormalizer
+    from wbc_edge.model.card import Preprocess
+    from wbc_edge.model.preprocess import LutNormalizer
 
     spec = Preprocess(24, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
                       channel_order=channel_order)
@@ -471,7 +472,7 @@ def test_lut_normalizer_is_bit_identical_to_the_preprocessing_spec(channel_order
 def test_smear_run_on_bccd_fields_finds_the_annotated_white_cells(bccd_dir, tmp_path, model):
     import xml.etree.ElementTree as ET
 
-    from wbc_edge.runtime.finder import Box
+    from wbc_edge.model.finder import Box
 
     fields = sorted((bccd_dir / "JPEGImages").glob("*.jpg"))[:12]
     (tmp_path / "in").mkdir()
@@ -551,9 +552,9 @@ def _field_with_red_cells(radius: int, seed: int) -> np.ndarray:
 def test_a_smear_video_gives_the_same_cells_with_one_worker_or_four(tmp_path, monkeypatch):
     """Two runs of one video gave different cells when its first frames raced to measure the
     red-cell ruler; a frame lost before finding at a block's start must not be waited for."""
-    from wbc_edge.runtime.card import Preprocess
-    from wbc_edge.runtime.finder import StreamRuler
-    from wbc_edge.runtime.scale import CropScale
+    from wbc_edge.model.card import Preprocess
+    from wbc_edge.model.fieldcrop import StreamRuler
+    from wbc_edge.model.scale import CropScale
 
     monkeypatch.setattr(StreamRuler, "WAIT_S", 120.0)  # a wait for a lost frame would show
     # Red cells of 90 px and 60 px alternate; frame 30 (block 1's first) is blank, so the

@@ -132,8 +132,8 @@ def test_report_renders_in_headless_chromium(tmp_path):
 
 def test_the_card_in_short_says_an_adapted_models_notes_in_words():
     """A technologist reads the card section: sentences, not the card's dictionaries."""
+    from wbc_edge.model.card import ModelCard
     from wbc_edge.models import INTENDED_USE
-    from wbc_edge.runtime.card import ModelCard
     from wbc_edge.runtime.report import _card_table
 
     card = ModelCard("tinyresnet_xs_wide", ["Neutrophil", "Lymphocyte"])

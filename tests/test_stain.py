@@ -8,8 +8,8 @@ import pytest
 
 from wbc_edge.data.synth import render_cell
 from wbc_edge.errors import UserError
-from wbc_edge.runtime import stain
-from wbc_edge.runtime.card import ModelCard, Preprocess
+from wbc_edge.model import stain
+from wbc_edge.model.card import ModelCard, Preprocess
 
 CLASSES = ("Neutrophil", "Lymphocyte", "Eosinophil", "Monocyte")
 

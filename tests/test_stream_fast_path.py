@@ -18,13 +18,13 @@ from runtime_models import make_onnx, solid, write_images
 from test_runtime_pipeline import COLOURS, assert_each_once, csv_rows
 
 from wbc_edge import cli
+from wbc_edge.model.card import Preprocess
+from wbc_edge.model.preprocess import FusedPreprocess
+from wbc_edge.model.stain import StainReference
 from wbc_edge.runtime.archive import CellArchive
-from wbc_edge.runtime.card import Preprocess
-from wbc_edge.runtime.preprocess import FusedPreprocess
 from wbc_edge.runtime.sample import SampleFolder
 from wbc_edge.runtime.sinks import RunOutput, read_records
 from wbc_edge.runtime.sources import Frame
-from wbc_edge.runtime.stain import StainReference
 
 REPO = Path(__file__).resolve().parents[1]
 STAIN = StainReference(mean=(150.0, 140.0, 120.0), std=(30.0, 8.0, 9.0))

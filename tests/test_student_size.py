@@ -13,7 +13,7 @@ from wbc_edge.benchmarks.studies import student_size_table as ss
 from wbc_edge.errors import UserError
 from wbc_edge.kd.checkpoint import save_checkpoint
 from wbc_edge.kd.students import create_student
-from wbc_edge.runtime.card import ModelCard, Preprocess
+from wbc_edge.model.card import ModelCard, Preprocess
 
 
 def fake_run(folder: Path, size: int, val: float, test: float) -> Path:

@@ -36,10 +36,13 @@ from runtime_models import CLASSES, make_onnx  # noqa: E402
 from trt_standin import StandIn  # noqa: E402
 
 from wbc_edge.errors import UserError  # noqa: E402
-from wbc_edge.runtime.tensorrt_versions import features, parse_version  # noqa: E402
+from wbc_edge.model.tensorrt_versions import features, parse_version  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-TRT_MODULES = [REPO / "export" / "tensorrt_build.py", REPO / "runtime" / "backends" / "tensorrt.py"]
+TRT_MODULES = [
+    REPO / "export" / "tensorrt_build.py",
+    REPO / "wbc_edge" / "model" / "backends" / "tensorrt.py",
+]
 
 
 def _quiet(line: str) -> None:
@@ -56,8 +59,8 @@ def _exercise(version: str, folder: Path, monkeypatch: pytest.MonkeyPatch) -> Re
 
     from wbc_edge.data.manifest import read_manifest
     from wbc_edge.export import calib_cache, tensorrt_build
-    from wbc_edge.runtime.backends import load_backend
-    from wbc_edge.runtime.card import ModelCard, Preprocess, write_sidecar
+    from wbc_edge.model.backends import load_backend
+    from wbc_edge.model.card import ModelCard, Preprocess, write_sidecar
 
     folder.mkdir(parents=True, exist_ok=True)
     onnx = make_onnx(folder / "m.onnx")

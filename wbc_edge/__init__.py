@@ -1,7 +1,7 @@
 """wbc-edge: white-blood-cell classification on the edge.
 
 ``wbc_edge.load(path=None)`` opens a model (the packaged student by default) for the Python API
-(:mod:`wbc_edge.runtime.api`); loaded on first use, so ``import wbc_edge`` stays light.
+(:class:`wbc_edge.model.model.Model`); loaded on first use, so ``import wbc_edge`` stays light.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ __all__ = ["Field", "Model", "Prediction", "__version__", "load"]
 
 def __getattr__(name: str) -> Any:
     if name in ("load", "Model", "Prediction", "Field"):
-        from wbc_edge.runtime import api
+        from wbc_edge.model import model
 
-        return getattr(api, name)
+        return getattr(model, name)
     raise AttributeError(f"module 'wbc_edge' has no attribute {name!r}")

@@ -21,7 +21,7 @@ from wbc_edge.export.onnx_export import export_onnx
 from wbc_edge.kd.checkpoint import save_checkpoint
 from wbc_edge.kd.students import create_student
 from wbc_edge.kd.teacher import create_teacher
-from wbc_edge.runtime.card import ModelCard, Preprocess
+from wbc_edge.model.card import ModelCard, Preprocess
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"  # records only live there
 

@@ -14,7 +14,7 @@
    A cell counts as wrong when its predicted class is not its label; a cell of a class the model
    lacks (deepapl's Blast) is wrong whatever it is called.
 3. Run-level: a lab is "said plainly" when the chosen rule sends more than
-   :data:`wbc_edge.runtime.post.MOST` of its cells to review (the run's banner then says the
+   :data:`wbc_edge.model.review.MOST` of its cells to review (the run's banner then says the
    model is not reliable on these images).
 """
 
@@ -35,8 +35,8 @@ from wbc_edge.calibration import (
     log_softmax,
     nll,
 )
+from wbc_edge.model.review import MOST
 from wbc_edge.records import machine_line, markdown_table, utc_date, write_record
-from wbc_edge.runtime.post import MOST
 
 LABS = ("deepapl", "lisc", "tecom", "cvblog", "bccd-dev")
 GOOD_ERROR = 0.05  # a lab where the model is good: counted error at most this

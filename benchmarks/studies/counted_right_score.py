@@ -5,7 +5,7 @@
 Per cell: raw logits and the penultimate features of the ONNX graph (an extra output added in
 memory, for the study only), the logits of the 8 dihedral views (test-time augmentation), the
 card's OOD appearance distance, and the label (-1 for a class the model lacks, e.g. Blast).
-Images are decoded and preprocessed as ``wbc-edge run`` does (runtime/decode.py, the card's
+Images are decoded and preprocessed as ``wbc-edge run`` does (wbc_edge/model/decode.py, the card's
 preprocessing); smear fields are cut by the runtime's own cell finder. The numbers go to one
 npz (default: ``$WBC_EDGE_CACHE/counted-right/<model>.npz``, or under ``~/.cache/wbc-edge``)
 that ``counted_right.py`` analyses; nothing here is a result.
@@ -22,11 +22,11 @@ import numpy as np
 
 from wbc_edge.benchmarks.crosslab import read_field_split
 from wbc_edge.data.manifest import read_manifest
-from wbc_edge.runtime import ood
-from wbc_edge.runtime.backends.onnxruntime import open_session
-from wbc_edge.runtime.card import card_from_session
-from wbc_edge.runtime.decode import model_min_side, read_image
-from wbc_edge.runtime.labelled import dihedral_views
+from wbc_edge.model import ood
+from wbc_edge.model.backends.onnxruntime import open_session
+from wbc_edge.model.card import card_from_session
+from wbc_edge.model.decode import model_min_side, read_image
+from wbc_edge.model.labelled import dihedral_views
 
 SHARED = Path("../shared/data")
 PBC_SPLIT = Path("benchmarks/results/pbc9-split.csv")
@@ -61,15 +61,14 @@ def sets(card) -> dict[str, list[tuple[object, str]]]:
         out[f"pbc9-{split}"] = [(str(r.path), r.label) for r in read_manifest(PBC_SPLIT, split)]
     for lab in LABS:
         out[lab] = class_folder(SHARED / "multilab" / lab)
-    from wbc_edge.runtime.finder import cells_in_field
+    from wbc_edge.model.fieldcrop import cells_in_field
 
-    fov = card.preprocess.crop_scale.fov_rbc if card.preprocess.crop_scale else None
     bccd = []
     for name, kind, split in read_field_split(BCCD_SPLIT):
         if split not in ("adapt", "val"):  # the eval fields stay unseen
             continue
         image = read_image(str(SHARED / "bccd-smears" / "JPEGImages" / name))
-        bccd += [(c, kind) for c in cells_in_field(image, fov_rbc=fov).crops]
+        bccd += [(c, kind) for c in cells_in_field(image, card.preprocess.crop_scale).crops]
     out["bccd-dev"] = bccd
     return out
 

@@ -23,18 +23,12 @@ import numpy as np
 
 from wbc_edge.benchmarks.crosslab import field_metrics, field_types, read_field_split
 from wbc_edge.data.manifest import read_manifest
+from wbc_edge.model.decode import read_image
+from wbc_edge.model.fieldcrop import crop_cell, field_scale
+from wbc_edge.model.finder import FinderParams, background_colour, find_cells
+from wbc_edge.model.model import Model
+from wbc_edge.model.scale import red_cell_diameter
 from wbc_edge.records import load_average, machine_line, markdown_table, utc_date, write_record
-from wbc_edge.runtime.backends import load_backend
-from wbc_edge.runtime.decode import read_image
-from wbc_edge.runtime.finder import (
-    FinderParams,
-    background_colour,
-    crop_cell,
-    field_scale,
-    find_cells,
-)
-from wbc_edge.runtime.post import review_threshold
-from wbc_edge.runtime.scale import red_cell_diameter
 
 FIELDS = Path("../shared/data/bccd-smears")
 SPLIT = Path("benchmarks/results/bccd-split.csv")
@@ -91,21 +85,19 @@ def main() -> int:
     }
     rows = []
     for model in args.models:
-        with load_backend(model) as backend:
-            card = backend.card
+        with Model.load(model) as m:
+            card = m.card
             if card.preprocess.crop_scale is not None:  # the card's own field of view
                 fov = card.preprocess.crop_scale.fov_rbc
                 options_now = {k.replace("4.83", f"{fov:.2f}"): v for k, v in options.items()}
             else:
                 options_now = options
-            thr = review_threshold(None, card)
+            thr = m.threshold
             for name, side in options_now.items():
                 probs = {}
                 for n, (sc, boxes, fill) in found.items():
                     crops = [crop_cell(images[n], b, side=side(sc, b), fill=fill) for b in boxes]
-                    probs[n] = (
-                        backend.predict_images(crops) if crops else np.zeros((0, card.num_classes))
-                    )
+                    probs[n] = m.probs(crops)
                 m = field_metrics(truth, field_types(probs, card.class_names, thr))
                 rows.append({"model": model, "crops": name, "fields": m["fields"],
                              "field_accuracy": m["field_accuracy"],

@@ -4,7 +4,7 @@
 
 Issue 17 bounds the reduced decode's accuracy change at 0.2 points on pbc9 test, where one
 image is 0.28 points, so test alone cannot tell a real change from one borderline cell. This
-scores each model through :func:`wbc_edge.runtime.labelled.score` (the deployed path) with
+scores each model through :func:`wbc_edge.model.labelled.score` (the deployed path) with
 ``min_side`` 0 (full decode) and the card's own (the runtime's rule), on val, test, val+test
 and all 3,600 crops (train included: the model learnt those, so their accuracy is high, but a
 changed prediction there is as informative as anywhere), and counts the predictions that
@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from wbc_edge.data.manifest import read_manifest
+from wbc_edge.model.decode import model_min_side
+from wbc_edge.model.model import Model
 from wbc_edge.records import load_average, utc_date
-from wbc_edge.runtime.backends import load_backend
-from wbc_edge.runtime.decode import model_min_side
-from wbc_edge.runtime.labelled import score
 
 MANIFEST = "benchmarks/results/pbc9-split.csv"
 SPLITS = {"val": ("val",), "test": ("test",), "val+test": ("val", "test")}
@@ -60,13 +59,13 @@ def main(argv: list[str]) -> int:
     record["command"] = "python -m wbc_edge.benchmarks.studies.decode_accuracy " + shlex.join(argv)
     record["models"] = {}
     for model in models:
-        with load_backend(model) as backend:
+        with Model.load(model) as backend:
             min_side = model_min_side(backend.card.preprocess)
             probs = {}
             for split, entries in rows.items():
                 paths, labels = [str(r.path) for r in entries], [r.label for r in entries]
                 for name, side in (("full", 0), ("reduced", None)):
-                    p, y = score(backend, paths, labels, MANIFEST, min_side=side)
+                    p, y = backend.score(paths, labels, MANIFEST, min_side=side)
                     probs[split, name] = p
                 probs[split, "y"] = y
         result = {"min_side": min_side}

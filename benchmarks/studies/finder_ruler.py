@@ -4,7 +4,7 @@
 
 ``wbc-edge finder-eval`` scores the finder with the fixed ruler (``FinderParams.rbc_diameter``
 x the field's shorter side). ``run --smear`` measures the ruler instead
-(:func:`wbc_edge.runtime.finder.field_scale`): per field for a folder, once every
+(:func:`wbc_edge.model.fieldcrop.field_scale`): per field for a folder, once every
 ``PipelineConfig.ruler_every`` frames for a video or camera (:class:`StreamRuler`). This study
 scores the same hand-drawn WBC boxes (IoU >= 0.5, greedy one-to-one, as ``finder-eval``) with
 each ruler, and what each costs (CPU of the measuring thread), into
@@ -27,6 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from wbc_edge.model import scale as scale_mod
+from wbc_edge.model.decode import read_image
+from wbc_edge.model.fieldcrop import StreamRuler, field_scale
+from wbc_edge.model.finder import FinderParams, find_cells
 from wbc_edge.records import (
     load_average,
     machine_line,
@@ -34,9 +38,6 @@ from wbc_edge.records import (
     utc_date,
     write_record,
 )
-from wbc_edge.runtime import scale as scale_mod
-from wbc_edge.runtime.decode import read_image
-from wbc_edge.runtime.finder import FinderParams, StreamRuler, field_scale, find_cells
 from wbc_edge.runtime.finder_eval import FieldResult, Score, match, read_voc_boxes, voc_fields
 from wbc_edge.runtime.options import PipelineConfig
 

@@ -7,7 +7,7 @@ largest cost of the run after the model itself (runtime-throughput.md), against 
 bilinear. The reduced JPEG decode already does any shrink of 2x or more, so what is left for the
 filter is under 2x, where bilinear skips no pixel. Whether the model, trained on area-filtered
 crops, reads bilinear ones as well is measured here rather than assumed: MODEL is scored through
-the deployed path (:func:`wbc_edge.runtime.labelled.score`, the runtime's decode) with its card
+the deployed path (:func:`wbc_edge.model.labelled.score`, the runtime's decode) with its card
 as it is and with each FILTER (default: linear) put into the card, on val, test, val+test and all
 3,600 crops, and the predictions that change are counted; the change's 95% interval is the
 paired (McNemar) one, as in ``decode_accuracy.py``. Writes OUT.json and OUT.md.
@@ -24,9 +24,8 @@ import numpy as np
 from wbc_edge.benchmarks.studies.decode_accuracy import MANIFEST, SPLITS, compare
 from wbc_edge.data.manifest import read_manifest
 from wbc_edge.metrics import expected_calibration_error
+from wbc_edge.model.model import Model
 from wbc_edge.records import load_average, machine_line, markdown_table, utc_date, write_record
-from wbc_edge.runtime.backends import load_backend
-from wbc_edge.runtime.labelled import score
 
 
 def _row(name: str, split: str, r: dict) -> list[str]:
@@ -59,7 +58,7 @@ def main(argv: list[str]) -> int:
     record["machine"] = machine_line()
     record["model"] = model
     record["comparisons"] = {}
-    with load_backend(model) as backend:
+    with Model.load(model) as backend:
         card_pre = backend.card.preprocess
         own = card_pre.interpolation
         probs: dict = {}
@@ -67,7 +66,7 @@ def main(argv: list[str]) -> int:
             backend.card.preprocess = card_pre.replace(interpolation=name)
             for split, entries in rows.items():
                 paths, labels = [str(r.path) for r in entries], [r.label for r in entries]
-                p, y = score(backend, paths, labels, MANIFEST, label=f"{name}: {split}")
+                p, y = backend.score(paths, labels, MANIFEST, label=f"{name}: {split}")
                 probs[split, name], probs[split, "y"] = p, y
         backend.card.preprocess = card_pre
     for name in filters:

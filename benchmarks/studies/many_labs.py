@@ -40,7 +40,7 @@ from wbc_edge.benchmarks.crosslab import (
     field_metrics,
     field_types,
     read_field_split,
-    training_fov,
+    training_scale,
 )
 from wbc_edge.data.labs import combine_sources, parse_sources
 from wbc_edge.data.manifest import ManifestRow, write_manifest
@@ -78,10 +78,10 @@ def lab_rows(lab: str, split: str | None = None) -> list[ManifestRow]:
 
 
 def card_of(model: str | Path) -> Any:
-    from wbc_edge.runtime.backends import load_backend
+    from wbc_edge.model.model import Model
 
-    with load_backend(model) as backend:
-        return backend.card
+    with Model.load(model) as m:
+        return m.card
 
 
 def predict_rows(model: str | Path, rows: list[ManifestRow]) -> tuple[Any, list[ManifestRow]]:
@@ -98,12 +98,12 @@ def predict_rows(model: str | Path, rows: list[ManifestRow]) -> tuple[Any, list[
 def unknown_class_probs(model: str | Path, rows: list[ManifestRow], label: str) -> np.ndarray:
     """Probabilities for rows of a class the model lacks (DeepAPL's blasts for a no-Blast
     model): decoded and preprocessed as ``run`` does, through the model's backend."""
-    from wbc_edge.runtime.backends import load_backend
-    from wbc_edge.runtime.labelled import read_labelled
+    from wbc_edge.model.labelled import read_labelled
+    from wbc_edge.model.model import Model
 
     mine = [r for r in rows if r.label == label]
-    with load_backend(model) as backend:
-        return backend.predict_images([read_labelled(r.path, "the lab") for r in mine])
+    with Model.load(model) as m:
+        return m.probs([read_labelled(r.path, "the lab") for r in mine])
 
 
 def lab_scores(model: str | Path, rows: list[ManifestRow]) -> dict[str, Any]:
@@ -144,28 +144,22 @@ _CROPS: dict[tuple[str, float | None], dict[str, list]] = {}
 def bccd_dev(model: str | Path, which: str = "dev") -> dict[str, Any]:
     """Field type on the BCCD development fields (adapt + val; ``which="eval"``: the 97 held-out
     eval fields, for a finished model only), cut at the card's scale."""
-    from wbc_edge.runtime.backends import load_backend
-    from wbc_edge.runtime.post import review_threshold
+    from wbc_edge.model.model import Model
 
     fields = [
         (f, t, which)
         for f, t, s in read_field_split(BCCD_SPLIT)
         if (s == "eval") == (which == "eval")
     ]
-    fov = training_fov(card_of(model), PBC_SPLIT)
+    crop_scale = training_scale(card_of(model), PBC_SPLIT)
+    fov = crop_scale.fov_rbc if crop_scale else None
     key = (which, None if fov is None else round(fov, 2))
     if key not in _CROPS:
-        _CROPS[key] = field_crops(BCCD, [f for f, _, _ in fields], fov)
+        _CROPS[key] = field_crops(BCCD, [f for f, _, _ in fields], crop_scale)
     crops = _CROPS[key]
-    with load_backend(model) as backend:
-        probs = {
-            f: backend.predict_images(crops[f])
-            if crops[f]
-            else np.zeros((0, backend.card.num_classes))
-            for f, _, _ in fields
-        }
-        thr = review_threshold(None, backend.card)
-        types = field_types(probs, backend.card.class_names, thr)
+    with Model.load(model) as m:
+        probs = {f: m.probs(crops[f]) for f, _, _ in fields}
+        types = field_types(probs, m.class_names, m.threshold)
     m = field_metrics({f: t for f, t, _ in fields}, types)
     return {k: m[k] for k in ("fields", "field_accuracy", "macro_recall_NELM", "confusion")}
 

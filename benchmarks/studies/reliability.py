@@ -275,7 +275,7 @@ def _card_variant(model: Path, dest: Path, **changes: Any) -> Path:
     """A copy of an ONNX model whose card is changed (a fault the load must catch)."""
     import onnx
 
-    from wbc_edge.runtime.card import ONNX_METADATA_KEY
+    from wbc_edge.model.card import ONNX_METADATA_KEY
 
     proto = onnx.load(str(model))
     props = {p.key: p.value for p in proto.metadata_props}
@@ -403,9 +403,9 @@ def probe_all(model: Path, crops: Path, work: Path) -> dict[str, Any]:  # noqa: 
         ("card lists one class too many", {"class_names": None}),
     ):
         if changes.get("class_names", 1) is None:
-            from wbc_edge.runtime.backends import load_backend
+            from wbc_edge.model.model import Model
 
-            with load_backend(model) as b:
+            with Model.load(model) as b:
                 changes = {"class_names": [*b.card.class_names, "Extra"]}
         bad_model = _card_variant(model, work / "variant.onnx", **changes)
         vout = work / f"variant-out-{len(rows)}"
@@ -725,9 +725,9 @@ def probe_all(model: Path, crops: Path, work: Path) -> dict[str, Any]:  # noqa: 
         and (work / "triton/escape/keep.txt").is_file()
         and not any(repo.iterdir()),
     )
-    from wbc_edge.runtime.backends import load_backend
+    from wbc_edge.model.model import Model
 
-    with load_backend(model) as b:
+    with Model.load(model) as b:
         names = list(b.card.class_names)
     names[0] = '=HYPERLINK("http://example.invalid","x")'
     formula = _card_variant(model, work / "formula.onnx", class_names=names)
@@ -1112,7 +1112,7 @@ def _card_text(model: Path, dest: Path, text: str) -> Path:
     """A copy of an ONNX model whose card is ``text`` as it is (malformed JSON, say)."""
     import onnx
 
-    from wbc_edge.runtime.card import ONNX_METADATA_KEY
+    from wbc_edge.model.card import ONNX_METADATA_KEY
 
     proto = onnx.load(str(model))
     props = {p.key: p.value for p in proto.metadata_props}

@@ -31,13 +31,13 @@ from wbc_edge.benchmarks.crosslab import (
     read_field_split,
 )
 from wbc_edge.data.manifest import read_manifest
-from wbc_edge.runtime import stain
-from wbc_edge.runtime.backends import load_backend
-from wbc_edge.runtime.decode import read_image
-from wbc_edge.runtime.finder import cells_in_field
-from wbc_edge.runtime.labelled import check_labels
-from wbc_edge.runtime.post import review_threshold
-from wbc_edge.runtime.scale import evenly_spaced
+from wbc_edge.model import stain
+from wbc_edge.model.decode import read_image
+from wbc_edge.model.fieldcrop import cells_in_field
+from wbc_edge.model.labelled import check_labels
+from wbc_edge.model.model import Model
+from wbc_edge.model.review import review_threshold
+from wbc_edge.model.scale import evenly_spaced
 
 if sys.argv[1:2] == ["--record"]:
     from wbc_edge.benchmarks.crosslab import write_results
@@ -62,15 +62,14 @@ split = read_field_split("benchmarks/results/bccd-split.csv")
 pbc = "benchmarks/results/pbc9-split.csv"
 models = sys.argv[1:]
 t0 = time.time()
-with load_backend(models[0]) as b:
+with Model.load(models[0]) as b:
     card0 = b.card
-fov = card0.preprocess.crop_scale.fov_rbc
 fields = {s: {f: t for f, t, sp in split if sp == s} for s in ("val", "eval")}
 crops, fstats = {}, {}
 for s in fields:
     for f in fields[s]:
         im = read_image(str(root / "JPEGImages" / f))
-        crops[f] = cells_in_field(im, fov_rbc=fov).crops
+        crops[f] = cells_in_field(im, card0.preprocess.crop_scale).crops
         fstats[f] = {
             o: stain.lab_statistics(
                 cv2.resize(im, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA), o
@@ -95,7 +94,7 @@ def apply_with(im, ref, src):
 
 results = {}
 for model in models:
-    with load_backend(model) as b:
+    with Model.load(model) as b:
         card = b.card
         pre = card.preprocess
         bgr = pre.replace(channel_order="BGR")
@@ -118,7 +117,7 @@ for model in models:
                     elif opt.startswith("field"):  # PBC crops: the crop is the field
                         x = stain.normalize_stain(x, refs[opt.split("-")[1]])
                     out.append(cv2.cvtColor(x, cv2.COLOR_BGR2RGB))
-                return b.predict(pre.lut(out))
+                return b.infer(pre.lut(out))
 
             row = {}
             for s, ev in fields.items():

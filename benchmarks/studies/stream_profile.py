@@ -45,7 +45,7 @@ _CHILD = """
 import sys, tempfile, time
 from pathlib import Path
 from wbc_edge.runtime.archive import CellArchive, crop_px_for
-from wbc_edge.runtime.backends import load_backend
+from wbc_edge.model.model import Model
 from wbc_edge.runtime.pipeline import Pipeline, PipelineConfig
 from wbc_edge.runtime.sample import SampleFolder
 from wbc_edge.runtime.sinks import RunOutput
@@ -53,12 +53,12 @@ from wbc_edge.runtime.sources import list_files, open_source, parse_uri
 src, model = sys.argv[1], sys.argv[2]
 for p in list_files(parse_uri(src)):
     p.read_bytes()  # the page cache holds them, as for bench --stream
-with load_backend(Path(model)) as backend, tempfile.TemporaryDirectory() as tmp:
+with Model.load(Path(model)) as m, tempfile.TemporaryDirectory() as tmp:
     with open_source(src) as source, RunOutput(Path(tmp) / "out") as output:
-        size = crop_px_for(backend.card.preprocess.input_size)
+        size = crop_px_for(m.card.preprocess.input_size)
         archive = CellArchive(SampleFolder(Path(tmp) / "out"), size, False)
         keep = archive if hasattr(archive, "save_all") else archive.save
-        stats = Pipeline(source, backend, output, PipelineConfig(), archive=keep).run()
+        stats = Pipeline(source, m, output, PipelineConfig(), archive=keep).run()
 print(f"{stats.cells} cells in {time.perf_counter() - stats.started:.2f} s")
 """
 

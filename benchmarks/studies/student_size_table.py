@@ -53,7 +53,7 @@ def export_random(arch: str, size: int, folder: Path, class_names: Sequence[str]
 
     from wbc_edge.export.onnx_export import export_onnx
     from wbc_edge.kd.registry import create_model
-    from wbc_edge.runtime.card import ModelCard, Preprocess
+    from wbc_edge.model.card import ModelCard, Preprocess
 
     torch.manual_seed(0)
     n = len(class_names)
@@ -146,7 +146,7 @@ def trained_runs(run_dirs: Sequence[str | Path]) -> list[dict[str, Any]]:
     checkpoint's card: best.pt or last.pt, ``--keep``), test accuracy and macro-F1, the kept
     epoch, and its teachers."""
     from wbc_edge.kd.checkpoint import read_checkpoint
-    from wbc_edge.runtime.card import ModelCard
+    from wbc_edge.model.card import ModelCard
 
     out = []
     for d in run_dirs:

@@ -22,9 +22,9 @@ from wbc_edge.console import progress
 from wbc_edge.data.manifest import ManifestRow
 from wbc_edge.errors import UserError
 from wbc_edge.export import DEFAULT_CALIB_METHOD, calib_cache
+from wbc_edge.model.card import Preprocess
+from wbc_edge.model.labelled import read_labelled
 from wbc_edge.optional import require
-from wbc_edge.runtime.card import Preprocess
-from wbc_edge.runtime.labelled import read_labelled
 
 onnx = require("onnx")
 quant = require("onnxruntime.quantization")

@@ -12,8 +12,8 @@ import numpy as np
 
 from wbc_edge.data.manifest import ManifestRow
 from wbc_edge.metrics import agreement, classification_report
-from wbc_edge.runtime.card import ModelCard
-from wbc_edge.runtime.labelled import check_labels, score
+from wbc_edge.model.card import ModelCard
+from wbc_edge.model.labelled import check_labels
 
 
 @dataclass
@@ -69,13 +69,12 @@ def predict_probs(
     batch_size: int = 32,
 ) -> np.ndarray:
     """Class probabilities of an ONNX model on manifest images, through the runtime's ONNX
-    Runtime backend on the CPU (:func:`wbc_edge.runtime.labelled.score`). Images decode in
+    Runtime backend on the CPU (:func:`wbc_edge.model.labelled.score`). Images decode in
     full, as the calibration images do, so the comparison isolates quantization."""
-    from wbc_edge.runtime.backends import load_backend
+    from wbc_edge.model.model import Model
 
-    with load_backend(path, device="cpu") as backend:
-        probs, _ = score(
-            backend,
+    with Model.load(path, device="cpu") as model:
+        probs, _ = model.score(
             [r.path for r in rows],
             [r.label for r in rows],
             "the evaluation split",

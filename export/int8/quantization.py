@@ -27,11 +27,11 @@ from wbc_edge.export.int8.check import check_qdq
 from wbc_edge.export.int8.compare import Int8Report, compare_on
 from wbc_edge.export.int8.settings import MIN_CALIBRATION_IMAGES, TARGETS, QuantSettings
 from wbc_edge.export.onnx_export import set_metadata
+from wbc_edge.model import names
+from wbc_edge.model.backends.onnxruntime import read_onnx_card
+from wbc_edge.model.card import ModelCard
+from wbc_edge.model.labelled import check_labels
 from wbc_edge.optional import require
-from wbc_edge.runtime import names
-from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
-from wbc_edge.runtime.card import ModelCard
-from wbc_edge.runtime.labelled import check_labels
 
 onnx = require("onnx")
 quant = require("onnxruntime.quantization")
@@ -214,7 +214,7 @@ def quantize_int8(
 
 
 def default_out(onnx_path: Path, card: ModelCard, target: str) -> Path:
-    """Beside the FP32 ONNX, named from its card (:mod:`wbc_edge.runtime.names`):
+    """Beside the FP32 ONNX, named from its card (:mod:`wbc_edge.model.names`):
     ``student-tinyresnet_xs.int8-tensorrt.onnx``."""
     return onnx_path.with_name(names.int8_name(card, target))
 

@@ -23,9 +23,9 @@ from wbc_edge.export.int8.compare import predict_probs
 from wbc_edge.export.int8.quantization import quantize
 from wbc_edge.export.int8.settings import CPU_CANDIDATES, TENSORRT, QuantSettings, default_for
 from wbc_edge.metrics import agreement, classification_report
+from wbc_edge.model.backends.onnxruntime import read_onnx_card
+from wbc_edge.model.labelled import check_labels
 from wbc_edge.optional import require
-from wbc_edge.runtime.backends.onnxruntime import read_onnx_card
-from wbc_edge.runtime.labelled import check_labels
 
 ort = require("onnxruntime")
 
@@ -35,7 +35,7 @@ def measure_latency(
 ) -> float:
     """Median milliseconds per batch on this CPU, ``threads`` intra-op threads, through the
     runtime's ONNX Runtime backend (the model time ``predict`` reports)."""
-    from wbc_edge.runtime.backends.onnxruntime import OnnxRuntimeBackend
+    from wbc_edge.model.backends.onnxruntime import OnnxRuntimeBackend
 
     x = np.random.default_rng(0).standard_normal((batch, 3, input_size, input_size))
     x = x.astype(np.float32)

@@ -9,7 +9,7 @@ import typer
 
 from wbc_edge.data.check import DEFAULT_MIN_SIZE, DEFAULT_NEAR_DUP_THRESHOLD
 from wbc_edge.data.split import DEFAULT_RATIOS, DEFAULT_SEED
-from wbc_edge.runtime.scale import DEFAULT_SCALE_SAMPLE
+from wbc_edge.model.scale import DEFAULT_SCALE_SAMPLE
 
 if TYPE_CHECKING:  # the commands import these lazily
     from rich.console import Console
@@ -315,7 +315,7 @@ def scale_cmd(
     from wbc_edge.data.manifest import read_manifest
     from wbc_edge.data.scan import IMAGE_SUFFIXES
     from wbc_edge.errors import UserError
-    from wbc_edge.runtime.scale import measure_files
+    from wbc_edge.model.scale import measure_files
 
     if source.is_file():
         paths = [str(r.path) for r in read_manifest(source, split or "train")]

@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from wbc_edge.model.card import ModelCard
+from wbc_edge.model.preprocess import INTERPOLATIONS
 from wbc_edge.models import INTENDED_USE, MODELS_DIR
-from wbc_edge.runtime.card import ModelCard
-from wbc_edge.runtime.preprocess import INTERPOLATIONS
 
 TRAINED_ON = (
     "PBC (Acevedo et al. 2020, Mendeley Data doi 10.17632/snkd93bnjr.1; normal peripheral "
@@ -48,7 +48,7 @@ def complete_card(card: ModelCard, data: Path) -> bool:
     from wbc_edge.data.manifest import read_manifest
     from wbc_edge.kd.card_stats import training_ood, training_scale
     from wbc_edge.kd.run_folder import RunLog
-    from wbc_edge.runtime import ood
+    from wbc_edge.model import ood
 
     rows = read_manifest(data, "train")
     log = RunLog(None)
@@ -87,7 +87,7 @@ def refresh(
         load_checkpoint,
         sample_inputs,
     )
-    from wbc_edge.runtime.names import file_name
+    from wbc_edge.model.names import file_name
 
     net, card = load_checkpoint(checkpoint)
     changed = data is not None and complete_card(card, data)

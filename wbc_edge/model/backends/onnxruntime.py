@@ -21,9 +21,9 @@ import numpy as np
 
 from wbc_edge.console import console
 from wbc_edge.errors import UserError
+from wbc_edge.model.backends import BackendBase, output_to_read, softmax
+from wbc_edge.model.card import ModelCard, card_from_session
 from wbc_edge.optional import require
-from wbc_edge.runtime.backends import BackendBase, output_to_read, softmax
-from wbc_edge.runtime.card import ModelCard, card_from_session
 
 # Most capable first; onnxruntime falls back along the list when one cannot start.
 _GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-from wbc_edge.runtime.card import ModelCard
+from wbc_edge.model.card import ModelCard
 
 ROLES = ("teacher", "student")
 _SUFFIX = {"checkpoint": ".pt", "onnx": ".onnx", "engine": ".engine"}

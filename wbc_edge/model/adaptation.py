@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from wbc_edge.runtime.card import ModelCard
+from wbc_edge.model.card import ModelCard
 
 
 def adaptation_summary(card: ModelCard) -> str | None:

@@ -6,7 +6,7 @@ immature flag. So every image is checked before it reaches the model, cheapest c
 
 1. the header, before any pixel is decoded: width x height within ``max_pixels`` (a 730 KB PNG
    can hold 16000x16000 pixels, 768 MB decoded) and each side at least ``min_side``;
-2. the decode (:func:`wbc_edge.runtime.decode.decode_image`): JPEGs go through libjpeg-turbo
+2. the decode (:func:`wbc_edge.model.decode.decode_image`): JPEGs go through libjpeg-turbo
    in strict mode (``simplejpeg``), so data that libjpeg only warns about ("Corrupt JPEG data:
    premature end of data segment") is refused instead of being decoded with grey or smeared
    blocks; :func:`strict_jpeg` gives the same pixels as OpenCV at the same DCT scale;

@@ -3,10 +3,9 @@
 ``load_backend(path)`` picks the backend by file type (``.onnx`` -> ONNX Runtime,
 ``.engine``/``.plan`` -> TensorRT, ``.pt``/``.pth`` -> PyTorch). Every backend exposes the
 model card (classes and preprocessing) and follows one lifecycle, so callers never care which
-one they hold:
-
-    with load_backend("student.onnx") as model:
-        probs = model.predict_images(images_bgr)  # (N, C) float32, the card's preprocessing
+one they hold. A backend runs the network on a prepared batch and nothing else: decoding,
+preprocessing and the review rule around it are :class:`wbc_edge.model.model.Model`'s, the
+one way to run a model (``Model.load(path)`` opens its backend here).
 
 Probabilities are calibrated: each backend reads the model's logits and applies the card's
 ``temperature`` (:func:`softmax`), so ``.pt``, ``.onnx`` and ``.engine`` of one model agree.
@@ -23,7 +22,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from wbc_edge.errors import UserError
-from wbc_edge.runtime.card import ModelCard
+from wbc_edge.model.card import ModelCard
 
 
 @runtime_checkable
@@ -34,10 +33,6 @@ class Backend(Protocol):
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """float32 NCHW -> (N, num_classes) probabilities."""
-        ...
-
-    def predict_images(self, images_bgr: list[np.ndarray]) -> np.ndarray:
-        """BGR uint8 images -> probabilities through ``card.preprocess``."""
         ...
 
     def close(self) -> None: ...
@@ -100,10 +95,6 @@ class BackendBase:
             )
         return probs.astype(np.float32, copy=False)
 
-    def predict_images(self, images_bgr: list[np.ndarray]) -> np.ndarray:
-        """BGR uint8 images of any size -> probabilities, prepared as the model's card says."""
-        return self.predict(self.card.preprocess(images_bgr))
-
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -151,23 +142,36 @@ def load_backend(path: str | Path, device: str = "auto", threads: int = 0) -> Ba
     kind = backend_kind(path)
     require_file(path, "model file", "pass --model with an .onnx, .engine or .pt file")
     if kind == "onnxruntime":
-        from wbc_edge.runtime.backends.onnxruntime import OnnxRuntimeBackend
+        from wbc_edge.model.backends.onnxruntime import OnnxRuntimeBackend
 
         backend: Backend = OnnxRuntimeBackend(path, device=device, threads=threads)
     elif kind == "tensorrt":
-        from wbc_edge.runtime.backends.tensorrt import TensorRTBackend
+        from wbc_edge.model.backends.tensorrt import TensorRTBackend
 
         backend = TensorRTBackend(path)
     else:
-        from wbc_edge.runtime.backends.torch_backend import TorchBackend
-
-        backend = TorchBackend(path, device=device)
+        backend = plugin_backend(kind)(path, device=device)
     try:
         check_against_card(backend, path)
     except BaseException:
         backend.close()
         raise
     return backend
+
+
+def plugin_backend(kind: str) -> type:
+    """A backend another part of wbc-edge provides, found through the ``wbc_edge.backends``
+    entry points: the torch backend lives with the training code (``wbc_edge.kd``), which the
+    model core does not import."""
+    from importlib.metadata import entry_points
+
+    found = list(entry_points(group="wbc_edge.backends", name=kind))
+    if not found:
+        raise UserError(
+            f"no {kind} backend is installed (a .pt checkpoint needs the training code: "
+            "pip install 'wbc-edge[train]'), or export the model: wbc-edge export onnx"
+        )
+    return found[0].load()
 
 
 def check_against_card(backend: Backend, path: str | Path) -> None:

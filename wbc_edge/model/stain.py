@@ -4,7 +4,7 @@ Reinhard et al. (2001), "Color transfer between images": in a perceptual colour 
 and scale each channel of an image so its mean and standard deviation match a reference. Here
 the space is OpenCV's 8-bit CIE L*a*b* (``cv2.COLOR_BGR2LAB``), and the reference is the mean of
 the training crops' own statistics, which the model card stores
-(:class:`~wbc_edge.runtime.card.Preprocess` ``.stain``), so training, the teacher cache, INT8
+(:class:`~wbc_edge.model.card.Preprocess` ``.stain``), so training, the teacher cache, INT8
 calibration, evaluation and every backend apply the same transform through
 ``card.preprocess.resize``.
 
@@ -14,7 +14,7 @@ Matching a crop's *all-pixel* statistics to one reference pulls those apart diff
 to the average, erasing the signal that tells the classes apart. So by default (``over =
 "unstained"``) the statistics come from the pixels the stain did not mark as nucleus or
 granule (background glass and red cells: the finder's own blue-over-green test,
-:func:`wbc_edge.runtime.finder.stain_score` below ``min_stain``), which every crop of a smear
+:func:`wbc_edge.model.finder.stain_score` below ``min_stain``), which every crop of a smear
 has in the same kind, whatever its cell; the whole crop is then transformed with them.
 ``over = "crop"`` (all pixels) is kept to measure the difference.
 """
@@ -84,7 +84,7 @@ def _reference_pixels(lab: np.ndarray, image_bgr: np.ndarray, over: str) -> np.n
     pixels = lab.reshape(-1, 3)
     if over == "crop":
         return pixels.astype(np.float32)
-    from wbc_edge.runtime.finder import stain_score
+    from wbc_edge.model.finder import stain_score
 
     keep = stain_score(image_bgr).reshape(-1) < UNSTAINED_BELOW
     if int(keep.sum()) < _MIN_PIXELS:

@@ -1,7 +1,7 @@
 """The one place that knows how TensorRT versions differ (8.5 to 11.x).
 
 The engine builder (``wbc_edge.export.tensorrt_build``) and the engine backend
-(``wbc_edge.runtime.backends.tensorrt``) ask :func:`features` what the installed TensorRT needs
+(``wbc_edge.model.backends.tensorrt``) ask :func:`features` what the installed TensorRT needs
 or allows and never compare versions themselves, so a new TensorRT release changes this file
 only. It imports nothing heavy: the version string is all it reads. What each gate follows
 (NVIDIA's release notes and migration guides; the names are checked against NVIDIA's real

@@ -1,4 +1,4 @@
-"""The functions behind the model card's :class:`~wbc_edge.runtime.card.Preprocess`.
+"""The functions behind the model card's :class:`~wbc_edge.model.card.Preprocess`.
 
 The card declares the preprocessing; this module carries it out, and training (``kd``), INT8
 calibration and export parity (``export``) and deployment (``runtime``) all reach these
@@ -9,7 +9,7 @@ NCHW.
 Two steps, kept apart so training can cache the first and augment between them:
 
 1. :func:`crop_resize` - decode-time work: centred crop, square resize, stain normalisation
-   (:mod:`wbc_edge.runtime.stain`, when the card has a reference), channel order -> uint8.
+   (:mod:`wbc_edge.model.stain`, when the card has a reference), channel order -> uint8.
 2. :func:`normalize` - ``(x / 255 - mean) / std``, NHWC uint8 -> NCHW float32. Its arithmetic
    is :func:`standardize`, which the torch training path calls too; :class:`LutNormalizer` is
    its fast runtime form, a table built by :func:`normalize` itself.
@@ -29,10 +29,10 @@ import numpy as np
 
 # Decoding has its own module (reduced JPEG decode at the model's scale); importable here too
 # because training, export and tests read images through this name.
-from wbc_edge.runtime.decode import read_image as read_image
+from wbc_edge.model.decode import read_image as read_image
 
 if TYPE_CHECKING:
-    from wbc_edge.runtime.card import Preprocess
+    from wbc_edge.model.card import Preprocess
 
 _INTERP = {"area": 3, "linear": 1, "cubic": 2, "nearest": 0}  # cv2.INTER_* values
 INTERPOLATIONS = tuple(_INTERP)
@@ -85,7 +85,7 @@ def crop_resize(image_bgr: np.ndarray, pre: Preprocess) -> np.ndarray:
             interp = _INTERP["linear"]
         image_bgr = cv2.resize(image_bgr, (size, size), interpolation=interp)
     if pre.stain is not None:  # after the resize: the same statistics at a fraction of the cost
-        from wbc_edge.runtime.stain import normalize_stain
+        from wbc_edge.model.stain import normalize_stain
 
         image_bgr = normalize_stain(image_bgr, pre.stain)
     if pre.channel_order == "RGB":  # cvtColor: the same swap, ten times faster than [..., ::-1]
@@ -208,7 +208,7 @@ class FusedPreprocess:
                         interp = _INTERP["linear"]  # as crop_resize: area only when shrinking
                     bgr = cv2.resize(image, (size, size), dst=resized, interpolation=interp)
                 if pre.stain is not None:
-                    from wbc_edge.runtime.stain import normalize_stain
+                    from wbc_edge.model.stain import normalize_stain
 
                     bgr = normalize_stain(bgr, pre.stain)
             cv2.split(bgr, planes)

@@ -1,9 +1,10 @@
-"""PyTorch checkpoint backend: the one runtime path that imports torch (needed for the teacher).
+"""PyTorch checkpoint backend: the one backend that imports torch (needed for the teacher).
 
 A checkpoint is ``{"card": dict, "state_dict": ...}``; the training package rebuilds the
 architecture named by ``card.architecture`` and loads it with ``weights_only=True``
-(:func:`wbc_edge.kd.checkpoint.load_model`). torch and ``kd`` are imported only here, and this
-module only when a ``.pt`` file is opened.
+(:func:`wbc_edge.kd.checkpoint.load_model`). It lives here, with the training code, because
+the model core must not import ``kd``: :func:`wbc_edge.model.backends.load_backend` finds it
+through the ``wbc_edge.backends`` entry point (pyproject.toml) when a ``.pt`` file is opened.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from wbc_edge.model.backends import BackendBase
 from wbc_edge.optional import require
-from wbc_edge.runtime.backends import BackendBase
 
 
 class TorchBackend(BackendBase):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from wbc_edge.runtime.imagecheck import (
+from wbc_edge.model.imagecheck import (
     DEFAULT_LIMITS,
     ImageLimits,
     check_header,
@@ -30,7 +30,7 @@ from wbc_edge.runtime.imagecheck import (
 )
 
 if TYPE_CHECKING:
-    from wbc_edge.runtime.card import Preprocess
+    from wbc_edge.model.card import Preprocess
 
 JPEG_FACTORS = (8, 4, 2)  # libjpeg's DCT scalings OpenCV exposes, largest first
 # SOF markers whose decoders support DCT scaling: baseline, extended and progressive Huffman.
@@ -128,7 +128,7 @@ def decode_image(
     """Bytes of an image file -> BGR uint8, as small as ``min_side`` allows (0: full size).
 
     Raises ValueError naming the file when it is not a readable image or not one the runtime
-    accepts (:mod:`~wbc_edge.runtime.imagecheck`: too many pixels, judged from the header
+    accepts (:mod:`~wbc_edge.model.imagecheck`: too many pixels, judged from the header
     before decoding; too small; corrupt JPEG data; grey, blank or saturated). A reduced JPEG
     decode that somehow came back smaller than asked is redone in full, so the caller can rely
     on ``min(h, w) >= min_side`` whenever the image itself is that large.

@@ -1,7 +1,7 @@
 """A labelled image set through a runtime backend: the one way any accuracy is measured.
 
 ``evaluate``, the FP32/INT8 comparison of ``export int8`` and the ``bench`` worker all score a
-model with :func:`score`: the images are decoded by :mod:`wbc_edge.runtime.decode`, prepared by
+model with :func:`score`: the images are decoded by :mod:`wbc_edge.model.decode`, prepared by
 the model card's own preprocessing and classified by the backend ``run`` would use, so a
 recorded accuracy is the accuracy of the deployed path. It also holds the one check that the
 data's classes are the model's (:func:`check_labels`) and the one read-an-image-or-say-which
@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from wbc_edge.errors import UserError
-from wbc_edge.runtime.backends import Backend
-from wbc_edge.runtime.card import ModelCard
-from wbc_edge.runtime.decode import model_min_side, read_image
+from wbc_edge.model.backends import Backend
+from wbc_edge.model.card import ModelCard
+from wbc_edge.model.decode import model_min_side, read_image
 
 
 def check_labels(card: ModelCard, labels: Sequence[str], where: str) -> np.ndarray:

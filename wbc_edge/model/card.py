@@ -5,7 +5,7 @@ under :data:`ONNX_METADATA_KEY`, a TensorRT engine in a sidecar ``<engine>.json`
 
 The card's :class:`Preprocess` is the one declaration of how an image becomes a model input:
 training, the teacher cache, INT8 calibration, export parity checks and every runtime backend
-call ``card.preprocess`` (its methods are the functions of :mod:`wbc_edge.runtime.preprocess`),
+call ``card.preprocess`` (its methods are the functions of :mod:`wbc_edge.model.preprocess`),
 so they cannot drift apart. Nothing else names an input size, mean or std.
 """
 
@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 
 from wbc_edge.errors import UserError
-from wbc_edge.runtime import preprocess as _pre
-from wbc_edge.runtime.ood import OodStats
-from wbc_edge.runtime.roles import resolve_roles
-from wbc_edge.runtime.scale import CropScale
-from wbc_edge.runtime.stain import StainReference
+from wbc_edge.model import preprocess as _pre
+from wbc_edge.model.ood import OodStats
+from wbc_edge.model.roles import resolve_roles
+from wbc_edge.model.scale import CropScale
+from wbc_edge.model.stain import StainReference
 
 # 2: preprocessing nested under "preprocess" (version 1 cards kept it flat; both load).
 CARD_VERSION = 2
@@ -67,7 +67,7 @@ class Preprocess:
     # field of view from any field. None: not recorded (the finder crops by box + margin).
     crop_scale: CropScale | None = None
     # Reinhard stain normalisation towards the training crops' Lab statistics
-    # (:mod:`wbc_edge.runtime.stain`), fitted at training time. None: no normalisation (every
+    # (:mod:`wbc_edge.model.stain`), fitted at training time. None: no normalisation (every
     # card made before it existed).
     stain: StainReference | None = None
 
@@ -192,10 +192,10 @@ class ModelCard:
     confidence_threshold: float | None = None
     calibration: dict[str, Any] = field(default_factory=dict)  # how both were chosen
     # Appearance statistics of the training crops for the out-of-distribution score
-    # (:mod:`wbc_edge.runtime.ood`); None: the model cannot tell (older cards).
+    # (:mod:`wbc_edge.model.ood`); None: the model cannot tell (older cards).
     ood: OodStats | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    # class -> role (runtime/roles.py): what the differential counts each class as. A card
+    # class -> role (wbc_edge/model/roles.py): what the differential counts each class as. A card
     # without roles (written before they existed) gets them derived from the class names.
     roles: dict[str, str] = field(default_factory=dict)
     # What the model was trained on, one entry per lab: {lab, source, terms, images (per
@@ -292,7 +292,7 @@ def read_sidecar(model_path: str | Path) -> tuple[ModelCard, dict[str, Any]]:
 
 def card_from_session(session: Any, onnx_path: str | Path) -> ModelCard:
     """The card of an open ``onnxruntime.InferenceSession`` (so a backend loads its model once;
-    ``wbc_edge.runtime.backends.onnxruntime.read_onnx_card`` reads a file's card)."""
+    ``wbc_edge.model.backends.onnxruntime.read_onnx_card`` reads a file's card)."""
     meta = session.get_modelmeta().custom_metadata_map
     if ONNX_METADATA_KEY not in meta:
         raise UserError(

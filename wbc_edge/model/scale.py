@@ -142,7 +142,7 @@ def _measure(image_bgr: np.ndarray, min_px: float) -> RbcMeasure:
     """One pass of the measurement at the image's own resolution (see the module docstring)."""
     import cv2
 
-    from wbc_edge.runtime.finder import stain_score
+    from wbc_edge.model.finder import stain_score
 
     h, w = image_bgr.shape[:2]
     green = cv2.GaussianBlur(image_bgr[:, :, 1], (0, 0), _BLUR_SIGMA).astype(np.float32)
@@ -216,7 +216,7 @@ DEFAULT_SCALE_SAMPLE = 300
 def measure_files(paths: Sequence[str], limit: int | None = DEFAULT_SCALE_SAMPLE) -> CropScale:
     """:func:`measure_crops` over image files: an evenly spaced sample of ``limit`` of them
     (all with ``None``), so the same files give the same answer on every run."""
-    from wbc_edge.runtime.decode import read_image
+    from wbc_edge.model.decode import read_image
 
     return measure_crops([read_image(p) for p in evenly_spaced(paths, limit)])
 

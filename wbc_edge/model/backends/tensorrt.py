@@ -3,7 +3,7 @@
 One I/O code path for every supported version: named I/O tensors (``num_io_tensors``,
 ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``), which TensorRT 8.5 added and
 10 made the only API (binding indices were deprecated in 8.5 and removed in 10). What else
-differs between versions is decided in :mod:`wbc_edge.runtime.tensorrt_versions`.
+differs between versions is decided in :mod:`wbc_edge.model.tensorrt_versions`.
 
 Buffers are allocated once for the engine's largest batch: pinned host memory (so copies can be
 asynchronous) and device memory, one CUDA stream, host->device copy, execute, device->host copy,
@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from wbc_edge.errors import UserError
+from wbc_edge.model.backends import BackendBase, output_to_read, softmax
+from wbc_edge.model.card import read_sidecar
+from wbc_edge.model.tensorrt_versions import features, same_engine_series
 from wbc_edge.optional import require
-from wbc_edge.runtime.backends import BackendBase, output_to_read, softmax
-from wbc_edge.runtime.card import read_sidecar
-from wbc_edge.runtime.tensorrt_versions import features, same_engine_series
 
 
 @dataclass
