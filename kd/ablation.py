@@ -37,8 +37,8 @@ def prebuild_teacher_cache(
     from wbc_edge.kd.checkpoint import read_checkpoint
     from wbc_edge.kd.config import TrainConfig
     from wbc_edge.kd.data import decode_cached
+    from wbc_edge.kd.run_setup import build_for_config, run_preprocess
     from wbc_edge.kd.run_teachers import _teacher_cache
-    from wbc_edge.kd.trainer import build_for_config, run_preprocess
     from wbc_edge.model.card import ModelCard
 
     rows = read_manifest(data)

@@ -51,7 +51,7 @@ def teacher_caches(cfg, distiller, rows, student_pre, student_images, log=None):
     ]
     for path in cfg.teachers[1:]:
         model, card = load_model(path)
-        from wbc_edge.kd.trainer import check_teacher  # the trainer imports this module
+        from wbc_edge.kd.run_setup import check_teacher  # run_setup imports this module
 
         check_teacher(path, card, first_card.num_classes)
         if card.class_names != first_card.class_names:

@@ -1,7 +1,8 @@
 """One training loop for the teacher and for every distillation method.
 
-The loop knows nothing about methods: it builds a distiller (``CE`` for teacher training),
-calls ``forward_train`` and sums the returned loss dict (mdistiller's design). Around it:
+The loop knows nothing about methods: it runs a distiller (``CE`` for teacher training, built
+by :mod:`wbc_edge.kd.run_setup` with the run's card, rows, optimizer and weight average), calls
+``forward_train`` and sums the returned loss dict (mdistiller's design). Around it:
 
 * AdamW, linear warm-up then cosine decay (set per step, so the schedule state is one number),
   label smoothing (passed to the distiller), AMP on CUDA only;
@@ -11,8 +12,8 @@ calls ``forward_train`` and sums the returned loss dict (mdistiller's design). A
   :class:`~wbc_edge.kd.config.TrainConfig`), ``metrics.csv``, ``curves.png``,
   ``train.log``, ``best.pt`` (best validation epoch), ``last.pt`` and ``resume.pt`` (optimizer,
   connectors, step); after training the kept one (``--keep``) is calibrated on the validation split
-  (temperature and counted-cell threshold, :mod:`wbc_edge.kd.calibrate`), scored on the test
-  split, and its card gets ``test_accuracy`` / ``test_macro_f1`` / ECE before and after;
+  (temperature and counted-cell threshold), scored on the test split, and its card gets
+  ``test_accuracy`` / ``test_macro_f1`` / ECE before and after (:mod:`wbc_edge.kd.run_finish`);
 * ``--ema``: best.pt / last.pt hold an exponential moving average of the weights (timm's
   ModelEmaV3), and the summary scores the final un-averaged weights beside it;
 * DDP when started by ``torchrun`` (``WORLD_SIZE`` > 1, :mod:`wbc_edge.kd.distributed`): each
@@ -21,7 +22,6 @@ calls ``forward_train`` and sums the returned loss dict (mdistiller's design). A
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import shutil
@@ -34,18 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from wbc_edge.console import progress
-from wbc_edge.data.labs import (
-    joined_manifest,
-    lab_classes,
-    present_mask,
-    sample_weights,
-    training_data,
-)
+from wbc_edge.data.labs import lab_classes, present_mask, sample_weights, training_data
 from wbc_edge.data.manifest import class_names as manifest_classes
-from wbc_edge.data.manifest import fingerprint, read_manifest
 from wbc_edge.errors import UserError
-from wbc_edge.kd.card_stats import training_ood, training_scale, training_stain
-from wbc_edge.kd.checkpoint import load_model, save_checkpoint
+from wbc_edge.kd.checkpoint import save_checkpoint
 from wbc_edge.kd.config import TrainConfig
 from wbc_edge.kd.data import (
     NO_JITTER,
@@ -54,6 +46,7 @@ from wbc_edge.kd.data import (
     decode_cached,
 )
 from wbc_edge.kd.distributed import TrainStep, barrier, init_distributed
+from wbc_edge.kd.run_finish import finish_run
 from wbc_edge.kd.run_folder import (
     RunLog,
     load_resume,
@@ -61,10 +54,15 @@ from wbc_edge.kd.run_folder import (
     save_resume,
     write_config,
     write_metrics,
-    write_summary,
 )
-from wbc_edge.kd.run_teachers import teacher_caches, teacher_members
-from wbc_edge.model.card import ModelCard, Preprocess
+from wbc_edge.kd.run_setup import (
+    build_for_config,
+    make_ema,
+    make_optimizer,
+    run_card,
+    training_rows,
+)
+from wbc_edge.kd.run_teachers import teacher_caches
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -79,101 +77,6 @@ def _device(cfg: TrainConfig) -> torch.device:
     if cfg.device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(cfg.device)
-
-
-def _distiller_kwargs(method: str, options: dict[str, Any], label_smoothing: float) -> dict:
-    """Pass label smoothing to a method that takes it (CE-based ones do)."""
-    from wbc_edge.kd.distillers import DISTILLERS
-
-    opts = dict(options)
-    cls = DISTILLERS[method]
-    params = inspect.signature(cls.__init__).parameters
-    if "label_smoothing" in params:
-        opts.setdefault("label_smoothing", label_smoothing)
-    return opts
-
-
-def build_for_config(
-    cfg: TrainConfig, num_classes: int, names: list[str] | None = None, log: Any = None
-) -> tuple[nn.Module, ModelCard | None]:
-    """The distiller of a run and (for distillation) the teacher's card; with ``cfg.init`` the
-    trained model starts from that checkpoint (its head rows matched by class name)."""
-    distiller, teacher_card = _build_for_config(cfg, num_classes)
-    if cfg.init:
-        from wbc_edge.kd.warm_start import warm_start
-
-        carried = warm_start(distiller.student, cfg.init, names or [])
-        if log is not None:
-            fresh = [n for n in names or [] if n not in carried]
-            log(
-                f"started from {cfg.init}: head rows of {len(carried)} classes carried over; "
-                f"new: {', '.join(fresh) or 'none'}"
-            )
-    return distiller, teacher_card
-
-
-def _build_for_config(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, ModelCard | None]:
-    if cfg.kind == "teacher":
-        from wbc_edge.kd.distillers import CE
-        from wbc_edge.kd.teacher import create_teacher, freeze_early_stages
-
-        weights = None if str(cfg.weights).lower() in ("none", "random") else cfg.weights
-        model = create_teacher(cfg.model, num_classes=num_classes, weights=weights)
-        freeze_early_stages(model, cfg.freeze_stages)
-        return CE(model, label_smoothing=cfg.label_smoothing), None
-    from wbc_edge.kd.distillers import DISTILLERS, build_distiller
-    from wbc_edge.kd.registry import create_model, is_registered, registered
-
-    if cfg.teacher_views not in ("view", "mean"):
-        raise UserError(f"teacher_views must be 'view' or 'mean', not {cfg.teacher_views!r}")
-    if cfg.method not in DISTILLERS:
-        raise UserError(f"unknown method {cfg.method!r}: use one of {', '.join(DISTILLERS)}")
-    if not is_registered(cfg.model):
-        raise UserError(f"unknown student {cfg.model!r}: use one of {', '.join(registered())}")
-    opts = _distiller_kwargs(cfg.method, cfg.method_options, cfg.label_smoothing)
-    student = create_model(cfg.model, num_classes)
-    teacher_model, teacher_card = None, None
-    if cfg.teachers:
-        if len(cfg.teachers) > 1 and not cfg.teacher_cache and cfg.method != "ce":
-            raise UserError(
-                "several teachers are distilled from their teacher caches: drop "
-                "--no-teacher-cache (or give one --teacher)"
-            )
-        teacher_model, teacher_card = load_model(cfg.teachers[0])
-        check_teacher(cfg.teachers[0], teacher_card, num_classes)
-    elif cfg.method != "ce":
-        raise UserError(f"method {cfg.method!r} needs --teacher TEACHER.pt")
-    return build_distiller(cfg.method, student, teacher_model, **opts), teacher_card
-
-
-def check_teacher(path: str, card: ModelCard, num_classes: int) -> None:
-    """A teacher must know the data's classes (and so every member of an ensemble the same)."""
-    if card.num_classes != num_classes:
-        raise UserError(
-            f"teacher {path} knows {card.num_classes} classes, the data has "
-            f"{num_classes}: train a teacher on this manifest"
-        )
-
-
-def run_preprocess(cfg: TrainConfig, teacher_card: ModelCard | None) -> Preprocess:
-    """The preprocessing a run trains with, which its card then declares.
-
-    A teacher uses its ImageNet weights' mean/std; a student takes the teacher's whole
-    declaration (so it is deployed exactly as the teacher that taught it saw its images);
-    everything not set here keeps :class:`Preprocess`'s defaults.
-    """
-    if cfg.kind == "teacher":
-        from wbc_edge.kd.teacher import teacher_preprocess
-
-        mean, std = teacher_preprocess(cfg.model)
-        pre = Preprocess(mean=mean, std=std)
-    elif teacher_card is not None:
-        # Same view of the cell as the teacher; a smaller --size trades detail for speed (the
-        # teacher cache is computed from the teacher's own preprocessing either way).
-        pre = teacher_card.preprocess
-    else:
-        pre = Preprocess()
-    return pre.replace(input_size=cfg.size) if cfg.size else pre
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict[str, Any]:
@@ -372,7 +275,7 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     if dist_info.main:
         plot_curves(out, history)
-        summary = _finish(
+        summary = finish_run(
             out,
             cfg,
             names,
@@ -390,88 +293,6 @@ def _train(cfg: TrainConfig, resume: bool) -> dict[str, Any]:
         )
     barrier(dist_info)
     return summary
-
-
-def training_rows(cfg: TrainConfig, out: Path, main: bool = True) -> list:
-    """The run's manifest rows: the one manifest given, or the labs' sources joined.
-
-    Joined sources are written once, to ``OUT/manifest.csv``, and a resumed run reads that file
-    back: the split a run started with stays its split even if a source folder changes later.
-    """
-    if not cfg.multi_source:
-        return read_manifest(cfg.data)
-    joined = out / "manifest.csv"
-    if not joined.is_file() and not main:
-        raise UserError(f"{joined} is missing: start the run on rank 0 first")
-    return read_manifest(joined_manifest(cfg.sources, cfg.group_by, joined, cfg.split_seed))
-
-
-def run_card(
-    cfg: TrainConfig,
-    rows: list,  # list[ManifestRow]
-    names: list[str],
-    train_rows: list,
-    teacher_card: ModelCard | None,
-    log: RunLog,
-) -> ModelCard:
-    """The run's model card: its preprocessing (the teacher's or the config's, with the training
-    crops' scale and stain reference), provenance, OOD statistics and teacher(s)."""
-    pre = run_preprocess(cfg, teacher_card).replace(crop_scale=training_scale(train_rows, log))
-    if cfg.stain_norm is not None:
-        over = cfg.stain_norm
-        pre = pre.replace(
-            stain=None if over == "none" else training_stain(train_rows, pre, over, log)
-        )
-    card = ModelCard(
-        architecture=cfg.model,
-        class_names=names,
-        preprocess=pre,
-        data_fingerprint=fingerprint(rows),
-        extra={
-            "role": "teacher" if cfg.kind == "teacher" else "student",  # names its artifacts
-            "method": cfg.method,
-            "seed": cfg.seed,
-            "epochs": cfg.epochs,
-            "augment": cfg.augment if cfg.jitter else "none",
-        },
-    )
-    if cfg.ema:
-        card.extra["ema"] = cfg.ema  # best.pt / last.pt hold the weight average
-    card.ood = training_ood(train_rows, log)
-    if teacher_card is not None:
-        card.extra["teacher"] = teacher_card.architecture
-        card.extra["teacher_test_accuracy"] = teacher_card.metrics.get("test_accuracy")
-    members = teacher_members(cfg) if teacher_card is not None else []
-    if len(members) > 1:
-        card.extra["teachers"] = members
-    return card
-
-
-def make_ema(student: nn.Module, decay: float) -> Any:  # timm.utils.ModelEmaV3 | None
-    """The weight average a run keeps when ``--ema`` is on (None when off).
-
-    Warm-up on, with timm's power 3/4 for short schedules: the decay grows as
-    1 - (1 + step)^-0.75 up to ``decay``, so a short run is not averaged with its random start.
-    """
-    if not decay:
-        return None
-    from timm.utils import ModelEmaV3
-
-    return ModelEmaV3(student, decay=decay, use_warmup=True, warmup_power=0.75)
-
-
-def make_optimizer(distiller: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters; biases and norm weights without weight decay."""
-    params = [p for p in distiller.get_learnable_parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    return torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-    )
 
 
 def _train_epoch(
@@ -571,124 +392,3 @@ def _validate(
     rep = classification_report(probs, y_val, names)
     row["val_accuracy"], row["val_macro_f1"] = rep.accuracy, rep.macro_f1
     return rep
-
-
-def _score_raw(model, loader, arrays, names, device) -> dict[str, float]:  # noqa: ANN001
-    """Accuracy and macro-F1 on val and test of the final un-averaged weights."""
-    from wbc_edge.kd.evaluate import predict_loader
-    from wbc_edge.metrics import classification_report
-
-    scores: dict[str, float] = {}
-    for split in ("val", "test"):
-        if split in arrays:
-            rep = classification_report(*predict_loader(model, loader(split), device), names)
-            scores[f"{split}_accuracy"], scores[f"{split}_macro_f1"] = rep.accuracy, rep.macro_f1
-    return scores
-
-
-def _finish(
-    out,
-    cfg,
-    names,
-    arrays,
-    targets,
-    loader,
-    device,
-    best,
-    n_student,
-    n_extra,
-    wall,
-    log,
-    raw=None,
-    labs=None,
-):  # noqa: ANN001, ANN202
-    """Calibrate the kept checkpoint (best.pt or last.pt, ``cfg.keep``) on val, score it on
-    test, store the numbers in its card, write summary.json. ``raw``: with ``--ema``, the
-    final un-averaged student and the decay the warm-up had reached, so the record shows what
-    the average bought and how long it was."""
-    from wbc_edge.kd.calibrate import calibrate_card, summary_line
-    from wbc_edge.kd.evaluate import per_lab_scores, predict_loader
-    from wbc_edge.metrics import classification_report
-
-    summary: dict[str, Any] = {
-        "run": out.name,
-        "kind": cfg.kind,
-        "model": cfg.model,
-        "method": cfg.method,
-        "seed": cfg.seed,
-        "epochs": cfg.epochs,
-        "best_epoch": best["epoch"],
-        "best_val_accuracy": best["val_accuracy"],
-        "kept": cfg.keep,
-        "ema": cfg.ema,
-        "teachers": teacher_members(cfg) if cfg.kind == "distill" else [],
-        "student_parameters": n_student,
-        "extra_parameters": n_extra,
-        "wall_seconds": round(wall, 1),
-        "threads": torch.get_num_threads(),
-    }
-    kept_path = out / f"{cfg.keep}.pt"
-    if kept_path.exists():
-        from wbc_edge.kd.checkpoint import read_checkpoint
-
-        payload = read_checkpoint(kept_path)
-        summary["kept_epoch"] = payload["epoch"]
-        model, card = load_model(kept_path)
-        model.to(device)
-        val_probs, val_y = predict_loader(model, loader("val"), device)
-        test_probs, test_y = (
-            predict_loader(model, loader("test"), device) if "test" in arrays else (None, None)
-        )
-        summary["kept_val_accuracy"] = classification_report(val_probs, val_y, names).accuracy
-        card, cal = calibrate_card(
-            card, val_probs, val_y, test_probs, test_y, cfg.target_error, cfg.calibration_delta
-        )
-        log(summary_line(cal))
-        summary["calibration"] = cal
-        if test_probs is not None:
-            # Accuracy and F1 do not depend on the temperature; ECE is the calibrated one.
-            rep = classification_report(test_probs, test_y, names)
-            card.metrics.update(test_accuracy=rep.accuracy, test_macro_f1=rep.macro_f1)
-            summary.update(
-                test_accuracy=rep.accuracy,
-                test_macro_f1=rep.macro_f1,
-                test_ece=cal["test_ece_after"],
-                test_ece_uncalibrated=cal["test_ece_before"],
-            )
-            test_labs = (labs or {}).get("test") or []
-            # evaluate's own per-lab figures (accuracy, macro-F1, counted share and error)
-            per_lab = (
-                per_lab_scores(test_probs, test_y, test_labs, names, card.confidence_threshold)
-                if any(test_labs)
-                else {}
-            )
-            if per_lab:
-                summary["test_per_lab"] = per_lab
-                for lab, m in per_lab.items():
-                    card.metrics[f"test_accuracy_{lab}"] = m["accuracy"]
-                log(
-                    "test per lab: "
-                    + ", ".join(
-                        f"{lab} {100 * m['accuracy']:.2f}% of {m['images']}"
-                        for lab, m in per_lab.items()
-                    )
-                )
-            log(
-                f"{cfg.keep} epoch {payload['epoch']} ({kept_path.name}): "
-                f"test accuracy {100 * rep.accuracy:.2f}% "
-                f"macro-F1 {100 * rep.macro_f1:.2f}% ECE {cal['test_ece_after']:.4f} "
-                f"(uncalibrated {cal['test_ece_before']:.4f})"
-            )
-        save_checkpoint(kept_path, model, card, payload["epoch"])
-    if raw is not None:
-        raw_model, final_decay = raw
-        summary["without_ema"] = _score_raw(raw_model, loader, arrays, names, device)
-        summary["ema_final_decay"] = final_decay
-        log(
-            f"weight average: decay {final_decay:.5f} at the last step (warm-up toward "
-            f"{cfg.ema}); final epoch without it: "
-            + ", ".join(f"{k} {100 * v:.2f}%" for k, v in summary["without_ema"].items())
-        )
-    log(f"wall time {wall:.0f}s")
-    write_summary(out, summary)
-    return summary

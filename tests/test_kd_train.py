@@ -28,6 +28,7 @@ from wbc_edge.kd.data import (
 from wbc_edge.kd.distillers import build_distiller
 from wbc_edge.kd.distributed import init_distributed
 from wbc_edge.kd.features import stage_features
+from wbc_edge.kd.run_setup import build_for_config
 from wbc_edge.kd.students import create_student
 from wbc_edge.kd.teacher import create_teacher
 from wbc_edge.kd.teacher_cache import build_teacher_cache
@@ -648,7 +649,7 @@ def test_ablation_variants_carry_method_options(
         teacher=str(teacher_ckpt),
         method_options={"at_weight": 1},
     )
-    assert trainer_mod.build_for_config(cfg, 3)[0].at_weight == 1
+    assert build_for_config(cfg, 3)[0].at_weight == 1
 
 
 def test_ablation_runs_get_size_teacher_views_and_keep(

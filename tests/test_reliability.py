@@ -325,7 +325,7 @@ def test_values_that_were_accepted_silently_are_usage_errors(argv, option, capsy
 def test_training_options_from_yaml_or_the_api_get_the_same_rules(tmp_path):
     pytest.importorskip("torch")
     from wbc_edge.errors import UserError
-    from wbc_edge.kd.trainer import TrainConfig
+    from wbc_edge.kd.config import TrainConfig
 
     for bad in ({"epochs": 0}, {"size": 0}, {"batch_size": -1}, {"lr": 0.0}):
         with pytest.raises(UserError, match="training options"):
