@@ -237,8 +237,9 @@ assert run(["run", {str(tmp_path / "in")!r}, "-m", {str(model)!r}, "--out",
             {str(tmp_path / "out")!r}, "--no-live", "--report", {str(tmp_path / "r.html")!r}]) == 0
 # The CLI registers every part's commands, so kd/export's thin cli modules load; nothing else.
 # kd.config holds the training defaults --help shows, torch-free on purpose.
-cli_only = {"wbc_edge.kd", "wbc_edge.kd.cli", "wbc_edge.kd.config", "wbc_edge.export",
-            "wbc_edge.export.cli"}
+cli_only = {"wbc_edge.kd", "wbc_edge.kd.cli", "wbc_edge.kd.cli_options", "wbc_edge.kd.train_cli",
+            "wbc_edge.kd.evaluate_cli", "wbc_edge.kd.ablation_cli", "wbc_edge.kd.adapt_cli",
+            "wbc_edge.kd.config", "wbc_edge.export", "wbc_edge.export.cli"}
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "timm", "torchvision")
                or (m.startswith(("wbc_edge.kd", "wbc_edge.export")) and m not in cli_only))
 print("HEAVY", heavy)

@@ -1,0 +1,124 @@
+"""``wbc-edge evaluate`` and ``wbc-edge calibrate``: score a trained model, fit its calibration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from wbc_edge.calibration import DEFAULT_DELTA, DEFAULT_TARGET_ERROR
+from wbc_edge.kd.cli_options import BatchOpt
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("evaluate")
+    def evaluate(
+        model: Annotated[
+            list[Path],
+            typer.Option(
+                "--model",
+                metavar="<path>",
+                help="Any model artifact (.pt, .onnx, .engine). Repeat it to score an ensemble: "
+                "the mean of the models' calibrated probabilities, each model run through its "
+                "own backend at its own card's input size and preprocessing.",
+            ),
+        ],
+        data: Annotated[
+            Path, typer.Option("--data", help="Split manifest CSV, or a folder of class folders.")
+        ],
+        split: Annotated[
+            str, typer.Option("--split", help="Manifest split to score (ignored for a folder).")
+        ] = "test",
+        out: Annotated[
+            Path | None, typer.Option("--out", help="Write metrics.json, report.md, PNG here.")
+        ] = None,
+        batch_size: BatchOpt = None,
+        tta: Annotated[
+            bool,
+            typer.Option(
+                "--tta/--no-tta",
+                help="Average over the 8 dihedral views (flips and 90-degree rotations).",
+            ),
+        ] = False,
+    ) -> None:
+        """Accuracy, macro P/R/F1, per-class report, confusion matrix, ECE, and the coverage and
+        error of counted cells at the card's confidence threshold."""
+        from wbc_edge.console import console
+        from wbc_edge.kd.evaluate import evaluate as run_evaluate
+
+        result = run_evaluate(model, data, split, out, batch_size or 32, 8 if tta else 1)
+        for member in result.get("members", []):
+            console.print(
+                f"  member {Path(member['model']).name}: accuracy "
+                f"{100 * member['accuracy']:.2f}%  macro-F1 {100 * member['macro_f1']:.2f}%  "
+                f"ECE {member['ece']:.4f}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        console.print(
+            f"{' + '.join(m.name for m in model)}: accuracy {100 * result['accuracy']:.2f}%  "
+            "macro-F1 "
+            f"{100 * result['macro_f1']:.2f}%  ECE {result['ece']:.4f}  coverage "
+            f"{100 * result['coverage']:.1f}% (error of counted cells "
+            f"{100 * result['counted_error']:.2f}%)  "
+            f"({result['num_images']} images)" + (f" -> {out}" if out else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    @app.command("calibrate")
+    def calibrate(
+        model: Annotated[Path, typer.Option("--model", help="Trained checkpoint (.pt).")],
+        data: Annotated[
+            Path, typer.Option("--data", help="Split manifest: fitted on val, reported on test.")
+        ],
+        out: Annotated[
+            Path | None,
+            typer.Option(
+                "--out",
+                help="New checkpoint [default: MODEL-calibrated.pt]; MODEL itself replaces it.",
+            ),
+        ] = None,
+        target_error: Annotated[
+            float,
+            typer.Option(
+                "--target-error", help="Error allowed among counted cells (sets the threshold)."
+            ),
+        ] = DEFAULT_TARGET_ERROR,
+        delta: Annotated[
+            float,
+            typer.Option("--delta", help="Chance that the validation certificate is wrong."),
+        ] = DEFAULT_DELTA,
+        batch_size: BatchOpt = None,
+        record: Annotated[
+            Path | None,
+            typer.Option(
+                "--record", help="Also write the numbers to RECORD.md and RECORD.json (results)."
+            ),
+        ] = None,
+    ) -> None:
+        """Fit temperature scaling and the counted-cell confidence threshold on the val split
+        and write them into a new checkpoint's card (export it again to carry them on)."""
+        from wbc_edge.console import console
+        from wbc_edge.errors import UserError
+        from wbc_edge.kd.calibrate import calibrate_checkpoint, summary_line
+
+        if not 0 < target_error < 1 or not 0 < delta < 1:
+            raise UserError("--target-error and --delta must lie strictly between 0 and 1")
+        path, summary = calibrate_checkpoint(
+            model, data, out, target_error, delta, batch_size or 32
+        )
+        console.print(summary_line(summary), highlight=False, soft_wrap=True)
+        note = " (replaced the input checkpoint)" if summary["replaced_input"] else ""
+        console.print(f"calibrated checkpoint: {path}{note}", highlight=False, soft_wrap=True)
+        if record is not None:
+            import shlex
+
+            from wbc_edge.kd.calibrate import write_calibration_record
+
+            words = ["calibrate", "--model", model, "--data", data, "--out", path]
+            words += ["--target-error", target_error, "--delta", delta, "--record", record]
+            command = "wbc-edge " + " ".join(shlex.quote(str(w)) for w in words)
+            written = write_calibration_record(record, summary, model, data, command)
+            console.print(f"record: {written}", highlight=False, soft_wrap=True)
