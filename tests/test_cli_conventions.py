@@ -21,7 +21,7 @@ REQUIRED_UNLESS = {
 REQUIRED_LISTS = {("ablation", "--data")}
 # Commands that run a model file, and so take it as --model.
 TAKES_A_MODEL = [
-    "run", "info", "evaluate", "calibrate", "adapt", "cross-lab", "bench", "build-engine",
+    "run", "info", "evaluate", "calibrate", "adapt", "bench", "build-engine",
     "export onnx", "export int8", "export int8-sweep", "export triton",
 ]  # fmt: skip
 # A bracket in help text is a default, a required mark or one of click's ranges ("[x>=1]").

@@ -391,7 +391,7 @@ def test_auroc_counts_ties_half_and_orders() -> None:
 
 
 def test_immature_alarm_follows_the_runs_flag_rules() -> None:
-    from wbc_edge.benchmarks.crosslab import _immature_alarm
+    from wbc_edge.benchmarks.studies.cross_lab import _immature_alarm
     from wbc_edge.model.card import ModelCard
 
     names = ["Eosinophil", "Neutrophil", "Promyelocyte"]
@@ -519,7 +519,7 @@ def test_stain_norm_in_adapt_needs_the_training_manifest(
 def test_cross_lab_record_renders_rows_validation_rows_and_named_curves(tmp_path: Path) -> None:
     import json
 
-    from wbc_edge.benchmarks.crosslab import write_results
+    from wbc_edge.benchmarks.studies.cross_lab import write_results
 
     row = {
         "model": "m.pt",
@@ -580,11 +580,13 @@ def test_cross_lab_record_renders_rows_validation_rows_and_named_curves(tmp_path
 def test_cross_lab_takes_one_of_zero_shot_and_adapted(tmp_path, capsys) -> None:
     """models.zero_shot and models.adapted are two different models: both flags is one clear
     error before any field is read."""
-    from wbc_edge import cli
+    import subprocess
+    import sys
 
     fields = tmp_path / "fields"
     fields.mkdir()
-    argv = ["cross-lab", "--model", "m.pt", "--row", "r", "--fields", str(fields)]
-    assert cli.run([*argv, "--zero-shot", "--adapted"]) != 0
-    err = capsys.readouterr()
-    assert "--zero-shot and --adapted name two different models" in err.out + err.err
+    study = Path(__file__).resolve().parents[1] / "benchmarks" / "studies" / "cross_lab.py"
+    argv = ["--model", "m.pt", "--row", "r", "--fields", str(fields), "--zero-shot", "--adapted"]
+    done = subprocess.run([sys.executable, str(study), *argv], capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "--zero-shot and --adapted name two different models" in done.stdout + done.stderr

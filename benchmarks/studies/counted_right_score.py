@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wbc_edge.benchmarks.crosslab import read_field_split
 from wbc_edge.data.manifest import read_manifest
+from wbc_edge.kd.fields import read_field_split
 from wbc_edge.model import ood
 from wbc_edge.model.backends.onnxruntime import open_session
 from wbc_edge.model.card import card_from_session

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wbc_edge.benchmarks.crosslab import field_metrics, field_types, read_field_split
 from wbc_edge.data.manifest import read_manifest
+from wbc_edge.kd.fields import field_metrics, field_types, read_field_split
 from wbc_edge.model.decode import read_image
 from wbc_edge.model.fieldcrop import crop_cell, field_scale
 from wbc_edge.model.finder import FinderParams, background_colour, find_cells

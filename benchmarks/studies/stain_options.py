@@ -24,13 +24,9 @@ import numpy as np
 import torch
 
 from wbc_edge import records
-from wbc_edge.benchmarks.crosslab import (
-    _immature_alarm,
-    field_metrics,
-    field_types,
-    read_field_split,
-)
+from wbc_edge.benchmarks.studies.cross_lab import _immature_alarm
 from wbc_edge.data.manifest import read_manifest
+from wbc_edge.kd.fields import field_metrics, field_types, read_field_split
 from wbc_edge.model import stain
 from wbc_edge.model.decode import read_image
 from wbc_edge.model.fieldcrop import cells_in_field
@@ -40,7 +36,7 @@ from wbc_edge.model.review import review_threshold
 from wbc_edge.model.scale import evenly_spaced
 
 if sys.argv[1:2] == ["--record"]:
-    from wbc_edge.benchmarks.crosslab import write_results
+    from wbc_edge.benchmarks.studies.cross_lab import write_results
 
     done = json.loads(Path(sys.argv[2]).read_text())
     out = Path("benchmarks/results")

@@ -1,122 +1,59 @@
-"""``wbc-edge cross-lab``: how a model trained on one lab does on another lab's smear fields.
+"""The cross-lab study: how a model trained on one lab does on another lab's smear fields.
 
-On fields with one labelled white-cell type per field (bccd-smears' ``labels.csv``), a field's
-predicted type is the dominant class of its *counted* cells (top probability at or above the
-card's review threshold; all found cells when none is counted). Recorded per row (a model and
-a way of cropping): field-type accuracy, macro recall over Neutrophil / Eosinophil / Lymphocyte
-/ Monocyte (neutrophil fields are 58% of BCCD, so accuracy alone flatters a model that calls
-everything a neutrophil), the confusion, immature alarms raised, the out-of-distribution AUROC
-(PBC test crops against the fields' crops), and the PBC test accuracy beside it. With
-``--curve`` also the learning curve of ``wbc-edge adapt`` on 0 / 10 / 25 / 50 / 100 / all
-adapt-pool fields, several seeds, scored on the held-out evaluation fields.
+    python benchmarks/studies/cross_lab.py --model student.pt --row zero-shot --zero-shot
+    python benchmarks/studies/cross_lab.py --model student.pt --row zero-shot --curve
 
-The 249 fields are split once (:func:`make_field_split`, stratified by type, seed 42) into an
-adapt pool and held-out evaluation fields, recorded in ``benchmarks/results/bccd-split.csv``:
-nothing is adapted or tuned on an evaluation field.
+A study, not a product command (issue 30): ``wbc-edge evaluate --fields`` scores a model's
+field types (:mod:`wbc_edge.kd.fields`, which this study uses). Recorded per row (a model and a
+way of cropping): field-type accuracy, macro recall over Neutrophil / Eosinophil / Lymphocyte
+/ Monocyte, the confusion, immature alarms raised (the run's own flag rules), the
+out-of-distribution AUROC (PBC test crops against the fields' crops), and the PBC test accuracy
+beside it. With ``--curve`` also the learning curve of ``wbc-edge adapt`` on 0 / 10 / 25 / 50
+/ 100 / all adapt-pool fields, several seeds, scored on the held-out evaluation fields. Rows
+accumulate in ``OUT/NAME.json`` and ``.md`` (``--out benchmarks/results`` for the project's
+record ``cross-lab.md``).
+
+The fields' split is :func:`wbc_edge.kd.fields.make_field_split`'s, recorded in
+``benchmarks/results/bccd-split.csv``: nothing is adapted or tuned on an evaluation field.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import typer
 
 from wbc_edge.errors import UserError
+from wbc_edge.kd.config import ADAPT_LR, ADAPT_STEPS
+from wbc_edge.kd.fields import (
+    field_metrics,
+    field_types,
+    make_field_split,
+    read_field_split,
+    write_field_split,
+)
 
-FOUR = ("Neutrophil", "Eosinophil", "Lymphocyte", "Monocyte")
 CURVE_SIZES = ("0", "10", "25", "50", "100", "all")
-EVAL_FRACTION = 0.4
-VAL_FRACTION = 0.2  # of the adapt pool: the "all but validation" point leaves this out
-SPLIT_SEED = 42
-
-
-def make_field_split(root: str | Path, class_names: Sequence[str], seed: int = SPLIT_SEED):
-    """[(field, type, split)] over the fields with one white-cell type; split is ``eval``
-    (EVAL_FRACTION of each type), ``val`` (VAL_FRACTION of the rest) or ``adapt``."""
-    from wbc_edge.kd.adapt import LABEL_FILE, map_label, read_field_labels
-
-    table = read_field_labels(Path(root) / LABEL_FILE)
-    by_type: dict[str, list[str]] = {}
-    for name, labels in sorted(table.items()):
-        types = {map_label(t, class_names, LABEL_FILE) for t in labels}
-        if len(types) == 1 and (Path(root) / "JPEGImages" / name).is_file():
-            by_type.setdefault(types.pop(), []).append(name)
-    rng = np.random.default_rng(seed)
-    rows = []
-    for t, names in sorted(by_type.items()):
-        order = [names[i] for i in rng.permutation(len(names))]
-        n_eval = int(round(EVAL_FRACTION * len(order)))
-        n_val = int(round(VAL_FRACTION * (len(order) - n_eval)))
-        for i, name in enumerate(order):
-            split = "eval" if i < n_eval else "val" if i < n_eval + n_val else "adapt"
-            rows.append((name, t, split))
-    return sorted(rows)
-
-
-def write_field_split(rows, path: str | Path) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["image", "type", "split"])
-        w.writerows(rows)
-
-
-def read_field_split(path: str | Path) -> list[tuple[str, str, str]]:
-    try:
-        with open(path, newline="") as f:
-            rows = [(r["image"], r["type"], r["split"]) for r in csv.DictReader(f)]
-    except (OSError, KeyError) as exc:
-        raise UserError(f"{path}: not a field split (image,type,split) ({exc})") from exc
-    return rows
+# A user's cross-lab run writes here, never into the project's records (benchmarks/results/).
+CROSS_LAB_OUT = "cross-lab-out"
 
 
 def field_crops(root: Path, names: Sequence[str], crop_scale: Any) -> dict[str, list]:
-    """{field: its white-cell crops} cut as ``run --smear`` cuts them (best finder score first)."""
+    """{field: its white-cell crops} cut at ``crop_scale`` (the card's, one measured on the
+    training crops for an old card, or None: box + 15%), the study's choice of cut; a model's
+    own cut is :func:`wbc_edge.kd.fields.cut_fields`."""
     from wbc_edge.model.fieldcrop import cells_in_field
     from wbc_edge.model.labelled import read_labelled
 
     return {
         n: cells_in_field(read_labelled(root / "JPEGImages" / n, str(root)), crop_scale).crops
         for n in names
-    }
-
-
-def field_types(probs_by_field: dict[str, np.ndarray], names: Sequence[str], threshold: float):
-    """{field: dominant class of its counted cells, or "none" when no cell was found}."""
-    out = {}
-    for f, p in probs_by_field.items():
-        if not len(p):
-            out[f] = "none"
-            continue
-        counted = p[p.max(1) >= threshold]
-        use = counted if len(counted) else p
-        out[f] = names[int(np.bincount(use.argmax(1), minlength=len(names)).argmax())]
-    return out
-
-
-def field_metrics(truth: dict[str, str], pred: dict[str, str]) -> dict[str, Any]:
-    fields = sorted(truth)
-    acc = float(np.mean([pred[f] == truth[f] for f in fields]))
-    recall = {}
-    for c in FOUR:
-        mine = [f for f in fields if truth[f] == c]
-        if mine:
-            recall[c] = float(np.mean([pred[f] == c for f in mine]))
-    confusion: dict[str, dict[str, int]] = {}
-    for f in fields:
-        row = confusion.setdefault(truth[f], {})
-        row[pred[f]] = row.get(pred[f], 0) + 1
-    return {
-        "fields": len(fields),
-        "field_accuracy": acc,
-        "macro_recall_NELM": float(np.mean(list(recall.values()))) if recall else float("nan"),
-        "recall": recall,
-        "confusion": confusion,
     }
 
 
@@ -655,3 +592,132 @@ def run_cross_lab(
     write_results(report, out, name)
     tmp.cleanup()
     return report
+
+
+def cross_lab(
+    model: Annotated[Path, typer.Option(help="The model to score (.pt, .onnx, .engine).")],
+    row: Annotated[str, typer.Option(help="Name of the table row (e.g. 'zero-shot').")],
+    fields: Annotated[Path, typer.Option(help="Another lab's VOC fields with labels.csv.")] = Path(
+        "../shared/data/bccd-smears"
+    ),
+    split: Annotated[
+        Path, typer.Option(help="The fixed adapt/val/eval split of those fields (made if absent).")
+    ] = Path("benchmarks/results/bccd-split.csv"),
+    pbc: Annotated[
+        Path | None,
+        typer.Option(
+            help="The model's training manifest: PBC test accuracy, OOD in-distribution "
+            "crops, the field of view of old cards, rows mixed into adapt."
+        ),
+    ] = Path("benchmarks/results/pbc9-split.csv"),
+    crops: Annotated[
+        str, typer.Option(help="scale: the card's field of view in red cells; box: box + 15%.")
+    ] = "scale",
+    curve: Annotated[bool, typer.Option("--curve", help="Also the adapt learning curve.")] = False,
+    sizes: Annotated[str, typer.Option(help="Curve: adapt-pool fields per point.")] = ",".join(
+        CURVE_SIZES
+    ),
+    seeds: Annotated[str, typer.Option(help="Curve: seeds per point.")] = "0,1,2",
+    steps: Annotated[int, typer.Option(help="Curve: adapt steps per run.")] = ADAPT_STEPS,
+    lr: Annotated[
+        float | None,
+        typer.Option(help=f"Curve: adapt's peak learning rate [default: {ADAPT_LR}]."),
+    ] = None,
+    stain_norm: Annotated[
+        str | None,
+        typer.Option(
+            "--stain-norm",
+            help="Score MODEL with this stain normalisation put into its card (unstained, crop "
+            "or none; reference: the --pbc train crops); with --curve, adapt with it.",
+        ),
+    ] = None,
+    score_on: Annotated[
+        str,
+        typer.Option(
+            "--score-on",
+            help="eval: the held-out fields (the result); val: the 30 validation fields of the "
+            "adapt pool, for choosing settings.",
+        ),
+    ] = "eval",
+    save_adapted: Annotated[
+        Path | None,
+        typer.Option(help="Curve: keep the model adapted on all pool fields (seed 0) here."),
+    ] = None,
+    zero_shot: Annotated[
+        bool, typer.Option("--zero-shot", help="Record MODEL as models.zero_shot.")
+    ] = False,
+    adapted: Annotated[
+        bool,
+        typer.Option(
+            "--adapted", help="Record MODEL as models.adapted (the committed adapted model)."
+        ),
+    ] = False,
+    teacher: Annotated[
+        Path | None,
+        typer.Option(
+            help="Curve: adapt --teacher, a model adapted on the whole pool (so: --sizes all)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Results folder (the project's own records: --out benchmarks/results, in a "
+            "checkout)."
+        ),
+    ] = Path(CROSS_LAB_OUT),
+    name: Annotated[str, typer.Option(help="Results file name.")] = "cross-lab",
+) -> None:
+    """Field-type accuracy, macro recall, confusion, OOD AUROC and PBC accuracy on another
+    lab's fields; rows accumulate in OUT/NAME.json and .md."""
+    from wbc_edge.console import console
+    from wbc_edge.errors import UserError, require_dir
+
+    require_dir(fields, "fields folder", "pass --fields with JPEGImages/ and labels.csv")
+    if crops not in ("scale", "box"):
+        raise UserError(f"--crops {crops}: use scale or box")
+    if zero_shot and adapted:
+        raise UserError("--zero-shot and --adapted name two different models: pass one")
+    if adapted and curve:
+        raise UserError("--adapted records MODEL itself: with --curve, --save-adapted names it")
+    if teacher is not None and (not curve or sizes.strip() != "all"):
+        raise UserError(
+            "--teacher is adapt's, for the curve's 'all' point (it has seen the whole pool): "
+            "pass --curve --sizes all"
+        )
+    say = lambda m: console.print(m, highlight=False, soft_wrap=True)  # noqa: E731
+    report = run_cross_lab(
+        model,
+        row,
+        fields,
+        split,
+        pbc,
+        crops,
+        curve,
+        [s.strip() for s in sizes.split(",") if s.strip()],
+        [int(s) for s in seeds.split(",") if s.strip()],
+        steps,
+        save_adapted,
+        out,
+        name,
+        say,
+        on=score_on,
+        stain_norm=stain_norm,
+        lr=lr,
+        teacher=teacher,
+    )
+    if zero_shot or adapted:
+        report["models"]["zero_shot" if zero_shot else "adapted"] = str(model)
+        write_results(report, out, name)
+    if curve:
+        return
+    r = report["rows" if score_on == "eval" else "val_rows"][row]
+    say(
+        f"{row}: field-type accuracy {100 * r['field_accuracy']:.1f}% on {r['fields']} fields, "
+        f"macro recall {r['macro_recall_NELM']:.3f}, "
+        f"OOD AUROC {r.get('ood_auroc', float('nan')):.3f}"
+        f", PBC test {100 * r.get('pbc_test_accuracy', float('nan')):.2f}% -> {out / name}.md"
+    )
+
+
+if __name__ == "__main__":
+    typer.run(cross_lab)

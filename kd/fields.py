@@ -1,0 +1,135 @@
+"""Whole smear fields as an evaluation: the dominant white-cell type of each field, against its
+label.
+
+On fields with one labelled white-cell type per field (bccd-smears' ``labels.csv``), a field's
+predicted type is the dominant class of its *counted* cells (top probability at or above the
+model's review threshold; all found cells when none is counted). Scored: field-type accuracy,
+macro recall over Neutrophil / Eosinophil / Lymphocyte / Monocyte (neutrophil fields are 58% of
+BCCD, so accuracy alone flatters a model that calls everything a neutrophil) and the confusion.
+The cells are found and cut by the model itself (:meth:`wbc_edge.model.model.Model.find_cells`,
+the card's field-to-crop rule), as ``run --smear`` cuts them.
+
+The fields are split once (:func:`make_field_split`, stratified by type, seed 42) into an adapt
+pool, validation fields and held-out evaluation fields; ``benchmarks/results/bccd-split.csv``
+holds BCCD's, so nothing is adapted or tuned on an evaluation field. ``wbc-edge evaluate
+--fields`` and the studies (``benchmarks/studies/cross_lab.py``, ``many_labs.py``) score fields
+through this module.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from wbc_edge.errors import UserError
+
+if TYPE_CHECKING:
+    from wbc_edge.model.model import Model
+
+FOUR = ("Neutrophil", "Eosinophil", "Lymphocyte", "Monocyte")
+EVAL_FRACTION = 0.4
+VAL_FRACTION = 0.2  # of the adapt pool: the "all but validation" point leaves this out
+SPLIT_SEED = 42
+SPLITS = ("adapt", "val", "eval")
+
+
+def make_field_split(root: str | Path, class_names: Sequence[str], seed: int = SPLIT_SEED):
+    """[(field, type, split)] over the fields with one white-cell type; split is ``eval``
+    (EVAL_FRACTION of each type), ``val`` (VAL_FRACTION of the rest) or ``adapt``."""
+    from wbc_edge.kd.adapt import LABEL_FILE, map_label, read_field_labels
+
+    table = read_field_labels(Path(root) / LABEL_FILE)
+    by_type: dict[str, list[str]] = {}
+    for name, labels in sorted(table.items()):
+        types = {map_label(t, class_names, LABEL_FILE) for t in labels}
+        if len(types) == 1 and (Path(root) / "JPEGImages" / name).is_file():
+            by_type.setdefault(types.pop(), []).append(name)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for t, names in sorted(by_type.items()):
+        order = [names[i] for i in rng.permutation(len(names))]
+        n_eval = int(round(EVAL_FRACTION * len(order)))
+        n_val = int(round(VAL_FRACTION * (len(order) - n_eval)))
+        for i, name in enumerate(order):
+            split = "eval" if i < n_eval else "val" if i < n_eval + n_val else "adapt"
+            rows.append((name, t, split))
+    return sorted(rows)
+
+
+def write_field_split(rows, path: str | Path) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["image", "type", "split"])
+        w.writerows(rows)
+
+
+def read_field_split(path: str | Path) -> list[tuple[str, str, str]]:
+    try:
+        with open(path, newline="") as f:
+            rows = [(r["image"], r["type"], r["split"]) for r in csv.DictReader(f)]
+    except (OSError, KeyError) as exc:
+        raise UserError(f"{path}: not a field split (image,type,split) ({exc})") from exc
+    return rows
+
+
+def cut_fields(model: Model, root: Path, names: Sequence[str]) -> dict[str, list]:
+    """{field: its white-cell crops} cut by ``model`` as ``run --smear`` cuts them (best finder
+    score first)."""
+    from wbc_edge.model.labelled import read_labelled
+
+    return {
+        n: model.find_cells(read_labelled(root / "JPEGImages" / n, str(root))).crops for n in names
+    }
+
+
+def field_types(probs_by_field: dict[str, np.ndarray], names: Sequence[str], threshold: float):
+    """{field: dominant class of its counted cells, or "none" when no cell was found}."""
+    out = {}
+    for f, p in probs_by_field.items():
+        if not len(p):
+            out[f] = "none"
+            continue
+        counted = p[p.max(1) >= threshold]
+        use = counted if len(counted) else p
+        out[f] = names[int(np.bincount(use.argmax(1), minlength=len(names)).argmax())]
+    return out
+
+
+def field_metrics(truth: dict[str, str], pred: dict[str, str]) -> dict[str, Any]:
+    fields = sorted(truth)
+    acc = float(np.mean([pred[f] == truth[f] for f in fields]))
+    recall = {}
+    for c in FOUR:
+        mine = [f for f in fields if truth[f] == c]
+        if mine:
+            recall[c] = float(np.mean([pred[f] == c for f in mine]))
+    confusion: dict[str, dict[str, int]] = {}
+    for f in fields:
+        row = confusion.setdefault(truth[f], {})
+        row[pred[f]] = row.get(pred[f], 0) + 1
+    return {
+        "fields": len(fields),
+        "field_accuracy": acc,
+        "macro_recall_NELM": float(np.mean(list(recall.values()))) if recall else float("nan"),
+        "recall": recall,
+        "confusion": confusion,
+    }
+
+
+def score_fields(
+    model: Model, root: Path, fields: Sequence[tuple[str, str, str]], on: str = "eval"
+) -> dict[str, Any]:
+    """Field-type accuracy, macro recall (NELM) and confusion of ``model`` on the ``on``
+    fields of a split (``eval``: the held-out fields; ``val``, for choosing settings)."""
+    if on not in SPLITS:
+        raise UserError(f"fields split {on!r}: use one of {', '.join(SPLITS)}")
+    truth = {f: t for f, t, s in fields if s == on}
+    if not truth:
+        raise UserError(f"the field split has no {on!r} fields")
+    crops = cut_fields(model, root, sorted(truth))
+    probs = {f: model.probs(c) for f, c in crops.items()}
+    return field_metrics(truth, field_types(probs, model.class_names, model.threshold))
