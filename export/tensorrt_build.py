@@ -19,40 +19,43 @@ it keeps ``build-engine`` free of another dependency on the device. Polygraphy's
 followed where they matter: version differences in one place, a rejected timing cache is not
 fatal, ONNX files are parsed from their path (external weights).
 
-Engines are tied to the GPU and TensorRT version that built them, so an engine is reused only
-when its key (ONNX sha256, precision, TensorRT version, device name, calibration-data hash and
-the batch/DLA options) matches the sidecar of the existing file. Every build prints the
-equivalent ``trtexec`` command, which also is the way forward where TensorRT is absent.
-Everything but :func:`_build_serialized` and the calibrator runs on a CPU.
+This module decides what to build (precision, batch profile, version gates, whether an existing
+engine is reused) and writes the engine with its sidecar card. Engines are tied to the GPU and
+TensorRT version that built them, so an engine is reused only when its key
+(:mod:`~wbc_edge.export.engine_cache`) matches the sidecar of the existing file. Every build
+prints the equivalent ``trtexec`` command, which also is the way forward where TensorRT is
+absent. Everything but the TensorRT calls (:mod:`~wbc_edge.export.tensorrt_network`) and the
+calibrator (:mod:`~wbc_edge.export.tensorrt_calibrator`) runs on a CPU.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shlex
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from wbc_edge.data.manifest import ManifestRow, fingerprint
+from wbc_edge.data.manifest import ManifestRow
 from wbc_edge.data.scan import sha256_file
 from wbc_edge.errors import MissingExtraError, UserError, require_file
 from wbc_edge.export import DEFAULT_DLA_BATCH, DEFAULT_TRT_BATCH, DEFAULT_WORKSPACE_MB, calib_cache
+from wbc_edge.export.engine_cache import (
+    EngineKey,
+    calibration_hash,
+    default_engine_path,
+    device_name,
+    reusable,
+)
 from wbc_edge.export.onnx_export import onnx_io
+from wbc_edge.export.tensorrt_calibrator import make_calibrator
+from wbc_edge.export.tensorrt_network import build_serialized
 from wbc_edge.model.backends.onnxruntime import read_onnx_card
-from wbc_edge.model.card import ModelCard, Preprocess, read_sidecar, write_sidecar
-from wbc_edge.model.labelled import read_labelled
-from wbc_edge.model.names import file_name
-from wbc_edge.model.tensorrt_versions import TrtFeatures, features
+from wbc_edge.model.card import ModelCard, write_sidecar
+from wbc_edge.model.tensorrt_versions import features
 from wbc_edge.optional import require
 
 PRECISIONS = ("fp32", "fp16", "int8")
-CALIB_BATCH = 8
 
 
 def resolve_batch(batch: tuple[int, int, int] | None, dla_core: int | None) -> tuple[int, int, int]:
@@ -84,39 +87,6 @@ def parse_batch(text: str | None) -> tuple[int, int, int] | None:
     if len(values) != 3 or not 1 <= values[0] <= values[1] <= values[2]:
         raise UserError(f"--batch {text!r}: give MIN,OPT,MAX with 1 <= MIN <= OPT <= MAX")
     return values  # type: ignore[return-value]
-
-
-@dataclass(frozen=True)
-class EngineKey:
-    """Everything that makes two engines different; equal keys mean the engine can be reused."""
-
-    onnx_sha256: str
-    precision: str
-    tensorrt_version: str
-    device_name: str
-    calibration_sha256: str
-    batch: tuple[int, int, int]
-    dla_core: int | None
-
-    def digest(self) -> str:
-        payload = json.dumps(asdict(self), sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def calibration_hash(
-    rows: Sequence[ManifestRow] | None = None,
-    cache: str | Path | None = None,
-    explicit: bool = False,
-) -> str:
-    """Identity of the INT8 calibration: the Q/DQ scales are inside the ONNX (its hash covers
-    them), a cache file is hashed, images are named by the manifest fingerprint."""
-    if explicit:
-        return "qdq"
-    if cache is not None:
-        return "cache:" + sha256_file(cache)
-    if rows:
-        return "images:" + fingerprint(rows)
-    return ""
 
 
 def trtexec_command(
@@ -156,36 +126,6 @@ def is_qdq(onnx_path: str | Path) -> bool:
     onnx = require("onnx")
     proto = onnx.load(str(onnx_path), load_external_data=False)
     return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node)
-
-
-def default_engine_path(onnx_path: Path, card: ModelCard, precision: str) -> Path:
-    """Beside the ONNX, named from its card (:mod:`wbc_edge.model.names`):
-    ``student-tinyresnet_xs.int8-tensorrt.onnx`` -> ``student-tinyresnet_xs.int8.engine``."""
-    return onnx_path.with_name(file_name(card, "engine", precision))
-
-
-def reusable(engine: Path, key: EngineKey) -> bool:
-    """An existing engine is reused only if its sidecar records the same key and the engine
-    bytes are those the sidecar describes."""
-    if not engine.is_file():
-        return False
-    try:
-        _, fields = read_sidecar(engine)
-    except UserError:
-        return False
-    return fields.get("engine_key") == key.digest() and fields.get("engine_sha256") == sha256_file(
-        engine
-    )
-
-
-def calibration_batches(
-    paths: Sequence[Path], spec: Preprocess, batch_size: int = CALIB_BATCH
-) -> Iterator[np.ndarray]:
-    """Full float32 NCHW batches for TensorRT's calibrator (a short tail batch is dropped:
-    the calibration profile fixes the batch size)."""
-    for start in range(0, len(paths) - batch_size + 1, batch_size):
-        images = [read_labelled(p, "the manifest") for p in paths[start : start + batch_size]]
-        yield np.ascontiguousarray(spec(images), dtype=np.float32)
 
 
 @dataclass
@@ -321,10 +261,10 @@ def build_engine(
         return BuildResult(out, True, key, line)
     calibrator = None
     if implicit:
-        calibrator = _make_calibrator(
+        calibrator = make_calibrator(
             trt, card, calib_rows, calib_cache_path, out, feats.version, card.preprocess.input_size
         )
-    serialized, gpu_layers = _build_serialized(
+    serialized, gpu_layers = build_serialized(
         trt,
         feats,
         onnx_path,
@@ -364,168 +304,3 @@ def build_engine(
     )
     echo(f"wrote {out} and {out.name}.json")
     return BuildResult(out, False, key, line)
-
-
-def device_name() -> str:
-    """Name of CUDA device 0 ("Orin", "NVIDIA H100 80GB HBM3"), part of the engine key."""
-    try:
-        cuda = require("pycuda.driver")
-        cuda.init()
-        return str(cuda.Device(0).name())
-    except MissingExtraError:
-        pass
-    except Exception as exc:  # pycuda raises its own driver errors
-        raise UserError(f"no usable CUDA device ({exc}): build engines on the device") from exc
-    model = Path("/proc/device-tree/model")  # Jetson without pycuda
-    if model.is_file():
-        return model.read_text(errors="replace").strip("\x00\n ")
-    raise UserError(
-        "cannot name the CUDA device: install pycuda (`pip install 'wbc-edge[jetson]'`)"
-    )
-
-
-def _make_calibrator(
-    trt: Any,
-    card: ModelCard,
-    rows: Sequence[ManifestRow] | None,
-    cache_path: str | Path | None,
-    engine: Path,
-    trt_version: str,
-    input_size: int,
-) -> Any:
-    """An IInt8EntropyCalibrator2 over WBC images in pycuda buffers, or over a cache."""
-    cuda = require("pycuda.driver")
-    require("pycuda.autoinit")  # creates the CUDA context the buffers live in
-    cache_text = None
-    if cache_path is not None:
-        cache_text = calib_cache.with_header(Path(cache_path).read_text(), trt_version)
-    paths = [r.path for r in rows] if rows else []
-    write_to = engine.with_name(engine.name + ".calib.cache")
-    batches = calibration_batches(paths, card.preprocess, CALIB_BATCH)
-    nbytes = CALIB_BATCH * 3 * input_size * input_size * 4
-
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.device_input = cuda.mem_alloc(nbytes)
-
-        def get_batch_size(self) -> int:
-            return CALIB_BATCH
-
-        def get_batch(self, names: list[str]) -> list[int] | None:
-            batch = next(batches, None)
-            if batch is None:
-                return None
-            cuda.memcpy_htod(self.device_input, batch)
-            return [int(self.device_input)]
-
-        def read_calibration_cache(self) -> bytes | None:
-            return cache_text.encode() if cache_text else None
-
-        def write_calibration_cache(self, cache: Any) -> None:
-            write_to.write_bytes(bytes(cache))
-
-    return EntropyCalibrator()
-
-
-def _build_serialized(
-    trt: Any,
-    feats: TrtFeatures,
-    onnx_path: Path,
-    precision: str,
-    input_name: str,
-    input_size: int,
-    batch: tuple[int, int, int],
-    workspace_mb: int,
-    dla_core: int | None,
-    calibrator: Any,
-    timing_cache: Path | None,
-    echo: Callable[[str], None] = print,
-) -> tuple[bytes, list[str]]:
-    """The TensorRT calls (NVIDIA's documented Python API, 8.5-11.x, gated by ``feats``).
-
-    Returns the serialized engine and, for a DLA build, the layers that run on the GPU."""
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    flags = 0
-    if feats.explicit_batch_flag:
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    # From the path, not the bytes: the parser then finds external weight files beside it.
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise UserError(f"TensorRT cannot parse {onnx_path}: {errors}")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
-    shape = (3, input_size, input_size)
-    profile = builder.create_optimization_profile()
-    profile.set_shape(input_name, *[(b, *shape) for b in batch])
-    config.add_optimization_profile(profile)
-    if precision in ("fp16", "int8") and feats.precision_flags:
-        if not builder.platform_has_fast_fp16:
-            echo("note: this GPU has no fast FP16; the engine may not be faster than FP32")
-        config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8" and feats.precision_flags:
-        config.set_flag(trt.BuilderFlag.INT8)
-    if calibrator is not None:  # implicit INT8, which build_engine allows only where it exists
-        config.int8_calibrator = calibrator
-        fixed = builder.create_optimization_profile()
-        fixed.set_shape(input_name, *[(CALIB_BATCH, *shape)] * 3)
-        config.set_calibration_profile(fixed)
-    gpu_layers: list[str] = []
-    if dla_core is not None:
-        if dla_core >= builder.num_DLA_cores:
-            raise UserError(
-                f"--dla {dla_core}: this device has {builder.num_DLA_cores} DLA core(s)"
-            )
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = dla_core
-        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-        gpu_layers = _gpu_fallback_layers(network, config)
-        total = network.num_layers
-        if gpu_layers:
-            shown = ", ".join(gpu_layers[:10]) + (" ..." if len(gpu_layers) > 10 else "")
-            echo(
-                f"note: {len(gpu_layers)} of {total} layers cannot run on DLA core {dla_core} "
-                f"and fall back to the GPU: {shown}"
-            )
-        else:
-            echo(f"all {total} layers run on DLA core {dla_core}")
-    if timing_cache is not None:
-        _use_timing_cache(config, timing_cache, echo)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise UserError(f"TensorRT failed to build an engine from {onnx_path} (see its log above)")
-    if timing_cache is not None:
-        _save_timing_cache(config, timing_cache, echo)
-    return bytes(serialized), gpu_layers
-
-
-def _gpu_fallback_layers(network: Any, config: Any) -> list[str]:
-    """Names of the layers the DLA cannot run (with GPU fallback they run on the GPU)."""
-    layers = (network.get_layer(i) for i in range(network.num_layers))
-    return [layer.name for layer in layers if not config.can_run_on_DLA(layer)]
-
-
-def _use_timing_cache(config: Any, path: Path, echo: Callable[[str], None]) -> None:
-    """Start from the cache file when TensorRT accepts it, else from an empty cache: a cache
-    from another device or TensorRT version is rejected, which only costs build time."""
-    blob = path.read_bytes() if path.is_file() else b""
-    if config.set_timing_cache(config.create_timing_cache(blob), False):
-        return
-    echo(
-        f"note: TensorRT rejected the timing cache {path} (another GPU or version?); "
-        "starting a new one"
-    )
-    config.set_timing_cache(config.create_timing_cache(b""), False)
-
-
-def _save_timing_cache(config: Any, path: Path, echo: Callable[[str], None]) -> None:
-    cache = config.get_timing_cache()
-    if cache is None:  # TensorRT returns None when it holds no usable cache
-        echo(f"note: TensorRT returned no timing cache; {path} was not updated")
-        return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(bytes(cache.serialize()))
-    os.replace(tmp, path)

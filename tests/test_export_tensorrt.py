@@ -18,18 +18,13 @@ from trt_standin import StandIn  # noqa: E402
 
 from wbc_edge import cli  # noqa: E402
 from wbc_edge.data.manifest import read_manifest  # noqa: E402
+from wbc_edge.data.scan import sha256_file  # noqa: E402
 from wbc_edge.errors import UserError  # noqa: E402
 from wbc_edge.export import calib_cache, tensorrt_build  # noqa: E402
+from wbc_edge.export.engine_cache import EngineKey, reusable  # noqa: E402
 from wbc_edge.export.onnx_export import export_onnx  # noqa: E402
-from wbc_edge.export.tensorrt_build import (  # noqa: E402
-    EngineKey,
-    calibration_batches,
-    parse_batch,
-    resolve_batch,
-    reusable,
-    sha256_file,
-    trtexec_command,
-)
+from wbc_edge.export.tensorrt_build import parse_batch, resolve_batch, trtexec_command  # noqa: E402
+from wbc_edge.export.tensorrt_calibrator import calibration_batches  # noqa: E402
 from wbc_edge.model.card import read_sidecar, write_sidecar  # noqa: E402
 from wbc_edge.model.tensorrt_versions import (  # noqa: E402
     features,

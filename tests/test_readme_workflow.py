@@ -129,9 +129,9 @@ def _opt(argv: list[str], name: str, default: str | None = None) -> str | None:
 def test_every_path_the_readme_reads_is_one_an_earlier_step_writes():
     """Fast (the run above is slow): the documented steps through the CLI's own default-path
     functions, on the cards each step's model would carry."""
+    from wbc_edge.export.engine_cache import default_engine_path
     from wbc_edge.export.int8 import default_cache, default_out
     from wbc_edge.export.onnx_export import default_onnx_path
-    from wbc_edge.export.tensorrt_build import default_engine_path
     from wbc_edge.model.card import ModelCard
     from wbc_edge.model.names import triton_name
 

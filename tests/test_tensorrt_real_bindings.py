@@ -8,9 +8,10 @@ How the names are found, so that a new call cannot escape the check:
    images and from a cache, timing cache accepted / rejected / absent, parse and build failures,
    dynamic and static engines) against the recording stand-in (``trt_standin.py``) at each
    version; it records every ``(class, attribute)`` our code touched at that version.
-2. The two modules are read with ``ast``: every attribute taken from a value that comes from
-   ``tensorrt`` must appear in some recording, so a call on a path no scenario reaches fails here
-   until a scenario covers it. Methods our calibrator overrides are read the same way.
+2. The modules in ``TRT_MODULES`` are read with ``ast``: every attribute taken from a value that
+   comes from ``tensorrt`` must appear in some recording, so a call on a path no scenario
+   reaches fails here until a scenario covers it. Methods our calibrator overrides are read the
+   same way.
 3. A child process imports NVIDIA's real module of that version (wheels from PyPI, see
    ``tensorrt_bindings.py``; placeholder ``libnvinfer`` built here with gcc) and reports which
    recorded names it lacks, and which recorded calls fit none of the method's signatures (read
@@ -39,8 +40,12 @@ from wbc_edge.errors import UserError  # noqa: E402
 from wbc_edge.model.tensorrt_versions import features, parse_version  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+# Every file that takes names from ``tensorrt``: the builder's decisions, its TensorRT calls,
+# the implicit-INT8 calibrator, and the engine backend.
 TRT_MODULES = [
     REPO / "export" / "tensorrt_build.py",
+    REPO / "export" / "tensorrt_network.py",
+    REPO / "export" / "tensorrt_calibrator.py",
     REPO / "wbc_edge" / "model" / "backends" / "tensorrt.py",
 ]
 
@@ -243,6 +248,15 @@ def source_uses() -> dict[Path, _TensorRTUses]:
     return {path: _TensorRTUses(path) for path in TRT_MODULES}
 
 
+def _overrides(source_uses: dict[Path, _TensorRTUses]) -> dict[str, set[str]]:
+    """TensorRT base class -> the methods our subclasses define, over every module."""
+    merged: dict[str, set[str]] = {}
+    for uses in source_uses.values():
+        for base, methods in uses.overrides.items():
+            merged.setdefault(base, set()).update(methods)
+    return merged
+
+
 def test_every_tensorrt_call_in_the_source_is_exercised(recorded, source_uses):
     """A TensorRT name in the source that no stand-in scenario reaches is not checked against
     NVIDIA's bindings; add a scenario to ``_exercise`` (and the name to the stand-in)."""
@@ -258,7 +272,7 @@ def test_every_tensorrt_call_in_the_source_is_exercised(recorded, source_uses):
     found = set().union(*(u.names for u in source_uses.values()))
     for name in ("create_network", "set_flag", "parse_from_file", "execute_async_v3", "DLA_core"):
         assert name in found
-    overrides = source_uses[TRT_MODULES[0]].overrides
+    overrides = _overrides(source_uses)
     assert overrides.get("IInt8EntropyCalibrator2", set()) >= {"get_batch", "get_batch_size"}
 
 
@@ -285,7 +299,7 @@ def test_names_exist_in_nvidia_bindings(version, exercised, source_uses, placeho
     names, calls = set(exercised[version][0]), exercised[version][1]
     feats = features(version)
     if feats.implicit_int8:  # the calibrator methods TensorRT calls back must be its names
-        for base, methods in source_uses[TRT_MODULES[0]].overrides.items():
+        for base, methods in _overrides(source_uses).items():
             names |= {(base, m) for m in methods}
     libs = placeholders[parse_version(version)[0]]
     report = bindings.check(version, libs, sorted(names), [list(c) for c in calls])
