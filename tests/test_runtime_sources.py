@@ -11,12 +11,8 @@ import pytest
 from runtime_models import BLUE, GREEN, RED, solid, write_images
 
 from wbc_edge.errors import UserError
-from wbc_edge.runtime.sources import (
-    EndOfStream,
-    file_key,
-    open_source,
-    parse_uri,
-)
+from wbc_edge.runtime.resume import file_key
+from wbc_edge.runtime.sources import EndOfStream, open_source, parse_uri
 
 
 def drain(source, timeout: float = 0.2, max_none: int = 1) -> list:
@@ -270,7 +266,7 @@ def test_missing_camera_fails_at_once_with_a_user_error():
 
 
 def test_csi_pipeline_keeps_fractional_fps_and_takes_flip_and_sensor_mode():
-    from wbc_edge.runtime.sources import csi_pipeline
+    from wbc_edge.runtime.capture import csi_pipeline
 
     line = csi_pipeline(0, 1920, 1080, 29.97, flip=2, sensor_mode=1)
     assert "framerate=2997/100" in line  # not truncated to 29
@@ -294,7 +290,7 @@ def test_csi_pipeline_keeps_fractional_fps_and_takes_flip_and_sensor_mode():
 def test_usb_camera_prefers_mjpeg_and_reports_what_it_got(monkeypatch):
     """UVC cameras give raw YUYV by default, too slow at high resolutions; MJPEG is asked for
     first, and the format the camera really delivers is what the source reports."""
-    from wbc_edge.runtime import sources
+    from wbc_edge.runtime.capture import VideoSource
 
     asked: list = []
 
@@ -329,7 +325,7 @@ def test_usb_camera_prefers_mjpeg_and_reports_what_it_got(monkeypatch):
     ):
         asked.clear()
         FakeCapture.offered = offered
-        source = sources.VideoSource(parse_uri(uri))
+        source = VideoSource(parse_uri(uri))
         props = [p for p, _ in asked]
         assert props[0] == cv2.CAP_PROP_FOURCC  # the format before the size
         assert source.options.fourcc_got == got and f"format={got}" in source.options.describe()
@@ -339,7 +335,7 @@ def test_usb_camera_prefers_mjpeg_and_reports_what_it_got(monkeypatch):
 def test_watch_capture_returns_on_time_when_listing_is_slower_than_poll(tmp_path, monkeypatch):
     """A big folder on a busy machine: each listing outlasts poll_s. capture must still return
     (None) by its timeout, or the pipeline never sees a stop (a 10,000-file soak hung so)."""
-    from wbc_edge.runtime.sources import WatchSource
+    from wbc_edge.runtime.watch import WatchSource
 
     source = open_source(str(tmp_path), watch=True, poll_s=0.05, settle_s=0.1)
     listings = []
