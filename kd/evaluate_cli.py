@@ -25,11 +25,39 @@ def register(app: typer.Typer) -> None:
             ),
         ],
         data: Annotated[
-            Path, typer.Option("--data", help="Split manifest CSV, or a folder of class folders.")
-        ],
+            Path | None,
+            typer.Option(
+                "--data",
+                help="Split manifest CSV, or a folder of class folders [required unless --fields].",
+                show_default=False,
+            ),
+        ] = None,
         split: Annotated[
-            str, typer.Option("--split", help="Manifest split to score (ignored for a folder).")
-        ] = "test",
+            str | None,
+            typer.Option(
+                "--split",
+                help="Split to score: a manifest's (ignored for a folder) [default: test], or "
+                "with --field-split its adapt, val or eval fields [default: eval].",
+                show_default=False,
+            ),
+        ] = None,
+        fields: Annotated[
+            Path | None,
+            typer.Option(
+                "--fields",
+                help="Whole smear fields instead (JPEGImages/ + labels.csv of image,category): "
+                "the field type (dominant class of the counted cells) against each field's "
+                "label, and macro recall over Neutrophil, Eosinophil, Lymphocyte, Monocyte.",
+            ),
+        ] = None,
+        field_split: Annotated[
+            Path | None,
+            typer.Option(
+                "--field-split",
+                help="With --fields: a fixed image,type,split file (e.g. "
+                "benchmarks/results/bccd-split.csv) [default: every field of one type].",
+            ),
+        ] = None,
         out: Annotated[
             Path | None, typer.Option("--out", help="Write metrics.json, report.md, PNG here.")
         ] = None,
@@ -45,9 +73,17 @@ def register(app: typer.Typer) -> None:
         """Accuracy, macro P/R/F1, per-class report, confusion matrix, ECE, and the coverage and
         error of counted cells at the card's confidence threshold."""
         from wbc_edge.console import console
+        from wbc_edge.errors import UserError
         from wbc_edge.kd.evaluate import evaluate as run_evaluate
 
-        result = run_evaluate(model, data, split, out, batch_size or 32, 8 if tta else 1)
+        if (data is None) == (fields is None):
+            raise UserError("give --data (cells) or --fields (whole smear fields), one of them")
+        if fields is not None:
+            _evaluate_fields(model, fields, field_split, split, out)
+            return
+        if field_split is not None:
+            raise UserError("--field-split goes with --fields")
+        result = run_evaluate(model, data, split or "test", out, batch_size or 32, 8 if tta else 1)
         for member in result.get("members", []):
             console.print(
                 f"  member {Path(member['model']).name}: accuracy "
@@ -122,3 +158,24 @@ def register(app: typer.Typer) -> None:
             command = "wbc-edge " + " ".join(shlex.quote(str(w)) for w in words)
             written = write_calibration_record(record, summary, model, data, command)
             console.print(f"record: {written}", highlight=False, soft_wrap=True)
+
+
+def _evaluate_fields(
+    model: list[Path], fields: Path, split_path: Path | None, split: str | None, out: Path | None
+) -> None:
+    from wbc_edge.console import console
+    from wbc_edge.errors import UserError
+    from wbc_edge.kd.fields import evaluate_fields
+
+    if len(model) != 1:
+        raise UserError("--fields scores one --model at a time")
+    if split is not None and split_path is None:
+        raise UserError("--split with --fields needs --field-split (which fields are which)")
+    r = evaluate_fields(model[0], fields, split_path, split or "eval", out)
+    console.print(
+        f"{model[0].name} on {r['fields']} fields ({r['scored']}): field type right "
+        f"{100 * r['field_accuracy']:.1f}%, macro recall (N, E, L, M) "
+        f"{r['macro_recall_NELM']:.3f}" + (f" -> {out / 'fields.md'}" if out else ""),
+        highlight=False,
+        soft_wrap=True,
+    )

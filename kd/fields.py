@@ -130,6 +130,63 @@ def score_fields(
     truth = {f: t for f, t, s in fields if s == on}
     if not truth:
         raise UserError(f"the field split has no {on!r} fields")
+    return _score(model, root, truth)
+
+
+def evaluate_fields(
+    model_path: str | Path,
+    root: str | Path,
+    split_path: str | Path | None = None,
+    split: str = "eval",
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """``wbc-edge evaluate --fields``: the field-type scores of a model on a folder of fields
+    (``JPEGImages/`` + ``labels.csv``), on a field split's ``split`` fields, or on every field
+    of one type without a split; written to ``out/fields.json|md`` when given."""
+    from wbc_edge.errors import require_dir
+    from wbc_edge.model.model import Model
+    from wbc_edge.records import markdown_table, portable_path, record_header, write_record
+
+    root = require_dir(root, "fields folder", "pass --fields with JPEGImages/ and labels.csv")
+    with Model.load(model_path) as model:
+        if split_path is not None:
+            rows, on = read_field_split(split_path), split
+        else:  # no split: every field with one type is scored
+            rows = [(f, t, "all") for f, t, _ in make_field_split(root, model.class_names)]
+            on = "all"
+        if on == "all":
+            truth = {f: t for f, t, _ in rows}
+            if not truth:
+                raise UserError(f"{root}: no field with one labelled white-cell type to score")
+            result = _score(model, root, truth)
+        else:
+            result = score_fields(model, root, rows, on)
+    result.update(
+        model=portable_path(model_path),
+        fields_folder=portable_path(root),
+        field_split=portable_path(split_path) if split_path is not None else None,
+        scored=on,
+        **record_header(),
+    )
+    if out is not None:
+        confusion = result["confusion"]
+        called = sorted({c for row in confusion.values() for c in row} | set(confusion))
+        table = markdown_table(
+            ["labelled \\ called", *called],
+            [[t, *(confusion[t].get(c, 0) for c in called)] for t in sorted(confusion)],
+        )
+        md = (
+            f"# Field types: {Path(model_path).name} on {root.name}\n\n"
+            f"{result['fields']} fields ({on}): field type right in "
+            f"{100 * result['field_accuracy']:.1f}%, macro recall over "
+            f"{', '.join(FOUR)} {result['macro_recall_NELM']:.3f}.\n\n{table}\n\n"
+            f"Command: `{result['command']}`; {result['machine']}; {result['date']}.\n"
+        )
+        write_record(Path(out) / "fields", result, md)
+    return result
+
+
+def _score(model: Model, root: Path, truth: dict[str, str]) -> dict[str, Any]:
     crops = cut_fields(model, root, sorted(truth))
     probs = {f: model.probs(c) for f, c in crops.items()}
     return field_metrics(truth, field_types(probs, model.class_names, model.threshold))

@@ -75,3 +75,20 @@ def test_field_type_is_the_dominant_counted_class_and_recall_is_over_four_types(
     assert m["field_accuracy"] == pytest.approx(1 / 3)
     assert m["recall"] == {"Neutrophil": 1.0, "Lymphocyte": 0.0, "Monocyte": 0.0}
     assert m["macro_recall_NELM"] == pytest.approx(1 / 3)
+
+
+def test_evaluate_fields_from_the_cli_writes_its_record(phantom_fields, tmp_path, capsys) -> None:
+    import json
+
+    from wbc_edge import cli
+
+    base = ["evaluate", "--model", str(PACKAGED)]
+    assert cli.run([*base, "--fields", str(phantom_fields), "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "fields.json").read_text())
+    assert record["scored"] == "all" and record["fields"] > 0 and "machine" in record
+    assert "field type right" in (tmp_path / "fields.md").read_text()
+    assert cli.run([*base, "--fields", str(phantom_fields), "--data", str(tmp_path)]) != 0
+    assert cli.run([*base, "--fields", str(phantom_fields), "--split", "val"]) != 0
+    err = capsys.readouterr()
+    assert "give --data (cells) or --fields" in err.out + err.err
+    assert "needs --field-split" in err.out + err.err
