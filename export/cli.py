@@ -139,7 +139,7 @@ def int8_sweep_cmd(
 
     from wbc_edge.console import console
     from wbc_edge.export.int8 import compare_settings
-    from wbc_edge.records import command_line, machine_line, markdown_table, utc_date, write_record
+    from wbc_edge.records import markdown_table, record_header, write_record
 
     batches = [int(b) for b in batch.split(",")]
     rows = compare_settings(
@@ -174,9 +174,7 @@ def int8_sweep_cmd(
     console.print(table, highlight=False, soft_wrap=True)
     if results:
         meta = {
-            "command": command_line(),
-            "machine": machine_line(onnxruntime=onnxruntime.__version__),
-            "date": utc_date(),
+            **record_header(onnxruntime=onnxruntime.__version__),
             "onnx": str(model),
             "calibration": {"manifest": str(calib), "split": "train", "num": num, "method": method},
             "eval_split": eval_split,

@@ -21,7 +21,7 @@ from typing import Any
 from wbc_edge.console import console
 from wbc_edge.errors import UserError, require_file
 from wbc_edge.kd.config import STUDENT_MODEL
-from wbc_edge.records import machine_line, markdown_table, utc_date, write_record
+from wbc_edge.records import markdown_table, record_header, write_record
 
 
 def prebuild_teacher_cache(
@@ -155,9 +155,7 @@ def run_ablation(
     payload = collect(runs_dir, methods, seeds, student)
     payload.update(
         data=str(data),
-        command=command,
-        machine=machine_line(),
-        date=utc_date(),
+        **record_header(command),
         teacher=_teacher_summary(teacher),
         teacher_cache_seconds=None if report_only else round(cache_seconds, 1),
         parallel=parallel,

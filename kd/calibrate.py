@@ -190,16 +190,9 @@ def write_calibration_record(
 ) -> Path:
     """``prefix``.json (the numbers, command, machine, date) and ``prefix``.md (for people),
     through the project's record writer; returns the ``.md``."""
-    from wbc_edge.records import machine_line, utc_date, write_record
+    from wbc_edge.records import record_header, write_record
 
-    record = {
-        "model": str(model),
-        "data": str(data),
-        "command": command,
-        "machine": machine_line(),
-        "date": utc_date(),
-        **summary,
-    }
+    record = {"model": str(model), "data": str(data), **record_header(command), **summary}
     _, md = write_record(prefix, record, calibration_markdown(record))
     return md
 

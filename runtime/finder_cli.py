@@ -63,7 +63,7 @@ def finder_eval(
 
     from wbc_edge.console import console, print_table
     from wbc_edge.errors import UserError
-    from wbc_edge.records import command_line, machine_line, utc_date, write_record
+    from wbc_edge.records import command_line, record_header, write_record
     from wbc_edge.runtime.finder_eval import (
         draw_overlay,
         evaluate,
@@ -78,10 +78,8 @@ def finder_eval(
     params = FinderParams(rbc_diameter_px=rbc_px)
     summary, results = evaluate(data, params, iou=iou, limit=limit, show_progress=True)
     summary = {
-        "command": command_line(f"wbc-edge finder-eval --data {data}"),
+        **record_header(command_line(f"wbc-edge finder-eval --data {data}")),
         "data": str(data),
-        "date": utc_date(),
-        "machine": machine_line(),  # the finder runs on the CPU
         **summary,
     }
 

@@ -232,7 +232,7 @@ def write_demo_record(
     prefix: Path, steps: Steps, settings: dict[str, object], out: Path, started: float
 ) -> list[Path]:
     """The demo's times and results as PREFIX.json and PREFIX.md (the records' one writer)."""
-    from wbc_edge.records import command_line, machine_line, markdown_table, utc_date, write_record
+    from wbc_edge.records import command_line, markdown_table, record_header, write_record
 
     total = time.perf_counter() - started
     rows = json.loads((out / "bench" / "bench.json").read_text())["rows"]
@@ -242,9 +242,7 @@ def write_demo_record(
     smear = _run_summary(out / "run-smear")
     crops = _run_summary(out / "run-crops")
     data = {
-        "date": utc_date(),
-        "command": command_line("wbc-edge demo"),
-        "machine": machine_line(),
+        **record_header(command_line("wbc-edge demo")),
         "load_average_at_start": steps.load_start,
         "load_average_at_end": load_average(),
         "settings": settings,

@@ -136,9 +136,14 @@ def command_line(fallback: str = "") -> str:
     return shlex.join(["wbc-edge", *sys.argv[1:]])
 
 
-def record_header(command: str = "") -> dict[str, str]:
-    """The head every record starts with: date, command, machine (one place builds it)."""
-    return {"date": utc_date(), "command": command or command_line(), "machine": machine_line()}
+def record_header(command: str = "", **versions: str) -> dict[str, str]:
+    """The head every record starts with: date, command (this process's own when not given)
+    and machine (:func:`machine_line`, GPU detected, with any ``versions`` that matter)."""
+    return {
+        "date": utc_date(),
+        "command": command or command_line(),
+        "machine": machine_line(**versions),
+    }
 
 
 def portable_path(path: str | Path, root: str | Path | None = None) -> str:
