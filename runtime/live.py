@@ -62,7 +62,7 @@ def flag_text(diff: LabDifferential, rules: FlagRules) -> str:
     return "; ".join(f.message for f in evaluate(diff, rules))
 
 
-def status_line(stats, backend) -> str:  # stats: pipeline.Stats, backend: Backend
+def status_line(stats, backend) -> str:  # stats: stage_stats.Stats, backend: Backend
     window_s = 5.0
     fps, cps = stats.rates(window_s)
     infer_ms = 1000 * backend.total_inference_s / backend.images if backend.images else 0.0

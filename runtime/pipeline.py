@@ -1,11 +1,13 @@
 """The streaming pipeline: capture -> prepare (a pool of workers) -> infer -> output.
 
-Capture reads files (or grabs camera frames); a small pool of worker threads
-(:class:`~wbc_edge.runtime.pool.OrderedPool`) decodes each file at the model's scale
-(:func:`~wbc_edge.model.decode.decode_image`), finds the cells of a field and preprocesses
-them, in parallel and in order; inference runs in its own thread, one batch at a time, and the
-output stage writes the records. OpenCV and ONNX Runtime release the GIL, so on two cores the
-workers decode the next files while the model runs.
+Every step that touches the model is a step of the one :class:`~wbc_edge.model.model.Model` the
+run holds (decode at the model's scale, find and crop a field's cells by the card's rule,
+preprocess, infer, the OOD check, the review verdict); the pipeline only decides which thread
+runs it when. Capture reads files (or grabs camera frames); a small pool of worker threads
+(:class:`~wbc_edge.runtime.pool.OrderedPool`) decodes each file, finds the cells of a field and
+preprocesses them, in parallel and in order; inference runs in its own thread, one batch at a
+time, and the output stage writes the records. OpenCV and ONNX Runtime release the GIL, so on
+two cores the workers decode the next files while the model runs.
 
 Stages talk through bounded queues, so memory stays flat however fast the source is. What
 happens when inference falls behind depends on the source: a live camera's queue drops the
@@ -22,20 +24,19 @@ must stay in the drop-oldest queue, where the newest frame replaces the oldest, 
 behind it.
 
 A chunk stays one unit all the way: its worker decodes its files, then resizes and normalises
-every cell straight into one float32 buffer (:class:`~wbc_edge.model.preprocess.FusedPreprocess`,
-no per-cell array), which inference hands to the backend as it is when the chunk is the batch
-(no concatenation); the output stage keeps the cells' images (a crop file is hard-linked, not
-copied: :mod:`~wbc_edge.runtime.archive`) and appends the whole group's records in one write per
-file (:meth:`~wbc_edge.runtime.sinks.RunOutput.write_items`). Observers see each item in order
-once its records are built and its image kept, just before its group's records are appended: an
+every cell straight into one float32 buffer (:meth:`~wbc_edge.model.model.Model.prepare_into`,
+no per-cell array; buffers reused: :mod:`~wbc_edge.runtime.batching`), which inference hands to
+the backend as it is when the chunk is the batch (no concatenation); the output stage keeps the
+cells' images (a crop file is hard-linked, not copied: :mod:`~wbc_edge.runtime.archive`) and
+appends the whole group's records in one write per file
+(:meth:`~wbc_edge.runtime.sinks.RunOutput.write_items`). Observers see each item in order once
+its records are built and its image kept, just before its group's records are appended: an
 observer that aborts the run (a reached target) keeps every later item out of the records.
 
 The time of each stage (read, decode, find, preprocess, infer, archive (the cells' images kept in
 the sample folder), write; wall clock and the thread's CPU) is taken once per chunk or group, not
-per item, and adds up in :attr:`Stats.stage_s` / :attr:`Stats.stage_cpu_s`: what bounds a run on
-a given machine, for the summary and ``bench --stream``. (Reading a thread's CPU clock is a
-system call made while holding the GIL: per item, eight of them were a visible share of a
-crop's cost on two loaded cores.)
+per item, and adds up in :class:`~wbc_edge.runtime.stage_stats.Stats`: what bounds a run on a
+given machine, for the summary and ``bench --stream``.
 
 :meth:`Pipeline.stop` (Ctrl-C) stops capture only: frames already in the queues are still
 classified and written, then every stage ends in order. A failure in any stage aborts the rest
@@ -44,7 +45,6 @@ and is raised again from :meth:`Pipeline.run`.
 
 from __future__ import annotations
 
-import collections
 import queue
 import threading
 import time
@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from wbc_edge.model.fieldcrop import FieldScale
+from wbc_edge.runtime.batching import BatchBuffers, backend_inputs
 from wbc_edge.runtime.options import PipelineConfig
 from wbc_edge.runtime.pool import END as POOL_END
 from wbc_edge.runtime.pool import OrderedPool
@@ -62,6 +63,7 @@ from wbc_edge.runtime.post import cell_records
 from wbc_edge.runtime.queues import BlockingQueue, DropOldestQueue
 from wbc_edge.runtime.sinks import CellRecord, RunOutput
 from wbc_edge.runtime.sources import EndOfStream, Frame, Source
+from wbc_edge.runtime.stage_stats import StageTimer, Stats
 
 if TYPE_CHECKING:
     from wbc_edge.model.model import Model
@@ -74,7 +76,6 @@ _END = object()  # passed down the queues after the last item
 # MB at the same cells/s (the queues only absorb jitter; inference takes what is waiting and
 # never waits for more).
 _CHUNKS_QUEUED = 1
-STAGES = ("read", "decode", "find", "preprocess", "infer", "archive", "write")
 
 
 @dataclass
@@ -108,101 +109,7 @@ class Chunk:
     times: dict[str, tuple[float, float]] = field(default_factory=dict)  # stage: (wall, cpu) s
 
 
-@dataclass
-class Stats:
-    """Counters the live view and the summary read while the pipeline runs."""
-
-    started: float = field(default_factory=time.perf_counter)
-    items: int = 0
-    cells: int = 0
-    errors: int = 0
-    dropped: int = 0
-    stream_losses: int = 0  # a camera or stream stopped delivering (each loss once)
-    reconnects: int = 0  # ... and came back
-    latencies: collections.deque[float] = field(
-        default_factory=lambda: collections.deque(maxlen=20000)
-    )
-    recent: collections.deque[tuple[float, int, int]] = field(
-        default_factory=lambda: collections.deque(maxlen=200)
-    )  # (time, items, cells) samples for rates over the last seconds
-    # Seconds spent in each of STAGES, summed over items: wall clock, and the CPU time of the
-    # thread doing it (on a loaded machine wall > CPU; the CPU figure is what the work costs).
-    stage_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    stage_cpu_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    workers: int = 0
-
-    def add_time(self, stage: str, wall: float, cpu: float) -> None:
-        """Add one step's time (each stage is added to by one thread only)."""
-        self.stage_s[stage] += wall
-        self.stage_cpu_s[stage] += cpu
-
-    def stage_line(self) -> str:
-        """One log line: ms per cell in each stage (wall clock; CPU in brackets)."""
-        parts = []
-        for name, v in self.stage_summary().items():
-            if v["wall_s"]:
-                parts.append(f"{name} {v['ms_per_cell']:.3f} ({v['cpu_ms_per_cell']:.3f})")
-        return f"ms per cell, wall (CPU), {self.workers} workers: " + ", ".join(parts)
-
-    def stage_summary(self) -> dict[str, dict[str, float]]:
-        """Per stage: total wall and CPU seconds, and ms per item and per cell."""
-        out = {}
-        for name in STAGES:
-            wall, cpu = self.stage_s[name], self.stage_cpu_s[name]
-            out[name] = {
-                "wall_s": round(wall, 4),
-                "cpu_s": round(cpu, 4),
-                "ms_per_item": round(1000 * wall / self.items, 4) if self.items else 0.0,
-                "ms_per_cell": round(1000 * wall / self.cells, 4) if self.cells else 0.0,
-                "cpu_ms_per_cell": round(1000 * cpu / self.cells, 4) if self.cells else 0.0,
-            }
-        return out
-
-    def rates(self, window_s: float = 5.0) -> tuple[float, float]:
-        """Items/s and cells/s over the last ``window_s`` seconds."""
-        now = time.perf_counter()
-        # list() copies in one step: the output thread appends while the view reads.
-        old = [s for s in list(self.recent) if now - s[0] <= window_s]
-        if len(old) < 2:
-            elapsed = now - self.started
-            return (self.items / elapsed, self.cells / elapsed) if elapsed > 0 else (0.0, 0.0)
-        t0, i0, c0 = old[0]
-        dt = max(now - t0, 1e-6)
-        return (self.items - i0) / dt, (self.cells - c0) / dt
-
-    def latency_ms(self, q: float) -> float:
-        values = list(self.latencies)
-        return float(np.percentile(values, q) * 1000) if values else 0.0
-
-
 Observer = Callable[[Item], None]
-
-
-class BatchBuffers:
-    """The float32 buffers chunks are preprocessed into, handed back after inference and used
-    again. A fresh 9.6 MB buffer (16 cells at 224 px) is faulted in and zeroed by the kernel on
-    first touch: 0.16 ms of CPU a cell, as much as the resize. At most ``keep`` wait to be used
-    again (as many as can be in flight: one a worker, one queued, one being inferred), so memory
-    stays what the chunks in flight need."""
-
-    def __init__(self, shape: tuple[int, int, int], rows: int, keep: int) -> None:
-        self.shape, self.rows, self.keep = shape, rows, keep
-        self._free: list[np.ndarray] = []
-        self._lock = threading.Lock()
-
-    def take(self, cells: int) -> np.ndarray:
-        """A buffer of at least ``cells`` rows (whatever it held before)."""
-        with self._lock:
-            for i, buffer in enumerate(self._free):
-                if len(buffer) >= cells:
-                    return self._free.pop(i)
-        return np.empty((max(cells, self.rows), *self.shape), np.float32)
-
-    def give(self, buffer: np.ndarray) -> None:
-        """Keep ``buffer`` for a later chunk (one made for a field of many cells is let go)."""
-        with self._lock:
-            if len(self._free) < self.keep and len(buffer) <= 2 * self.rows:
-                self._free.append(buffer)
 
 
 class Pipeline:
@@ -428,7 +335,7 @@ class Pipeline:
         after read every crop back from memory (the OOD point sample, 4,096 scattered pixels,
         cost 2-3x as much)."""
         chunk = Chunk([Item(frame) for frame in frames])
-        timer = _Timer()
+        timer = StageTimer()
         if self.config.mode == "smear":
             for item in chunk.items:
                 try:
@@ -546,7 +453,7 @@ class Pipeline:
                 probs = np.concatenate(
                     [
                         self.model.infer(x[i : i + size])
-                        for x in _inputs(batches, size)
+                        for x in backend_inputs(batches, size)
                         for i in range(0, len(x), size)
                     ]
                 )
@@ -636,21 +543,6 @@ class Pipeline:
         return cell_records(item.frame, item.boxes, rows, item.scale, item.ood)
 
 
-class _Timer:
-    """Wall and thread-CPU seconds per stage, summed over laps (each lap: the time since the
-    last one)."""
-
-    def __init__(self) -> None:
-        self.times: dict[str, tuple[float, float]] = {}
-        self.wall, self.cpu = time.perf_counter(), time.thread_time()
-
-    def lap(self, stage: str) -> None:
-        wall, cpu = time.perf_counter(), time.thread_time()
-        w, c = self.times.get(stage, (0.0, 0.0))
-        self.times[stage] = (w + wall - self.wall, c + cpu - self.cpu)
-        self.wall, self.cpu = wall, cpu
-
-
 def _take_waiting(q: Any, size: Callable[[Any], int], room: int) -> tuple[list, bool]:
     """What ``q`` already holds, taken without waiting while the sizes taken stay under
     ``room``; and whether the end marker was among them (it is consumed, not returned)."""
@@ -670,38 +562,3 @@ def _take_waiting(q: Any, size: Callable[[Any], int], room: int) -> tuple[list, 
 
 def _cells(item: Item) -> int:
     return 0 if item.batch is None else len(item.batch)
-
-
-def _inputs(parts: list[np.ndarray], batch: int) -> list[np.ndarray]:
-    """The backend's inputs for a group's cells (each item's rows, in order) without copying
-    them when they can be left where they are: rows that lie one after the other in one chunk's
-    buffer are one view of it. Several buffers are joined into one array only when together
-    they make at most one batch (a camera's frames, one call instead of several); larger ones go
-    buffer by buffer (a copy of 16 cells at 224 px moves 9.6 MB)."""
-    runs: list[np.ndarray] = []
-    for part in parts:
-        if runs and _follows(runs[-1], part):
-            prev = runs[-1]
-            base = prev.base if prev.base is not None else prev
-            start = _row_of(base, prev)
-            runs[-1] = base[start : start + len(prev) + len(part)]
-        else:
-            runs.append(part)
-    if len(runs) > 1 and sum(len(r) for r in runs) <= batch:
-        return [np.concatenate(runs)]
-    return runs
-
-
-def _row_of(base: np.ndarray, view: np.ndarray) -> int:
-    return (view.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // (
-        base.strides[0]
-    )
-
-
-def _follows(prev: np.ndarray, part: np.ndarray) -> bool:
-    """Whether ``part`` starts where ``prev`` ends, in the same C-contiguous buffer."""
-    base = prev.base if prev.base is not None else prev
-    if part.base is not base or not base.flags.c_contiguous:
-        return False
-    end = prev.__array_interface__["data"][0] + prev.nbytes
-    return part.__array_interface__["data"][0] == end

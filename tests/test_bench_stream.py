@@ -11,7 +11,7 @@ from runtime_models import BLUE, GREEN, RED, make_onnx, solid
 
 from wbc_edge.benchmarks.stream import StreamConfig, markdown, run_stream_bench
 from wbc_edge.cli import run
-from wbc_edge.runtime.pipeline import STAGES
+from wbc_edge.runtime.stage_stats import STAGES
 
 
 @pytest.fixture(scope="module")
