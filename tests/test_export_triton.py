@@ -145,10 +145,10 @@ class _OnnxTriton:
     model.onnx with ONNX Runtime: the client snippet's own requests, without a server."""
 
     def __init__(self, folder: Path) -> None:
-        import onnxruntime as ort
+        from wbc_edge.model.backends.onnxruntime import open_session
 
         self.folder = folder
-        self.session = ort.InferenceSession(str(folder / "1" / "model.onnx"))
+        self.session = open_session(folder / "1" / "model.onnx", device="cpu")
 
     def get_model_config(self, name: str, as_json: bool = False) -> dict:
         assert name == self.folder.name and as_json
