@@ -18,27 +18,33 @@ from wbc_edge.model.imagecheck import check_pixels
 from wbc_edge.runtime.resume import ResumeState, live_key, new_session_id, video_key
 from wbc_edge.runtime.sources import EndOfStream, Frame, Source, SourceOptions
 
+# What a CSI camera is asked for where --width, --height or --fps is 0 ("its default"):
+# nvarguscamerasrc's caps must name a size and a rate, so "the camera's default" is this one.
+CSI_WIDTH, CSI_HEIGHT, CSI_FPS = 1280, 720, 30
+
 
 def gst_fraction(fps: float) -> str:
     """A GStreamer framerate: 30 -> "30/1", 29.97 -> "2997/100" (not truncated to 29)."""
-    rate = Fraction(fps or 30).limit_denominator(1001)
+    rate = Fraction(fps).limit_denominator(1001)
     return f"{rate.numerator}/{rate.denominator}"
 
 
 def csi_pipeline(
     sensor: int,
-    width: int = 1280,
-    height: int = 720,
-    fps: float = 30,
+    width: int = 0,
+    height: int = 0,
+    fps: float = 0,
     flip: int = 0,
     sensor_mode: int = -1,
 ) -> str:
-    """GStreamer pipeline for a Jetson CSI camera, ending in BGR frames for OpenCV."""
+    """GStreamer pipeline for a Jetson CSI camera, ending in BGR frames for OpenCV; a size or
+    rate of 0 asks for :data:`CSI_WIDTH`, :data:`CSI_HEIGHT`, :data:`CSI_FPS`."""
     mode = f" sensor-mode={sensor_mode}" if sensor_mode >= 0 else ""
+    width, height = width or CSI_WIDTH, height or CSI_HEIGHT
     return (
         f"nvarguscamerasrc sensor-id={sensor}{mode} ! "
         f"video/x-raw(memory:NVMM), width={width}, height={height}, "
-        f"framerate={gst_fraction(fps)}, format=NV12 ! nvvidconv flip-method={flip} ! "
+        f"framerate={gst_fraction(fps or CSI_FPS)}, format=NV12 ! nvvidconv flip-method={flip} ! "
         "video/x-raw, format=BGRx ! videoconvert ! "
         "video/x-raw, format=BGR ! appsink drop=true max-buffers=1"
     )
@@ -90,9 +96,8 @@ class VideoSource(Source):
                 cap = cv2.VideoCapture(o.resource, cv2.CAP_V4L2)
             elif o.kind == "csi":
                 pipeline = csi_pipeline(
-                    int(o.resource), o.width or 1280, o.height or 720, o.fps or 30, o.flip,
-                    o.sensor_mode,
-                )  # fmt: skip
+                    int(o.resource), o.width, o.height, o.fps, o.flip, o.sensor_mode
+                )
                 cap = cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
             elif o.kind == "gstreamer":
                 cap = cv2.VideoCapture(o.resource, cv2.CAP_GSTREAMER)
