@@ -98,7 +98,7 @@ def watch_run(
     diff: LabDifferential,
     rules: FlagRules,
     title: str,
-    live: bool = True,
+    live: bool,  # the run's --live/--no-live (RunOptions.live): no default of its own
     every_s: float = 5.0,
 ):
     """Drive a started pipeline to its end while showing progress; Ctrl-C drains it.

@@ -2,7 +2,7 @@
 
 Only typer, the standard library and the stdlib-only defaults of :mod:`wbc_edge.runtime.options`
 at module level (``--help`` shows them); everything else loads inside the commands. The flag
-options are defined here once and shared with ``wbc-edge run``.
+options are ``wbc-edge run``'s, built from the same declaration.
 """
 
 from __future__ import annotations
@@ -12,48 +12,17 @@ from typing import Annotated, Any
 
 import typer
 
-from wbc_edge.runtime.options import (
-    FLAG_BLASTS,
-    FLAG_IG_PERCENT,
-    FLAG_NRBC_PER_100_WBC,
-    REPORT_PER_CLASS,
-    REVIEW_HOST,
-    REVIEW_PORT,
-)
+from wbc_edge.runtime.cli_options import cli_param
+from wbc_edge.runtime.options import REPORT_PER_CLASS, REVIEW_HOST, REVIEW_PORT
 
 SampleArg = Annotated[
     Path, typer.Argument(help="A sample folder written by `wbc-edge run` (OUT/<sample>).")
 ]
-FlagIg = Annotated[
-    float | None,
-    typer.Option(
-        "--flag-ig",
-        min=0.0,
-        help="Flag when immature granulocytes exceed this % of the WBC counted "
-        f"[default: {FLAG_IG_PERCENT:g}; a resumed sample, and `report`: as recorded].",
-        show_default=False,
-    ),
-]
-FlagBlasts = Annotated[
-    int | None,
-    typer.Option(
-        "--flag-blasts",
-        min=0,
-        help=f"Flag when more blasts than this are counted [default: {FLAG_BLASTS}, any blast; "
-        "a resumed sample, and `report`: as recorded].",
-        show_default=False,
-    ),
-]
-FlagNrbc = Annotated[
-    float | None,
-    typer.Option(
-        "--flag-nrbc",
-        min=0.0,
-        help="Flag when nucleated red cells exceed this many per 100 WBC "
-        f"[default: {FLAG_NRBC_PER_100_WBC:g}; a resumed sample, and `report`: as recorded].",
-        show_default=False,
-    ),
-]
+# The flag thresholds are run options (runtime/options.py, LabOptions): the same declaration,
+# help and ranges here, where `report` and `review` re-evaluate a sample's flags.
+FlagIg = cli_param("lab.flag_ig").annotation()
+FlagBlasts = cli_param("lab.flag_blasts").annotation()
+FlagNrbc = cli_param("lab.flag_nrbc").annotation()
 
 
 def flag_rules(base: Any, ig: float | None, blasts: int | None, nrbc: float | None) -> Any:

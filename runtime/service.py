@@ -1,12 +1,13 @@
 """The run service: one sample classified from a source into ``OUT/<sample>/``.
 
-``wbc-edge run`` is a thin layer over :func:`run_service`: it turns flags into a
-:class:`RunSettings` and calls it. The service names the sample, opens or resumes its folder
+``wbc-edge run`` is a thin layer over :func:`run_service`: it turns flags into one
+:class:`~wbc_edge.runtime.options.RunOptions` (where every default, help text and check is
+declared) and calls it. The service checks the options, names the sample, fills in what a
+resumed sample recorded (:meth:`RunOptions.resolved`, once), opens or resumes its folder
 (refusing another run's: :mod:`wbc_edge.runtime.sample`), resumes the differential from the
 records and corrections already there, streams the source through the
 :class:`~wbc_edge.runtime.pipeline.Pipeline` (each cell's crop kept before its record), shows
-the live view, stops at the cell target, and writes ``summary.json`` and the report. Every
-default lives in :mod:`wbc_edge.runtime.options`.
+the live view, stops at the cell target, and writes ``summary.json`` and the report.
 """
 
 from __future__ import annotations
@@ -14,184 +15,70 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from wbc_edge.errors import UserError
-from wbc_edge.runtime.options import (
-    DEFAULT_OUT,
-    FLAG_BLASTS,
-    FLAG_IG_PERCENT,
-    FLAG_NRBC_PER_100_WBC,
-    REPORT_PER_CLASS,
-    PipelineConfig,
-)
+from wbc_edge.runtime.options import RunOptions
 
 
-@dataclass
-class RunSettings:
-    """Everything one run needs besides the model file; every field has its one default.
+def check_paths(options: RunOptions) -> Path | None:
+    """Refuse outputs a run must not write (into the folder it reads, over a file that is not
+    a report); the values themselves are checked by :meth:`RunOptions.check`. Returns where
+    ``--report`` writes (a folder's report.html), or None."""
+    source = _source_folder(options)
+    what = "watched folder" if options.watch else "source folder"
+    if source is not None and options.out.resolve().is_relative_to(source.resolve()):
+        # A results folder inside the folder being read would feed the run its own outputs.
+        raise UserError(
+            f"--out {options.out} is inside the {what} {source}: the run would read its own "
+            "results; put --out outside it"
+        )
+    report = None
+    if options.report is not None:
+        from wbc_edge.runtime.sinks import report_target
 
-    ``None`` for the lab settings (operator, target, WBC count, flag thresholds) means: as
-    recorded for a resumed sample, else the default."""
-
-    source: str
-    model: Path | None = None  # None: the student packaged with wbc-edge
-    out: Path = Path(DEFAULT_OUT)
-    sample: str | None = None  # None: derived from the source
-    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    watch: bool = False
-    operator: str | None = None
-    target_cells: int | None = None  # white cells to count, then stop (0: no target)
-    wbc_count: float | None = None  # the analyser's WBC, 10^9/L, for absolute counts
-    flag_ig: float | None = None  # default FLAG_IG_PERCENT
-    flag_blasts: int | None = None  # default FLAG_BLASTS
-    flag_nrbc: float | None = None  # default FLAG_NRBC_PER_100_WBC
-    report: Path | None = None  # a copy of the report (it is always in OUT/<sample>/)
-    report_per_class: int = REPORT_PER_CLASS
-    annotate: Path | None = None
-    live: bool = True
-    device: str = "auto"
-    threads: int = 0
-    realtime: bool = False
-    settle: float = 1.0
-    poll: float = 0.5
-    width: int = 0
-    height: int = 0
-    fps: float = 0.0
-    reconnect_tries: int = 0  # camera/stream: give up after this many failed reconnects (0: never)
-    open_timeout: float = 10.0  # network stream: seconds to open or to send a frame
-    rotate_mb: float = 0.0  # new cells/errors files when cells.jsonl reaches this size (0: never)
-
-    def check(self) -> None:
-        """Every setting a run cannot use is refused here, before anything is written."""
-        c = self.pipeline
-        self._check_numbers()
-        bad_threshold = c.threshold is not None and not 0 <= c.threshold <= 1
-        if c.batch < 1 or c.queue_size < 1 or bad_threshold:
-            raise UserError("--batch and --queue must be >= 1, --min-confidence between 0 and 1")
-        if c.workers < 0:
-            raise UserError("--workers must be 0 (one per core) or more")
-        if c.max_items < 0:
-            raise UserError("--limit must be >= 0")
-        if self.reconnect_tries < 0 or self.open_timeout <= 0 or self.rotate_mb < 0:
-            raise UserError("--reconnect-tries and --rotate-mb must be >= 0, --open-timeout > 0")
-        self._check_out_outside_source()
-        if self.report is not None:
-            from wbc_edge.runtime.sinks import report_target
-
-            self.report = report_target(self.report, "--report")
-        if self.annotate is not None:
-            self._check_annotate()
-        if self.target_cells is not None and self.target_cells < 0:
-            raise UserError(
-                f"--target-cells must be >= 0 (labs count 100 or 200), not {self.target_cells}"
-            )
-        if self.wbc_count is not None and not self.wbc_count > 0:
-            raise UserError(
-                f"--wbc-count is the analyser's WBC in 10^9/L (> 0), not {self.wbc_count}"
-            )
-
-    def _check_numbers(self) -> None:
-        """NaN passes every comparison (and typer's ranges): refuse it, and negative values
-        where only 0 or more mean something."""
-        import math
-
-        c = self.pipeline
-        values = {
-            "--margin": c.margin, "--min-confidence": c.threshold, "--rbc-px": c.rbc_px,
-            "--um-per-px": c.um_per_px, "--wbc-count": self.wbc_count, "--settle": self.settle,
-            "--poll": self.poll, "--fps": self.fps, "--open-timeout": self.open_timeout,
-            "--rotate-mb": self.rotate_mb, "--flag-ig": self.flag_ig, "--flag-nrbc": self.flag_nrbc,
-        }  # fmt: skip
-        for name, value in values.items():
-            if value is not None and not math.isfinite(value):
-                raise UserError(f"{name} must be a finite number, not {value}")
-        if not 0 <= c.margin <= 1:
-            raise UserError(
-                f"--margin is a fraction of the cell's box side (0 to 1), not {c.margin:g}"
-            )
-        negative = {
-            "--threads": self.threads, "--settle": self.settle, "--fps": self.fps,
-            "--width": self.width, "--height": self.height,
-        }  # fmt: skip
-        for name, value in negative.items():
-            if value < 0:
-                raise UserError(f"{name} must be 0 or more, not {value:g}")
-        if self.poll <= 0:
-            raise UserError(f"--poll must be more than 0 seconds, not {self.poll:g}")
-
-    def _source_folder(self) -> Path | None:
-        from wbc_edge.runtime.sources import parse_uri
-
-        source = Path(parse_uri(self.source, self.watch).resource)
-        return source if source.is_dir() else None
-
-    def _check_annotate(self) -> None:
-        """Annotated frames written into the folder being read would be read again (a watch
-        classified one crop 36 times in 20 s), and a path that is some other file is not ours."""
-        from wbc_edge.runtime.report import VIDEO_SUFFIXES
-
-        path = Path(self.annotate)
-        source = self._source_folder()
-        if source is not None and path.resolve().is_relative_to(source.resolve()):
-            what = "watched folder" if self.watch else "source folder"
-            raise UserError(
-                f"--annotate {path} is inside the {what} {source}: the run would read its own "
-                "annotated frames; put --annotate outside it"
-            )
-        video = path.suffix.lower() in VIDEO_SUFFIXES
-        if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") or (
-            path.exists() and not video and not path.is_dir()
-        ):
-            raise UserError(
-                f"--annotate {path}: give a folder (one JPEG per frame) or a video file "
-                f"({', '.join(sorted(VIDEO_SUFFIXES))})"
-            )
-        if video and path.exists() and not path.is_file():
-            raise UserError(f"--annotate {path} exists and is not a file: give another path")
-
-    def _check_out_outside_source(self) -> None:
-        """A results folder inside the folder being read would feed the run its own outputs."""
-        source = self._source_folder()
-        if source is not None and self.out.resolve().is_relative_to(source.resolve()):
-            what = "watched folder" if self.watch else "source folder"
-            raise UserError(
-                f"--out {self.out} is inside the {what} {source}: the run would read its own "
-                "results; put --out outside it"
-            )
-
-    def lab(self, recorded: dict[str, Any]) -> dict[str, Any]:
-        """Operator, target, WBC count and flag thresholds: given, else recorded, else default."""
-        from wbc_edge.runtime.flags import FlagRules
-
-        flags = recorded.get("flags") or {}
-        given = {"ig_percent": self.flag_ig, "blasts": self.flag_blasts}
-        given["nrbc_per_100_wbc"] = self.flag_nrbc
-        defaults = {"ig_percent": FLAG_IG_PERCENT, "blasts": FLAG_BLASTS}
-        defaults["nrbc_per_100_wbc"] = FLAG_NRBC_PER_100_WBC
-        rules = {k: v if v is not None else flags.get(k, defaults[k]) for k, v in given.items()}
-        try:
-            FlagRules(**rules)
-        except ValueError as exc:
-            raise UserError(f"--flag-ig, --flag-blasts and --flag-nrbc: {exc}") from exc
-
-        def pick(value: Any, key: str, default: Any) -> Any:
-            return value if value is not None else recorded.get(key, default)
-
-        return {
-            "operator": pick(self.operator, "operator", ""),
-            "target_cells": int(pick(self.target_cells, "target_cells", 0) or 0),
-            "wbc_count": pick(self.wbc_count, "wbc_count", None),
-            "flags": rules,
-        }
+        report = report_target(options.report, "--report")
+    if options.annotate is not None:
+        _check_annotate(Path(options.annotate), source, what)
+    return report
 
 
-def run_service(settings: RunSettings) -> dict[str, Any]:
-    """Run ``settings.source`` through the model into ``OUT/<sample>/``; returns the summary
-    (also written to ``summary.json``). A restarted run of the sample continues where the last
-    one stopped; a run that is not the same (source, model, settings) is refused."""
+def _source_folder(options: RunOptions) -> Path | None:
+    from wbc_edge.runtime.sources import parse_uri
+
+    source = Path(parse_uri(options.uri, options.watch).resource)
+    return source if source.is_dir() else None
+
+
+def _check_annotate(path: Path, source: Path | None, what: str) -> None:
+    """Annotated frames written into the folder being read would be read again (a watch
+    classified one crop 36 times in 20 s), and a path that is some other file is not ours."""
+    from wbc_edge.runtime.report import VIDEO_SUFFIXES
+
+    if source is not None and path.resolve().is_relative_to(source.resolve()):
+        raise UserError(
+            f"--annotate {path} is inside the {what} {source}: the run would read its own "
+            "annotated frames; put --annotate outside it"
+        )
+    video = path.suffix.lower() in VIDEO_SUFFIXES
+    if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") or (
+        path.exists() and not video and not path.is_dir()
+    ):
+        raise UserError(
+            f"--annotate {path}: give a folder (one JPEG per frame) or a video file "
+            f"({', '.join(sorted(VIDEO_SUFFIXES))})"
+        )
+    if video and path.exists() and not path.is_file():
+        raise UserError(f"--annotate {path} exists and is not a file: give another path")
+
+
+def run_service(options: RunOptions) -> dict[str, Any]:
+    """Run ``options.uri`` through the model into ``OUT/<sample>/``; returns the summary (also
+    written to ``summary.json``). A restarted run of the sample continues where the last one
+    stopped, with the settings it recorded unless they are given; a run that is not the same
+    (source, model, settings) is refused."""
     from rich.markup import escape
 
     from wbc_edge.console import console, print_table
@@ -210,11 +97,16 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
     from wbc_edge.runtime.sinks import RunOutput, writing
     from wbc_edge.runtime.sources import open_source
 
-    settings.check()
-    s, config, uri = settings, settings.pipeline, settings.source
-    opts, sample_id = sample_of(uri, s.watch, s.sample)
-    recorded = SampleFolder.recorded(s.out, sample_id)
-    lab = s.lab(recorded.get("lab", {}))
+    options.check()
+    report_copy = check_paths(options)
+    uri = options.uri
+    opts, sample_id = sample_of(uri, options.watch, options.sample)
+    # A resumed sample keeps the settings it recorded unless they are given; the recorded
+    # values are checked like given ones (a header edited by hand).
+    s = options.resolved(SampleFolder.recorded(options.out, sample_id))
+    s.check()
+    config = s.pipeline
+    lab = s.lab.header()
     rules = FlagRules.from_dict(lab["flags"])
     model = s.model
     if model is None:
@@ -239,19 +131,7 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
             )
         with RunOutput(folder.path, s.rotate_mb) as output:
             try:
-                src = open_source(
-                    uri,
-                    watch=s.watch,
-                    done=output.resume,
-                    realtime=s.realtime,
-                    settle_s=s.settle,
-                    poll_s=s.poll,
-                    width=s.width,
-                    height=s.height,
-                    fps=s.fps,
-                    reconnect_tries=s.reconnect_tries,
-                    open_timeout_s=s.open_timeout,
-                )
+                src = open_source(uri, watch=s.watch, done=output.resume, **asdict(s.capture))
             except BaseException:
                 if not resumed:  # a camera that is not there leaves no sample behind
                     output.close()
@@ -376,9 +256,9 @@ def run_service(settings: RunSettings) -> dict[str, Any]:
                 "slide)[/]"
             )
         path = write_report(folder, per_class=s.report_per_class)
-        if s.report:
-            write_report(folder, s.report, per_class=s.report_per_class)
-        copy = f" and {s.report}" if s.report else ""
+        if report_copy:
+            write_report(folder, report_copy, per_class=s.report_per_class)
+        copy = f" and {report_copy}" if report_copy else ""
         console.print(f"report written to {path}{copy}", highlight=False)
         if results.diff.in_review:
             console.print(

@@ -46,6 +46,7 @@ from rich.markup import escape
 
 from wbc_edge.console import console
 from wbc_edge.errors import UserError
+from wbc_edge.runtime.options import CaptureOptions
 from wbc_edge.runtime.resume import ResumeState
 from wbc_edge.runtime.sinks import printable_name
 
@@ -88,21 +89,19 @@ class Frame:
 
 
 @dataclass
-class SourceOptions:
-    """Everything that decides how a source behaves; printed when it opens."""
+class SourceOptions(CaptureOptions):
+    """Everything that decides how a source behaves; printed when it opens.
+
+    The run options among them (poll, settle, camera size and rate, reconnect tries, the open
+    timeout, realtime) and their defaults are :class:`~wbc_edge.runtime.options.CaptureOptions`'
+    (keyword-only); the rest is what the URI named and what opening the source found."""
 
     uri: str
     kind: str = ""
     resource: str = ""
     live: bool = False  # drop the oldest frames when behind; reconnect when lost
-    width: int = 0
-    height: int = 0
-    fps: float = 0.0
-    poll_s: float = 0.5  # watch: how often the folder is listed
-    settle_s: float = 1.0  # watch: a file must keep its size this long before it is read
     reconnect: bool = True
     max_backoff_s: float = 16.0
-    reconnect_tries: int = 0  # 0: keep trying for ever (a lab camera that was unplugged)
     # Files: hand over the checked bytes and let the pipeline's decode workers decode them at
     # the model's scale, in parallel (set by the pipeline; a plain capture() decodes in full).
     defer_decode: bool = False
@@ -114,7 +113,6 @@ class SourceOptions:
     fourcc_got: str = ""
     flip: int = 0
     sensor_mode: int = -1
-    open_timeout_s: float = 10.0  # streams: give up opening (or reading) after this long
     notify: str = ""  # watch: "inotify" (events) or "polling" (listings), set when it opens
 
     def describe(self) -> str:
@@ -265,12 +263,13 @@ def open_source(
     uri: str,
     watch: bool = False,
     done: Iterable[str] | ResumeState = (),
-    realtime: bool = False,
     **options: float | int | bool,
 ) -> Source:
     """The source for ``uri``; ``done`` is what to skip (a results folder's ``resume``, or a set
-    of keys); ``realtime`` makes a video file behave like a camera (paced at its frame rate,
-    oldest frames dropped when behind) until its last frame."""
+    of keys); ``options`` set :class:`SourceOptions` fields, the run's
+    :class:`~wbc_edge.runtime.options.CaptureOptions` among them, whose ``realtime`` makes a
+    video file behave like a camera (paced at its frame rate, oldest frames dropped when behind)
+    until its last frame."""
     opts = parse_uri(uri, watch)
     for name, value in options.items():
         if not hasattr(opts, name):
@@ -288,7 +287,7 @@ def open_source(
         return WatchSource(opts, resume)
     from wbc_edge.runtime.capture import VideoSource
 
-    if realtime and opts.kind == "video":
+    if opts.realtime and opts.kind == "video":
         opts.live = True
     return VideoSource(opts, resume)
 
