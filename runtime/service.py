@@ -55,7 +55,7 @@ def _source_folder(options: RunOptions) -> Path | None:
 def _check_annotate(path: Path, source: Path | None, what: str) -> None:
     """Annotated frames written into the folder being read would be read again (a watch
     classified one crop 36 times in 20 s), and a path that is some other file is not ours."""
-    from wbc_edge.runtime.report import VIDEO_SUFFIXES
+    from wbc_edge.runtime.annotate import VIDEO_SUFFIXES
 
     if source is not None and path.resolve().is_relative_to(source.resolve()):
         raise UserError(
@@ -85,13 +85,14 @@ def run_service(options: RunOptions) -> dict[str, Any]:
     from wbc_edge.console import results as results_console
     from wbc_edge.data.scan import sha256_file
     from wbc_edge.model.model import Model
+    from wbc_edge.runtime.annotate import Annotator
     from wbc_edge.runtime.archive import CellArchive, crop_px_for
     from wbc_edge.runtime.corrections import reviewed_cells
     from wbc_edge.runtime.differential import unreviewed
     from wbc_edge.runtime.flags import FlagRules
     from wbc_edge.runtime.live import differential_table, flag_text, watch_run
     from wbc_edge.runtime.pipeline import Pipeline
-    from wbc_edge.runtime.report import Annotator, write_report
+    from wbc_edge.runtime.report import write_report
     from wbc_edge.runtime.results import count, load_results, summary_dict
     from wbc_edge.runtime.sample import SampleFolder, make_header, sample_of
     from wbc_edge.runtime.sinks import RunOutput, writing

@@ -134,7 +134,7 @@ def test_the_card_in_short_says_an_adapted_models_notes_in_words():
     """A technologist reads the card section: sentences, not the card's dictionaries."""
     from wbc_edge.model.card import ModelCard
     from wbc_edge.models import INTENDED_USE
-    from wbc_edge.runtime.report import _card_table
+    from wbc_edge.runtime.report_tables import card_table
 
     card = ModelCard("tinyresnet_xs_wide", ["Neutrophil", "Lymphocyte"])
     card.metrics = {"test_accuracy": 0.9722, "test_ece": 0.0138}
@@ -152,7 +152,7 @@ def test_the_card_in_short_says_an_adapted_models_notes_in_words():
             "ood": {"refit": True, "site_crops": 60, "training_crops": 0},
         },
     }
-    html = _card_table({"model": {"file": "m.pt"}, "settings": {"min_confidence": 0.5}}, card)
+    html = card_table({"model": {"file": "m.pt"}, "settings": {"min_confidence": 0.5}}, card)
     assert "test_accuracy 97.22%" in html and "target 1.0% error of counted cells" in html
     assert "adapted at a site on 12 fields" in html and "not in the site data: Lymphocyte" in html
     assert "NOT a clinical device" in html
