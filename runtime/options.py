@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from wbc_edge.errors import UserError
-from wbc_edge.model.defaults import FALLBACK_THRESHOLD, MARGIN
+from wbc_edge.model.defaults import DEVICE, FALLBACK_THRESHOLD, MARGIN, THREADS
 
 DEFAULT_OUT = "wbc-run"  # `wbc-edge run`'s results folder: one sub-folder per sample
 # Flag thresholds (runtime/flags.py), starting points a lab replaces with its own; a rule fires
@@ -300,8 +300,8 @@ class RunOptions:
         "the source's frame rate) or to a folder of JPEGs (any other path).",
     )
     live: bool = option(True, "Live console view, or log lines.", "--live/--no-live")
-    device: str = option("auto", "auto, cpu or cuda.")
-    threads: int = option(0, "ONNX Runtime CPU threads (0: half the cores on CPU).", ge=0)
+    device: str = option(DEVICE, "auto, cpu or cuda.")
+    threads: int = option(THREADS, "ONNX Runtime CPU threads (0: half the cores on CPU).", ge=0)
     capture: CaptureOptions = field(default_factory=CaptureOptions)
     rotate_mb: float = option(
         0.0,

@@ -7,3 +7,5 @@ TOPK = 3  # classes each result lists (the records' top3)
 # Smear fields: crop margin as a fraction of the cell's box side, for cards without a crop
 # scale (with one, crops span the card's field of view in red cells).
 MARGIN = 0.15
+DEVICE = "auto"  # an accelerator when one is present, else the CPU
+THREADS = 0  # ONNX Runtime CPU threads; 0: half the cores (decoding needs the rest)

@@ -34,7 +34,7 @@ from wbc_edge.errors import UserError
 from wbc_edge.model import ood
 from wbc_edge.model.backends import Backend, load_backend
 from wbc_edge.model.card import ModelCard
-from wbc_edge.model.defaults import MARGIN, TOPK
+from wbc_edge.model.defaults import DEVICE, MARGIN, THREADS, TOPK
 from wbc_edge.model.review import MOST, REASONS, for_review, predictions, reason, review_threshold
 
 if TYPE_CHECKING:
@@ -153,8 +153,8 @@ class Model:
     def load(
         cls,
         path: str | Path | None = None,
-        device: str = "auto",
-        threads: int = 0,
+        device: str = DEVICE,
+        threads: int = THREADS,
         threshold: float | None = None,
         topk: int = TOPK,
         margin: float = MARGIN,
@@ -362,8 +362,8 @@ class Model:
 
 def load(
     model: str | Path | None = None,
-    device: str = "auto",
-    threads: int = 0,
+    device: str = DEVICE,
+    threads: int = THREADS,
     threshold: float | None = None,
     topk: int = TOPK,
     margin: float = MARGIN,

@@ -23,6 +23,7 @@ import numpy as np
 
 from wbc_edge.errors import UserError
 from wbc_edge.model.card import ModelCard
+from wbc_edge.model.defaults import DEVICE, THREADS
 
 
 @runtime_checkable
@@ -130,7 +131,7 @@ def output_to_read(names: list[str]) -> str:
     return "probs" if "probs" in names else names[0]
 
 
-def load_backend(path: str | Path, device: str = "auto", threads: int = 0) -> Backend:
+def load_backend(path: str | Path, device: str = DEVICE, threads: int = THREADS) -> Backend:
     """Open a model file with the backend its type calls for.
 
     ``device`` is ``"auto"`` (use an accelerator when one is present), ``"cpu"`` or ``"cuda"``;

@@ -23,6 +23,7 @@ from wbc_edge.console import console
 from wbc_edge.errors import UserError
 from wbc_edge.model.backends import BackendBase, output_to_read, softmax
 from wbc_edge.model.card import ModelCard, card_from_session
+from wbc_edge.model.defaults import DEVICE, THREADS
 from wbc_edge.optional import require
 
 # Most capable first; onnxruntime falls back along the list when one cannot start.
@@ -58,8 +59,8 @@ def choose_providers(available: list[str], device: str) -> list[str]:
 
 def open_session(
     model: str | Path | bytes,
-    device: str = "auto",
-    threads: int = 0,
+    device: str = DEVICE,
+    threads: int = THREADS,
     optimize: bool = True,
     where: str | Path | None = None,
 ) -> Any:
@@ -133,7 +134,7 @@ def read_onnx_card(path: str | Path) -> ModelCard:
 class OnnxRuntimeBackend(BackendBase):
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, device: str = "auto", threads: int = 0) -> None:
+    def __init__(self, path: str | Path, device: str = DEVICE, threads: int = THREADS) -> None:
         """``device`` and ``threads`` as :func:`open_session` takes them."""
         super().__init__()
         self.path = Path(path)
