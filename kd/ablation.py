@@ -84,6 +84,8 @@ def run_ablation(
     size: int | None = None,
     teacher_views: str | None = None,
     keep: str | None = None,
+    init: Path | None = None,
+    augment: str | None = None,
 ) -> dict[str, Any]:
     """Train all runs, then write ``out``.md and ``out``.json; returns the JSON payload.
 
@@ -141,6 +143,8 @@ def run_ablation(
                 argv += ["--size", str(size)] if size else []
                 argv += ["--teacher-views", teacher_views] if teacher_views else []
                 argv += ["--keep", keep] if keep else []
+                argv += ["--init", str(init)] if init else []  # every run starts from it
+                argv += ["--augment", augment] if augment else []
                 argv += ["--cache-dir", str(cache_dir)] if cache_dir else []
                 for key, value in options.items():
                     argv += ["--option", f"{key}={value}"]

@@ -9,10 +9,12 @@ import typer
 
 from wbc_edge.kd.cli_options import (
     AblationDataOpt,
+    AugmentOpt,
     BatchOpt,
     CacheOpt,
     EpochsOpt,
     GroupByOpt,
+    InitOpt,
     KeepOpt,
     LrOpt,
     ThreadsOpt,
@@ -62,6 +64,8 @@ def register(app: typer.Typer) -> None:
             typer.Option("--teacher-views", help="view or mean, as for distill [default: view]."),
         ] = None,
         keep: KeepOpt = None,
+        init: InitOpt = None,
+        augment: AugmentOpt = None,
     ) -> None:
         """Train every method x seed, reusing one teacher cache; write a mean +- std table."""
         from wbc_edge.data.labs import joined_manifest
@@ -92,4 +96,6 @@ def register(app: typer.Typer) -> None:
             size=size,
             teacher_views=teacher_views,
             keep=keep,
+            init=init,
+            augment=augment,
         )

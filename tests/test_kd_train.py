@@ -652,7 +652,7 @@ def test_ablation_variants_carry_method_options(
     assert build_for_config(cfg, 3)[0].at_weight == 1
 
 
-def test_ablation_runs_get_size_teacher_views_and_keep(
+def test_ablation_runs_get_size_teacher_views_keep_init_and_augment(
     phantoms: Path, teacher_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Every run of an ablation must train the way a single distill run would (a 128 px student
@@ -675,11 +675,14 @@ def test_ablation_runs_get_size_teacher_views_and_keep(
         size=24,
         teacher_views="mean",
         keep="last",
+        init=tmp_path / "start.pt",
+        augment="crosslab",
     )
     assert len(started) == 2
     for argv in started:
         text = " ".join(argv)
         assert "--size 24" in text and "--teacher-views mean" in text and "--keep last" in text
+        assert f"--init {tmp_path / 'start.pt'}" in text and "--augment crosslab" in text
 
 
 def test_loader_view_is_the_cached_teacher_view(phantoms: Path, tmp_path: Path) -> None:
