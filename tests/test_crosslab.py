@@ -82,6 +82,30 @@ def test_smear_run_records_the_scale_of_each_field(tmp_path: Path) -> None:
     assert {(r.scale, r.rbc_px) for r in records} == {("given", 25.0)}
 
 
+def test_the_api_carries_a_streams_ruler_as_run_does(tmp_path: Path) -> None:
+    """Model.predict_fields with a stream ruler measures the red cells on one frame in
+    ``every`` and crops the rest at that scale (the pipeline's rule for a video), and the
+    cells are those of a field measured on its own."""
+    from runtime_models import make_onnx
+
+    from wbc_edge.model.model import Model
+
+    scale = CropScale(rbc_px=75.0, fov_rbc=4.8, crop_px=360.0)
+    path = make_onnx(tmp_path / "m.onnx", preprocess=Preprocess(32, crop_scale=scale))
+    frame = field_at(1)[0]
+    with Model.load(path) as model:
+        ruler = model.stream_ruler(every=5)
+        fields = model.predict_fields([frame] * 10, ruler=ruler)
+        alone = model.predict_fields([frame])[0]
+        given = model.predict_fields([frame], um_per_px=0.3)[0]
+    assert ruler.measurements == 2  # frames 0 and 5
+    assert alone.cells and all(
+        [(c.box, c.label) for c in f.cells] == [(c.box, c.label) for c in alone.cells]
+        for f in fields
+    )
+    assert given.cells  # cropped at the given ruler instead
+
+
 def test_cells_unlike_the_training_data_are_ood_warned_and_raise_no_flag(tmp_path: Path) -> None:
     from runtime_models import make_onnx
 
