@@ -131,8 +131,8 @@ def command_line(fallback: str = "") -> str:
         return shlex.join(["wbc-edge", *sys.argv[1:]])
     if fallback:
         return fallback
-    if sys.argv[0].endswith(".py"):
-        return shlex.join([sys.executable, *sys.argv])
+    if sys.argv[0].endswith(".py"):  # "python", not this machine's interpreter path
+        return shlex.join(["python", *sys.argv])
     return shlex.join(["wbc-edge", *sys.argv[1:]])
 
 

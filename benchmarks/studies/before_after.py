@@ -15,7 +15,9 @@ wbc-edge, the one before (a wheel of an older commit, unpacked into a folder giv
 Each install runs in its own process from a neutral folder, so neither can import the other.
 Usage (from the checkout; ``../shared/data`` must be there)::
 
-    python benchmarks/studies/before_after.py --old /tmp/oldpkg --old-commit f39d1b9 \\
+    git worktree add /tmp/old f39d1b9 && pip wheel --no-deps /tmp/old -w /tmp/wheel
+    pip install --no-deps --target runs/oldpkg /tmp/wheel/wbc_edge-*.whl
+    python benchmarks/studies/before_after.py --old runs/oldpkg --old-commit f39d1b9 \\
         --out benchmarks/results/refactor-before-after
 """
 
@@ -156,6 +158,7 @@ def main() -> int:
     ap.add_argument("--fields", type=int, default=60)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    args.old = str(Path(args.old).resolve())  # the runs work in a scratch folder
     sys.path.insert(0, str(REPO))
     from wbc_edge.records import markdown_table, record_header, write_record
 
