@@ -633,6 +633,82 @@ def _model_cells(row: dict[str, Any]) -> list[str]:
     ]
 
 
+ABLATION_LABS = ("pbc", "deepapl", "lisc", "tecom", "cvblog")
+
+
+def ablation(args: argparse.Namespace) -> None:
+    """The distillation ablation with the multi-lab teacher (amendment 6): each finished run's
+    test accuracy per lab (from its summary.json) and its BCCD development fields, mean and
+    sample standard deviation per method over its seeds."""
+    runs = sorted(Path(args.runs).glob("*/summary.json"))
+    per_run = []
+    for path in runs:
+        s = json.loads(path.read_text())
+        labs = s.get("test_per_lab") or {}
+        row = {"run": s["run"], "method": s["method"], "seed": s["seed"]}
+        row["val"] = s.get("kept_val_accuracy")
+        row.update({lab: labs[lab]["accuracy"] for lab in ABLATION_LABS if lab in labs})
+        bccd = bccd_dev(str(path.parent / "last.pt"))
+        row["bccd_dev"], row["bccd_dev_recall"] = bccd["field_accuracy"], bccd["macro_recall_NELM"]
+        per_run.append(row)
+        print(json.dumps(row), flush=True)
+    cols = ["val", *ABLATION_LABS, "bccd_dev", "bccd_dev_recall"]
+    methods: dict[str, dict[str, Any]] = {}
+    for method in dict.fromkeys(r["method"] for r in per_run):
+        mine = [r for r in per_run if r["method"] == method]
+        stats = {}
+        for c in cols:
+            v = np.array([r[c] for r in mine if r.get(c) is not None], float)
+            sd = float(v.std(ddof=1)) if len(v) > 1 else None
+            stats[c] = {"mean": float(v.mean()) if len(v) else None, "std": sd}
+        methods[method] = {"runs": len(mine), "seeds": [r["seed"] for r in mine], **stats}
+
+    def cell(st: dict[str, Any], pct: bool = True) -> str:
+        if st["mean"] is None:
+            return "-"
+        f = (lambda x: f"{100 * x:.1f}") if pct else (lambda x: f"{x:.2f}")
+        return f(st["mean"]) + (f" ± {f(st['std'])}" if st["std"] is not None else "")
+
+    table = markdown_table(
+        ["method", "runs", "val %", "PBC test %", "DeepAPL held-out patients %", "lisc %",
+         "tecom %", "cvblog %", "BCCD dev fields %", "BCCD dev macro recall"],
+        [[m, v["runs"], *(cell(v[c]) for c in ("val", *ABLATION_LABS, "bccd_dev")),
+          cell(v["bccd_dev_recall"], pct=False)] for m, v in methods.items()],
+    )  # fmt: skip
+    report = {
+        "title": "Distillation ablation with the multi-lab teacher",
+        "date": utc_date(),
+        "machine": machine_line(),
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        "run_command": args.run_command,
+        "rule": "benchmarks/results/many-labs-rule.md (amendment 6)",
+        "methods": methods,
+        "runs": per_run,
+        "notes": args.notes.read_text() if args.notes else "",
+    }
+    md = "\n".join(
+        [
+            f"# {report['title']}",
+            "",
+            f"- date: {report['date']}; machine: {report['machine']}",
+            f"- runs: `{args.run_command}`",
+            f"- table: `{report['command']}`",
+            f"- protocol and reading rule: `{report['rule']}`",
+            "",
+            "Test accuracy per lab of each run's final epoch (DeepAPL: its held-out patients, "
+            "10 classes; the small labs: 9-29 held-apart crops each), and the field type on "
+            "the 148 BCCD development fields (never trained on). Mean ± sample standard "
+            "deviation over seeds.",
+            "",
+            table,
+            "",
+            report["notes"],
+        ]
+    )
+    write_record(args.out, report, md)
+    print(f"wrote {args.out}.md / .json")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -667,9 +743,15 @@ def main(argv: list[str] | None = None) -> None:
     rc.add_argument("--run-command", action="append", help="a command that made the models")
     rc.add_argument("--out", type=Path, default=Path("benchmarks/results/many-labs"))
     rc.add_argument("--notes", type=Path, help="markdown appended to the record (and its JSON)")
+    ab = sub.add_parser("ablation")
+    ab.add_argument("--runs", default="runs/ml-ablation")
+    ab.add_argument("--run-command", required=True, help="the wbc-edge ablation command")
+    ab.add_argument("--notes", type=Path, help="markdown appended to the record")
+    ab.add_argument("--out", type=Path, default=Path("benchmarks/results/many-labs-ablation"))
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(getattr(args, "threads", 2)))
-    {"lolo": lolo, "score": score_models, "record": record}[args.cmd](args)
+    commands = {"lolo": lolo, "score": score_models, "record": record, "ablation": ablation}
+    commands[args.cmd](args)
 
 
 if __name__ == "__main__":
