@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from wbc_edge.benchmarks.bench import DEFAULT_BATCHES, DEFAULT_ITERS, DEFAULT_WARMUP
+from wbc_edge.model.defaults import DEVICE, THREADS
 from wbc_edge.runtime.options import PipelineConfig
 
 
@@ -70,8 +71,8 @@ def bench(
     ] = None,
     threads: Annotated[
         int, typer.Option(help="Intra-op threads for ONNX Runtime / torch (0: their default).")
-    ] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda (engines: always GPU).")] = "auto",
+    ] = THREADS,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (engines: always GPU).")] = DEVICE,
     out: Annotated[Path, typer.Option(help="Folder for the JSON, markdown and PNGs.")] = Path(
         "bench-out"
     ),
@@ -242,4 +243,3 @@ def _command(cfg: object, out: Path, name: str) -> str:
 def register(app: typer.Typer) -> None:
     """Add this part's commands to ``app``."""
     app.command("bench")(bench)
-

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from wbc_edge.errors import UserError
+from wbc_edge.model.defaults import DEVICE, THREADS
 from wbc_edge.records import load_average, markdown_table, utc_date
 
 
@@ -56,8 +57,8 @@ class StreamConfig:
     realtime: bool = False
     batch: int | None = None  # None: the pipeline's default, as in `run`
     workers: int | None = None
-    threads: int = 0  # ONNX Runtime intra-op threads (0: the runtime's default)
-    device: str = "auto"
+    threads: int = THREADS  # ONNX Runtime intra-op threads (0: half the cores)
+    device: str = DEVICE
     limit: int = 0  # at most this many files or frames (0: all)
     fps: float = 0.0  # --realtime: pace a video at this rate (0: its own)
     # Where the run's records and cell images go for the measurement (deleted after): the
@@ -289,13 +290,16 @@ def run_stream_bench(cfg: StreamConfig, command: str = "") -> dict[str, Any]:
         card = model.card
         backend_name = model.name
         min_side = 0 if cfg.smear else model.min_side
-        if files is not None:
-            limit = decode_limit(files, model, stats.workers, field=cfg.smear)
-            image_limit = (
-                None if cfg.smear else decode_limit(files, model, stats.workers, preprocess=True)
-            )
-        else:
-            limit, image_limit = video_decode_limit(cfg.source, cfg.limit), None
+    # The limits once the session is closed, as before the model core: its idle thread pool
+    # must not share the cores with them. Decoding and preprocessing need only the card, which
+    # the closed Model keeps.
+    if files is not None:
+        limit = decode_limit(files, model, stats.workers, field=cfg.smear)
+        image_limit = (
+            None if cfg.smear else decode_limit(files, model, stats.workers, preprocess=True)
+        )
+    else:
+        limit, image_limit = video_decode_limit(cfg.source, cfg.limit), None
     load_after = load_average()
 
     items_per_s = stats.items / elapsed if elapsed > 0 else 0.0

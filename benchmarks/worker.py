@@ -20,6 +20,7 @@ import numpy as np
 from wbc_edge.benchmarks.bench import latency_stats
 from wbc_edge.benchmarks.machine import PowerMonitor, wait_for_samples
 from wbc_edge.errors import UserError
+from wbc_edge.model.defaults import DEVICE, THREADS
 from wbc_edge.model.names import model_name
 from wbc_edge.records import load_average
 
@@ -85,7 +86,8 @@ def decode(paths: list[str], min_side: int) -> list[np.ndarray]:
 def measure(spec_in: dict[str, Any]) -> dict[str, Any]:
     path = spec_in["path"]
     t0 = time.perf_counter()
-    model = open_model(path, spec_in.get("device", "auto"), int(spec_in.get("threads", 0)))
+    device, threads = spec_in.get("device", DEVICE), int(spec_in.get("threads", THREADS))
+    model = open_model(path, device, threads)
     load_s = time.perf_counter() - t0
     card, backend = model.card, model.backend
     min_side = model.min_side
@@ -164,9 +166,7 @@ def _accuracy(
 ) -> dict[str, Any]:
     from wbc_edge.metrics import classification_report
 
-    probs, y = model.score(
-        paths, labels, f"the data of {spec_in['path']}", max(spec_in["batches"])
-    )
+    probs, y = model.score(paths, labels, f"the data of {spec_in['path']}", max(spec_in["batches"]))
     np.save(spec_in["probs_out"], probs.astype(np.float32))
     report = classification_report(probs, y, model.class_names)
     return {"accuracy": report.accuracy, "macro_f1": report.macro_f1}

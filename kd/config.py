@@ -75,8 +75,8 @@ class TrainConfig:
     seed: int = 0
     augment: str = DEFAULT_AUGMENT  # preset of kd.data.AUGMENT_PRESETS: none, mild, crosslab
     jitter: bool = True  # older run folders' switch; False = augment "none"
-    # Stain normalisation into the card (runtime.stain): "unstained" or "crop" (the pixels its
-    # statistics are taken over), "none" (off, also for a student whose teacher has it);
+    # Stain normalisation into the card (wbc_edge.model.stain): "unstained" or "crop" (the
+    # pixels its statistics are taken over), "none" (off, also for a student whose teacher has it);
     # None: as the teacher's card says (a teacher run: off).
     stain_norm: str | None = None
     channels_last: bool = False

@@ -46,8 +46,10 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--fields",
                 help="Whole smear fields instead (JPEGImages/ + labels.csv of image,category): "
-                "the field type (dominant class of the counted cells) against each field's "
-                "label, and macro recall over Neutrophil, Eosinophil, Lymphocyte, Monocyte.",
+                "the field type (dominant class of the cells at or above the review threshold, "
+                "all found cells when none is; the OOD check is not applied, unlike run's "
+                "count) against each field's label, and macro recall over Neutrophil, "
+                "Eosinophil, Lymphocyte, Monocyte.",
             ),
         ] = None,
         field_split: Annotated[
@@ -59,7 +61,12 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         out: Annotated[
-            Path | None, typer.Option("--out", help="Write metrics.json, report.md, PNG here.")
+            Path | None,
+            typer.Option(
+                "--out",
+                help="Write metrics.json, report.md, PNG here (with --fields: fields.json, "
+                "fields.md).",
+            ),
         ] = None,
         batch_size: BatchOpt = None,
         tta: Annotated[
@@ -79,6 +86,8 @@ def register(app: typer.Typer) -> None:
         if (data is None) == (fields is None):
             raise UserError("give --data (cells) or --fields (whole smear fields), one of them")
         if fields is not None:
+            if tta or batch_size is not None:
+                raise UserError("--tta and --batch-size score cells (--data), not --fields")
             _evaluate_fields(model, fields, field_split, split, out)
             return
         if field_split is not None:

@@ -2,8 +2,11 @@
 label.
 
 On fields with one labelled white-cell type per field (bccd-smears' ``labels.csv``), a field's
-predicted type is the dominant class of its *counted* cells (top probability at or above the
-model's review threshold; all found cells when none is counted). Scored: field-type accuracy,
+predicted type is the dominant class of its confident cells (top probability at or above the
+model's review threshold; all found cells when none is). Unlike ``run``'s count, the OOD check
+is not applied: a model whose OOD check fires on every cell of a lab (the PBC-only student on
+BCCD) still gets a field type, so the figure says what its labels are worth there, and
+``cross-lab.md``'s figures stay comparable. Scored: field-type accuracy,
 macro recall over Neutrophil / Eosinophil / Lymphocyte / Monocyte (neutrophil fields are 58% of
 BCCD, so accuracy alone flatters a model that calls everything a neutrophil) and the confusion.
 The cells are found and cut by the model itself (:meth:`wbc_edge.model.model.Model.find_cells`,

@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from wbc_edge.model.backends import BackendBase
+from wbc_edge.model.defaults import DEVICE
 from wbc_edge.optional import require
 
 
 class TorchBackend(BackendBase):
     name = "torch"
 
-    def __init__(self, path: str | Path, device: str = "auto") -> None:
+    def __init__(self, path: str | Path, device: str = DEVICE) -> None:
         super().__init__()
         torch = require("torch")
         from wbc_edge.kd.checkpoint import load_model

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from wbc_edge.errors import UserError
-from wbc_edge.model.defaults import DEVICE, FALLBACK_THRESHOLD, MARGIN, THREADS
+from wbc_edge.model.defaults import DEVICE, FALLBACK_THRESHOLD, MARGIN, RULER_EVERY, THREADS
 
 DEFAULT_OUT = "wbc-run"  # `wbc-edge run`'s results folder: one sub-folder per sample
 # Flag thresholds (runtime/flags.py), starting points a lab replaces with its own; a rule fires
@@ -149,9 +149,8 @@ class PipelineConfig:
         gt=0.0,
     )
     # Not an option: smear, a video or camera: the red-cell ruler is measured on one frame in
-    # this many (one microscope's scale does not change between frames; 30 frames is a second
-    # of a camera).
-    ruler_every: int = 30
+    # this many (one microscope's scale does not change between frames; the model core's).
+    ruler_every: int = RULER_EVERY
     queue_size: int = option(
         32,
         "Frames waiting for inference; a camera drops the oldest beyond [default: {default}].",

@@ -128,6 +128,7 @@ class Pipeline:
     ) -> None:
         self.source, self.model, self.output = source, model, output
         self.config = config or PipelineConfig()
+        self._check_model_settings()
         self.observers = list(observers or [])
         self.archive = archive  # keeps an item's crops; runs before its records are written
         self.stats = Stats()
@@ -158,6 +159,23 @@ class Pipeline:
         self.pool = OrderedPool(
             self._prepare_chunk, self.stats.workers, self.stats.workers, name="wbc-prepare"
         )
+
+    def _check_model_settings(self) -> None:
+        """The review threshold and the crop margin are the model's (``Model.load(...,
+        threshold=, margin=)``): a config that names others would be ignored, so it is refused."""
+        from wbc_edge.model.review import review_threshold
+
+        c, m = self.config, self.model
+        if c.threshold is not None and review_threshold(c.threshold, m.card) != m.threshold:
+            raise ValueError(
+                f"the config's threshold {c.threshold} is not the model's {m.threshold}: "
+                "give it to Model.load(threshold=...)"
+            )
+        if c.margin is not None and c.margin != m.margin:
+            raise ValueError(
+                f"the config's margin {c.margin} is not the model's {m.margin}: "
+                "give it to Model.load(margin=...)"
+            )
 
     # -- control ------------------------------------------------------------------------------
 

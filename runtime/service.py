@@ -152,7 +152,7 @@ def run_service(options: RunOptions) -> dict[str, Any]:
                     highlight=False,
                 )
                 console.print(src.options.describe(), highlight=False)
-                line = _review_line(config.threshold, card)
+                line = _review_line(runner.threshold, config.threshold, card)
                 console.print(line, highlight=False, soft_wrap=True)
                 skipped = getattr(src, "skipped", 0)
                 if resumed:
@@ -271,11 +271,8 @@ def run_service(options: RunOptions) -> dict[str, Any]:
     return summary
 
 
-def _review_line(min_confidence: float | None, card) -> str:  # noqa: ANN001
-    """Which review threshold this run uses and where it comes from."""
-    from wbc_edge.model.review import review_threshold
-
-    value = review_threshold(min_confidence, card)
+def _review_line(value: float, min_confidence: float | None, card) -> str:  # noqa: ANN001
+    """Which review threshold this run uses (``value``, the model's) and where it comes from."""
     if min_confidence is not None:
         return f"review: cells below {value:.4f} (--min-confidence)"
     if card.confidence_threshold is not None:

@@ -104,6 +104,8 @@ def test_the_api_carries_a_streams_ruler_as_run_does(tmp_path: Path) -> None:
         for f in fields
     )
     assert given.cells  # cropped at the given ruler instead
+    with Model.load(path) as model, pytest.raises(UserError, match="not both"):
+        model.predict_fields([frame], ruler=model.stream_ruler(), rbc_px=20.0)
 
 
 def test_cells_unlike_the_training_data_are_ood_warned_and_raise_no_flag(tmp_path: Path) -> None:

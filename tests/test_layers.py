@@ -69,7 +69,11 @@ def _lines(pattern: str, folders: tuple[str, ...]) -> list[str]:
     return out
 
 
-ABOVE_THE_CORE = ("kd", "export", "runtime", "benchmarks", "benchmarks/studies")
+ABOVE_THE_CORE = ("kd", "export", "runtime", "benchmarks")
+OPENS = r"\b(load_backend|OnnxRuntimeBackend|TensorRTBackend|TorchBackend)\(|InferenceSession\("
+# Backend-level tools of the export step, which need a runner and not a model: the parity check
+# reads every raw output of the file it just wrote, the INT8 sweep times the network alone.
+RUNNERS = ("export/onnx_export.py", "export/int8/sweep.py")
 
 
 def test_nothing_above_the_core_opens_a_backend_or_applies_the_field_to_crop_rule() -> None:
@@ -77,13 +81,16 @@ def test_nothing_above_the_core_opens_a_backend_or_applies_the_field_to_crop_rul
     applied in ``wbc_edge.model.fieldcrop`` only (the studies included)."""
     studies = sorted((REPO / "benchmarks" / "studies").glob("*.py"))
     assert studies, "the studies were not found"
-    hits = _lines(r"\bload_backend\(|InferenceSession\(|\bfov_rbc=", ABOVE_THE_CORE)
+    pattern = rf"{OPENS}|\bfov_rbc="
+    hits = _lines(pattern, ABOVE_THE_CORE)
     for path in studies:
         for n, line in enumerate(path.read_text().splitlines(), 1):
-            if re.search(r"\bload_backend\(|InferenceSession\(|\bfov_rbc=", line):
+            if re.search(pattern, line):
                 hits.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
     # the torch backend is a backend (it lives with the training code it loads)
-    assert [h for h in hits if not h.startswith("kd/torch_backend.py")] == []
+    allowed = ("kd/torch_backend.py", *RUNNERS)
+    assert [h for h in hits if not h.startswith(allowed)] == []
+    assert all(any(h.startswith(r) for h in hits) for r in RUNNERS), "a runner went: drop it"
 
 
 def test_the_torch_backend_is_found_by_its_entry_point() -> None:

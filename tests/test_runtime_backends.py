@@ -267,7 +267,8 @@ def test_onnx_backend_loads_its_model_once(tmp_path, monkeypatch):
 
 
 def test_a_labelled_set_is_scored_through_the_backend(tmp_path):
-    """runtime.labelled.score: probabilities in input order, labels checked against the card."""
+    """wbc_edge.model.labelled.score: probabilities in input order, labels checked against the
+    card."""
     import cv2
 
     from wbc_edge.model.labelled import score

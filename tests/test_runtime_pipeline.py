@@ -582,3 +582,14 @@ def test_a_smear_video_gives_the_same_cells_with_one_worker_or_four(tmp_path, mo
     by_frame = {frame: (rbc, how) for frame, _, rbc, how, _ in cells[1]}
     assert by_frame[0][1] == "measured" and by_frame[1] == (by_frame[0][0], "stream")
     assert 30 not in by_frame and by_frame[31] == (by_frame[0][0], "stream")  # block 0's ruler
+
+
+def test_the_pipeline_refuses_a_threshold_or_margin_that_is_not_its_models(tmp_path, model):
+    """The review threshold and the crop margin belong to the Model; a config naming others
+    would be silently ignored, so it is refused before anything runs."""
+    write_images(tmp_path / "in", COLOURS)
+    with RunOutput(tmp_path / "out") as output, Model.load(model, threshold=0.5) as m:
+        for config in (PipelineConfig(threshold=0.9), PipelineConfig(margin=0.3)):
+            with pytest.raises(ValueError, match="give it to Model.load"):
+                Pipeline(open_source(str(tmp_path / "in")), m, output, config)
+        Pipeline(open_source(str(tmp_path / "in")), m, output, PipelineConfig(threshold=0.5))

@@ -9,3 +9,4 @@ TOPK = 3  # classes each result lists (the records' top3)
 MARGIN = 0.15
 DEVICE = "auto"  # an accelerator when one is present, else the CPU
 THREADS = 0  # ONNX Runtime CPU threads; 0: half the cores (decoding needs the rest)
+RULER_EVERY = 30  # a stream measures its red-cell ruler on one frame in this many (a second)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from wbc_edge.model.defaults import MARGIN
 from wbc_edge.model.finder import Box, FinderParams, background_colour, find_cells
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 def crop_cell(
     image: np.ndarray,
     box: Box,
-    margin: float = 0.15,
+    margin: float = MARGIN,
     side: float | None = None,
     fill: Sequence[float] | None = None,
 ) -> np.ndarray:
@@ -227,7 +228,7 @@ def stream_ruler(crop_scale: CropScale | None, every: int) -> StreamRuler:
 def cells_in_field(
     image: np.ndarray,
     crop_scale: CropScale | None,
-    margin: float = 0.15,
+    margin: float = MARGIN,
     params: FinderParams | None = None,
     rbc_px: float | None = None,
     um_per_px: float | None = None,

@@ -34,14 +34,13 @@ from wbc_edge.errors import UserError
 from wbc_edge.model import ood
 from wbc_edge.model.backends import Backend, load_backend
 from wbc_edge.model.card import ModelCard
-from wbc_edge.model.defaults import DEVICE, MARGIN, THREADS, TOPK
+from wbc_edge.model.defaults import DEVICE, MARGIN, RULER_EVERY, THREADS, TOPK
 from wbc_edge.model.review import MOST, REASONS, for_review, predictions, reason, review_threshold
 
 if TYPE_CHECKING:
     from wbc_edge.model.fieldcrop import FieldCells, FieldScale, StreamRuler
 
 Image = str | Path | bytes | np.ndarray  # a path, an encoded file, or pixels
-RULER_EVERY = 30  # a stream measures its red-cell ruler on one frame in this many (a second)
 
 
 @dataclass(frozen=True)
@@ -226,6 +225,8 @@ class Model:
         (fields of a folder may come from different microscopes), given (``rbc_px`` or
         ``um_per_px``), or, with ``ruler`` (:meth:`stream_ruler`), carried along the frames of
         one video or camera in order, as ``run`` does for a stream."""
+        if ruler is not None and (rbc_px is not None or um_per_px is not None):
+            raise UserError("give a stream ruler or rbc_px / um_per_px, not both")
         loaded = [_load(x) for x in fields]
         found = []
         for _, image in loaded:

@@ -167,10 +167,10 @@ def plugin_backend(kind: str) -> type:
     from importlib.metadata import entry_points
 
     found = list(entry_points(group="wbc_edge.backends", name=kind))
-    if not found:
+    if not found:  # every wheel declares it: the install's metadata is older than the code
         raise UserError(
-            f"no {kind} backend is installed (a .pt checkpoint needs the training code: "
-            "pip install 'wbc-edge[train]'), or export the model: wbc-edge export onnx"
+            f"wbc-edge's install lists no {kind} backend: reinstall it (`pip install -e .` in a "
+            "checkout), or export the model (`wbc-edge export onnx`)"
         )
     return found[0].load()
 
