@@ -29,9 +29,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from wbc_edge.errors import UserError
+from wbc_edge.model.defaults import MARGIN
 
 if TYPE_CHECKING:
     from wbc_edge.model.model import Model
+    from wbc_edge.model.scale import CropScale
 
 FOUR = ("Neutrophil", "Eosinophil", "Lymphocyte", "Monocyte")
 EVAL_FRACTION = 0.4
@@ -79,14 +81,27 @@ def read_field_split(path: str | Path) -> list[tuple[str, str, str]]:
     return rows
 
 
-def cut_fields(model: Model, root: Path, names: Sequence[str]) -> dict[str, list]:
-    """{field: its white-cell crops} cut by ``model`` as ``run --smear`` cuts them (best finder
-    score first)."""
+def field_crops(
+    root: Path, names: Sequence[str], crop_scale: CropScale | None, margin: float = MARGIN
+) -> dict[str, list]:
+    """{field: its white-cell crops} cut by the field-to-crop rule at ``crop_scale`` (None: the
+    box + ``margin``), best finder score first. The cross-lab study cuts at scales other than a
+    card's (one measured for an old card, or none) with it."""
+    from wbc_edge.model.fieldcrop import cells_in_field
     from wbc_edge.model.labelled import read_labelled
 
     return {
-        n: model.find_cells(read_labelled(root / "JPEGImages" / n, str(root))).crops for n in names
+        n: cells_in_field(
+            read_labelled(root / "JPEGImages" / n, str(root)), crop_scale, margin
+        ).crops
+        for n in names
     }
+
+
+def cut_fields(model: Model, root: Path, names: Sequence[str]) -> dict[str, list]:
+    """{field: its white-cell crops} cut as ``run --smear`` cuts them for ``model``: at its
+    card's crop scale and margin (:meth:`wbc_edge.model.model.Model.find_cells`'s rule)."""
+    return field_crops(root, names, model.spec.crop_scale, model.margin)
 
 
 def field_types(probs_by_field: dict[str, np.ndarray], names: Sequence[str], threshold: float):

@@ -70,10 +70,19 @@ def _lines(pattern: str, folders: tuple[str, ...]) -> list[str]:
 
 
 ABOVE_THE_CORE = ("kd", "export", "runtime", "benchmarks")
-OPENS = r"\b(load_backend|OnnxRuntimeBackend|TensorRTBackend|TorchBackend)\(|InferenceSession\("
-# Backend-level tools of the export step, which need a runner and not a model: the parity check
-# reads every raw output of the file it just wrote, the INT8 sweep times the network alone.
-RUNNERS = ("export/onnx_export.py", "export/int8/sweep.py")
+OPENS = (
+    r"\b(load_backend|OnnxRuntimeBackend|TensorRTBackend|TorchBackend|open_session)\("
+    r"|InferenceSession\("
+)
+# Runners, not models: the parity check reads every raw output of the file export just wrote,
+# the INT8 sweep times the network alone, and two probes open a copy of the graph edited to
+# expose inner tensors (MAC counting, the feature-space review signal).
+RUNNERS = (
+    "export/onnx_export.py",
+    "export/int8/sweep.py",
+    "benchmarks/cost.py",
+    "benchmarks/studies/counted_right_score.py",
+)
 
 
 def test_nothing_above_the_core_opens_a_backend_or_applies_the_field_to_crop_rule() -> None:

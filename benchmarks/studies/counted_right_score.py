@@ -23,8 +23,7 @@ import numpy as np
 from wbc_edge.data.manifest import read_manifest
 from wbc_edge.kd.fields import read_field_split
 from wbc_edge.model import ood
-from wbc_edge.model.backends.onnxruntime import open_session
-from wbc_edge.model.card import card_from_session
+from wbc_edge.model.backends.onnxruntime import open_session, read_onnx_card
 from wbc_edge.model.decode import model_min_side, read_image
 from wbc_edge.model.labelled import dihedral_views
 
@@ -82,7 +81,7 @@ def main() -> int:
     args = ap.parse_args()
     import onnx
 
-    card = card_from_session(open_session(args.model, device="cpu", threads=1), args.model)
+    card = read_onnx_card(args.model)
     graph = onnx.load(args.model)
     feat_name = next(n.output[0] for n in graph.graph.node if n.op_type == "Flatten")
     graph.graph.output.append(onnx.helper.make_empty_tensor_value_info(feat_name))

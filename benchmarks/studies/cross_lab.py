@@ -32,6 +32,7 @@ import typer
 from wbc_edge.errors import UserError
 from wbc_edge.kd.config import ADAPT_LR, ADAPT_STEPS
 from wbc_edge.kd.fields import (
+    field_crops,
     field_metrics,
     field_types,
     make_field_split,
@@ -42,26 +43,6 @@ from wbc_edge.kd.fields import (
 CURVE_SIZES = ("0", "10", "25", "50", "100", "all")
 # A user's cross-lab run writes here, never into the project's records (benchmarks/results/).
 CROSS_LAB_OUT = "cross-lab-out"
-
-
-def field_crops(root: Path, names: Sequence[str], crop_scale: Any) -> dict[str, list]:
-    """{field: its white-cell crops} cut at ``crop_scale`` (the card's, one measured on the
-    training crops for an old card, or None: box + 15%), the study's choice of cut; a model's
-    own cut is :func:`wbc_edge.kd.fields.cut_fields`."""
-    from wbc_edge.model.fieldcrop import cells_in_field
-    from wbc_edge.model.labelled import read_labelled
-
-    return {
-        n: cells_in_field(read_labelled(root / "JPEGImages" / n, str(root)), crop_scale).crops
-        for n in names
-    }
-
-
-def _probs(model, crops_by_field: dict[str, list]) -> dict[str, np.ndarray]:  # noqa: ANN001
-    out = {}
-    for f, crops in crops_by_field.items():
-        out[f] = model.probs(crops)
-    return out
 
 
 def _immature_alarm(probs_by_field, card, threshold: float, ood_by_field=None) -> bool:
@@ -111,7 +92,7 @@ def score_row(
     evals = {f: t for f, t, s in fields if s == on}
     with Model.load(model) as m:
         card, thr = m.card, m.threshold
-        probs = _probs(m, {f: crops[f] for f in evals})
+        probs = {f: m.probs(crops[f]) for f in evals}
         row = field_metrics(evals, field_types(probs, card.class_names, thr))
         ood_cells, field_scores = None, None
         if card.ood is not None:  # the run's own per-cell judgement (pipeline: item.ood)

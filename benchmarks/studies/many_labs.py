@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from wbc_edge.benchmarks.studies.cross_lab import field_crops, training_scale
+from wbc_edge.benchmarks.studies.cross_lab import training_scale
 from wbc_edge.data.labs import combine_sources, parse_sources
 from wbc_edge.data.manifest import ManifestRow, write_manifest
-from wbc_edge.kd.fields import field_metrics, field_types, read_field_split
+from wbc_edge.kd.fields import field_crops, field_metrics, field_types, read_field_split
 from wbc_edge.records import machine_line, markdown_table, utc_date, write_record
 
 SHARED = Path("../shared/data")

@@ -137,10 +137,8 @@ class Model:
         threshold: float | None = None,
         topk: int = TOPK,
         margin: float = MARGIN,
-        path: str | Path = "",
     ) -> None:
         self.backend = backend
-        self.path = path
         self.card: ModelCard = backend.card
         threshold = review_threshold(threshold, self.card)  # the rule `run` uses too
         if not 0.0 <= threshold <= 1.0:
@@ -166,7 +164,7 @@ class Model:
             path = default_model()
         backend = load_backend(path, device=device, threads=threads)
         try:
-            return cls(backend, threshold=threshold, topk=topk, margin=margin, path=path)
+            return cls(backend, threshold=threshold, topk=topk, margin=margin)
         except BaseException:
             backend.close()
             raise
@@ -319,7 +317,7 @@ class Model:
 
     def ood_flags(self, crops: Sequence[np.ndarray]) -> list[bool]:
         """Per crop: out of distribution by the card's check (all False when it has none)."""
-        return ood.flags(self.card.ood, list(crops)) or [False] * len(crops)
+        return self.ood_check(crops) or [False] * len(crops)
 
     def ood_check(self, crops: Sequence[np.ndarray]) -> list[bool] | None:
         """:meth:`ood_flags`, or None when the card cannot judge (records say "no stats")."""
